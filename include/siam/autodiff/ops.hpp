@@ -1,0 +1,291 @@
+// Differentiable ops on tape variables. Each op is its forward and its backward side
+// by side, with the gradient contract in one comment: given dy = dL/dy, what is added
+// to the gradient of each input. Backwards only touch inputs that need a gradient
+// (Tape::accumulate skips the rest), and run entirely through backend expressions
+// and GEMM, so the same code runs on every backend.
+#pragma once
+
+#include <string>
+
+#include "siam/autodiff/tape.hpp"
+
+namespace siam {
+
+namespace detail {
+template <class T, class B>
+void require_same_tape(const char* op, const Var<T, B>& a, const Var<T, B>& b) {
+  if (&a.tape() != &b.tape())
+    throw value_error(std::string(op) + ": operands were recorded on different tapes");
+}
+template <class T, class B>
+bool any_grad(std::initializer_list<Var<T, B>> vs) {
+  for (const auto& v : vs)
+    if (v.requires_grad()) return true;
+  return false;
+}
+}  // namespace detail
+
+// ---- matmul: y = op(a) op(b).
+// C = A B:      dA += dC B^T     dB += A^T dC
+// C = A^T B:    dA += B dC^T     dB += A dC
+// C = A B^T:    dA += dC B       dB += dC^T A
+// C = A^T B^T:  dA += B^T dC^T   dB += dC^T A^T
+template <class T, class B>
+Var<T, B> matmul(Var<T, B> a, Var<T, B> b, bool trans_a = false, bool trans_b = false) {
+  detail::require_same_tape("matmul", a, b);
+  auto& t = a.tape();
+  auto prod = matmul(a.value(), b.value(), trans_a, trans_b);  // checks shapes
+  Var<T, B> y = t.make(prod.shape(), detail::any_grad({a, b}));
+  y.value() = prod;
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        const bool ta = n.s[0] != 0, tb = n.s[1] != 0;
+        auto dc = t.out_grad(n);
+        auto A = t.value(n.in[0]), Bv = t.value(n.in[1]);
+        if (t.requires_grad(n.in[0])) {
+          if (!ta) t.accumulate(n.in[0], matmul(dc, Bv, false, !tb));
+          else t.accumulate(n.in[0], matmul(Bv, dc, tb, true));
+        }
+        if (t.requires_grad(n.in[1])) {
+          if (!tb) t.accumulate(n.in[1], matmul(A, dc, !ta, false));
+          else t.accumulate(n.in[1], matmul(dc, A, true, ta));
+        }
+      },
+      y, {a.id(), b.id()}, T(trans_a), T(trans_b));
+  return y;
+}
+
+// ---- add / sub / mul (same shapes).
+// y = a + b:  da += dy, db += dy.   y = a - b:  da += dy, db -= dy.
+// y = a * b:  da += dy * b, db += dy * a.
+template <class T, class B>
+Var<T, B> operator+(Var<T, B> a, Var<T, B> b) {
+  detail::require_same_tape("add", a, b);
+  auto& t = a.tape();
+  auto e = a.value() + b.value();
+  Var<T, B> y = t.make(e.shape(), detail::any_grad({a, b}));
+  y.value() = e;
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        t.accumulate(n.in[0], t.out_grad(n));
+        t.accumulate(n.in[1], t.out_grad(n));
+      },
+      y, {a.id(), b.id()});
+  return y;
+}
+template <class T, class B>
+Var<T, B> operator-(Var<T, B> a, Var<T, B> b) {
+  detail::require_same_tape("sub", a, b);
+  auto& t = a.tape();
+  auto e = a.value() - b.value();
+  Var<T, B> y = t.make(e.shape(), detail::any_grad({a, b}));
+  y.value() = e;
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        t.accumulate(n.in[0], t.out_grad(n));
+        t.accumulate(n.in[1], -t.out_grad(n));
+      },
+      y, {a.id(), b.id()});
+  return y;
+}
+template <class T, class B>
+Var<T, B> operator*(Var<T, B> a, Var<T, B> b) {
+  detail::require_same_tape("mul", a, b);
+  auto& t = a.tape();
+  auto e = a.value() * b.value();
+  Var<T, B> y = t.make(e.shape(), detail::any_grad({a, b}));
+  y.value() = e;
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        t.accumulate(n.in[0], t.out_grad(n) * t.value(n.in[1]));
+        t.accumulate(n.in[1], t.out_grad(n) * t.value(n.in[0]));
+      },
+      y, {a.id(), b.id()});
+  return y;
+}
+
+// ---- add_bias: y = x + 1 b (b a row vector [C] broadcast over the N rows of x).
+// dx += dy;  db += sum over rows of dy.
+template <class T, class B>
+Var<T, B> add_bias(Var<T, B> x, Var<T, B> b) {
+  detail::require_same_tape("add_bias", x, b);
+  auto& t = x.tape();
+  auto e = x.value() + broadcast_rows(b.value(), x.shape().rows());
+  Var<T, B> y = t.make(e.shape(), detail::any_grad({x, b}));
+  y.value() = e;
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        t.accumulate(n.in[0], t.out_grad(n));
+        t.accumulate(n.in[1], sum_rows(t.out_grad(n)));
+      },
+      y, {x.id(), b.id()});
+  return y;
+}
+
+// ---- relu: y = max(x, 0);  dx += dy * [y > 0].
+template <class T, class B>
+Var<T, B> relu(Var<T, B> x) {
+  auto& t = x.tape();
+  Var<T, B> y = t.make(x.shape(), x.requires_grad());
+  y.value() = relu(x.value());
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        t.accumulate(n.in[0], t.out_grad(n) * step(t.value(n.out)));
+      },
+      y, {x.id()});
+  return y;
+}
+
+// ---- square: y = x^2;  dx += 2 x dy.
+template <class T, class B>
+Var<T, B> square(Var<T, B> x) {
+  auto& t = x.tape();
+  Var<T, B> y = t.make(x.shape(), x.requires_grad());
+  y.value() = square(x.value());
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        t.accumulate(n.in[0], T(2) * t.value(n.in[0]) * t.out_grad(n));
+      },
+      y, {x.id()});
+  return y;
+}
+
+// ---- sqrt: y = sqrt(x);  dx += dy / (2 y)  (infinite at x = 0, as the math says).
+template <class T, class B>
+Var<T, B> sqrt(Var<T, B> x) {
+  auto& t = x.tape();
+  Var<T, B> y = t.make(x.shape(), x.requires_grad());
+  y.value() = sqrt(x.value());
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        t.accumulate(n.in[0], t.out_grad(n) / (T(2) * t.value(n.out)));
+      },
+      y, {x.id()});
+  return y;
+}
+
+// ---- sum / mean of all elements -> [1].  dx += dy (resp. dy / N) at every element.
+template <class T, class B>
+Var<T, B> sum(Var<T, B> x, T scale = T(1)) {
+  auto& t = x.tape();
+  Var<T, B> y = t.make(Shape{1}, x.requires_grad());
+  if (scale == T(1)) y.value() = sum_all(x.value());
+  else y.value() = sum_all(x.value() * scale);
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        const Shape s = t.shape(n.in[0]);
+        t.accumulate(n.in[0], broadcast_scalar(t.out_grad(n), s) * n.s[0]);
+      },
+      y, {x.id()}, scale);
+  return y;
+}
+template <class T, class B>
+Var<T, B> mean(Var<T, B> x) {
+  const index_t n = x.shape().size();
+  if (n == 0) throw shape_error("mean: empty tensor " + x.shape().str());
+  return sum(x, T(1) / static_cast<T>(n));
+}
+
+// ---- slice_rows: y = x[begin : begin + count) (a view: no copy).
+// dx[begin : begin + count) += dy; other rows of dx receive nothing.
+template <class T, class B>
+Var<T, B> slice_rows(Var<T, B> x, index_t begin, index_t count) {
+  auto& t = x.tape();
+  View<T, B> v = x.value().row_slice(begin, count);  // checks the range
+  Var<T, B> y = t.alias(v.data(), v.shape(), x.requires_grad());
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        if (!t.requires_grad(n.in[0])) return;
+        bool acc;
+        View<T, B> g = t.grad_for_write(n.in[0], acc);
+        if (!acc) g = Constant<T, B>{g.shape(), T(0)};
+        g.row_slice(static_cast<index_t>(n.s[0]), t.shape(n.out).rows()) += t.out_grad(n);
+      },
+      y, {x.id()}, T(begin));
+  return y;
+}
+
+// ---- concat_rows: y = [a; b] (same trailing shape).
+// da += dy[0 : Na), db += dy[Na : Na + Nb).
+template <class T, class B>
+Var<T, B> concat_rows(Var<T, B> a, Var<T, B> b) {
+  detail::require_same_tape("concat_rows", a, b);
+  const Shape sa = a.shape(), sb = b.shape();
+  if (sa.rank() == 1 || sa.rank() != sb.rank() || sa.cols() != sb.cols())
+    throw shape_error("concat_rows: cannot stack " + sa.str() + " on " + sb.str());
+  auto& t = a.tape();
+  Var<T, B> y = t.make(sa.with_rows(sa.rows() + sb.rows()), detail::any_grad({a, b}));
+  y.value().row_slice(0, sa.rows()) = a.value();
+  y.value().row_slice(sa.rows(), sb.rows()) = b.value();
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        const index_t na = t.shape(n.in[0]).rows(), nb = t.shape(n.in[1]).rows();
+        t.accumulate(n.in[0], t.out_grad(n).row_slice(0, na));
+        t.accumulate(n.in[1], t.out_grad(n).row_slice(na, nb));
+      },
+      y, {a.id(), b.id()});
+  return y;
+}
+
+// ---- linear: y = x W + 1 b (a dense layer, x [N x in], W [in x out], b [out]).
+// dx += dy W^T;  dW += x^T dy;  db += sum over rows of dy.
+// The GEMM writes y, then the bias is added in place: one extra pass, no temporary.
+template <class T, class B>
+Var<T, B> linear(Var<T, B> x, Var<T, B> w, Var<T, B> b) {
+  auto& t = x.tape();
+  const Shape sw = w.shape();
+  if (sw.rank() != 2 || b.shape().size() != sw[1] || b.shape().rows() != 1)
+    throw shape_error("linear: weight " + sw.str() + " and bias " + b.shape().str() +
+                      " do not form a layer");
+  auto prod = matmul(x.value(), w.value());  // checks x against W
+  Var<T, B> y = t.make(prod.shape(), detail::any_grad({x, w, b}));
+  View<T, B> yv = y.value();
+  yv = prod;
+  yv = yv + broadcast_rows(b.value(), yv.rows());
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        auto dy = t.out_grad(n);
+        t.accumulate(n.in[1], matmul(t.value(n.in[0]), dy, true, false));
+        t.accumulate(n.in[2], sum_rows(dy));
+        t.accumulate(n.in[0], matmul(dy, t.value(n.in[1]), false, true));
+      },
+      y, {x.id(), w.id(), b.id()});
+  return y;
+}
+
+// ---- linear_relu: h = max(x W + 1 b, 0), a dense layer fused with its ReLU.
+// dz = dh * [h > 0];  dx += dz W^T;  dW += x^T dz;  db += sum over rows of dz.
+// Forward: GEMM into h, then bias and ReLU in one in-place pass. Backward: dz
+// overwrites dh in place (dh has no other reader) in the same pass that sums db.
+template <class T, class B>
+Var<T, B> linear_relu(Var<T, B> x, Var<T, B> w, Var<T, B> b) {
+  auto& t = x.tape();
+  const Shape sw = w.shape();
+  if (sw.rank() != 2 || b.shape().size() != sw[1] || b.shape().rows() != 1)
+    throw shape_error("linear_relu: weight " + sw.str() + " and bias " + b.shape().str() +
+                      " do not form a layer");
+  auto prod = matmul(x.value(), w.value());
+  Var<T, B> h = t.make(prod.shape(), detail::any_grad({x, w, b}));
+  View<T, B> hv = h.value();
+  hv = prod;
+  hv = relu(hv + broadcast_rows(b.value(), hv.rows()));
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        View<T, B> dz = t.out_grad(n);
+        const View<T, B> hv = t.value(n.out);
+        const auto k = (dz * step(hv)).kernel();
+        if (t.requires_grad(n.in[2])) {
+          bool acc;
+          View<T, B> db = t.grad_for_write(n.in[2], acc);
+          B::assign_sum_rows(dz.data(), db.data(), dz.rows(), dz.cols(), k, acc);
+        } else {
+          dz = dz * step(hv);
+        }
+        t.accumulate(n.in[1], matmul(t.value(n.in[0]), dz, true, false));
+        t.accumulate(n.in[0], matmul(dz, t.value(n.in[1]), false, true));
+      },
+      h, {x.id(), w.id(), b.id()});
+  return h;
+}
+
+}  // namespace siam

@@ -1,0 +1,206 @@
+// The CPU backend: aligned host memory, Eigen's matrix product for GEMM (or a BLAS
+// through EIGEN_USE_BLAS), and an evaluator that runs an expression kernel as one
+// vectorisable loop, split across OpenMP threads when the tensor is large.
+//
+// A backend is a type with static functions; the op code never touches its loops.
+#pragma once
+
+// GCC 12 reports false "maybe-uninitialized" warnings inside its own AVX-512 intrinsics
+// when Eigen's GEMM kernels are inlined; they are not ours to fix.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <tuple>
+
+#include "siam/detail/config.hpp"
+#include "siam/shape.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace siam {
+
+/// Sets the number of threads used by the CPU backend (OpenMP loops and Eigen's GEMM).
+inline void set_num_threads(int n) {
+#if defined(_OPENMP)
+  omp_set_num_threads(n);
+#endif
+  Eigen::setNbThreads(n);
+}
+inline int num_threads() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+struct Cpu {
+  static constexpr bool is_host = true;
+  static constexpr const char* name = "cpu";
+  // Below this many elements a loop runs on one thread: a fork/join costs more.
+  static constexpr index_t parallel_threshold = 1 << 15;
+
+  template <class T>
+  static T* allocate(index_t n) {
+    if (n == 0) return nullptr;
+    return static_cast<T*>(::operator new(sizeof(T) * n, std::align_val_t{64}));
+  }
+  template <class T>
+  static void deallocate(T* p, index_t) noexcept {
+    if (p) ::operator delete(p, std::align_val_t{64});
+  }
+  template <class T>
+  static void copy(T* dst, const T* src, index_t n) {
+    if (n) std::memcpy(dst, src, sizeof(T) * n);
+  }
+  template <class T>
+  static void to_host(T* host_dst, const T* src, index_t n) { copy(host_dst, src, n); }
+  template <class T>
+  static void from_host(T* dst, const T* host_src, index_t n) { copy(dst, host_src, n); }
+  static void synchronize() {}
+
+  /// dst[r, c] = k(r, c) for a rows x cols row-major destination with row stride ld.
+  template <class T, class K>
+  static void assign(T* dst, index_t rows, index_t cols, const K& k) {
+    const bool par = rows * cols >= parallel_threshold;
+    if (rows == 1) {
+      // One long row (also every flat evaluation): split it into chunks.
+      SIAM_OMP(parallel for schedule(static) if (par))
+      for (index_t b = 0; b < cols; b += chunk) {
+        const index_t e = std::min(cols, b + chunk);
+        for (index_t c = b; c < e; ++c) dst[c] = k(0, c);
+      }
+      return;
+    }
+    SIAM_OMP(parallel for schedule(static) if (par))
+    for (index_t r = 0; r < rows; ++r) {
+      T* row = dst + r * cols;
+      for (index_t c = 0; c < cols; ++c) row[c] = k(r, c);
+    }
+  }
+
+  /// Several assignments fused in one loop: at every index, each (dst, kernel) pair is
+  /// evaluated and stored in order, so later kernels see earlier results (Adam: m, v, p).
+  template <class T, class... Pairs>
+  static void assign_fused(index_t n, const Pairs&... pairs) {
+    const bool par = n >= parallel_threshold;
+    SIAM_OMP(parallel for schedule(static) if (par))
+    for (index_t b = 0; b < n; b += chunk) {
+      const index_t e = std::min(n, b + chunk);
+      for (index_t c = b; c < e; ++c) ((pairs.first[c] = pairs.second(0, c)), ...);
+    }
+  }
+
+  /// out[c] (+)= sum_r k(r, c): the column totals. Threads split the columns, so the
+  /// order of additions, and the result, do not depend on the thread count.
+  template <class T, class K>
+  static void sum_rows(T* out, index_t rows, index_t cols, const K& k, bool accumulate) {
+    sum_rows_impl(out, rows, cols, k, accumulate, static_cast<T*>(nullptr));
+  }
+
+  /// dst[r, c] = k(r, c) and out[c] (+)= sum_r dst[r, c] in one pass (ReLU backward and
+  /// the bias gradient of the layer below it).
+  template <class T, class K>
+  static void assign_sum_rows(T* dst, T* out, index_t rows, index_t cols, const K& k,
+                              bool accumulate) {
+    sum_rows_impl(out, rows, cols, k, accumulate, dst);
+  }
+
+  /// out[r] (+)= sum_c k(r, c): one total per row.
+  template <class T, class K>
+  static void sum_cols(T* out, index_t rows, index_t cols, const K& k, bool accumulate) {
+    const bool par = rows * cols >= parallel_threshold;
+    SIAM_OMP(parallel for schedule(static) if (par))
+    for (index_t r = 0; r < rows; ++r) {
+      T acc = 0;
+      for (index_t c = 0; c < cols; ++c) acc += k(r, c);
+      out[r] = accumulate ? out[r] + acc : acc;
+    }
+  }
+
+  /// out[0] (+)= sum of all. Partial sums over fixed-size blocks, combined in order:
+  /// the same result for any thread count.
+  template <class T, class K>
+  static void sum_all(T* out, index_t rows, index_t cols, const K& k, bool accumulate) {
+    const index_t n = rows * cols;
+    constexpr index_t max_blocks = 64;
+    const index_t block = std::max<index_t>(chunk, (n + max_blocks - 1) / max_blocks);
+    const index_t nblocks = n == 0 ? 0 : (n + block - 1) / block;
+    T partial[max_blocks] = {};
+    const bool par = n >= parallel_threshold;
+    SIAM_OMP(parallel for schedule(static) if (par))
+    for (index_t b = 0; b < nblocks; ++b) {
+      T acc = 0;
+      const index_t e = std::min(n, (b + 1) * block);
+      for (index_t i = b * block; i < e; ++i) acc += k(i / cols, i % cols);
+      partial[b] = acc;
+    }
+    T total = 0;
+    for (index_t b = 0; b < nblocks; ++b) total += partial[b];
+    out[0] = accumulate ? out[0] + total : total;
+  }
+
+  /// Row-major C[m x n] = alpha op(A)[m x k] op(B)[k x n] + beta C with row strides
+  /// lda, ldb, ldc. beta == 0 never reads C (it may hold garbage).
+  template <class T>
+  static void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha,
+                   const T* A, index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
+    using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    using CMap = Eigen::Map<const Mat, Eigen::Unaligned, Eigen::OuterStride<>>;
+    using MMap = Eigen::Map<Mat, Eigen::Unaligned, Eigen::OuterStride<>>;
+    if (m == 0 || n == 0) return;
+    MMap c(C, m, n, Eigen::OuterStride<>(ldc));
+    if (beta == T(0)) c.setZero();
+    else if (beta != T(1)) c *= beta;
+    if (k == 0) return;
+    CMap a(A, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
+    CMap b(B, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
+    if (!trans_a && !trans_b) c.noalias() += alpha * a * b;
+    else if (trans_a && !trans_b) c.noalias() += alpha * a.transpose() * b;
+    else if (!trans_a && trans_b) c.noalias() += alpha * a * b.transpose();
+    else c.noalias() += alpha * a.transpose() * b.transpose();
+  }
+
+ private:
+  static constexpr index_t chunk = 4096;
+
+  template <class T, class K>
+  static void sum_rows_impl(T* out, index_t rows, index_t cols, const K& k, bool accumulate,
+                            T* dst) {
+    constexpr index_t cblock = 256;  // a block of column totals stays in registers/L1
+    const bool par = rows * cols >= parallel_threshold;
+    SIAM_OMP(parallel for schedule(static) if (par))
+    for (index_t b = 0; b < cols; b += cblock) {
+      const index_t e = std::min(cols, b + cblock);
+      T acc[cblock];
+      for (index_t c = b; c < e; ++c) acc[c - b] = accumulate ? out[c] : T(0);
+      for (index_t r = 0; r < rows; ++r) {
+        if (dst) {
+          T* row = dst + r * cols;
+          for (index_t c = b; c < e; ++c) {
+            const T v = k(r, c);
+            row[c] = v;
+            acc[c - b] += v;
+          }
+        } else {
+          for (index_t c = b; c < e; ++c) acc[c - b] += k(r, c);
+        }
+      }
+      for (index_t c = b; c < e; ++c) out[c] = acc[c - b];
+    }
+  }
+};
+
+}  // namespace siam
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif

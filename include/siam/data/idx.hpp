@@ -1,0 +1,586 @@
+// Reader and writer for the IDX format of MNIST (raw or gzip-compressed).
+//
+// Files are untrusted input: every header field is validated and a header is never
+// believed about sizes. Raw data is checked against the bytes really present before
+// anything is allocated; gzip data is inflated incrementally into a buffer that grows
+// only as decompressed bytes actually arrive, capped by what the header describes, so
+// memory is bounded by the real data. Every failure is an io_error whose message
+// names the file and the problem. The *_bytes functions parse an in-memory buffer
+// (for fuzzers and embedded data); the file functions wrap them.
+#pragma once
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "siam/data/dataset.hpp"
+#include "siam/error.hpp"
+
+namespace siam::data {
+
+/// Images of an IDX image file: count images of rows x cols, pixels = count*rows*cols
+/// floats in [0, 1] (byte / 255), image after image, row-major. file_count is the
+/// number of images in the file (count is smaller when only a prefix was kept).
+struct IdxImages {
+  std::size_t count = 0, rows = 0, cols = 0, file_count = 0;
+  std::vector<float> pixels;
+};
+
+/// Default for max_items: keep every item of the file.
+inline constexpr std::size_t idx_all_items = std::numeric_limits<std::size_t>::max();
+
+namespace detail {
+
+inline constexpr std::uint32_t idx_images_magic = 0x00000803;  // ubyte, 3 dimensions
+inline constexpr std::uint32_t idx_labels_magic = 0x00000801;  // ubyte, 1 dimension
+// A side longer than this is taken as a corrupt header: no IDX image set in use
+// comes close, and one such image would already be a gigabyte of floats.
+inline constexpr std::uint64_t idx_max_side = 16384;
+
+enum class IdxKind { images, labels };
+
+// Where a parse happens, for messages: the file name and whether the bytes came
+// out of a gzip stream (sizes then refer to decompressed data).
+struct IdxContext {
+  std::string_view name;
+  bool gzip = false;
+};
+
+struct IdxHeader {
+  std::size_t header_bytes = 0;
+  std::size_t count = 0, rows = 1, cols = 1;
+  std::uint64_t payload = 0;  // bytes after the header that the header describes
+};
+
+[[noreturn]] inline void idx_fail(const IdxContext& ctx, const std::string& problem) {
+  throw io_error("read_idx: " + std::string(ctx.name) + ": " + problem +
+                 (ctx.gzip ? " (in the decompressed gzip data)" : ""));
+}
+
+inline std::string hex32(std::uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", static_cast<unsigned>(v));
+  return buf;
+}
+
+inline std::uint32_t be32(const std::uint8_t* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+         std::uint32_t{p[3]};
+}
+
+inline void put_be32(std::vector<std::uint8_t>& out, std::uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8)
+    out.push_back(static_cast<std::uint8_t>(v >> s));
+}
+
+inline bool is_gzip(std::span<const std::uint8_t> b) {
+  return b.size() >= 2 && b[0] == 0x1f && b[1] == 0x8b;
+}
+
+inline std::size_t idx_header_bytes(IdxKind kind) {
+  return kind == IdxKind::images ? 16 : 8;
+}
+
+// Validates the header at the start of data (data may hold more than the header).
+// Checks in an order that reports the most specific problem: magic, zero sizes,
+// 64-bit then 32-bit overflow of the products, absurd sides.
+inline IdxHeader parse_idx_header(std::span<const std::uint8_t> data, IdxKind kind,
+                                  const IdxContext& ctx) {
+  const bool images = kind == IdxKind::images;
+  const char* what = images ? "IDX image file" : "IDX label file";
+  IdxHeader h;
+  h.header_bytes = idx_header_bytes(kind);
+  if (data.empty()) idx_fail(ctx, "empty file");
+  if (data.size() < h.header_bytes)
+    idx_fail(ctx, "truncated header: " + std::to_string(data.size()) + " bytes, an " + what +
+                      " header needs " + std::to_string(h.header_bytes));
+  const std::uint32_t magic = be32(data.data());
+  const std::uint32_t expected = images ? idx_images_magic : idx_labels_magic;
+  if (magic != expected) {
+    std::string hint;
+    if (magic == (images ? idx_labels_magic : idx_images_magic))
+      hint = images ? " (this is a label file)" : " (this is an image file)";
+    idx_fail(ctx, "wrong magic " + hex32(magic) + ", expected " + hex32(expected) + " for an " +
+                      what + hint);
+  }
+  const std::uint64_t count = be32(data.data() + 4);
+  if (!images) {
+    if (count == 0) idx_fail(ctx, "header claims zero labels");
+    h.count = static_cast<std::size_t>(count);
+    h.payload = count;
+    return h;
+  }
+  const std::uint64_t rows = be32(data.data() + 8), cols = be32(data.data() + 12);
+  const std::string dims =
+      std::to_string(count) + " x " + std::to_string(rows) + " x " + std::to_string(cols);
+  if (count == 0 || rows == 0 || cols == 0)
+    idx_fail(ctx, "zero dimension in header (count x rows x cols = " + dims + ")");
+  std::uint64_t px = 0, total = 0;
+  if (__builtin_mul_overflow(rows, cols, &px) || __builtin_mul_overflow(px, count, &total))
+    idx_fail(ctx, "header dimensions " + dims + " overflow a 64-bit byte count");
+  if (px > std::numeric_limits<std::uint32_t>::max())
+    idx_fail(ctx, "image size rows x cols = " + std::to_string(px) + " overflows 32 bits");
+  if (rows > idx_max_side || cols > idx_max_side)
+    idx_fail(ctx, "absurd image size " + std::to_string(rows) + " x " + std::to_string(cols) +
+                      " (a side may be at most " + std::to_string(idx_max_side) + ")");
+  if (total > std::numeric_limits<std::size_t>::max() / sizeof(float))
+    idx_fail(ctx, "header dimensions " + dims + " exceed the address space");
+  h.count = static_cast<std::size_t>(count);
+  h.rows = static_cast<std::size_t>(rows);
+  h.cols = static_cast<std::size_t>(cols);
+  h.payload = total;
+  return h;
+}
+
+// The bytes after the header must be exactly what the header describes.
+inline void check_idx_body(const IdxHeader& h, std::size_t available, IdxKind kind,
+                           const IdxContext& ctx) {
+  const std::uint64_t have = available - h.header_bytes;
+  const std::string claim = kind == IdxKind::images
+                                ? std::to_string(h.count) + " images of " + std::to_string(h.rows) +
+                                      " x " + std::to_string(h.cols)
+                                : std::to_string(h.count) + " labels";
+  if (have < h.payload)
+    idx_fail(ctx, "truncated body: header claims " + claim + " (" + std::to_string(h.payload) +
+                      " bytes) but only " + std::to_string(have) + " bytes follow the header");
+  if (have > h.payload)
+    idx_fail(ctx, "trailing garbage: " + std::to_string(have - h.payload) + " bytes after the " +
+                      std::to_string(h.payload) + " bytes of " + claim);
+}
+
+// Incremental gunzip over an in-memory buffer. Accepts concatenated gzip members
+// (as `cat a.gz b.gz` produces); rejects anything else after the last member.
+class GzipReader {
+ public:
+  GzipReader(std::span<const std::uint8_t> in, std::string_view name) : in_(in), name_(name) {
+    if (inflateInit2(&zs_, 16 + MAX_WBITS) != Z_OK) fail("zlib could not start inflating");
+  }
+  GzipReader(const GzipReader&) = delete;
+  GzipReader& operator=(const GzipReader&) = delete;
+  ~GzipReader() { inflateEnd(&zs_); }
+
+  /// Appends decompressed bytes to out until `want` more are appended or the stream
+  /// ends. out grows by at most max(64 KiB, out.size()) ahead of the real data.
+  void read(std::vector<std::uint8_t>& out, std::size_t want) {
+    while (want > 0 && !finished_) {
+      const std::size_t step = std::min(want, std::max<std::size_t>(64 * 1024, out.size()));
+      const std::size_t old = out.size();
+      out.resize(old + step);
+      const std::size_t got = inflate_into(out.data() + old, step);
+      out.resize(old + got);
+      want -= got;
+    }
+  }
+
+  /// Inflates and discards the rest of the stream; returns how many bytes that was.
+  std::uint64_t skip_rest() {
+    std::vector<std::uint8_t> scratch(64 * 1024);
+    std::uint64_t n = 0;
+    while (!finished_)
+      n += inflate_into(scratch.data(), scratch.size());
+    return n;
+  }
+
+  bool finished() const { return finished_; }
+
+ private:
+  [[noreturn]] void fail(const std::string& problem) const {
+    throw io_error("read_idx: " + std::string(name_) + ": " + problem);
+  }
+
+  // Fills up to n bytes; returns fewer only when the stream has finished.
+  std::size_t inflate_into(std::uint8_t* dst, std::size_t n) {
+    std::size_t produced = 0;
+    while (produced < n && !finished_) {
+      if (zs_.avail_in == 0) {
+        if (fed_ >= in_.size())
+          fail("gzip stream ends early (the .gz file is truncated after " +
+               std::to_string(in_.size()) + " bytes)");
+        const std::size_t chunk =
+            std::min<std::size_t>(in_.size() - fed_, std::numeric_limits<uInt>::max());
+        zs_.next_in = const_cast<Bytef*>(in_.data() + fed_);
+        zs_.avail_in = static_cast<uInt>(chunk);
+        fed_ += chunk;
+      }
+      const std::size_t room =
+          std::min<std::size_t>(n - produced, std::numeric_limits<uInt>::max());
+      zs_.next_out = dst + produced;
+      zs_.avail_out = static_cast<uInt>(room);
+      const int rc = inflate(&zs_, Z_NO_FLUSH);
+      produced += room - zs_.avail_out;
+      if (rc == Z_STREAM_END) {
+        const std::size_t rest = zs_.avail_in + (in_.size() - fed_);
+        if (rest == 0) {
+          finished_ = true;
+        } else if (is_gzip(in_.subspan(in_.size() - rest))) {
+          if (inflateReset(&zs_) != Z_OK) fail("zlib could not restart inflating");
+        } else {
+          fail("corrupt gzip: " + std::to_string(rest) +
+               " bytes of trailing garbage after the gzip stream");
+        }
+      } else if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT) {
+        fail(std::string("corrupt gzip data (zlib: ") + (zs_.msg ? zs_.msg : "data error") + ")");
+      } else if (rc == Z_MEM_ERROR) {
+        fail("zlib ran out of memory while inflating");
+      } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+        fail("zlib inflate failed with code " + std::to_string(rc));
+      }
+      // Z_BUF_ERROR: no progress without more input; the next turn feeds or fails.
+    }
+    return produced;
+  }
+
+  std::span<const std::uint8_t> in_;
+  std::string_view name_;
+  z_stream zs_{};
+  std::size_t fed_ = 0;
+  bool finished_ = false;
+};
+
+// The complete decompressed file, read under the cap the header implies (header +
+// payload + 1 byte, the extra byte to notice trailing garbage).
+inline std::vector<std::uint8_t> gunzip_idx(std::span<const std::uint8_t> bytes, IdxKind kind,
+                                            const IdxContext& ctx) {
+  GzipReader gz(bytes, ctx.name);
+  std::vector<std::uint8_t> data;
+  const std::size_t hb = idx_header_bytes(kind);
+  gz.read(data, hb);
+  const IdxHeader h = parse_idx_header(data, kind, ctx);  // throws if short
+  const std::uint64_t body_cap = h.payload + 1;           // payload < 2^64 - 1 by the checks
+  gz.read(data, static_cast<std::size_t>(std::min<std::uint64_t>(
+                    body_cap, std::numeric_limits<std::size_t>::max() - hb)));
+  if (data.size() - hb > h.payload) {
+    const std::uint64_t extra = (data.size() - hb - h.payload) + gz.skip_rest();
+    idx_fail(ctx, "trailing garbage: " + std::to_string(extra) + " bytes after the " +
+                      std::to_string(h.payload) + " bytes the header describes");
+  }
+  return data;
+}
+
+inline IdxImages decode_idx_images(std::span<const std::uint8_t> data, const IdxContext& ctx,
+                                   std::size_t max_items) {
+  const IdxHeader h = parse_idx_header(data, IdxKind::images, ctx);
+  check_idx_body(h, data.size(), IdxKind::images, ctx);
+  IdxImages out;
+  out.count = std::min(h.count, max_items);
+  out.file_count = h.count;
+  out.rows = h.rows;
+  out.cols = h.cols;
+  out.pixels.resize(out.count * h.rows * h.cols);  // verified present above
+  const std::uint8_t* src = data.data() + h.header_bytes;
+  for (std::size_t i = 0; i < out.pixels.size(); ++i)
+    out.pixels[i] = static_cast<float>(src[i]) / 255.0f;
+  return out;
+}
+
+inline std::vector<std::uint8_t> decode_idx_labels(std::span<const std::uint8_t> data,
+                                                   const IdxContext& ctx, unsigned max_label,
+                                                   std::size_t max_items) {
+  const IdxHeader h = parse_idx_header(data, IdxKind::labels, ctx);
+  check_idx_body(h, data.size(), IdxKind::labels, ctx);
+  const std::uint8_t* src = data.data() + h.header_bytes;
+  for (std::size_t i = 0; i < h.count; ++i)  // the whole file is validated, not just the kept part
+    if (src[i] > max_label)
+      idx_fail(ctx, "label " + std::to_string(src[i]) + " at index " + std::to_string(i) +
+                        " exceeds the maximum label " + std::to_string(max_label));
+  return std::vector<std::uint8_t>(src, src + std::min(h.count, max_items));
+}
+
+inline std::vector<std::uint8_t> read_file_bytes(const std::filesystem::path& path,
+                                                 const char* op) {
+  const std::string name = path.string();
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw io_error(std::string(op) + ": " + name + ": is a directory, not a file");
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw io_error(std::string(op) + ": " + name + ": cannot open (missing or unreadable)");
+  f.seekg(0, std::ios::end);
+  const std::streamoff size = f.tellg();
+  if (size < 0) throw io_error(std::string(op) + ": " + name + ": cannot determine the size");
+  f.seekg(0, std::ios::beg);
+  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));  // the real size on disk
+  if (size > 0 && !f.read(reinterpret_cast<char*>(bytes.data()), size))
+    throw io_error(std::string(op) + ": " + name + ": read error");
+  return bytes;
+}
+
+// Writes bytes to path + ".tmp" and renames it over path, so that a reader never
+// sees a half-written file.
+inline void write_file_atomic(const std::filesystem::path& path,
+                              std::span<const std::uint8_t> bytes) {
+  std::filesystem::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) throw io_error("write_idx: " + path.string() + ": cannot create " + tmp.string());
+    f.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
+    f.flush();
+    if (!f) {
+      std::error_code ec;
+      std::filesystem::remove(tmp, ec);
+      throw io_error("write_idx: " + path.string() + ": write error");
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+    throw io_error("write_idx: " + path.string() +
+                   ": cannot rename the temporary file: " + ec.message());
+  }
+}
+
+// Deterministic gzip (zlib leaves the header's timestamp at zero).
+inline std::vector<std::uint8_t> gzip_bytes(std::span<const std::uint8_t> in,
+                                            const std::string& name) {
+  z_stream zs{};
+  if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) !=
+      Z_OK)
+    throw io_error("write_idx: " + name + ": zlib could not start deflating");
+  std::vector<std::uint8_t> out;
+  std::size_t fed = 0;
+  int rc = Z_OK;
+  while (rc != Z_STREAM_END) {
+    if (zs.avail_in == 0 && fed < in.size()) {
+      const std::size_t chunk =
+          std::min<std::size_t>(in.size() - fed, std::numeric_limits<uInt>::max());
+      zs.next_in = const_cast<Bytef*>(in.data() + fed);
+      zs.avail_in = static_cast<uInt>(chunk);
+      fed += chunk;
+    }
+    const std::size_t old = out.size();
+    out.resize(old + 64 * 1024);
+    zs.next_out = out.data() + old;
+    zs.avail_out = 64 * 1024;
+    rc = deflate(&zs, fed == in.size() ? Z_FINISH : Z_NO_FLUSH);
+    out.resize(old + 64 * 1024 - zs.avail_out);
+    if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
+      deflateEnd(&zs);
+      throw io_error("write_idx: " + name + ": zlib deflate failed with code " +
+                     std::to_string(rc));
+    }
+  }
+  deflateEnd(&zs);
+  return out;
+}
+
+}  // namespace detail
+
+/// Parses an IDX image file held in memory (raw, or gzip detected by its 0x1f 0x8b
+/// magic). name is used in messages only. Keeps the first max_items images (the
+/// whole file is validated regardless).
+/// Throws io_error naming `name` and the problem: empty data, truncated header, wrong
+/// magic, zero/absurd/overflowing dimensions, truncated body, trailing garbage,
+/// corrupt gzip or gzip that ends early.
+inline IdxImages read_idx_images_bytes(std::span<const std::uint8_t> bytes, std::string_view name,
+                                       std::size_t max_items = idx_all_items) {
+  using namespace detail;
+  if (is_gzip(bytes)) {
+    const IdxContext ctx{name, true};
+    const std::vector<std::uint8_t> data = gunzip_idx(bytes, IdxKind::images, ctx);
+    return decode_idx_images(data, ctx, max_items);
+  }
+  return decode_idx_images(bytes, IdxContext{name, false}, max_items);
+}
+
+/// Parses an IDX label file held in memory (raw or gzip); every label must be
+/// <= max_label. Keeps the first max_items labels.
+/// Throws io_error as read_idx_images_bytes, and for a label above max_label.
+inline std::vector<std::uint8_t> read_idx_labels_bytes(std::span<const std::uint8_t> bytes,
+                                                       std::string_view name,
+                                                       unsigned max_label = 9,
+                                                       std::size_t max_items = idx_all_items) {
+  using namespace detail;
+  if (is_gzip(bytes)) {
+    const IdxContext ctx{name, true};
+    const std::vector<std::uint8_t> data = gunzip_idx(bytes, IdxKind::labels, ctx);
+    return decode_idx_labels(data, ctx, max_label, max_items);
+  }
+  return decode_idx_labels(bytes, IdxContext{name, false}, max_label, max_items);
+}
+
+/// Reads an IDX image file (raw or .gz). Throws io_error (names the file) if it
+/// cannot be read or is malformed; see read_idx_images_bytes.
+inline IdxImages read_idx_images(const std::filesystem::path& path,
+                                 std::size_t max_items = idx_all_items) {
+  const auto bytes = detail::read_file_bytes(path, "read_idx");
+  return read_idx_images_bytes(bytes, path.string(), max_items);
+}
+
+/// Reads an IDX label file (raw or .gz); labels must be <= max_label.
+/// Throws io_error (names the file); see read_idx_labels_bytes.
+inline std::vector<std::uint8_t> read_idx_labels(const std::filesystem::path& path,
+                                                 unsigned max_label = 9,
+                                                 std::size_t max_items = idx_all_items) {
+  const auto bytes = detail::read_file_bytes(path, "read_idx");
+  return read_idx_labels_bytes(bytes, path.string(), max_label, max_items);
+}
+
+/// Reads an image file and its label file into a Dataset (first max_items of each).
+/// Throws io_error for any malformed file and when the image and label counts of
+/// the two files differ (the message names both files and counts).
+inline Dataset read_idx(const std::filesystem::path& images, const std::filesystem::path& labels,
+                        unsigned max_label = 9, std::size_t max_items = idx_all_items) {
+  IdxImages im = read_idx_images(images, max_items);
+  std::vector<std::uint8_t> lb = read_idx_labels(labels, max_label);  // all: for the count check
+  if (im.file_count != lb.size())
+    throw io_error("read_idx: " + images.string() + " holds " + std::to_string(im.file_count) +
+                   " images but " + labels.string() + " holds " + std::to_string(lb.size()) +
+                   " labels (count mismatch)");
+  lb.resize(im.count);
+  Dataset ds;
+  ds.rows = im.rows;
+  ds.cols = im.cols;
+  ds.images = std::move(im.pixels);
+  ds.labels = std::move(lb);
+  return ds;
+}
+
+/// Writes ds as an IDX image file and an IDX label file, gzip-compressed when gzip is
+/// true. Pixels are stored as round(255 * v). Each file is written to a temporary
+/// name and renamed, so readers never see a partial file.
+/// Throws value_error for an empty or inconsistent data set, a pixel outside [0, 1]
+/// (or NaN), or dimensions IDX cannot hold; io_error if a file cannot be written.
+inline void write_idx(const std::filesystem::path& images_path,
+                      const std::filesystem::path& labels_path, const Dataset& ds, bool gzip) {
+  ds.validate();
+  if (ds.size() == 0) throw value_error("write_idx: the data set is empty");
+  constexpr std::size_t u32max = std::numeric_limits<std::uint32_t>::max();
+  if (ds.size() > u32max || ds.rows > detail::idx_max_side || ds.cols > detail::idx_max_side)
+    throw value_error("write_idx: " + std::to_string(ds.size()) + " images of " +
+                      std::to_string(ds.rows) + " x " + std::to_string(ds.cols) +
+                      " do not fit the IDX format");
+  std::vector<std::uint8_t> im;
+  im.reserve(16 + ds.images.size());
+  detail::put_be32(im, detail::idx_images_magic);
+  detail::put_be32(im, static_cast<std::uint32_t>(ds.size()));
+  detail::put_be32(im, static_cast<std::uint32_t>(ds.rows));
+  detail::put_be32(im, static_cast<std::uint32_t>(ds.cols));
+  for (std::size_t i = 0; i < ds.images.size(); ++i) {
+    const float v = ds.images[i];
+    if (!(v >= 0.0f && v <= 1.0f))  // also catches NaN
+      throw value_error("write_idx: pixel " + std::to_string(i % ds.pixels()) + " of image " +
+                        std::to_string(i / ds.pixels()) + " is " + std::to_string(v) +
+                        ", outside [0, 1]");
+    im.push_back(static_cast<std::uint8_t>(std::lround(v * 255.0f)));
+  }
+  std::vector<std::uint8_t> lb;
+  lb.reserve(8 + ds.size());
+  detail::put_be32(lb, detail::idx_labels_magic);
+  detail::put_be32(lb, static_cast<std::uint32_t>(ds.size()));
+  lb.insert(lb.end(), ds.labels.begin(), ds.labels.end());
+  if (gzip) {
+    im = detail::gzip_bytes(im, images_path.string());
+    lb = detail::gzip_bytes(lb, labels_path.string());
+  }
+  detail::write_file_atomic(images_path, im);
+  detail::write_file_atomic(labels_path, lb);
+}
+
+/// The standard MNIST split read from a directory; note says which files and
+/// ranges were used.
+struct MnistDir {
+  Dataset train, test;
+  std::string note;
+};
+
+namespace detail {
+// base or base.gz in dir (the uncompressed one when both exist).
+inline std::optional<std::filesystem::path> find_idx(const std::filesystem::path& dir,
+                                                     const std::string& base) {
+  std::error_code ec;
+  for (const std::string& name : {base, base + ".gz"})
+    if (std::filesystem::is_regular_file(dir / name, ec)) return dir / name;
+  return std::nullopt;
+}
+}  // namespace detail
+
+/// Loads MNIST from dir: train-{images-idx3,labels-idx1}-ubyte[.gz] and
+/// t10k-{images-idx3,labels-idx1}-ubyte[.gz]. With both sets, train = first
+/// train_size of train, test = first test_size of t10k. With only the t10k files,
+/// train = t10k images [0, train_size) and test = the next test_size images; note
+/// says so.
+/// Throws io_error naming the directory and the files looked for when the directory
+/// or the t10k files (or one half of the train pair) are missing, io_error for a
+/// malformed file, and value_error (naming the sizes) when a size is zero or larger
+/// than the files provide.
+inline MnistDir load_mnist_dir(const std::filesystem::path& dir, std::size_t train_size = 5000,
+                               std::size_t test_size = 5000) {
+  const std::string tri = "train-images-idx3-ubyte", trl = "train-labels-idx1-ubyte",
+                    tei = "t10k-images-idx3-ubyte", tel = "t10k-labels-idx1-ubyte";
+  const std::string looked_for =
+      "looked for " + tri + "[.gz], " + trl + "[.gz], " + tei + "[.gz], " + tel + "[.gz]";
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec))
+    throw io_error("load_mnist_dir: directory " + dir.string() + " does not exist (" + looked_for +
+                   ")");
+  if (train_size == 0 || test_size == 0)
+    throw value_error("load_mnist_dir: train_size " + std::to_string(train_size) +
+                      " and test_size " + std::to_string(test_size) + " must both be > 0");
+  const auto p_tri = detail::find_idx(dir, tri), p_trl = detail::find_idx(dir, trl),
+             p_tei = detail::find_idx(dir, tei), p_tel = detail::find_idx(dir, tel);
+  std::string missing;
+  const auto need = [&](const auto& p, const std::string& base) {
+    if (!p) missing += (missing.empty() ? "" : ", ") + base + "[.gz]";
+  };
+  need(p_tei, tei);
+  need(p_tel, tel);
+  if (p_tri || p_trl) {  // half a train pair is a broken directory, not a t10k-only one
+    need(p_tri, tri);
+    need(p_trl, trl);
+  }
+  if (!missing.empty())
+    throw io_error("load_mnist_dir: " + dir.string() + ": missing " + missing + " (" + looked_for +
+                   ")");
+
+  MnistDir out;
+  const auto too_many = [](const std::string& what, std::size_t want, std::size_t have,
+                           const std::filesystem::path& file) {
+    throw value_error("load_mnist_dir: " + what + " " + std::to_string(want) + " exceeds the " +
+                      std::to_string(have) + " images of " + file.string());
+  };
+  const auto range = [](std::size_t a, std::size_t n) {
+    return std::to_string(a) + ".." + std::to_string(a + n - 1);
+  };
+  if (p_tri) {
+    out.train = read_idx(*p_tri, *p_trl, 9, train_size);
+    if (out.train.size() < train_size) too_many("train_size", train_size, out.train.size(), *p_tri);
+    out.test = read_idx(*p_tei, *p_tel, 9, test_size);
+    if (out.test.size() < test_size) too_many("test_size", test_size, out.test.size(), *p_tei);
+    out.note = "train: images " + range(0, train_size) + " of " + p_tri->filename().string() +
+               "; test: images " + range(0, test_size) + " of " + p_tei->filename().string();
+    return out;
+  }
+  if (train_size > std::numeric_limits<std::size_t>::max() - test_size)
+    throw value_error("load_mnist_dir: train_size " + std::to_string(train_size) + " + test_size " +
+                      std::to_string(test_size) + " overflows");
+  const std::size_t total = train_size + test_size;
+  Dataset all = read_idx(*p_tei, *p_tel, 9, total);
+  if (all.size() < total)
+    throw value_error("load_mnist_dir: only t10k files found and train_size " +
+                      std::to_string(train_size) + " + test_size " + std::to_string(test_size) +
+                      " = " + std::to_string(total) + " exceeds its " + std::to_string(all.size()) +
+                      " images (" + p_tei->string() + ")");
+  out.train = all.slice(0, train_size);
+  out.test = all.slice(train_size, test_size);
+  out.note = "only t10k files found: images " + range(0, train_size) + " train, " +
+             range(train_size, test_size) + " test";
+  return out;
+}
+
+}  // namespace siam::data

@@ -1,0 +1,94 @@
+// Contrastive loss (Hadsell, Chopra and LeCun, 2006) as one fused differentiable op.
+//
+// For features F1, F2 [N x D] and pair labels y [N] (1 = similar, 0 = dissimilar):
+//   d_i  = sqrt(sum_j (F1_ij - F2_ij)^2 + 1e-6)        (the 1e-6 keeps d > 0)
+//   loss = s * SUM_i [ y_i d_i^2 + (1 - y_i) max(margin - d_i, 0)^2 ],
+//   s = 0.5 (sum over the batch, the default) or 0.5 / N (mean).
+// Gradient: with c_i = 2 s [ y_i - (1 - y_i) max(margin - d_i, 0) / d_i ],
+//   dF1_i += dL c_i (F1_i - F2_i);   dF2_i -= dL c_i (F1_i - F2_i).
+#pragma once
+
+#include <cmath>
+#include <string>
+
+#include "siam/autodiff/ops.hpp"
+
+namespace siam {
+
+enum class Reduction { sum, mean };
+
+struct ContrastiveOptions {
+  double margin = 0.3;
+  Reduction reduction = Reduction::sum;
+  /// Check on the host that every label is 0 or 1 (costs a device-to-host copy on a GPU).
+  bool check_labels = true;
+};
+
+namespace detail {
+inline constexpr double contrastive_eps = 1e-6;
+}
+
+/// Throws value_error naming the first label that is not 0 or 1.
+template <class T>
+void check_pair_labels(const T* labels, index_t n) {
+  for (index_t i = 0; i < n; ++i)
+    if (!(labels[i] == T(0) || labels[i] == T(1)))
+      throw value_error("contrastive_loss: label " + std::to_string(i) + " is " +
+                        std::to_string(labels[i]) + "; pair labels must be 0 or 1");
+}
+
+/// The contrastive loss of feature batches f1, f2 [N x D] with labels [N] or [N x 1].
+/// Throws shape_error on mismatched shapes, value_error on a label other than 0/1 or
+/// margin <= 0. The result has one element.
+template <class T, class B>
+Var<T, B> contrastive_loss(Var<T, B> f1, Var<T, B> f2, Var<T, B> labels,
+                           ContrastiveOptions opt = {}) {
+  detail::require_same_tape("contrastive_loss", f1, f2);
+  const Shape s1 = f1.shape(), s2 = f2.shape(), sl = labels.shape();
+  if (!(s1 == s2) || s1.rank() != 2)
+    throw shape_error("contrastive_loss: features " + s1.str() + " and " + s2.str() +
+                      " must be two N x D matrices of the same shape");
+  const index_t n = s1.rows();
+  if (sl.size() != n || !(sl.rank() == 1 || sl.cols() == 1))
+    throw shape_error("contrastive_loss: labels " + sl.str() + " do not match " +
+                      std::to_string(n) + " pairs of features " + s1.str());
+  if (!(opt.margin > 0)) throw value_error("contrastive_loss: margin must be > 0, got " + std::to_string(opt.margin));
+  if (opt.check_labels) {
+    if constexpr (B::is_host) check_pair_labels(labels.value().data(), n);
+    else {
+      const auto host = labels.value().to_vector();
+      check_pair_labels(host.data(), n);
+    }
+  }
+  auto& t = f1.tape();
+  const T m = static_cast<T>(opt.margin);
+  const T scale = opt.reduction == Reduction::sum ? T(0.5) : T(0.5) / static_cast<T>(n ? n : 1);
+
+  // d [N x 1] is kept for the backward pass; c [N x 1] is its scratch space.
+  Var<T, B> d = t.make(Shape{n, 1}, false);
+  Var<T, B> c = t.make(Shape{n, 1}, false);
+  View<T, B> dv = d.value();
+  dv = sum_cols(square(f1.value() - f2.value()));
+  dv = sqrt(dv + static_cast<T>(detail::contrastive_eps));
+  const View<T, B> y(labels.value().data(), Shape{n, 1});
+  Var<T, B> loss = t.make(Shape{1}, detail::any_grad({f1, f2}));
+  loss.value() = sum_all(scale * (y * square(dv) + (T(1) - y) * square(relu(m - dv))));
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        const View<T, B> f1 = t.value(n.in[0]), f2 = t.value(n.in[1]);
+        const View<T, B> dv = t.value(n.in[3]);
+        const index_t rows = dv.rows();
+        const View<T, B> y(t.value(n.in[2]).data(), Shape{rows, 1});
+        const T m = n.s[0], scale = n.s[1];
+        View<T, B> c = t.value(n.in[4]);
+        c = (T(2) * scale) * broadcast_scalar(t.out_grad(n), c.shape()) *
+            (y - (T(1) - y) * relu(m - dv) / dv);
+        const index_t cols = f1.cols();
+        t.accumulate(n.in[0], broadcast_cols(c, cols) * (f1 - f2));
+        t.accumulate(n.in[1], broadcast_cols(c, cols) * (f2 - f1));
+      },
+      loss, {f1.id(), f2.id(), labels.id(), d.id(), c.id()}, m, scale);
+  return loss;
+}
+
+}  // namespace siam

@@ -1,0 +1,7 @@
+// expect: no match for.*operator\+
+#include <siam/siamese.hpp>
+#include <string>
+void f() {
+  siam::Tensor<float, siam::Cpu> a(siam::Shape{2});
+  auto c = a + std::string("x");
+}

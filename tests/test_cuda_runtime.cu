@@ -1,0 +1,464 @@
+// Tests of the CUDA runtime layer. The error-path tests run everywhere. Without a GPU the device
+// tests are marked skipped (doctest counts them as such; with --no-skip they print "skipped: no
+// CUDA device" and return), and main() exits with 77 so that CTest (SKIP_RETURN_CODE 77) reports
+// the program as skipped rather than passed.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstddef>
+#include <initializer_list>
+#include <iostream>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "siam/backend/cuda_runtime.hpp"
+
+namespace {
+
+namespace cu = siam::cuda;
+
+bool gpu_present() {
+  return cu::device_available();
+}
+
+#define SKIP_WITHOUT_GPU()                \
+  do {                                    \
+    if (!gpu_present()) {                 \
+      MESSAGE("skipped: no CUDA device"); \
+      return;                             \
+    }                                     \
+  } while (false)
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// Row-major host matrix with a row stride of at least `cols`.
+template <class T>
+struct HostMatrix {
+  int rows, cols, ld;
+  std::vector<T> data;
+  HostMatrix(int r, int c, int pad, std::mt19937& rng)
+      : rows(r), cols(c), ld(c + pad), data(static_cast<std::size_t>(r) * (c + pad) + 1) {
+    std::uniform_real_distribution<double> dist(-1.0, 1.0);
+    for (auto& x : data)
+      x = static_cast<T>(dist(rng));
+  }
+  T at(int r, int c) const { return data[static_cast<std::size_t>(r) * ld + c]; }
+};
+
+// The obvious triple loop, in double: C = alpha op(A) op(B) + beta C, all row-major.
+template <class T>
+std::vector<double> reference_gemm(bool ta, bool tb, int m, int n, int k, double alpha,
+                                   const HostMatrix<T>& A, const HostMatrix<T>& B, double beta,
+                                   const HostMatrix<T>& C) {
+  std::vector<double> out(static_cast<std::size_t>(m) * n);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < n; ++j) {
+      double acc = 0.0;
+      for (int p = 0; p < k; ++p)
+        acc += static_cast<double>(ta ? A.at(p, i) : A.at(i, p)) *
+               static_cast<double>(tb ? B.at(j, p) : B.at(p, j));
+      out[static_cast<std::size_t>(i) * n + j] = alpha * acc + beta * C.at(i, j);
+    }
+  return out;
+}
+
+// Runs gemm on the device for one configuration and returns the relative Frobenius error
+// ||C_gpu - C_ref|| / ||C_ref|| (absolute error when C_ref is 0). Also checks that the padding
+// between C's rows is left alone.
+template <class T>
+double gemm_error(bool ta, bool tb, int m, int n, int k, std::mt19937& rng) {
+  const HostMatrix<T> A(ta ? k : m, ta ? m : k, 3, rng);
+  const HostMatrix<T> B(tb ? n : k, tb ? k : n, 1, rng);
+  HostMatrix<T> C(m, n, 2, rng);
+  const T alpha = T(1.25), beta = T(-0.5);
+  const std::vector<double> want = reference_gemm(ta, tb, m, n, k, alpha, A, B, beta, C);
+
+  cu::DeviceBuffer<T> dA(A.data.size()), dB(B.data.size()), dC(C.data.size());
+  cu::copy_to_device(dA.data(), A.data.data(), A.data.size());
+  cu::copy_to_device(dB.data(), B.data.data(), B.data.size());
+  cu::copy_to_device(dC.data(), C.data.data(), C.data.size());
+  cu::gemm<T>(ta, tb, m, n, k, alpha, dA.data(), A.ld, dB.data(), B.ld, beta, dC.data(), C.ld);
+  std::vector<T> got(C.data.size());
+  cu::copy_to_host(got.data(), dC.data(), got.size());
+
+  double diff2 = 0.0, ref2 = 0.0;
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < n; ++j) {
+      const double w = want[static_cast<std::size_t>(i) * n + j];
+      const double d = static_cast<double>(got[static_cast<std::size_t>(i) * C.ld + j]) - w;
+      diff2 += d * d;
+      ref2 += w * w;
+    }
+    for (int j = n; j < C.ld; ++j) {
+      const std::size_t idx = static_cast<std::size_t>(i) * C.ld + j;
+      if (idx < got.size()) CHECK(got[idx] == C.data[idx]);
+    }
+  }
+  return ref2 > 0.0 ? std::sqrt(diff2 / ref2) : std::sqrt(diff2);
+}
+
+struct Shape {
+  int m, n, k;
+};
+constexpr Shape kShapes[] = {{1, 1, 1}, {37, 53, 19}, {53, 37, 64}, {5, 1, 300}, {1, 7, 2}};
+
+// Restores the default (no TF32) even when a check throws.
+struct Tf32Scope {
+  explicit Tf32Scope(bool on) { cu::set_tf32(on); }
+  ~Tf32Scope() { cu::set_tf32(false); }
+  Tf32Scope(const Tf32Scope&) = delete;
+  Tf32Scope& operator=(const Tf32Scope&) = delete;
+};
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------
+// Run everywhere
+
+TEST_CASE("throw_on_cuda_error names the call, the error, the file and the line") {
+  CHECK_NOTHROW(cu::throw_on_cuda_error(cudaSuccess, "cudaFoo()", "file.cu", 1));
+  try {
+    cu::throw_on_cuda_error(cudaErrorMemoryAllocation, "cudaMalloc(&p, 64)", "alloc.cu", 42);
+    FAIL("expected siam::cuda_error");
+  } catch (const siam::cuda_error& e) {
+    const std::string what = e.what();
+    CHECK(contains(what, "cudaMalloc(&p, 64)"));
+    CHECK(contains(what, "cudaErrorMemoryAllocation"));
+    CHECK(contains(what, "alloc.cu:42"));
+  }
+}
+
+TEST_CASE("throw_on_cublas_error names the call and the status") {
+  CHECK_NOTHROW(cu::throw_on_cublas_error(CUBLAS_STATUS_SUCCESS, "cublasFoo()", "f.cu", 1));
+  try {
+    cu::throw_on_cublas_error(CUBLAS_STATUS_INVALID_VALUE, "cublasSgemm(h, ...)", "gemm.cu", 7);
+    FAIL("expected siam::cuda_error");
+  } catch (const siam::cuda_error& e) {
+    const std::string what = e.what();
+    CHECK(contains(what, "cublasSgemm(h, ...)"));
+    CHECK(contains(what, "CUBLAS_STATUS_INVALID_VALUE"));
+    CHECK(contains(what, "gemm.cu:7"));
+  }
+}
+
+TEST_CASE("the check macros pass success through and report the call text and this file") {
+  CHECK_NOTHROW(SIAM_CUDA_CHECK(cudaSuccess));
+  CHECK_NOTHROW(SIAM_CUBLAS_CHECK(CUBLAS_STATUS_SUCCESS));
+  try {
+    SIAM_CUDA_CHECK(cudaErrorInvalidValue);
+    FAIL("expected siam::cuda_error");
+  } catch (const siam::cuda_error& e) {
+    const std::string what = e.what();
+    CHECK(contains(what, "cudaErrorInvalidValue failed"));
+    CHECK(contains(what, "test_cuda_runtime.cu:"));
+  }
+  CHECK_THROWS_AS(SIAM_CUBLAS_CHECK(CUBLAS_STATUS_NOT_SUPPORTED), siam::cuda_error);
+}
+
+TEST_CASE("device discovery never throws; require_device throws cuda_error without a device") {
+  int count = -1;
+  CHECK_NOTHROW(count = cu::device_count());
+  CHECK(count >= 0);
+  CHECK(cu::device_available() == (count > 0));
+  if (count > 0) {
+    CHECK_NOTHROW(cu::require_device());
+  } else {
+    try {
+      cu::require_device();
+      FAIL("expected siam::cuda_error");
+    } catch (const siam::cuda_error& e) {
+      MESSAGE(std::string(e.what()));
+      CHECK(contains(e.what(), "a CUDA device was requested but none is available ("));
+    }
+    CHECK_THROWS_AS(cu::context(), siam::cuda_error);
+    CHECK_THROWS_AS(cu::DeviceBuffer<float>(16), siam::cuda_error);
+  }
+}
+
+TEST_CASE("pool block sizes: power-of-two buckets up to 1 MiB, 2 MiB multiples above") {
+  using siam::detail::pool_block_size;
+  CHECK(pool_block_size(1) == 512);
+  CHECK(pool_block_size(512) == 512);
+  CHECK(pool_block_size(513) == 1024);
+  CHECK(pool_block_size(400 * 1024) == 512 * 1024);
+  CHECK(pool_block_size(1 << 20) == (1 << 20));
+  CHECK(pool_block_size((1 << 20) + 1) == (2 << 20));
+  CHECK(pool_block_size((4 << 20) + 1) == (6 << 20));
+}
+
+TEST_CASE("empty DeviceBuffers and zero-size copies need no device") {
+  cu::DeviceBuffer<float> empty;
+  CHECK(empty.empty());
+  CHECK(empty.data() == nullptr);
+  cu::DeviceBuffer<double> zero(0);
+  CHECK(zero.size() == 0);
+  cu::DeviceBuffer<double> moved(std::move(zero));
+  CHECK(moved.empty());
+  CHECK_NOTHROW(cu::copy_to_device<float>(nullptr, nullptr, 0));
+  CHECK_NOTHROW(cu::copy_to_host<float>(nullptr, nullptr, 0));
+}
+
+TEST_CASE("gemm rejects negative sizes and short leading dimensions before touching a device") {
+  float x = 0.0f;
+  CHECK_THROWS_AS(cu::gemm<float>(false, false, -1, 1, 1, 1.0f, &x, 1, &x, 1, 0.0f, &x, 1),
+                  siam::value_error);
+  // A is 4 x 3 row-major: lda must be at least 3.
+  CHECK_THROWS_AS(cu::gemm<float>(false, false, 4, 2, 3, 1.0f, &x, 2, &x, 2, 0.0f, &x, 2),
+                  siam::value_error);
+  // trans_a: A is stored 3 x 4, so lda must be at least 4.
+  CHECK_THROWS_AS(cu::gemm<float>(true, false, 4, 2, 3, 1.0f, &x, 3, &x, 2, 0.0f, &x, 2),
+                  siam::value_error);
+  // trans_b: B is stored 2 x 3, so ldb must be at least 3.
+  CHECK_THROWS_AS(cu::gemm<float>(false, true, 4, 2, 3, 1.0f, &x, 3, &x, 2, 0.0f, &x, 2),
+                  siam::value_error);
+  CHECK_THROWS_AS(
+      cu::gemm<double>(false, false, 4, 2, 3, 1.0, nullptr, 3, nullptr, 2, 0.0, nullptr, 2),
+      siam::value_error);
+  // Empty products are accepted and launch nothing.
+  CHECK_NOTHROW(
+      cu::gemm<float>(false, false, 0, 5, 3, 1.0f, nullptr, 3, nullptr, 5, 0.0f, nullptr, 5));
+  CHECK_NOTHROW(
+      cu::gemm<float>(false, false, 5, 0, 3, 1.0f, nullptr, 3, nullptr, 1, 0.0f, nullptr, 1));
+}
+
+// ------------------------------------------------------------------------------------------------
+// Need a device
+
+TEST_CASE("context: one non-blocking stream and a cuBLAS handle bound to it, no TF32 by default" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  cu::Context& ctx = cu::context();
+  CHECK(&ctx == &cu::context(ctx.device()));
+  unsigned flags = 0;
+  REQUIRE(cudaStreamGetFlags(ctx.stream(), &flags) == cudaSuccess);
+  CHECK(flags == cudaStreamNonBlocking);
+  cudaStream_t bound = nullptr;
+  REQUIRE(cublasGetStream(ctx.cublas(), &bound) == CUBLAS_STATUS_SUCCESS);
+  CHECK(bound == ctx.stream());
+  cublasMath_t mode{};
+  REQUIRE(cublasGetMathMode(ctx.cublas(), &mode) == CUBLAS_STATUS_SUCCESS);
+  CHECK(mode == CUBLAS_DEFAULT_MATH);
+  CHECK_FALSE(cu::tf32_enabled());
+  CHECK_THROWS_AS(cu::context(cu::device_count()), siam::value_error);
+}
+
+TEST_CASE("copy round trip: host -> device -> device -> host" * doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  std::vector<double> src(1000);
+  for (std::size_t i = 0; i < src.size(); ++i)
+    src[i] = 0.5 * static_cast<double>(i) - 7.0;
+  cu::DeviceBuffer<double> a(src.size()), b(src.size());
+  CHECK(a.size() == src.size());
+  CHECK(a.bytes() == src.size() * sizeof(double));
+  cu::copy_to_device(a.data(), src.data(), src.size());
+  cu::copy_device(b.data(), a.data(), src.size());
+  std::vector<double> back(src.size(), -1.0);
+  cu::copy_to_host(back.data(), b.data(), back.size());
+  CHECK(back == src);
+}
+
+TEST_CASE("pool reaches a steady state: no cudaMalloc after the first cycle of batch sizes" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  constexpr int kFeatures = 1024, kOut = 8, kCycle = 14;  // batch sizes 100, 120, ..., 360
+  std::vector<float> ones(static_cast<std::size_t>(kFeatures) * kOut, 1.0f);
+  cu::DeviceBuffer<float> w(ones.size());
+  cu::copy_to_device(w.data(), ones.data(), ones.size());
+  const cu::PoolStats start = cu::pool_stats();
+  std::size_t mallocs_after_first_cycle = 0;
+  bool all_exact = true;
+  for (int it = 0; it < 50; ++it) {
+    const int rows = 100 + (it % kCycle) * 20;
+    std::vector<float> x(static_cast<std::size_t>(rows) * kFeatures, static_cast<float>(it + 1));
+    cu::DeviceBuffer<float> dx(x.size()), dy(static_cast<std::size_t>(rows) * kOut);
+    cu::DeviceBuffer<float> scratch(static_cast<std::size_t>(rows) * 3);  // a third size class
+    cu::copy_to_device(dx.data(), x.data(), x.size());
+    cu::gemm<float>(false, false, rows, kOut, kFeatures, 1.0f, dx.data(), kFeatures, w.data(), kOut,
+                    0.0f, dy.data(), kOut);
+    std::vector<float> y(dy.size());
+    cu::copy_to_host(y.data(), dy.data(), y.size());
+    for (float v : y)
+      all_exact = all_exact && v == static_cast<float>(kFeatures * (it + 1));
+    if (it == kCycle - 1) mallocs_after_first_cycle = cu::pool_stats().cuda_malloc_calls;
+  }
+  CHECK(all_exact);
+  const cu::PoolStats end = cu::pool_stats();
+  MESSAGE("cudaMalloc calls: " << start.cuda_malloc_calls << " before, "
+                               << mallocs_after_first_cycle << " after the first cycle, "
+                               << end.cuda_malloc_calls << " after 50 iterations");
+  CHECK(mallocs_after_first_cycle > start.cuda_malloc_calls);
+  CHECK(end.cuda_malloc_calls == mallocs_after_first_cycle);
+  CHECK(end.bytes_in_use == start.bytes_in_use);
+  CHECK(end.bytes_cached > 0);
+
+  cu::release_cached();
+  const cu::PoolStats released = cu::pool_stats();
+  CHECK(released.bytes_cached == 0);
+  CHECK(released.cuda_free_calls > end.cuda_free_calls);
+  CHECK(released.bytes_in_use == end.bytes_in_use);
+}
+
+TEST_CASE("pool: raw allocate/deallocate, misuse and out-of-memory" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  const cu::PoolStats before = cu::pool_stats();
+  void* p = cu::allocate(1000);
+  REQUIRE(p != nullptr);
+  CHECK(cu::pool_stats().bytes_in_use == before.bytes_in_use + 1024);
+  CHECK_THROWS_AS(cu::deallocate(p, 5000), siam::value_error);  // wrong size
+  int not_ours = 0;
+  CHECK_THROWS_AS(cu::deallocate(&not_ours, 4), siam::value_error);
+  cu::deallocate(p, 1000);
+  CHECK(cu::pool_stats().bytes_in_use == before.bytes_in_use);
+  CHECK(cu::allocate(0) == nullptr);
+
+  const std::size_t huge = std::size_t{1} << 50;  // 1 PiB: no device has it
+  try {
+    (void)cu::allocate(huge);
+    FAIL("expected siam::cuda_error");
+  } catch (const siam::cuda_error& e) {
+    MESSAGE(std::string(e.what()));
+    CHECK(contains(e.what(), std::to_string(huge) + " bytes"));
+    CHECK(contains(e.what(), "out of memory"));
+  }
+  CHECK(cudaGetLastError() == cudaSuccess);  // the failure did not leak into later checks
+  cu::DeviceBuffer<float> still_works(256);
+  CHECK(still_works.data() != nullptr);
+}
+
+TEST_CASE("gemm float (pedantic FP32): all transposes, odd sizes, padded leading dimensions" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(7);
+  for (const Shape& s : kShapes)
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = (t & 1) != 0, tb = (t & 2) != 0;
+      CAPTURE(s.m);
+      CAPTURE(s.n);
+      CAPTURE(s.k);
+      CAPTURE(ta);
+      CAPTURE(tb);
+      CHECK(gemm_error<float>(ta, tb, s.m, s.n, s.k, rng) < 1e-5);
+    }
+}
+
+TEST_CASE("gemm double: all transposes, odd sizes, padded leading dimensions" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937 rng(11);
+  for (const Shape& s : kShapes)
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = (t & 1) != 0, tb = (t & 2) != 0;
+      CAPTURE(s.m);
+      CAPTURE(s.n);
+      CAPTURE(s.k);
+      CAPTURE(ta);
+      CAPTURE(tb);
+      CHECK(gemm_error<double>(ta, tb, s.m, s.n, s.k, rng) < 1e-12);
+    }
+}
+
+TEST_CASE("gemm with k == 0 sets C = beta * C; with m or n == 0 it touches nothing" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  const int m = 3, n = 4, ldc = 6;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> c(static_cast<std::size_t>(m) * ldc);
+  for (std::size_t i = 0; i < c.size(); ++i)
+    c[i] = static_cast<float>(i) + 1.0f;
+  c[1] = nan;  // beta == 0 must not read C
+  cu::DeviceBuffer<float> dc(c.size());
+  std::vector<float> got(c.size());
+
+  SUBCASE("beta = 0 writes zeros") {
+    cu::copy_to_device(dc.data(), c.data(), c.size());
+    cu::gemm<float>(false, false, m, n, 0, 2.0f, nullptr, 1, nullptr, n, 0.0f, dc.data(), ldc);
+    cu::copy_to_host(got.data(), dc.data(), got.size());
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < ldc; ++j) {
+        const std::size_t idx = static_cast<std::size_t>(i) * ldc + j;
+        if (j < n)
+          CHECK(got[idx] == 0.0f);
+        else
+          CHECK(got[idx] == c[idx]);  // padding untouched
+      }
+  }
+  SUBCASE("beta = 0.5 scales, padded and contiguous rows") {
+    c[1] = 2.0f;
+    for (int ld : {ldc, n}) {
+      cu::copy_to_device(dc.data(), c.data(), c.size());
+      cu::gemm<float>(true, true, m, n, 0, 2.0f, nullptr, m, nullptr, 1, 0.5f, dc.data(), ld);
+      cu::copy_to_host(got.data(), dc.data(), got.size());
+      for (int i = 0; i < m; ++i)
+        for (int j = 0; j < ld; ++j) {
+          const std::size_t idx = static_cast<std::size_t>(i) * ld + j;
+          CHECK(got[idx] == (j < n ? 0.5f * c[idx] : c[idx]));
+        }
+    }
+  }
+  SUBCASE("m == 0 and n == 0 are no-ops") {
+    cu::copy_to_device(dc.data(), c.data(), c.size());
+    cu::gemm<float>(false, false, 0, n, 5, 1.0f, dc.data(), 5, dc.data(), n, 0.0f, dc.data(), n);
+    cu::gemm<float>(false, false, m, 0, 5, 1.0f, dc.data(), 5, dc.data(), 1, 0.0f, dc.data(), 1);
+    cu::copy_to_host(got.data(), dc.data(), got.size());
+    CHECK(std::isnan(got[1]));
+    got[1] = c[1] = 0.0f;
+    CHECK(got == c);
+  }
+}
+
+TEST_CASE("TF32 is opt-in: default FP32 error stays < 1e-5, TF32 error < 5e-3" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  // k = 256 makes TF32's 10-bit inputs visible (errors near 1e-4), so the first check would fail
+  // if the default path silently used TF32.
+  std::mt19937 rng(3);
+  const double fp32 = gemm_error<float>(false, true, 256, 256, 256, rng);
+  double tf32 = 0.0;
+  {
+    Tf32Scope scope(true);
+    CHECK(cu::tf32_enabled());
+    cublasMath_t mode{};
+    REQUIRE(cublasGetMathMode(cu::cublas_handle(), &mode) == CUBLAS_STATUS_SUCCESS);
+    CHECK(mode == CUBLAS_TF32_TENSOR_OP_MATH);
+    tf32 = gemm_error<float>(false, true, 256, 256, 256, rng);
+  }
+  CHECK_FALSE(cu::tf32_enabled());
+  MESSAGE("relative Frobenius error: pedantic FP32 " << fp32 << ", TF32 " << tf32);
+  CHECK(fp32 < 1e-5);
+  CHECK(tf32 < 5e-3);
+  // Double ignores the switch.
+  Tf32Scope scope(true);
+  CHECK(gemm_error<double>(true, false, 37, 53, 19, rng) < 1e-12);
+}
+
+TEST_CASE("events order and time work on the context stream" * doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  cu::Event start(true), stop(true);
+  cu::DeviceBuffer<float> a(512 * 512), c(512 * 512);
+  std::vector<float> ones(a.size(), 1.0f);
+  cu::copy_to_device(a.data(), ones.data(), ones.size());
+  start.record(cu::stream());
+  cu::gemm<float>(false, false, 512, 512, 512, 1.0f, a.data(), 512, a.data(), 512, 0.0f, c.data(),
+                  512);
+  stop.record(cu::stream());
+  stop.synchronize();
+  CHECK(stop.elapsed_ms(start) >= 0.0f);
+  CHECK(cudaEventQuery(stop.get()) == cudaSuccess);
+}
+
+int main(int argc, char** argv) {
+  doctest::Context runner(argc, argv);
+  const int rc = runner.run();
+  if (runner.shouldExit() || rc != 0) return rc;
+  if (!gpu_present()) {
+    std::cout << "no CUDA device: GPU tests skipped\n";
+    return 77;
+  }
+  return 0;
+}

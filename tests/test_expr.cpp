@@ -1,0 +1,219 @@
+// Expressions against plain loops, the zero-allocation promise, shape errors, aliasing
+// and views.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <new>
+#include <siam/siamese.hpp>
+#include <vector>
+
+// ---- a counting global operator new (this executable only)
+static std::atomic<long> g_allocations{0};
+void* operator new(std::size_t n) {
+  ++g_allocations;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+  ++g_allocations;
+  const std::size_t al = static_cast<std::size_t>(a);
+  if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+
+using namespace siam;
+using Tf = Tensor<float, Cpu>;
+using Td = Tensor<double, Cpu>;
+
+namespace {
+Tf random_tensor(Shape s, Rng& rng, double lo = -2, double hi = 2) {
+  Tf t(s);
+  for (index_t i = 0; i < t.size(); ++i) t[i] = static_cast<float>(rng.uniform(lo, hi));
+  return t;
+}
+}  // namespace
+
+TEST_CASE("elementwise expressions match plain loops") {
+  Rng rng(1);
+  for (Shape s : {Shape{1}, Shape{1, 1}, Shape{7, 13}, Shape{300, 301}, Shape{2, 3, 4, 5}}) {
+    CAPTURE(s.str());
+    Tf a = random_tensor(s, rng), b = random_tensor(s, rng, 0.5, 3);
+    Tf r = (a + b) * 2.f - a / b + exp(a * 0.5f) - log(b) + sqrt(b) + square(a) - (-a) +
+           maximum(a, 0.25f) + minimum(b, 1.f) + relu(a) * step(a);
+    for (index_t i = 0; i < a.size(); ++i) {
+      const float x = a[i], y = b[i];
+      const float ref = (x + y) * 2.f - x / y + std::exp(x * 0.5f) - std::log(y) + std::sqrt(y) +
+                        x * x + x + std::max(x, 0.25f) + std::min(y, 1.f) +
+                        (x > 0 ? x : 0.f) * (x > 0 ? 1.f : 0.f);
+      REQUIRE(r[i] == doctest::Approx(ref).epsilon(1e-5));
+    }
+  }
+}
+
+TEST_CASE("broadcasts and reductions match plain loops") {
+  Rng rng(2);
+  const index_t R = 37, C = 300;
+  Tf x = random_tensor(Shape{R, C}, rng), b = random_tensor(Shape{C}, rng);
+  Tf col = random_tensor(Shape{R, 1}, rng), s = random_tensor(Shape{1}, rng);
+  Tf y = x + broadcast_rows(b, R) * broadcast_cols(col, C) - broadcast_scalar(s, Shape{R, C});
+  Tf rows = sum_rows(x), cols = sum_cols(x), all = sum_all(x * 2.f);
+  REQUIRE(rows.shape() == Shape{C});
+  REQUIRE(cols.shape() == Shape{R, 1});
+  REQUIRE(all.shape() == Shape{1});
+  double total = 0;
+  for (index_t r = 0; r < R; ++r)
+    for (index_t c = 0; c < C; ++c) {
+      REQUIRE(y(r, c) == doctest::Approx(x(r, c) + b[c] * col[r] - s[0]).epsilon(1e-6));
+      total += 2.0 * x(r, c);
+    }
+  for (index_t c = 0; c < C; ++c) {
+    double acc = 0;
+    for (index_t r = 0; r < R; ++r) acc += x(r, c);
+    REQUIRE(rows[c] == doctest::Approx(acc).epsilon(1e-5));
+  }
+  for (index_t r = 0; r < R; ++r) {
+    double acc = 0;
+    for (index_t c = 0; c < C; ++c) acc += x(r, c);
+    REQUIRE(cols[r] == doctest::Approx(acc).epsilon(1e-5));
+  }
+  CHECK(all.item() == doctest::Approx(total).epsilon(1e-5));
+  // Empty tensors reduce to zero.
+  Tf empty(Shape{0, 5});
+  CHECK(Tf(sum_all(empty)).item() == 0.f);
+  CHECK(Tf(sum_rows(empty)).to_vector() == std::vector<float>(5, 0.f));
+}
+
+TEST_CASE("matmul matches a triple loop for every transpose combination") {
+  Rng rng(3);
+  for (auto [m, n, k] : {std::tuple{1, 1, 1}, std::tuple{5, 7, 3}, std::tuple{64, 33, 129}}) {
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        Td a(ta ? Shape{k, m} : Shape{m, k}), b(tb ? Shape{n, k} : Shape{k, n});
+        for (index_t i = 0; i < a.size(); ++i) a[i] = rng.uniform(-1, 1);
+        for (index_t i = 0; i < b.size(); ++i) b[i] = rng.uniform(-1, 1);
+        Td c = matmul(a, b, ta, tb);
+        REQUIRE(c.shape() == Shape{m, n});
+        for (index_t i = 0; i < m; ++i)
+          for (index_t j = 0; j < n; ++j) {
+            double acc = 0;
+            for (index_t l = 0; l < k; ++l)
+              acc += (ta ? a(l, i) : a(i, l)) * (tb ? b(j, l) : b(l, j));
+            REQUIRE(c(i, j) == doctest::Approx(acc).epsilon(1e-12));
+          }
+        Td c2(c);
+        c2 += matmul(a, b, ta, tb);  // GEMM with beta = 1
+        for (index_t i = 0; i < c.size(); ++i) REQUIRE(c2[i] == doctest::Approx(2 * c[i]));
+      }
+  }
+}
+
+TEST_CASE("a 5-operation expression into an existing tensor allocates nothing") {
+  Rng rng(4);
+  Tf a = random_tensor(Shape{256, 512}, rng), b = random_tensor(Shape{256, 512}, rng);
+  Tf bias = random_tensor(Shape{512}, rng);
+  Tf out(Shape{256, 512});
+  Tf colsum(Shape{512});
+  const long before = g_allocations.load();
+  out = relu(a * 2.f + b - broadcast_rows(bias, 256)) / (square(b) + 1.f);  // 7 ops
+  colsum = sum_rows(out * b);
+  a = a * 2.f + a;  // in place, aliasing its own operand
+  const long after = g_allocations.load();
+  CHECK(after - before == 0);
+  // and it computed the right thing
+  CHECK(out(3, 4) == doctest::Approx(std::max(0.f, a(3, 4) / 3.f * 2.f + b(3, 4) - bias[4]) /
+                                     (b(3, 4) * b(3, 4) + 1.f)));
+}
+
+TEST_CASE("expressions are lazy and hold temporaries by value") {
+  Rng rng(5);
+  Tf a = random_tensor(Shape{4, 4}, rng);
+  auto make = [&] { return Tf(a) * 3.f + 1.f; };  // the Tf(a) temporary lives in the node
+  auto e = make();
+  a.fill(0.f);  // the copy inside e is unaffected; nothing has been computed yet
+  const long before = g_allocations.load();
+  Tf r(Shape{4, 4});
+  const long mid = g_allocations.load();
+  r = e;
+  CHECK(g_allocations.load() - mid == 0);
+  CHECK(mid - before == 1);
+  auto lazy = a + 1.f;  // refers to a
+  a.fill(2.f);
+  Tf l = lazy;
+  CHECK(l[0] == 3.f);
+}
+
+TEST_CASE("aliasing: in-place updates and self-referencing broadcasts are correct") {
+  Tf a = Tf::from(Shape{2, 3}, {1, 2, 3, 4, 5, 6});
+  a = a * 2.f + a;
+  CHECK(a.to_vector() == std::vector<float>{3, 6, 9, 12, 15, 18});
+  // row 0 broadcast onto a tensor that contains it: must not read overwritten rows
+  Tf m = Tf::from(Shape{3, 2}, {1, 2, 3, 4, 5, 6});
+  m.row_slice(0, 3) = m + broadcast_rows(m.row_slice(0, 1), 3);
+  CHECK(m.to_vector() == std::vector<float>{2, 4, 4, 6, 6, 8});
+  // a shifted overlapping slice
+  Tf s = Tf::from(Shape{3, 1}, {1, 2, 3});
+  s.row_slice(1, 2) = s.row_slice(0, 2) * 10.f;
+  CHECK(s.to_vector() == std::vector<float>{1, 10, 20});
+  // GEMM into one of its operands
+  Tf g = Tf::from(Shape{2, 2}, {1, 2, 3, 4});
+  g = matmul(g, g);
+  CHECK(g.to_vector() == std::vector<float>{7, 10, 15, 22});
+  // reduction into its operand
+  Tf v = Tf::from(Shape{1, 3}, {1, 2, 3});
+  v = sum_cols(v);
+  CHECK(v.to_vector() == std::vector<float>{6});
+}
+
+TEST_CASE("views: row slices read and write the rows of their tensor") {
+  Tf t = Tf::from(Shape{4, 2}, {0, 1, 2, 3, 4, 5, 6, 7});
+  auto top = t.row_slice(0, 2), bottom = t.row_slice(2, 2);
+  CHECK(top.shape() == Shape{2, 2});
+  bottom = bottom + top;
+  CHECK(t.to_vector() == std::vector<float>{0, 1, 2, 3, 4, 6, 8, 10});
+  CHECK_THROWS_AS((void)t.row_slice(3, 2), shape_error);
+  CHECK_THROWS_AS((void)t.row_slice(-1, 1), shape_error);
+}
+
+TEST_CASE("tensors: explicit copies, cheap moves, buffer reuse") {
+  Tf a = Tf::from(Shape{2, 2}, {1, 2, 3, 4});
+  Tf b(a);
+  b[0] = 9;
+  CHECK(a[0] == 1);
+  const float* p = a.data();
+  Tf c = std::move(a);
+  CHECK(c.data() == p);
+  CHECK(a.empty());
+  c.resize(Shape{1, 3});
+  CHECK(c.data() == p);  // fits in the old buffer
+  CHECK_THROWS_AS(c.reshape(Shape{2, 2}), shape_error);
+  CHECK_THROWS_AS(Tf::from(Shape{2}, {1.f, 2.f, 3.f}), shape_error);
+  CHECK_THROWS_AS((void)Shape({1, 2, 3, 4, 5}), shape_error);
+  CHECK_THROWS_AS((void)Shape({-1, 2}), shape_error);
+  CHECK_THROWS_AS((void)Shape({1LL << 40, 1LL << 40}), shape_error);
+  CHECK_THROWS_AS((void)c.item(), shape_error);
+}
+
+TEST_CASE("shape errors name the operation and both shapes") {
+  Tf a(Shape{2, 3}), b(Shape{3, 2}), r(Shape{4});
+  auto message = [](auto&& fn) {
+    try {
+      fn();
+    } catch (const shape_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no exception");
+  };
+  CHECK(message([&] { (void)(a + b); }) == "add: shapes [2 x 3] and [3 x 2] do not match");
+  CHECK(message([&] { (void)(a * r); }) == "mul: shapes [2 x 3] and [4] do not match");
+  CHECK(message([&] { (void)matmul(a, a); }) == "matmul: cannot multiply [2 x 3] by [2 x 3]");
+  CHECK(message([&] { (void)broadcast_rows(a, 3); }).find("[2 x 3] is not a row vector") !=
+        std::string::npos);
+  CHECK(message([&] { a.view() = b + b; }).find("[2 x 3] and [3 x 2]") != std::string::npos);
+  CHECK_NOTHROW((void)matmul(a, a, false, true));
+}
