@@ -14,6 +14,7 @@
 #endif
 #include <Eigen/Core>
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <new>
 #include <tuple>
@@ -66,6 +67,14 @@ struct Cpu {
   template <class T>
   static void from_host(T* dst, const T* host_src, index_t n) { copy(dst, host_src, n); }
   static void synchronize() {}
+
+  /// dst row i = src row idx[i] (idx on the host), rows of `cols` elements.
+  template <class T>
+  static void gather_rows(T* dst, const T* src, const std::uint32_t* idx, index_t n, index_t cols) {
+    const bool par = n * cols >= parallel_threshold;
+    SIAM_OMP(parallel for schedule(static) if (par))
+    for (index_t i = 0; i < n; ++i) copy(dst + i * cols, src + static_cast<index_t>(idx[i]) * cols, cols);
+  }
 
   /// dst[r, c] = k(r, c) for a rows x cols row-major destination with row stride ld.
   template <class T, class K>

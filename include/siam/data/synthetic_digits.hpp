@@ -291,7 +291,7 @@ inline void render_digit(int digit, Rng& rng, float* out) {
   cx /= std::max(mass, 1e-9);
   cy /= std::max(mass, 1e-9);
   // Centre of mass to the image centre, then keep the ink inside the frame.
-  const double margin = half_width + 1.0;
+  const double margin = 1.1 * half_width + 0.75;  // the widest stroke's soft edge
   const auto place = [&](double lo, double hi, double c, double shift) {
     double off = side / 2.0 + shift - c;
     off = std::min(off, side - margin - hi * scale);
@@ -301,9 +301,9 @@ inline void render_digit(int digit, Rng& rng, float* out) {
   const double ox = place(minx, maxx, cx, shift_x), oy = place(miny, maxy, cy, shift_y);
 
   std::fill(out, out + side * side, 0.0f);
-  const double reach = half_width + 0.75;  // soft edge: from hw - 0.75 to hw + 0.75
   for (auto& s : strokes) {
     const double hw = half_width * rng.uniform(0.9, 1.1);  // pressure differs per stroke
+    const double reach = hw + 0.75;                        // soft edge: from hw - 0.75 to hw + 0.75
     for (std::size_t i = 0; i + 1 < std::max<std::size_t>(s.size(), 2); ++i) {
       const Pt a{s[i].x + ox, s[i].y + oy};
       const Pt b = s.size() > 1 ? Pt{s[i + 1].x + ox, s[i + 1].y + oy} : a;
@@ -318,7 +318,7 @@ inline void render_digit(int digit, Rng& rng, float* out) {
           const double t = ee > 0.0 ? std::clamp((qx * ex + qy * ey) / ee, 0.0, 1.0) : 0.0;
           const double d = std::hypot(qx - t * ex, qy - t * ey);
           // Quantised to k / 255 like MNIST's bytes (and exactly what read_idx yields).
-          const double cover = detail::smoothstep01((hw + 0.75 - d) / 1.5);
+          const double cover = detail::smoothstep01((reach - d) / 1.5);
           const float v = static_cast<float>(std::lround(cover * 255.0)) / 255.0f;
           float& o = out[py * side + px];
           o = std::max(o, v);
