@@ -7,12 +7,15 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "siam/autodiff/ops.hpp"
 #include "siam/data/dataset.hpp"
 #include "siam/data/pairs.hpp"
+#include "siam/io/model_file.hpp"
 #include "siam/loss/contrastive.hpp"
 #include "siam/nn/layers.hpp"
 #include "siam/optim/adam.hpp"
@@ -27,6 +30,9 @@ struct SiameseConfig {
   std::size_t batch_pairs = 180;
   std::uint64_t seed = 0;
   nn::Init init = nn::Init::he;
+  /// Check the loss and every gradient for NaN/Inf before each update (throws
+  /// numeric_error and leaves the model untouched). One extra read of the gradients.
+  bool check_finite = true;
 
   /// Throws value_error naming the first bad setting.
   void validate() const {
@@ -90,8 +96,75 @@ class SiameseTrainer {
     loss_ = contrastive_loss(slice_rows(f, 0, np), slice_rows(f, np, np), tape_.constant(labels_),
                              {cfg_.margin, cfg_.reduction, false});
     tape_.backward(loss_);
+    if (cfg_.check_finite) check_finite();
     adam_.step();
     ++iteration_;
+  }
+
+  /// Throws numeric_error naming the iteration and the tensor if the loss or a gradient
+  /// holds NaN or Inf (x * 0 is NaN exactly for non-finite x, so one sum per tensor tells).
+  void check_finite() {
+    const double l = last_loss();
+    if (!std::isfinite(l))
+      throw numeric_error("iteration " + std::to_string(iteration_ + 1) + ": the loss is " +
+                          std::to_string(l));
+    auto params = net_.parameters();
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      finite_probe_ = sum_all(params[i]->gradient() * T(0));
+      if (!std::isfinite(static_cast<double>(finite_probe_.item())))
+        throw numeric_error("iteration " + std::to_string(iteration_ + 1) + ": the gradient of " +
+                            params[i]->name + " of layer " + std::to_string(i / 2 + 1) +
+                            " holds NaN or Inf");
+    }
+  }
+
+  /// Everything needed to continue a run exactly: weights, Adam moments and step count,
+  /// the pair generator's state, the iteration and the caller's loss history.
+  void save_checkpoint(const std::filesystem::path& path, const std::vector<float>& losses) {
+    auto records = io::parameter_records(net_.parameters());
+    for (std::size_t i = 0; i < adam_.first_moments().size(); ++i) {
+      records.push_back(io::tensor_record("adam/m/" + std::to_string(i), adam_.first_moments()[i]));
+      records.push_back(io::tensor_record("adam/v/" + std::to_string(i), adam_.second_moments()[i]));
+    }
+    const auto st = pair_rng_.state();
+    std::uint64_t spare_bits;
+    std::memcpy(&spare_bits, &st.spare, sizeof spare_bits);
+    const std::uint64_t counters[8] = {st.s[0], st.s[1], st.s[2], st.s[3], spare_bits,
+                                       st.has_spare ? 1u : 0u,
+                                       static_cast<std::uint64_t>(adam_.steps()),
+                                       static_cast<std::uint64_t>(iteration_)};
+    records.push_back(io::make_record("state", {8}, counters, 8));
+    records.push_back(io::make_record("losses", {static_cast<std::int64_t>(losses.size())},
+                                      losses.data(), losses.size()));
+    io::save_archive(path, records);
+  }
+
+  /// Restores a checkpoint written by save_checkpoint for the same configuration and
+  /// returns its loss history. Throws io_error for a corrupt or mismatched file.
+  std::vector<float> load_checkpoint(const std::filesystem::path& path) {
+    const auto records = io::load_archive(path);
+    const std::string file = path.string();
+    io::load_parameters(records, net_.parameters(), file);
+    auto find = [&](const std::string& name) -> const io::Record& {
+      for (const auto& r : records)
+        if (r.name == name) return r;
+      throw io_error(file + ": not a checkpoint (no '" + name + "' record)");
+    };
+    for (std::size_t i = 0; i < adam_.first_moments().size(); ++i) {
+      io::load_tensor(find("adam/m/" + std::to_string(i)), adam_.first_moments()[i], file);
+      io::load_tensor(find("adam/v/" + std::to_string(i)), adam_.second_moments()[i], file);
+    }
+    const auto& st = find("state");
+    if (st.type != io::ArrayType::u64 || st.count() != 8) throw io_error(file + ": malformed state record");
+    const auto c = st.as<std::uint64_t>();
+    Rng::State rs{{c[0], c[1], c[2], c[3]}, 0.0, c[5] != 0};
+    std::memcpy(&rs.spare, &c[4], sizeof rs.spare);
+    pair_rng_.set_state(rs);
+    adam_.set_steps(static_cast<long long>(c[6]));
+    iteration_ = static_cast<long long>(c[7]);
+    const auto& l = find("losses");
+    if (l.type != io::ArrayType::f32) throw io_error(file + ": malformed loss history");
+    return l.as<float>();
   }
 
   /// The loss of the last step (synchronises a device backend).
@@ -158,6 +231,7 @@ class SiameseTrainer {
   std::vector<T> host_cast_;
   Tape<T, B> tape_;
   Var<T, B> loss_;
+  Tensor<T, B> finite_probe_{Shape{1}};
   long long iteration_ = 0;
 };
 
