@@ -156,7 +156,7 @@ class SiameseTrainer {
     }
     const auto& st = find("state");
     if (st.type != io::ArrayType::u64 || st.count() != 8) throw io_error(file + ": malformed state record");
-    const auto c = st.as<std::uint64_t>();
+    const auto c = st.template as<std::uint64_t>();
     Rng::State rs{{c[0], c[1], c[2], c[3]}, 0.0, c[5] != 0};
     std::memcpy(&rs.spare, &c[4], sizeof rs.spare);
     pair_rng_.set_state(rs);
@@ -164,7 +164,7 @@ class SiameseTrainer {
     iteration_ = static_cast<long long>(c[7]);
     const auto& l = find("losses");
     if (l.type != io::ArrayType::f32) throw io_error(file + ": malformed loss history");
-    return l.as<float>();
+    return l.template as<float>();
   }
 
   /// The loss of the last step (synchronises a device backend).
