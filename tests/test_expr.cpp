@@ -9,23 +9,7 @@
 #include <siam/siamese.hpp>
 #include <vector>
 
-// ---- a counting global operator new (this executable only)
-static std::atomic<long> g_allocations{0};
-void* operator new(std::size_t n) {
-  ++g_allocations;
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new(std::size_t n, std::align_val_t a) {
-  ++g_allocations;
-  const std::size_t al = static_cast<std::size_t>(a);
-  if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+#include "support/alloc_counter.hpp"
 
 using namespace siam;
 using Tf = Tensor<float, Cpu>;
@@ -119,11 +103,11 @@ TEST_CASE("a 5-operation expression into an existing tensor allocates nothing") 
   Tf bias = random_tensor(Shape{512}, rng);
   Tf out(Shape{256, 512});
   Tf colsum(Shape{512});
-  const long before = g_allocations.load();
+  const long before = alloc_counter::count.load();
   out = relu(a * 2.f + b - broadcast_rows(bias, 256)) / (square(b) + 1.f);  // 7 ops
   colsum = sum_rows(out * b);
   a = a * 2.f + a;  // in place, aliasing its own operand
-  const long after = g_allocations.load();
+  const long after = alloc_counter::count.load();
   CHECK(after - before == 0);
   // and it computed the right thing
   CHECK(out(3, 4) == doctest::Approx(std::max(0.f, a(3, 4) / 3.f * 2.f + b(3, 4) - bias[4]) /
@@ -136,11 +120,11 @@ TEST_CASE("expressions are lazy and hold temporaries by value") {
   auto make = [&] { return Tf(a) * 3.f + 1.f; };  // the Tf(a) temporary lives in the node
   auto e = make();
   a.fill(0.f);  // the copy inside e is unaffected; nothing has been computed yet
-  const long before = g_allocations.load();
+  const long before = alloc_counter::count.load();
   Tf r(Shape{4, 4});
-  const long mid = g_allocations.load();
+  const long mid = alloc_counter::count.load();
   r = e;
-  CHECK(g_allocations.load() - mid == 0);
+  CHECK(alloc_counter::count.load() - mid == 0);
   CHECK(mid - before == 1);
   auto lazy = a + 1.f;  // refers to a
   a.fill(2.f);

@@ -76,7 +76,10 @@ void evaluate(Dest<T, B> dst, const E& e, bool accumulate) {
   } else if constexpr (X::kind == reduction) {
     const Shape in = e.a.shape();
     const auto k = e.a.kernel();
-    if constexpr (X::mode == 0) B::sum_all(dst.data, in.rows(), in.cols(), k, accumulate);
+    if constexpr (X::mode == 0) {
+      if constexpr (X::broadcasts) B::sum_all(dst.data, in.rows(), in.cols(), k, accumulate);
+      else B::sum_all(dst.data, index_t{1}, in.size(), k, accumulate);  // flat
+    }
     else if constexpr (X::mode == 1) B::sum_rows(dst.data, in.rows(), in.cols(), k, accumulate);
     else B::sum_cols(dst.data, in.rows(), in.cols(), k, accumulate);
   } else {

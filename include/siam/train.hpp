@@ -56,7 +56,8 @@ class SiameseTrainer {
         init_rng_(cfg.seed),
         pair_rng_(cfg.seed ^ 0x5eed5eed5eedULL),
         net_(nn::mlp<T, B>(cfg.layers, init_rng_, cfg.init)),
-        adam_(net_.parameters(), cfg.adam),
+        params_(net_.parameters()),
+        adam_(params_, cfg.adam),
         sampler_(train.labels),
         pixels_(static_cast<index_t>(train.pixels())) {
     train.validate();
@@ -108,7 +109,7 @@ class SiameseTrainer {
     if (!std::isfinite(l))
       throw numeric_error("iteration " + std::to_string(iteration_ + 1) + ": the loss is " +
                           std::to_string(l));
-    auto params = net_.parameters();
+    const auto& params = params_;
     for (std::size_t i = 0; i < params.size(); ++i) {
       finite_probe_ = sum_all(params[i]->gradient() * T(0));
       if (!std::isfinite(static_cast<double>(finite_probe_.item())))
@@ -222,6 +223,7 @@ class SiameseTrainer {
   SiameseConfig cfg_;
   Rng init_rng_, pair_rng_;
   nn::Sequential<T, B> net_;
+  std::vector<Parameter<T, B>*> params_;
   optim::Adam<T, B> adam_;
   data::PairSampler sampler_;
   index_t pixels_;

@@ -84,15 +84,17 @@ struct Cpu {
       // One long row (also every flat evaluation): split it into chunks.
       SIAM_OMP(parallel for schedule(static) if (par))
       for (index_t b = 0; b < cols; b += chunk) {
+        const K kl = k;  // a local copy: stores to dst cannot alias its scalars
         const index_t e = std::min(cols, b + chunk);
-        for (index_t c = b; c < e; ++c) dst[c] = k(0, c);
+        SIAM_IVDEP for (index_t c = b; c < e; ++c) dst[c] = kl(0, c);
       }
       return;
     }
     SIAM_OMP(parallel for schedule(static) if (par))
     for (index_t r = 0; r < rows; ++r) {
+      const K kl = k;
       T* row = dst + r * cols;
-      for (index_t c = 0; c < cols; ++c) row[c] = k(r, c);
+      SIAM_IVDEP for (index_t c = 0; c < cols; ++c) row[c] = kl(r, c);
     }
   }
 
@@ -103,8 +105,7 @@ struct Cpu {
     const bool par = n >= parallel_threshold;
     SIAM_OMP(parallel for schedule(static) if (par))
     for (index_t b = 0; b < n; b += chunk) {
-      const index_t e = std::min(n, b + chunk);
-      for (index_t c = b; c < e; ++c) ((pairs.first[c] = pairs.second(0, c)), ...);
+      fused_block(b, std::min(n, b + chunk), pairs...);
     }
   }
 
@@ -135,22 +136,32 @@ struct Cpu {
     }
   }
 
-  /// out[0] (+)= sum of all. Partial sums over fixed-size blocks, combined in order:
-  /// the same result for any thread count.
+  /// out[0] (+)= sum of all. Fixed-size blocks, each summed in 16 interleaved lanes
+  /// (so the loop vectorises), then combined in order: the result does not depend on
+  /// the thread count.
   template <class T, class K>
   static void sum_all(T* out, index_t rows, index_t cols, const K& k, bool accumulate) {
     const index_t n = rows * cols;
-    constexpr index_t max_blocks = 64;
+    constexpr index_t max_blocks = 64, lanes = 16;
     const index_t block = std::max<index_t>(chunk, (n + max_blocks - 1) / max_blocks);
     const index_t nblocks = n == 0 ? 0 : (n + block - 1) / block;
     T partial[max_blocks] = {};
     const bool par = n >= parallel_threshold;
     SIAM_OMP(parallel for schedule(static) if (par))
     for (index_t b = 0; b < nblocks; ++b) {
-      T acc = 0;
-      const index_t e = std::min(n, (b + 1) * block);
-      for (index_t i = b * block; i < e; ++i) acc += k(i / cols, i % cols);
-      partial[b] = acc;
+      T acc[lanes] = {};
+      const index_t end = std::min(n, (b + 1) * block);
+      for (index_t i = b * block; i < end;) {  // walk the block one row segment at a time
+        const index_t r = i / cols, c0 = i - r * cols, c1 = std::min(cols, c0 + (end - i));
+        index_t c = c0;
+        for (; c + lanes <= c1; c += lanes)
+          for (index_t l = 0; l < lanes; ++l) acc[l] += k(r, c + l);
+        for (; c < c1; ++c) acc[0] += k(r, c);
+        i += c1 - c0;
+      }
+      T total = 0;
+      for (index_t l = 0; l < lanes; ++l) total += acc[l];
+      partial[b] = total;
     }
     T total = 0;
     for (index_t b = 0; b < nblocks; ++b) total += partial[b];
@@ -181,6 +192,18 @@ struct Cpu {
  private:
   static constexpr index_t chunk = 4096;
 
+  // Kernels are copied to locals first: a kernel's scalars live in memory the compiler
+  // would otherwise have to assume the destination stores may overwrite, which blocks
+  // vectorisation.
+  template <class... Pairs>
+  static void fused_block(index_t b, index_t e, const Pairs&... pairs) {
+    fused_block_local(b, e, std::pair{pairs.first, pairs.second}...);
+  }
+  template <class... Pairs>
+  static void fused_block_local(index_t b, index_t e, Pairs... p) {
+    SIAM_IVDEP for (index_t c = b; c < e; ++c) ((p.first[c] = p.second(0, c)), ...);
+  }
+
   template <class T, class K>
   static void sum_rows_impl(T* out, index_t rows, index_t cols, const K& k, bool accumulate,
                             T* dst) {
@@ -191,16 +214,17 @@ struct Cpu {
       const index_t e = std::min(cols, b + cblock);
       T acc[cblock];
       for (index_t c = b; c < e; ++c) acc[c - b] = accumulate ? out[c] : T(0);
+      const K kl = k;
       for (index_t r = 0; r < rows; ++r) {
         if (dst) {
           T* row = dst + r * cols;
-          for (index_t c = b; c < e; ++c) {
-            const T v = k(r, c);
+          SIAM_IVDEP for (index_t c = b; c < e; ++c) {
+            const T v = kl(r, c);
             row[c] = v;
             acc[c - b] += v;
           }
         } else {
-          for (index_t c = b; c < e; ++c) acc[c - b] += k(r, c);
+          SIAM_IVDEP for (index_t c = b; c < e; ++c) acc[c - b] += kl(r, c);
         }
       }
       for (index_t c = b; c < e; ++c) out[c] = acc[c - b];
