@@ -105,17 +105,18 @@ class SiameseTrainer {
   /// Throws numeric_error naming the iteration and the tensor if the loss or a gradient
   /// holds NaN or Inf (x * 0 is NaN exactly for non-finite x, so one sum per tensor tells).
   void check_finite() {
+    // All probes accumulate into one scalar so a device backend synchronises once.
+    finite_probe_ = sum_all(loss_.value() * T(0));
+    for (auto* p : params_) finite_probe_ += sum_all(p->gradient() * T(0));
+    if (std::isfinite(static_cast<double>(finite_probe_.item()))) return;
+    const std::string at = "iteration " + std::to_string(iteration_ + 1) + ": ";
     const double l = last_loss();
-    if (!std::isfinite(l))
-      throw numeric_error("iteration " + std::to_string(iteration_ + 1) + ": the loss is " +
-                          std::to_string(l));
-    const auto& params = params_;
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      finite_probe_ = sum_all(params[i]->gradient() * T(0));
+    if (!std::isfinite(l)) throw numeric_error(at + "the loss is " + std::to_string(l));
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      finite_probe_ = sum_all(params_[i]->gradient() * T(0));
       if (!std::isfinite(static_cast<double>(finite_probe_.item())))
-        throw numeric_error("iteration " + std::to_string(iteration_ + 1) + ": the gradient of " +
-                            params[i]->name + " of layer " + std::to_string(i / 2 + 1) +
-                            " holds NaN or Inf");
+        throw numeric_error(at + "the gradient of " + params_[i]->name + " of layer " +
+                            std::to_string(i / 2 + 1) + " holds NaN or Inf");
     }
   }
 

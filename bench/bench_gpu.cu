@@ -1,0 +1,98 @@
+// GPU benchmarks: cuBLAS GEMM on the example's shapes (FP32, no TF32), the training
+// step of the example on the CUDA backend, and embedding 5000 images. Timed with CUDA
+// events around many queued iterations; without a device it says so and exits 0.
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <siam/backend/cuda.hpp>
+#include <siam/data/synthetic_digits.hpp>
+#include <siam/train.hpp>
+
+namespace {
+using namespace siam;
+using Tg = Tensor<float, Cuda>;
+
+struct GemmShape {
+  const char* name;
+  index_t m, n, k;
+  bool ta, tb;
+};
+// The products of one training step and of inference (row-major: C[m x n] = op(A) op(B)).
+constexpr GemmShape shapes[] = {
+    {"fwd_X_W1", 360, 1024, 784, false, false},      {"fwd_H1_W2", 360, 1024, 1024, false, false},
+    {"fwd_H2_W3", 360, 2, 1024, false, false},       {"dgrad_dZ2_W2T", 360, 1024, 1024, false, true},
+    {"dgrad_dZ3_W3T", 360, 1024, 2, false, true},    {"wgrad_XT_dZ1", 784, 1024, 360, true, false},
+    {"wgrad_H1T_dZ2", 1024, 1024, 360, true, false}, {"wgrad_H2T_dZ3", 1024, 2, 360, true, false},
+    {"infer_X_W1", 5000, 1024, 784, false, false},   {"infer_H1_W2", 5000, 1024, 1024, false, false},
+};
+
+void BM_CublasGemm(benchmark::State& state) {
+  const GemmShape& s = shapes[state.range(0)];
+  Tg a(s.ta ? Shape{s.k, s.m} : Shape{s.m, s.k}), b(s.tb ? Shape{s.n, s.k} : Shape{s.k, s.n}),
+      c(Shape{s.m, s.n});
+  a.fill(0.5f);
+  b.fill(0.25f);
+  const int reps = 50;
+  cuda::Event start(true), stop(true);
+  for (auto _ : state) {
+    start.record(cuda::stream());
+    for (int i = 0; i < reps; ++i) c = matmul(a, b, s.ta, s.tb);
+    stop.record(cuda::stream());
+    stop.synchronize();
+    state.SetIterationTime(stop.elapsed_ms(start) / 1e3 / reps);
+  }
+  state.SetLabel(s.name);
+  state.counters["GFLOPs"] = benchmark::Counter(2.0 * s.m * s.n * s.k * state.iterations(),
+                                                benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_CublasGemm)->DenseRange(0, 9)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+const data::Dataset& digits() {
+  static const data::Dataset d = data::synthetic_digits(5000, 1);
+  return d;
+}
+
+void BM_GpuTrainStep(benchmark::State& state) {
+  SiameseConfig cfg;
+  cfg.check_finite = state.range(0) != 0;
+  SiameseTrainer<float, Cuda> trainer(digits(), cfg);
+  for (int i = 0; i < 10; ++i) trainer.step();
+  const int reps = 100;
+  cuda::Event start(true), stop(true);
+  std::uint64_t launches = 0;
+  for (auto _ : state) {
+    const auto l0 = detail::kernels::launch_count();
+    start.record(cuda::stream());
+    for (int i = 0; i < reps; ++i) trainer.step_async();
+    stop.record(cuda::stream());
+    stop.synchronize();
+    launches += detail::kernels::launch_count() - l0;
+    state.SetIterationTime(stop.elapsed_ms(start) / 1e3 / reps);
+  }
+  state.counters["launches_per_step"] =
+      static_cast<double>(launches) / static_cast<double>(state.iterations() * reps);
+  state.counters["cudaMalloc_calls"] = static_cast<double>(cuda::pool_stats().cuda_malloc_calls);
+}
+BENCHMARK(BM_GpuTrainStep)->Arg(0)->Arg(1)->ArgName("check_finite")->UseManualTime()->Unit(benchmark::kMillisecond);
+
+void BM_GpuEmbed5000(benchmark::State& state) {
+  SiameseTrainer<float, Cuda> trainer(digits(), SiameseConfig{});
+  for (auto _ : state) benchmark::DoNotOptimize(trainer.embed(digits(), 5000));
+}
+BENCHMARK(BM_GpuEmbed5000)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!cuda::device_available()) {
+    std::printf("no CUDA device: GPU benchmarks not run\n");
+    return 0;
+  }
+  cudaDeviceProp prop{};
+  cudaGetDeviceProperties(&prop, cuda::current_device());
+  benchmark::AddCustomContext("gpu", prop.name);
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,262 @@
+// The CUDA backend: the same interface as siam::Cpu, on one stream of the current
+// device. Memory comes from the caching pool of cuda_runtime.hpp; GEMM goes to cuBLAS
+// (FP32 without TF32 unless cuda::set_tf32(true)); every elementwise expression runs
+// as ONE kernel whose functor is the expression's kernel tree; reductions are
+// two-level tree reductions (shared memory, then a second pass), never atomics, so
+// results are deterministic run to run.
+//
+// This header must be compiled by nvcc: a translation unit that uses Tensor<T, Cuda>
+// is a .cu file (see docs/backends.md).
+#pragma once
+
+#if !defined(__CUDACC__)
+#error "siam/backend/cuda.hpp needs nvcc: compile this translation unit as CUDA (.cu)"
+#endif
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "siam/backend/cuda_runtime.hpp"
+#include "siam/detail/config.hpp"
+#include "siam/shape.hpp"
+
+namespace siam {
+
+namespace detail::kernels {
+
+constexpr int block = 256;
+
+template <class T, class K>
+__global__ void assign(T* dst, index_t rows, index_t cols, K k) {
+  const index_t n = rows * cols;
+  for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < n;
+       i += index_t(gridDim.x) * blockDim.x) {
+    const index_t r = rows == 1 ? 0 : i / cols;
+    dst[i] = k(r, i - r * cols);
+  }
+}
+
+template <class T, class... Pairs>
+__global__ void assign_fused(index_t n, Pairs... p) {
+  for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < n;
+       i += index_t(gridDim.x) * blockDim.x)
+    ((p.first[i] = p.second(0, i)), ...);
+}
+
+// Column totals. A block of 32 x 8 threads owns 32 columns; its 8 thread rows stride
+// down the rows, then combine in shared memory. Optionally also stores the values.
+template <class T, class K>
+__global__ void sum_rows(T* out, T* dst, index_t rows, index_t cols, K k, bool accumulate) {
+  __shared__ T part[8][33];
+  const index_t c = blockIdx.x * index_t(32) + threadIdx.x;
+  T acc = 0;
+  if (c < cols)
+    for (index_t r = threadIdx.y; r < rows; r += 8) {
+      const T v = k(r, c);
+      if (dst) dst[r * cols + c] = v;
+      acc += v;
+    }
+  part[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    T total = 0;
+    for (int y = 0; y < 8; ++y) total += part[y][threadIdx.x];
+    out[c] = accumulate ? out[c] + total : total;
+  }
+}
+
+// Block-wide sum of one value per thread (blockDim.x == block).
+template <class T>
+__device__ T block_sum(T v) {
+  __shared__ T s[block];
+  s[threadIdx.x] = v;
+  __syncthreads();
+  for (int w = block / 2; w > 0; w /= 2) {
+    if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
+    __syncthreads();
+  }
+  return s[0];
+}
+
+// Row totals: one block per row.
+template <class T, class K>
+__global__ void sum_cols(T* out, index_t rows, index_t cols, K k, bool accumulate) {
+  const index_t r = blockIdx.x;
+  if (r >= rows) return;
+  T acc = 0;
+  for (index_t c = threadIdx.x; c < cols; c += blockDim.x) acc += k(r, c);
+  const T total = block_sum(acc);
+  if (threadIdx.x == 0) out[r] = accumulate ? out[r] + total : total;
+}
+
+// Sum of all, first level: block b sums its strided share into partial[b].
+template <class T, class K>
+__global__ void sum_all_partial(T* partial, index_t rows, index_t cols, K k) {
+  const index_t n = rows * cols;
+  T acc = 0;
+  for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < n;
+       i += index_t(gridDim.x) * blockDim.x) {
+    const index_t r = rows == 1 ? 0 : i / cols;
+    acc += k(r, i - r * cols);
+  }
+  const T total = block_sum(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = total;
+}
+// Second level: one block adds the partials in a fixed order.
+template <class T>
+__global__ void sum_all_final(T* out, const T* partial, int nparts, bool accumulate) {
+  T acc = 0;
+  for (int i = threadIdx.x; i < nparts; i += blockDim.x) acc += partial[i];
+  const T total = block_sum(acc);
+  if (threadIdx.x == 0) out[0] = accumulate ? out[0] + total : total;
+}
+
+template <class T>
+__global__ void gather_rows(T* dst, const T* src, const std::uint32_t* idx, index_t n, index_t cols) {
+  const index_t total = n * cols;
+  for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < total;
+       i += index_t(gridDim.x) * blockDim.x) {
+    const index_t r = i / cols;
+    dst[i] = src[static_cast<index_t>(idx[r]) * cols + (i - r * cols)];
+  }
+}
+
+inline int grid_for(index_t n) {
+  const index_t blocks = (n + block - 1) / block;
+  return static_cast<int>(blocks < 1 ? 1 : (blocks > 4096 ? 4096 : blocks));
+}
+
+/// Kernel launches (and GEMM calls) issued so far by this process: the training step
+/// on a GPU is launch-bound, so the benchmark reports launches per step.
+inline std::uint64_t& launch_count() {
+  static std::uint64_t n = 0;
+  return n;
+}
+
+inline void check_launch(const char* what) {
+  ++launch_count();
+  cuda::throw_on_cuda_error(cudaGetLastError(), what, __FILE__, __LINE__);
+}
+
+}  // namespace detail::kernels
+
+struct Cuda {
+  static constexpr bool is_host = false;
+  static constexpr const char* name = "cuda";
+
+  template <class T>
+  static T* allocate(index_t n) {
+    return static_cast<T*>(cuda::allocate(static_cast<std::size_t>(n) * sizeof(T)));
+  }
+  template <class T>
+  static void deallocate(T* p, index_t n) noexcept {
+    if (!p) return;
+    try {
+      cuda::deallocate(p, static_cast<std::size_t>(n) * sizeof(T));
+    } catch (...) {
+      // A destructor must not throw; the pool only rejects pointers it never handed out.
+    }
+  }
+  template <class T>
+  static void copy(T* dst, const T* src, index_t n) {
+    cuda::copy_device(dst, src, static_cast<std::size_t>(n));
+  }
+  template <class T>
+  static void to_host(T* host_dst, const T* src, index_t n) {
+    cuda::copy_to_host(host_dst, src, static_cast<std::size_t>(n));
+  }
+  template <class T>
+  static void from_host(T* dst, const T* host_src, index_t n) {
+    cuda::copy_to_device(dst, host_src, static_cast<std::size_t>(n));
+  }
+  static void synchronize() { cuda::synchronize(); }
+
+  template <class T, class K>
+  static void assign(T* dst, index_t rows, index_t cols, const K& k) {
+    const index_t n = rows * cols;
+    if (n == 0) return;
+    namespace dk = detail::kernels;
+    dk::assign<<<dk::grid_for(n), dk::block, 0, cuda::stream()>>>(dst, rows, cols, k);
+    dk::check_launch("assign kernel");
+  }
+
+  template <class T, class... Pairs>
+  static void assign_fused(index_t n, const Pairs&... pairs) {
+    if (n == 0) return;
+    namespace dk = detail::kernels;
+    dk::assign_fused<T><<<dk::grid_for(n), dk::block, 0, cuda::stream()>>>(n, pairs...);
+    dk::check_launch("fused assign kernel");
+  }
+
+  template <class T, class K>
+  static void sum_rows(T* out, index_t rows, index_t cols, const K& k, bool accumulate) {
+    launch_sum_rows(out, static_cast<T*>(nullptr), rows, cols, k, accumulate);
+  }
+  template <class T, class K>
+  static void assign_sum_rows(T* dst, T* out, index_t rows, index_t cols, const K& k,
+                              bool accumulate) {
+    launch_sum_rows(out, dst, rows, cols, k, accumulate);
+  }
+
+  template <class T, class K>
+  static void sum_cols(T* out, index_t rows, index_t cols, const K& k, bool accumulate) {
+    if (rows == 0) return;
+    namespace dk = detail::kernels;
+    dk::sum_cols<<<static_cast<unsigned>(rows), dk::block, 0, cuda::stream()>>>(out, rows, cols, k,
+                                                                                accumulate);
+    dk::check_launch("sum_cols kernel");
+  }
+
+  template <class T, class K>
+  static void sum_all(T* out, index_t rows, index_t cols, const K& k, bool accumulate) {
+    namespace dk = detail::kernels;
+    const index_t n = rows * cols;
+    const int parts = n == 0 ? 1 : std::min(dk::grid_for(n), 1024);
+    T* partial = allocate<T>(parts);
+    dk::sum_all_partial<<<parts, dk::block, 0, cuda::stream()>>>(partial, rows, cols, k);
+    dk::check_launch("sum_all kernel");
+    dk::sum_all_final<<<1, dk::block, 0, cuda::stream()>>>(out, partial, parts, accumulate);
+    dk::check_launch("sum_all final kernel");
+    deallocate(partial, parts);  // stream-ordered: later reuse queues after this kernel
+  }
+
+  template <class T>
+  static void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha,
+                   const T* A, index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
+    constexpr index_t lim = std::numeric_limits<int>::max();
+    if (m > lim || n > lim || k > lim || lda > lim || ldb > lim || ldc > lim)
+      throw shape_error("cuda gemm: dimensions exceed cuBLAS's 32-bit sizes");
+    cuda::gemm<T>(trans_a, trans_b, int(m), int(n), int(k), alpha, A, int(lda), B, int(ldb), beta,
+                  C, int(ldc));
+    ++detail::kernels::launch_count();
+  }
+
+  /// dst row i = src row idx[i], idx given on the host (uploaded through the pool).
+  template <class T>
+  static void gather_rows(T* dst, const T* src, const std::uint32_t* host_idx, index_t n,
+                          index_t cols) {
+    if (n == 0) return;
+    namespace dk = detail::kernels;
+    auto* idx = allocate<std::uint32_t>(n);
+    cuda::copy_to_device(idx, host_idx, static_cast<std::size_t>(n));
+    dk::gather_rows<<<dk::grid_for(n * cols), dk::block, 0, cuda::stream()>>>(dst, src, idx, n, cols);
+    dk::check_launch("gather_rows kernel");
+    deallocate(idx, n);
+  }
+
+ private:
+  template <class T, class K>
+  static void launch_sum_rows(T* out, T* dst, index_t rows, index_t cols, const K& k,
+                              bool accumulate) {
+    if (cols == 0) return;
+    namespace dk = detail::kernels;
+    const auto grid = static_cast<unsigned>((cols + 31) / 32);
+    dk::sum_rows<<<grid, dim3(32, 8), 0, cuda::stream()>>>(out, dst, rows, cols, k,
+                                                               accumulate);
+    dk::check_launch("sum_rows kernel");
+  }
+};
+
+}  // namespace siam
