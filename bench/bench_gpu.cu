@@ -45,7 +45,7 @@ void BM_CublasGemm(benchmark::State& state) {
   state.counters["GFLOPs"] = benchmark::Counter(2.0 * s.m * s.n * s.k * state.iterations(),
                                                 benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_CublasGemm)->DenseRange(0, 9)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CublasGemm)->DenseRange(0, 9)->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
 
 const data::Dataset& digits() {
   static const data::Dataset d = data::synthetic_digits(5000, 1);
@@ -73,13 +73,19 @@ void BM_GpuTrainStep(benchmark::State& state) {
       static_cast<double>(launches) / static_cast<double>(state.iterations() * reps);
   state.counters["cudaMalloc_calls"] = static_cast<double>(cuda::pool_stats().cuda_malloc_calls);
 }
-BENCHMARK(BM_GpuTrainStep)->Arg(0)->Arg(1)->ArgName("check_finite")->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_GpuTrainStep)
+    ->Arg(0)
+    ->Arg(1)
+    ->ArgName("check_finite")
+    ->UseManualTime()
+    ->Iterations(10)
+    ->Unit(benchmark::kMillisecond);
 
 void BM_GpuEmbed5000(benchmark::State& state) {
   SiameseTrainer<float, Cuda> trainer(digits(), SiameseConfig{});
   for (auto _ : state) benchmark::DoNotOptimize(trainer.embed(digits(), 5000));
 }
-BENCHMARK(BM_GpuEmbed5000)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_GpuEmbed5000)->Iterations(10)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

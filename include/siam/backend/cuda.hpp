@@ -167,9 +167,14 @@ struct Cuda {
   static void to_host(T* host_dst, const T* src, index_t n) {
     cuda::copy_to_host(host_dst, src, static_cast<std::size_t>(n));
   }
+  /// Queues a copy from ordinary (pageable) host memory. CUDA stages pageable memory
+  /// before cudaMemcpyAsync returns, so `host_src` may be reused at once and the host
+  /// does not wait for the device: the training step never synchronises here.
   template <class T>
   static void from_host(T* dst, const T* host_src, index_t n) {
-    cuda::copy_to_device(dst, host_src, static_cast<std::size_t>(n));
+    if (n == 0) return;
+    SIAM_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, static_cast<std::size_t>(n) * sizeof(T),
+                                    cudaMemcpyHostToDevice, cuda::stream()));
   }
   static void synchronize() { cuda::synchronize(); }
 
@@ -240,7 +245,7 @@ struct Cuda {
     if (n == 0) return;
     namespace dk = detail::kernels;
     auto* idx = allocate<std::uint32_t>(n);
-    cuda::copy_to_device(idx, host_idx, static_cast<std::size_t>(n));
+    from_host(idx, host_idx, n);
     dk::gather_rows<<<dk::grid_for(n * cols), dk::block, 0, cuda::stream()>>>(dst, src, idx, n, cols);
     dk::check_launch("gather_rows kernel");
     deallocate(idx, n);

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Collects the GPU test, benchmark and example binaries of a CUDA build, with the
+# shared libraries they need that a bare CUDA machine may lack (not the CUDA runtime,
+# cuBLAS or the C library), into one folder that scripts/gpu-check.sh can run from.
+# Usage: scripts/gpu-bundle.sh BUILD_DIR OUT_DIR
+set -euo pipefail
+build=${1:?build directory}
+out=${2:?output directory}
+mkdir -p "$out/lib"
+bins=()
+for b in tests/test_cuda_runtime tests/test_parity bench_gpu examples/mnist_siamese/mnist_siamese; do
+  [ -x "$build/$b" ] && bins+=("$build/$b")
+done
+[ ${#bins[@]} -gt 0 ] || { echo "gpu-bundle: no GPU binaries in $build" >&2; exit 1; }
+cp "${bins[@]}" "$out/"
+for b in "${bins[@]}"; do
+  ldd "$b" | awk '$3 ~ /^\// {print $3}'
+done | sort -u | grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so|libcuda|libcudart|libcublas|libnvidia' |
+  while read -r lib; do cp -L "$lib" "$out/lib/"; done
+echo "gpu-bundle: $(ls "$out" | grep -vc lib) binaries, $(ls "$out/lib" | wc -l) libraries, $(du -sh "$out" | cut -f1)"

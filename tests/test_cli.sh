@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# End-to-end tests of the mnist_siamese command line (registered with CTest by
+# examples/mnist_siamese/CMakeLists.txt). Usage: test_cli.sh path/to/mnist_siamese
+#
+# Small sizes keep the whole script around a minute on two cores; the training
+# quality check uses the default batch, the bit-exactness checks a small one.
+set -u
+bin=${1:?usage: test_cli.sh path/to/mnist_siamese}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+
+pass() { echo "ok    $1"; }
+fail() {
+  echo "FAIL  $1"
+  failures=$((failures + 1))
+}
+check() {  # check NAME COMMAND...: passes when the command succeeds
+  local name=$1
+  shift
+  if "$@"; then pass "$name"; else fail "$name"; fi
+}
+
+# Small data for every run below: synthetic digits, 100 test images.
+small=(--train-size 400 --test-size 100)
+fast=("${small[@]}" --batch-pairs 40 --eval-every 50)
+
+# ---- --help
+"$bin" --help >"$tmp/help.txt" 2>&1
+check "--help exits 0" test $? -eq 0
+for opt in --data --out --iterations --batch-pairs --margin --lr --beta1 --beta2 --seed --device \
+  --eval-every --frames --threads --checkpoint-every --resume --on-nan --train-size --test-size; do
+  grep -q -- "$opt" "$tmp/help.txt" || fail "--help lists $opt"
+done
+"$bin" query --help >"$tmp/qhelp.txt" 2>&1 && grep -q -- --model "$tmp/qhelp.txt"
+check "query --help lists --model" test $? -eq 0
+
+# ---- bad options: non-zero exit, one line on stderr naming the problem, no --out
+expect_bad() {  # expect_bad PATTERN ARGS...
+  local pattern=$1
+  shift
+  local out="$tmp/bad"
+  rm -rf "$out"
+  "$bin" "$@" --out "$out" >"$tmp/bad.stdout" 2>"$tmp/bad.stderr"
+  local rc=$? lines
+  lines=$(wc -l <"$tmp/bad.stderr")
+  if [ $rc -ne 0 ] && [ "$lines" -eq 1 ] && grep -q -- "$pattern" "$tmp/bad.stderr" &&
+    [ ! -e "$out" ]; then
+    pass "rejects $* ($(cat "$tmp/bad.stderr"))"
+  else
+    fail "rejects $* (rc $rc, $lines stderr lines: $(head -c 300 "$tmp/bad.stderr"))"
+  fi
+}
+expect_bad "--iterations -1" --iterations -1
+expect_bad "--margin 0" --margin 0
+expect_bad "--lr 0" --lr 0
+expect_bad "--lr" --lr abc
+expect_bad "--beta1 1" --beta1 1
+expect_bad "--batch-pairs 0" --batch-pairs 0
+expect_bad "--batch-pairs 500" --batch-pairs 500 --train-size 400
+expect_bad "--eval-every 0" --eval-every 0
+expect_bad "--train-size 0" --train-size 0
+expect_bad "--test-size" --test-size 5
+expect_bad "--seed" --seed -1
+expect_bad "--on-nan" --on-nan maybe
+expect_bad "--device" --device tpu
+if grep -q "no CUDA backend" "$tmp/help.txt"; then  # a CPU-only build says so in --help
+  expect_bad "no CUDA backend" --device gpu
+fi
+expect_bad "--data $tmp/nonexistent" --data "$tmp/nonexistent"
+expect_bad "--resume" --resume "$tmp/nonexistent.siam"
+expect_bad "not expected" --no-such-option
+mkdir -p "$tmp/corrupt"
+printf 'this is not an IDX file' >"$tmp/corrupt/t10k-images-idx3-ubyte"
+printf '\x00\x00\x08\x01\x00\x00\x00\x02\x01\x02' >"$tmp/corrupt/t10k-labels-idx1-ubyte"
+expect_bad "t10k-images-idx3-ubyte" --data "$tmp/corrupt"
+mkdir -p "$tmp/empty"
+expect_bad "missing" --data "$tmp/empty"
+
+# ---- end to end on synthetic digits: every output, sensible metrics, falling loss
+e2e="$tmp/e2e"
+"$bin" --train-size 1000 --test-size 500 --iterations 400 --eval-every 200 --frames \
+  --out "$e2e" >"$tmp/e2e.log" 2>&1
+check "end-to-end run exits 0" test $? -eq 0
+for f in samples.png pairs.png loss.png embedding.png retrieval.png embedding_0000.png \
+  embedding_0400.png loss.csv embedding.csv metrics.json model.siam; do
+  check "writes $f" test -s "$e2e/$f"
+done
+for f in "$e2e"/*.png; do
+  sig=$(head -c 8 "$f" | od -An -tx1 | tr -d ' \n')
+  check "$(basename "$f") is a PNG" test "$sig" = 89504e470d0a1a0a
+done
+check "no temporary files left" test -z "$(find "$e2e" -name '*.tmp*')"
+json_number() { sed -n "s/.*\"$1\": \([-0-9.e+]*\).*/\1/p" "$2"; }
+knn5=$(json_number knn_accuracy_k5 "$e2e/metrics.json")
+check "kNN k=5 accuracy $knn5 > 0.5" awk -v a="${knn5:-0}" 'BEGIN { exit !(a > 0.5) }'
+check "loss.csv has 400 rows" test "$(($(wc -l <"$e2e/loss.csv") - 1))" -eq 400
+check "embedding.csv has 500 rows" test "$(($(wc -l <"$e2e/embedding.csv") - 1))" -eq 500
+check "loss falls (first 50 mean > last 50 mean)" awk -F, '
+  NR > 1 { loss[NR - 1] = $2; n = NR - 1 }
+  END { for (i = 1; i <= 50; i++) { a += loss[i]; b += loss[n - 50 + i] }; exit !(a > b) }' \
+  "$e2e/loss.csv"
+check "metrics are printed" grep -q "kNN accuracy" "$tmp/e2e.log"
+
+# ---- query on the trained model (the same synthetic test set: same --seed and --test-size)
+"$bin" query --model "$e2e/model.siam" --test-size 500 --index 7 --out "$tmp/q" >"$tmp/q.log" 2>&1
+check "query exits 0" test $? -eq 0
+check "query writes retrieval.png" test -s "$tmp/q/retrieval.png"
+check "query prints 9 neighbours" test "$(grep -c '^  #[1-9] ' "$tmp/q.log")" -eq 9
+cp "$e2e/model.siam" "$tmp/corrupt.siam"
+printf '\xff' | dd of="$tmp/corrupt.siam" bs=1 seek=5000 conv=notrunc status=none
+"$bin" query --model "$tmp/corrupt.siam" --test-size 500 --out "$tmp/q2" 2>"$tmp/q2.err" >/dev/null
+rc=$?
+check "query rejects a corrupt model (rc $rc: $(cat "$tmp/q2.err"))" \
+  test $rc -eq 1 -a "$(wc -l <"$tmp/q2.err")" -eq 1
+check "corrupt model message" grep -q "corrupt" "$tmp/q2.err"
+check "no output for a corrupt model" test ! -e "$tmp/q2/retrieval.png"
+head -c 100 "$e2e/model.siam" >"$tmp/short.siam"
+"$bin" query --model "$tmp/short.siam" --test-size 500 --out "$tmp/q3" 2>"$tmp/q3.err" >/dev/null
+check "query rejects a truncated model ($(cat "$tmp/q3.err"))" test $? -eq 1
+expect_bad "--index 500" query --model "$e2e/model.siam" --test-size 500 --index 500
+
+# ---- determinism: two identical runs give identical losses and models
+for run in d1 d2; do
+  "$bin" "${fast[@]}" --iterations 150 --out "$tmp/$run" >/dev/null 2>&1
+done
+check "identical runs: identical loss.csv" cmp -s "$tmp/d1/loss.csv" "$tmp/d2/loss.csv"
+check "identical runs: identical model.siam" cmp -s "$tmp/d1/model.siam" "$tmp/d2/model.siam"
+
+# ---- checkpoint and resume: 100 + 100 iterations == 200 straight
+"$bin" "${fast[@]}" --iterations 200 --out "$tmp/a" >/dev/null 2>&1
+"$bin" "${fast[@]}" --iterations 100 --checkpoint-every 100 --out "$tmp/b" >/dev/null 2>&1
+check "checkpoint written" test -s "$tmp/b/checkpoint.siam"
+"$bin" "${fast[@]}" --iterations 200 --resume "$tmp/b/checkpoint.siam" --out "$tmp/b" \
+  >"$tmp/resume.log" 2>&1
+check "resumed run exits 0" test $? -eq 0
+check "resume reports the iteration" grep -q "at iteration 100" "$tmp/resume.log"
+check "resumed loss.csv == straight loss.csv" cmp -s "$tmp/a/loss.csv" "$tmp/b/loss.csv"
+check "resumed model.siam == straight model.siam" cmp -s "$tmp/a/model.siam" "$tmp/b/model.siam"
+cp "$tmp/b/checkpoint.siam" "$tmp/bad_checkpoint.siam"
+printf '\x00' | dd of="$tmp/bad_checkpoint.siam" bs=1 seek=200 conv=notrunc status=none
+"$bin" "${fast[@]}" --iterations 200 --resume "$tmp/bad_checkpoint.siam" --out "$tmp/c" \
+  >/dev/null 2>"$tmp/c.err"
+check "a corrupt checkpoint is rejected ($(cat "$tmp/c.err"))" test $? -eq 1 -a ! -e "$tmp/c"
+
+# ---- --on-nan: an absurd learning rate overflows within a few iterations
+"$bin" "${fast[@]}" --iterations 50 --lr 1e9 --out "$tmp/nan" >/dev/null 2>"$tmp/nan.err"
+rc=$?
+check "--on-nan stop exits non-zero (rc $rc: $(cat "$tmp/nan.err"))" test $rc -ne 0
+check "--on-nan stop names the iteration" grep -q "iteration" "$tmp/nan.err"
+check "--on-nan stop saves the last good model" test -s "$tmp/nan/model.siam"
+"$bin" "${fast[@]}" --iterations 50 --lr 1e9 --on-nan skip --out "$tmp/skip" >"$tmp/skip.log" 2>&1
+check "--on-nan skip warns" grep -q "batch skipped" "$tmp/skip.log"
+
+# ---- zero iterations: evaluate the initial network only
+"$bin" "${small[@]}" --iterations 0 --out "$tmp/zero" >/dev/null 2>&1
+check "--iterations 0 exits 0" test $? -eq 0
+check "--iterations 0 writes metrics.json" grep -q '"iterations": 0' "$tmp/zero/metrics.json"
+
+if [ $failures -ne 0 ]; then
+  echo "$failures check(s) failed"
+  exit 1
+fi
+echo "all checks passed"
