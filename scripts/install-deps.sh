@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages siam's build, tests, example and benchmarks use.
+# Idempotent: when everything is present it only checks and returns.
+set -euo pipefail
+packages=(
+  build-essential cmake pkg-config
+  libeigen3-dev                          # the CPU backend (Eigen 3.4)
+  doctest-dev libbenchmark-dev           # tests and benchmarks
+  zlib1g-dev libpng-dev                  # gzip'd IDX files, archives
+  libcli11-dev                           # the example's command line
+  libplplot-dev plplot-driver-cairo      # the example's figures (PNG via cairo)
+  libopenblas-dev libopenblas0-openmp libblis-dev  # optional BLAS backends
+  clang-14 libclang-rt-14-dev            # fuzzing (libFuzzer) and sanitizer runtimes
+  valgrind
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds everything and runs the whole test suite, in the configurations CI checks:
+#   release    every target (CUDA when the toolkit is found), all tests
+#   openblas   the core tests with Eigen's GEMM routed to OpenBLAS (EIGEN_USE_BLAS)
+#   sanitize   Debug + AddressSanitizer/UndefinedBehaviorSanitizer, the CPU tests
+#   package    cmake --install, then a downstream project via find_package, one via
+#              add_subdirectory, and a plain compile with only include paths
+#   fuzz       the IDX reader and the archive decoder under libFuzzer, 60 s each
+# Installs its own Debian dependencies first. Build trees go under build/ci/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+jobs=${SIAM_JOBS:-2}
+root=build/ci
+start=$SECONDS
+section() { printf '\n==== %s (%ds)\n' "$*" $((SECONDS - start)); }
+
+section "release: configure, build, test"
+cmake -S . -B $root/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build $root/release -j"$jobs"
+ctest --test-dir $root/release --output-on-failure -j"$jobs"
+
+section "openblas: core tests with EIGEN_USE_BLAS"
+cmake -S . -B $root/openblas -DCMAKE_BUILD_TYPE=Release -DSIAM_BLAS=openblas -DSIAM_CUDA=OFF \
+  -DSIAM_BUILD_EXAMPLES=OFF -DSIAM_BUILD_BENCHMARKS=OFF >/dev/null
+cmake --build $root/openblas -j"$jobs" --target test_expr test_autodiff test_nn
+ctest --test-dir $root/openblas --output-on-failure -R '^test_(expr|autodiff|nn)$'
+
+section "sanitize: Debug + ASan/UBSan"
+cmake -S . -B $root/sanitize -DCMAKE_BUILD_TYPE=Debug -DSIAM_SANITIZE=address,undefined \
+  -DSIAM_CUDA=OFF -DSIAM_BUILD_EXAMPLES=OFF -DSIAM_BUILD_BENCHMARKS=OFF >/dev/null
+cmake --build $root/sanitize -j"$jobs" --target test_expr test_autodiff test_nn test_data test_metrics
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir $root/sanitize --output-on-failure -j"$jobs" -R '^test_(expr|autodiff|nn|data|metrics)$'
+
+section "package: install, find_package, add_subdirectory, plain compile"
+rm -rf $root/prefix $root/down-pkg $root/down-sub
+cmake --install $root/release --prefix "$PWD/$root/prefix" >/dev/null
+cmake -S tests/downstream -B $root/down-pkg -DCMAKE_PREFIX_PATH="$PWD/$root/prefix" >/dev/null
+cmake --build $root/down-pkg -j"$jobs" && $root/down-pkg/downstream
+cmake -S tests/downstream -B $root/down-sub -DSIAM_SOURCE_DIR="$PWD" >/dev/null
+cmake --build $root/down-sub -j"$jobs" && $root/down-sub/downstream
+c++ -std=c++20 -O1 -I"$PWD/$root/prefix/include" -I/usr/include/eigen3 \
+  tests/downstream/main.cpp -o $root/plain-compile && $root/plain-compile
+
+section "fuzz: IDX reader and archive decoder under libFuzzer + ASan/UBSan"
+scripts/fuzz.sh "${SIAM_FUZZ_SECONDS:-60}"
+
+section "all tests passed"
