@@ -37,11 +37,20 @@ struct StepGemms {
   index_t n;
   Tf x, w1, w2, w3, h1, h2, f, dz1, dz2, dz3, g1, g2, g3;
   explicit StepGemms(index_t rows)
-      : n(rows), x(filled({rows, 784}, 0.5f)), w1(filled({784, 1024}, 0.01f)),
-        w2(filled({1024, 1024}, 0.01f)), w3(filled({1024, 2}, 0.01f)), h1({rows, 1024}),
-        h2({rows, 1024}), f({rows, 2}), dz1(filled({rows, 1024}, 0.1f)),
-        dz2(filled({rows, 1024}, 0.1f)), dz3(filled({rows, 2}, 0.1f)), g1({784, 1024}),
-        g2({1024, 1024}), g3({1024, 2}) {}
+      : n(rows),
+        x(filled({rows, 784}, 0.5f)),
+        w1(filled({784, 1024}, 0.01f)),
+        w2(filled({1024, 1024}, 0.01f)),
+        w3(filled({1024, 2}, 0.01f)),
+        h1({rows, 1024}),
+        h2({rows, 1024}),
+        f({rows, 2}),
+        dz1(filled({rows, 1024}, 0.1f)),
+        dz2(filled({rows, 1024}, 0.1f)),
+        dz3(filled({rows, 2}, 0.1f)),
+        g1({784, 1024}),
+        g2({1024, 1024}),
+        g3({1024, 2}) {}
   void run() {
     h1 = matmul(x, w1);
     h2 = matmul(h1, w2);
@@ -121,7 +130,12 @@ void BM_Embed5000(benchmark::State& state) {
   state.counters["embed_over_gemm"] = emb_s / gemm_s;
   state.counters["gemm_GFLOPs"] = 18.53e9 * n / gemm_s / 1e9;
 }
-BENCHMARK(BM_Embed5000)->Arg(2)->ArgName("threads")->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+BENCHMARK(BM_Embed5000)
+    ->Arg(2)
+    ->ArgName("threads")
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(2.0);
 
 }  // namespace
 

@@ -52,28 +52,32 @@ struct Cpu {
   template <class T>
   static T* allocate(index_t n) {
     if (n == 0) return nullptr;
-    return static_cast<T*>(::operator new(sizeof(T) * n, std::align_val_t{64}));
+    return static_cast<T*>(::operator new (sizeof(T) * n, std::align_val_t{64}));
   }
   template <class T>
   static void deallocate(T* p, index_t) noexcept {
-    if (p) ::operator delete(p, std::align_val_t{64});
+    if (p) ::operator delete (p, std::align_val_t{64});
   }
   template <class T>
   static void copy(T* dst, const T* src, index_t n) {
     if (n) std::memcpy(dst, src, sizeof(T) * n);
   }
   template <class T>
-  static void to_host(T* host_dst, const T* src, index_t n) { copy(host_dst, src, n); }
+  static void to_host(T* host_dst, const T* src, index_t n) {
+    copy(host_dst, src, n);
+  }
   template <class T>
-  static void from_host(T* dst, const T* host_src, index_t n) { copy(dst, host_src, n); }
+  static void from_host(T* dst, const T* host_src, index_t n) {
+    copy(dst, host_src, n);
+  }
   static void synchronize() {}
 
   /// dst row i = src row idx[i] (idx on the host), rows of `cols` elements.
   template <class T>
   static void gather_rows(T* dst, const T* src, const std::uint32_t* idx, index_t n, index_t cols) {
-    const bool par = n * cols >= parallel_threshold;
-    SIAM_OMP(parallel for schedule(static) if (par))
-    for (index_t i = 0; i < n; ++i) copy(dst + i * cols, src + static_cast<index_t>(idx[i]) * cols, cols);
+    for_each_task(n, n * cols >= parallel_threshold, [&](index_t i) {
+      copy(dst + i * cols, src + static_cast<index_t>(idx[i]) * cols, cols);
+    });
   }
 
   /// dst[r, c] = k(r, c) for a rows x cols row-major destination with row stride ld.
@@ -82,31 +86,27 @@ struct Cpu {
     const bool par = rows * cols >= parallel_threshold;
     if (rows == 1) {
       // One long row (also every flat evaluation): split it into chunks.
-      SIAM_OMP(parallel for schedule(static) if (par))
-      for (index_t b = 0; b < cols; b += chunk) {
+      for_each_task((cols + chunk - 1) / chunk, par, [&](index_t t) {
         const K kl = k;  // a local copy: stores to dst cannot alias its scalars
-        const index_t e = std::min(cols, b + chunk);
+        const index_t b = t * chunk, e = std::min(cols, b + chunk);
         SIAM_IVDEP for (index_t c = b; c < e; ++c) dst[c] = kl(0, c);
-      }
+      });
       return;
     }
-    SIAM_OMP(parallel for schedule(static) if (par))
-    for (index_t r = 0; r < rows; ++r) {
+    for_each_task(rows, par, [&](index_t r) {
       const K kl = k;
       T* row = dst + r * cols;
       SIAM_IVDEP for (index_t c = 0; c < cols; ++c) row[c] = kl(r, c);
-    }
+    });
   }
 
   /// Several assignments fused in one loop: at every index, each (dst, kernel) pair is
   /// evaluated and stored in order, so later kernels see earlier results (Adam: m, v, p).
   template <class T, class... Pairs>
   static void assign_fused(index_t n, const Pairs&... pairs) {
-    const bool par = n >= parallel_threshold;
-    SIAM_OMP(parallel for schedule(static) if (par))
-    for (index_t b = 0; b < n; b += chunk) {
-      fused_block(b, std::min(n, b + chunk), pairs...);
-    }
+    for_each_task((n + chunk - 1) / chunk, n >= parallel_threshold, [&](index_t t) {
+      fused_block(t * chunk, std::min(n, (t + 1) * chunk), pairs...);
+    });
   }
 
   /// out[c] (+)= sum_r k(r, c): the column totals. Threads split the columns, so the
@@ -127,13 +127,12 @@ struct Cpu {
   /// out[r] (+)= sum_c k(r, c): one total per row.
   template <class T, class K>
   static void sum_cols(T* out, index_t rows, index_t cols, const K& k, bool accumulate) {
-    const bool par = rows * cols >= parallel_threshold;
-    SIAM_OMP(parallel for schedule(static) if (par))
-    for (index_t r = 0; r < rows; ++r) {
+    for_each_task(rows, rows * cols >= parallel_threshold, [&](index_t r) {
       T acc = 0;
-      for (index_t c = 0; c < cols; ++c) acc += k(r, c);
+      for (index_t c = 0; c < cols; ++c)
+        acc += k(r, c);
       out[r] = accumulate ? out[r] + acc : acc;
-    }
+    });
   }
 
   /// out[0] (+)= sum of all. Fixed-size blocks, each summed in 16 interleaved lanes
@@ -146,47 +145,55 @@ struct Cpu {
     const index_t block = std::max<index_t>(chunk, (n + max_blocks - 1) / max_blocks);
     const index_t nblocks = n == 0 ? 0 : (n + block - 1) / block;
     T partial[max_blocks] = {};
-    const bool par = n >= parallel_threshold;
-    SIAM_OMP(parallel for schedule(static) if (par))
-    for (index_t b = 0; b < nblocks; ++b) {
+    for_each_task(nblocks, n >= parallel_threshold, [&](index_t b) {
       T acc[lanes] = {};
       const index_t end = std::min(n, (b + 1) * block);
       for (index_t i = b * block; i < end;) {  // walk the block one row segment at a time
         const index_t r = i / cols, c0 = i - r * cols, c1 = std::min(cols, c0 + (end - i));
         index_t c = c0;
         for (; c + lanes <= c1; c += lanes)
-          for (index_t l = 0; l < lanes; ++l) acc[l] += k(r, c + l);
-        for (; c < c1; ++c) acc[0] += k(r, c);
+          for (index_t l = 0; l < lanes; ++l)
+            acc[l] += k(r, c + l);
+        for (; c < c1; ++c)
+          acc[0] += k(r, c);
         i += c1 - c0;
       }
       T total = 0;
-      for (index_t l = 0; l < lanes; ++l) total += acc[l];
+      for (index_t l = 0; l < lanes; ++l)
+        total += acc[l];
       partial[b] = total;
-    }
+    });
     T total = 0;
-    for (index_t b = 0; b < nblocks; ++b) total += partial[b];
+    for (index_t b = 0; b < nblocks; ++b)
+      total += partial[b];
     out[0] = accumulate ? out[0] + total : total;
   }
 
   /// Row-major C[m x n] = alpha op(A)[m x k] op(B)[k x n] + beta C with row strides
   /// lda, ldb, ldc. beta == 0 never reads C (it may hold garbage).
   template <class T>
-  static void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha,
-                   const T* A, index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
+  static void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha, const T* A,
+                   index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
     using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
     using CMap = Eigen::Map<const Mat, Eigen::Unaligned, Eigen::OuterStride<>>;
     using MMap = Eigen::Map<Mat, Eigen::Unaligned, Eigen::OuterStride<>>;
     if (m == 0 || n == 0) return;
     MMap c(C, m, n, Eigen::OuterStride<>(ldc));
-    if (beta == T(0)) c.setZero();
-    else if (beta != T(1)) c *= beta;
+    if (beta == T(0))
+      c.setZero();
+    else if (beta != T(1))
+      c *= beta;
     if (k == 0) return;
     CMap a(A, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
     CMap b(B, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
-    if (!trans_a && !trans_b) c.noalias() += alpha * a * b;
-    else if (trans_a && !trans_b) c.noalias() += alpha * a.transpose() * b;
-    else if (!trans_a && trans_b) c.noalias() += alpha * a * b.transpose();
-    else c.noalias() += alpha * a.transpose() * b.transpose();
+    if (!trans_a && !trans_b)
+      c.noalias() += alpha * a * b;
+    else if (trans_a && !trans_b)
+      c.noalias() += alpha * a.transpose() * b;
+    else if (!trans_a && trans_b)
+      c.noalias() += alpha * a * b.transpose();
+    else
+      c.noalias() += alpha * a.transpose() * b.transpose();
   }
 
  private:
@@ -201,19 +208,41 @@ struct Cpu {
   }
   template <class... Pairs>
   static void fused_block_local(index_t b, index_t e, Pairs... p) {
-    SIAM_IVDEP for (index_t c = b; c < e; ++c) ((p.first[c] = p.second(0, c)), ...);
+    SIAM_IVDEP for (index_t c = b; c < e; ++c)((p.first[c] = p.second(0, c)), ...);
   }
 
+  // Runs body(0..n-1), split over OpenMP threads when `parallel`. The branch is in C++:
+  // an OpenMP region with a false if-clause still costs a fork/join.
+  template <class F>
+  static void for_each_task(index_t n, [[maybe_unused]] bool parallel, const F& body) {
+#if defined(_OPENMP)
+    if (parallel && n > 1) {
+      SIAM_OMP(parallel for schedule(static))
+      for (index_t i = 0; i < n; ++i)
+        body(i);
+      return;
+    }
+#endif
+    for (index_t i = 0; i < n; ++i)
+      body(i);
+  }
+
+  // Column totals (and optionally the values themselves). Each task owns a contiguous
+  // range of columns and walks every row over it, so each column is summed in row order
+  // whatever the number of threads.
   template <class T, class K>
   static void sum_rows_impl(T* out, index_t rows, index_t cols, const K& k, bool accumulate,
                             T* dst) {
-    constexpr index_t cblock = 256;  // a block of column totals stays in registers/L1
+    constexpr index_t max_width = 2048;
     const bool par = rows * cols >= parallel_threshold;
-    SIAM_OMP(parallel for schedule(static) if (par))
-    for (index_t b = 0; b < cols; b += cblock) {
-      const index_t e = std::min(cols, b + cblock);
-      T acc[cblock];
-      for (index_t c = b; c < e; ++c) acc[c - b] = accumulate ? out[c] : T(0);
+    const index_t threads = par ? num_threads() : 1;
+    const index_t width =
+        std::min(max_width, std::max<index_t>(16, ((cols + threads - 1) / threads + 15) / 16 * 16));
+    for_each_task((cols + width - 1) / width, par, [&](index_t t) {
+      const index_t b = t * width, e = std::min(cols, b + width);
+      T acc[max_width];
+      for (index_t c = b; c < e; ++c)
+        acc[c - b] = accumulate ? out[c] : T(0);
       const K kl = k;
       for (index_t r = 0; r < rows; ++r) {
         if (dst) {
@@ -227,8 +256,9 @@ struct Cpu {
           SIAM_IVDEP for (index_t c = b; c < e; ++c) acc[c - b] += kl(r, c);
         }
       }
-      for (index_t c = b; c < e; ++c) out[c] = acc[c - b];
-    }
+      for (index_t c = b; c < e; ++c)
+        out[c] = acc[c - b];
+    });
   }
 };
 

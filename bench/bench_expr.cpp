@@ -1,0 +1,408 @@
+// Each fused library expression next to the hand-written loop it replaces, on the
+// shapes of the example's training step. Names: <case>/expr/threads:N (the library)
+// and <case>/loop/threads:N (the loop); to_table.py reports loop_time / expr_time
+// (1.0 = as fast as the loop; the goal is 0.95 or more). N: 1 and all hardware threads,
+// or the list in SIAM_BENCH_THREADS (e.g. "1,2").
+//
+// Fairness: both sides are compiled in this file with the same flags, do the same
+// arithmetic in the same order (main() checks that they agree before timing), and the
+// loops are split across threads with the plain OpenMP pragma one would write. The
+// library runs a loop on one thread below 32768 elements; loops on such small data
+// (the contrastive loss) are left serial too.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "siam/siamese.hpp"
+
+namespace {
+
+using siam::index_t;
+using siam::Shape;
+using Mat = siam::Tensor<float, siam::Cpu>;
+
+constexpr index_t batch = 360;  // 2 x 180 pairs, stacked
+constexpr index_t hidden = 1024;
+constexpr index_t pairs = 180;
+constexpr index_t embedding = 2;
+
+Mat random_tensor(Shape s, std::uint64_t seed, double lo = -1, double hi = 1) {
+  siam::Rng rng(seed);
+  Mat t = Mat::uninitialized(s);
+  for (index_t i = 0; i < t.size(); ++i)
+    t[i] = static_cast<float>(rng.uniform(lo, hi));
+  return t;
+}
+
+void keep(const float* p) {
+  benchmark::DoNotOptimize(p);
+  benchmark::ClobberMemory();
+}
+
+// ---- (a) bias + ReLU forward: h = max(z + 1 b, 0) on [360 x 1024]
+
+struct BiasRelu {
+  Mat z = random_tensor(Shape{batch, hidden}, 1);
+  Mat b = random_tensor(Shape{hidden}, 2, -0.1, 0.1);
+  Mat h = Mat::uninitialized(Shape{batch, hidden});
+
+  void expr() { h = siam::relu(z + siam::broadcast_rows(b, batch)); }
+  void loop() {
+    const float* zp = z.data();
+    const float* bp = b.data();
+    float* hp = h.data();
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (index_t r = 0; r < batch; ++r)
+      for (index_t c = 0; c < hidden; ++c) {
+        const float v = zp[r * hidden + c] + bp[c];
+        hp[r * hidden + c] = v > 0 ? v : 0;
+      }
+  }
+  const float* out() const {
+    return h.data();
+  }
+  static constexpr double items = double(batch * hidden);
+  static constexpr double bytes = 2.0 * sizeof(float) * items;  // read z, write h
+};
+
+// ---- (b) ReLU backward and the bias gradient in one pass:
+// dz = dh * [h > 0] (in place over dh, as linear_relu does), db = column sums of dz.
+// Re-running it on its own output changes nothing, so every iteration does the same work.
+
+struct ReluBackward {
+  Mat h = random_tensor(Shape{batch, hidden}, 3);
+  Mat dh = random_tensor(Shape{batch, hidden}, 4);
+  Mat db = Mat(Shape{hidden});
+
+  void expr() {
+    const auto k = (dh * siam::step(h)).kernel();
+    siam::Cpu::assign_sum_rows(dh.data(), db.data(), batch, hidden, k, false);
+  }
+  void loop() {
+    const float* hp = h.data();
+    float* dp = dh.data();
+    float* bp = db.data();
+    std::fill(bp, bp + hidden, 0.0f);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) reduction(+ : bp[:hidden])
+#endif
+    for (index_t r = 0; r < batch; ++r)
+      for (index_t c = 0; c < hidden; ++c) {
+        const float v = hp[r * hidden + c] > 0 ? dp[r * hidden + c] : 0;
+        dp[r * hidden + c] = v;
+        bp[c] += v;
+      }
+  }
+  const float* out() const {
+    return db.data();
+  }
+  static constexpr double items = double(batch * hidden);
+  static constexpr double bytes = 3.0 * sizeof(float) * items;  // read h, dh; write dh
+};
+
+// ---- (c) Adam over the 1.86 M parameters of 784-1024-1024-2
+
+constexpr index_t param_shapes[][2] = {{784, 1024}, {1, 1024}, {1024, 1024},
+                                       {1, 1024},   {1024, 2}, {1, 2}};
+
+struct AdamCase {
+  static constexpr siam::optim::AdamOptions opt{1e-4, 0.9, 0.99, 1e-8};
+  std::vector<siam::Parameter<float, siam::Cpu>> params;
+  std::vector<Mat> m, v;  // the loop's moments
+  siam::optim::Adam<float, siam::Cpu> adam;
+  long long t = 0;
+  index_t count = 0;
+
+  AdamCase() : params(make_params()), adam(pointers(params), opt) {
+    for (auto& p : params) {
+      m.emplace_back(p.value.shape());
+      v.emplace_back(p.value.shape());
+      count += p.value.size();
+    }
+  }
+  static std::vector<siam::Parameter<float, siam::Cpu>> make_params() {
+    std::vector<siam::Parameter<float, siam::Cpu>> ps;
+    std::uint64_t seed = 10;
+    for (const auto& s : param_shapes) {
+      const Shape shape = s[0] == 1 ? Shape{s[1]} : Shape{s[0], s[1]};
+      ps.emplace_back("p", random_tensor(shape, seed++));
+      ps.back().grad = random_tensor(shape, seed++, -1e-2, 1e-2);
+      ps.back().grad_fresh = false;
+    }
+    return ps;
+  }
+  static std::vector<siam::Parameter<float, siam::Cpu>*> pointers(
+      std::vector<siam::Parameter<float, siam::Cpu>>& ps) {
+    std::vector<siam::Parameter<float, siam::Cpu>*> out;
+    for (auto& p : ps)
+      out.push_back(&p);
+    return out;
+  }
+
+  void expr() { adam.step(); }
+  // The plain loop, with the constants hoisted exactly as Adam::step computes them.
+  void loop() {
+    ++t;
+    const double c1 = 1 - std::pow(opt.beta1, static_cast<double>(t));
+    const double c2 = 1 - std::pow(opt.beta2, static_cast<double>(t));
+    const float b1 = float(opt.beta1), b2 = float(opt.beta2), lr = float(opt.lr);
+    const float eps = float(opt.eps), ic1 = float(1 / c1), ic2 = float(1 / c2);
+    for (std::size_t k = 0; k < params.size(); ++k) {
+      float* p = params[k].value.data();
+      const float* g = params[k].grad.data();
+      float* mk = m[k].data();
+      float* vk = v[k].data();
+      const index_t n = params[k].value.size();
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+      for (index_t i = 0; i < n; ++i) {
+        mk[i] = b1 * mk[i] + (1 - b1) * g[i];
+        vk[i] = b2 * vk[i] + (1 - b2) * (g[i] * g[i]);
+        p[i] = p[i] - lr * (mk[i] * ic1) / (std::sqrt(vk[i] * ic2) + eps);
+      }
+    }
+  }
+  const float* out() const {
+    return params[0].value.data();
+  }
+  double items() const {
+    return double(count);
+  }
+  double bytes() const {
+    return 7.0 * sizeof(float) * items();
+  }  // read p g m v, write p m v
+};
+
+// ---- (d) contrastive loss forward + backward on two [180 x 2] feature batches
+
+struct Contrastive {
+  static constexpr float margin = 0.3f;
+  siam::Parameter<float, siam::Cpu> f1{"f1", random_tensor(Shape{pairs, embedding}, 20, -0.3, 0.3)};
+  siam::Parameter<float, siam::Cpu> f2{"f2", random_tensor(Shape{pairs, embedding}, 21, -0.3, 0.3)};
+  Mat labels = Mat::uninitialized(Shape{pairs});
+  siam::Tape<float, siam::Cpu> tape;
+  float loss = 0;
+  Mat g1 = Mat::uninitialized(Shape{pairs, embedding});
+  Mat g2 = Mat::uninitialized(Shape{pairs, embedding});
+
+  Contrastive() {
+    for (index_t i = 0; i < pairs; ++i)
+      labels[i] = float(i % 2);  // balanced
+  }
+
+  void expr() {
+    tape.reset();
+    f1.zero_grad();
+    f2.zero_grad();
+    auto l = siam::contrastive_loss(tape.param(f1), tape.param(f2), tape.constant(labels),
+                                    {margin, siam::Reduction::sum, false});
+    tape.backward(l);
+    loss = l.value().data()[0];
+  }
+  // d_i = sqrt(|f1_i - f2_i|^2 + 1e-6); loss = 0.5 sum y d^2 + (1 - y) max(m - d, 0)^2;
+  // dF1_i = c_i (f1_i - f2_i), dF2_i = -dF1_i with c_i = y - (1 - y) max(m - d, 0) / d.
+  void loop() {
+    const float* a = f1.value.data();
+    const float* b = f2.value.data();
+    const float* y = labels.data();
+    float* da = g1.data();
+    float* dbp = g2.data();
+    float total = 0;
+    for (index_t i = 0; i < pairs; ++i) {
+      float d2 = 0;
+      for (index_t j = 0; j < embedding; ++j) {
+        const float diff = a[i * embedding + j] - b[i * embedding + j];
+        d2 += diff * diff;
+      }
+      const float d = std::sqrt(d2 + 1e-6f);
+      const float hinge = margin - d > 0 ? margin - d : 0;
+      total += y[i] * (d * d) + (1 - y[i]) * (hinge * hinge);
+      const float c = y[i] - (1 - y[i]) * hinge / d;
+      for (index_t j = 0; j < embedding; ++j) {
+        const float g = c * (a[i * embedding + j] - b[i * embedding + j]);
+        da[i * embedding + j] = g;
+        dbp[i * embedding + j] = -g;
+      }
+    }
+    loss = 0.5f * total;
+  }
+  const float* out() const { return &loss; }
+  static constexpr double items = double(pairs);
+  static constexpr double bytes = 0;
+};
+
+// ---- (e) a tiny elementwise assignment, y = a * b + c on [180 x 2]: the fixed cost of
+// one library evaluation (the contrastive loss makes several of these)
+
+struct Tiny {
+  Mat a = random_tensor(Shape{pairs, embedding}, 30);
+  Mat b = random_tensor(Shape{pairs, embedding}, 31);
+  Mat c = random_tensor(Shape{pairs, embedding}, 32);
+  Mat y = Mat::uninitialized(Shape{pairs, embedding});
+
+  void expr() { y = a * b + c; }
+  void loop() {
+    const float* ap = a.data();
+    const float* bp = b.data();
+    const float* cp = c.data();
+    float* yp = y.data();
+    for (index_t i = 0; i < pairs * embedding; ++i)
+      yp[i] = ap[i] * bp[i] + cp[i];
+  }
+  const float* out() const { return y.data(); }
+  static constexpr double items = double(pairs * embedding);
+  static constexpr double bytes = 4.0 * sizeof(float) * items;
+};
+
+// ---- registration
+
+template <class Case>
+double items_of(const Case& c) {
+  if constexpr (requires { c.items(); })
+    return c.items();
+  else
+    return Case::items;
+}
+template <class Case>
+double bytes_of(const Case& c) {
+  if constexpr (requires { c.bytes(); })
+    return c.bytes();
+  else
+    return Case::bytes;
+}
+
+template <class Case, bool Expr>
+void run(benchmark::State& state, int threads) {
+  siam::set_num_threads(threads);
+  Case c;
+  for (auto _ : state) {
+    if constexpr (Expr)
+      c.expr();
+    else
+      c.loop();
+    keep(c.out());
+  }
+  const auto iters = static_cast<double>(state.iterations());
+  state.SetItemsProcessed(static_cast<std::int64_t>(items_of(c) * iters));
+  if (bytes_of(c) > 0) state.SetBytesProcessed(static_cast<std::int64_t>(bytes_of(c) * iters));
+}
+
+template <class Case>
+void register_pair(const char* name, int threads) {
+  const std::string t = "/threads:" + std::to_string(threads);
+  benchmark::RegisterBenchmark((std::string(name) + "/expr" + t).c_str(), run<Case, true>, threads)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark((std::string(name) + "/loop" + t).c_str(), run<Case, false>, threads)
+      ->UseRealTime();
+}
+
+// ---- both sides must compute the same thing, or the comparison means nothing
+
+double max_rel_diff(const float* a, const float* b, index_t n) {
+  double worst = 0;
+  for (index_t i = 0; i < n; ++i) {
+    const double d = std::abs(double(a[i]) - double(b[i])) / std::max(1e-6, std::abs(double(b[i])));
+    worst = std::max(worst, d);
+  }
+  return worst;
+}
+
+bool verify() {
+  siam::set_num_threads(1);
+  bool ok = true;
+  auto report = [&](const char* name, double diff, double tol) {
+    if (diff > tol) {
+      std::fprintf(stderr, "bench_expr: %s: library and loop differ (max rel. diff %g)\n", name,
+                   diff);
+      ok = false;
+    }
+  };
+  {
+    BiasRelu a, b;
+    a.expr();
+    b.loop();
+    report("bias_relu", max_rel_diff(a.h.data(), b.h.data(), a.h.size()), 0);
+  }
+  {
+    ReluBackward a, b;
+    a.expr();
+    b.loop();
+    report("relu_backward dz", max_rel_diff(a.dh.data(), b.dh.data(), a.dh.size()), 0);
+    report("relu_backward db", max_rel_diff(a.db.data(), b.db.data(), a.db.size()), 1e-4);
+  }
+  {
+    AdamCase a, b;
+    for (int i = 0; i < 3; ++i) {
+      a.expr();
+      b.loop();
+    }
+    for (std::size_t k = 0; k < a.params.size(); ++k)
+      report("adam",
+             max_rel_diff(a.params[k].value.data(), b.params[k].value.data(),
+                          a.params[k].value.size()),
+             1e-4);  // the compiler may contract a * b + c into FMAs differently
+  }
+  {
+    Contrastive a, b;
+    a.expr();
+    b.loop();
+    report("contrastive loss", max_rel_diff(&a.loss, &b.loss, 1), 1e-5);
+    report("contrastive dF1", max_rel_diff(a.f1.grad.data(), b.g1.data(), b.g1.size()), 1e-4);
+    report("contrastive dF2", max_rel_diff(a.f2.grad.data(), b.g2.data(), b.g2.size()), 1e-4);
+  }
+  {
+    Tiny a, b;
+    a.expr();
+    b.loop();
+    report("tiny", max_rel_diff(a.y.data(), b.y.data(), a.y.size()), 1e-6);
+  }
+  return ok;
+}
+
+/// The thread counts to measure: SIAM_BENCH_THREADS="1,2,4" if set, else 1 and all.
+std::vector<int> thread_counts() {
+  std::vector<int> out;
+  if (const char* env = std::getenv("SIAM_BENCH_THREADS")) {
+    for (const char* p = env; *p;) {
+      char* end = nullptr;
+      const long n = std::strtol(p, &end, 10);
+      if (end == p) break;
+      if (n > 0) out.push_back(static_cast<int>(n));
+      p = *end ? end + 1 : end;
+    }
+  }
+  if (out.empty()) {
+    out.push_back(1);
+    const int all = static_cast<int>(std::thread::hardware_concurrency());
+    if (all > 1) out.push_back(all);
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("omp_max_threads", std::to_string(siam::num_threads()));
+  if (!verify()) return 1;
+  for (int t : thread_counts()) {
+    register_pair<BiasRelu>("bias_relu", t);
+    register_pair<ReluBackward>("relu_backward_db", t);
+    register_pair<AdamCase>("adam_1.86M", t);
+    register_pair<Contrastive>("contrastive_180x2", t);
+    register_pair<Tiny>("tiny_axpy_180x2", t);
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
