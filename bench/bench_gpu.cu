@@ -19,11 +19,16 @@ struct GemmShape {
 };
 // The products of one training step and of inference (row-major: C[m x n] = op(A) op(B)).
 constexpr GemmShape shapes[] = {
-    {"fwd_X_W1", 360, 1024, 784, false, false},      {"fwd_H1_W2", 360, 1024, 1024, false, false},
-    {"fwd_H2_W3", 360, 2, 1024, false, false},       {"dgrad_dZ2_W2T", 360, 1024, 1024, false, true},
-    {"dgrad_dZ3_W3T", 360, 1024, 2, false, true},    {"wgrad_XT_dZ1", 784, 1024, 360, true, false},
-    {"wgrad_H1T_dZ2", 1024, 1024, 360, true, false}, {"wgrad_H2T_dZ3", 1024, 2, 360, true, false},
-    {"infer_X_W1", 5000, 1024, 784, false, false},   {"infer_H1_W2", 5000, 1024, 1024, false, false},
+    {"fwd_X_W1", 360, 1024, 784, false, false},
+    {"fwd_H1_W2", 360, 1024, 1024, false, false},
+    {"fwd_H2_W3", 360, 2, 1024, false, false},
+    {"dgrad_dZ2_W2T", 360, 1024, 1024, false, true},
+    {"dgrad_dZ3_W3T", 360, 1024, 2, false, true},
+    {"wgrad_XT_dZ1", 784, 1024, 360, true, false},
+    {"wgrad_H1T_dZ2", 1024, 1024, 360, true, false},
+    {"wgrad_H2T_dZ3", 1024, 2, 360, true, false},
+    {"infer_X_W1", 5000, 1024, 784, false, false},
+    {"infer_H1_W2", 5000, 1024, 1024, false, false},
 };
 
 void BM_CublasGemm(benchmark::State& state) {
@@ -36,16 +41,21 @@ void BM_CublasGemm(benchmark::State& state) {
   cuda::Event start(true), stop(true);
   for (auto _ : state) {
     start.record(cuda::stream());
-    for (int i = 0; i < reps; ++i) c = matmul(a, b, s.ta, s.tb);
+    for (int i = 0; i < reps; ++i)
+      c = matmul(a, b, s.ta, s.tb);
     stop.record(cuda::stream());
     stop.synchronize();
     state.SetIterationTime(stop.elapsed_ms(start) / 1e3 / reps);
   }
   state.SetLabel(s.name);
-  state.counters["GFLOPs"] = benchmark::Counter(2.0 * s.m * s.n * s.k * state.iterations(),
-                                                benchmark::Counter::kIsRate);
+  state.counters["GFLOPs"] =
+      benchmark::Counter(2.0 * s.m * s.n * s.k * state.iterations(), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_CublasGemm)->DenseRange(0, 9)->UseManualTime()->Iterations(20)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_CublasGemm)
+    ->DenseRange(0, 9)
+    ->UseManualTime()
+    ->Iterations(20)
+    ->Unit(benchmark::kMicrosecond);
 
 const data::Dataset& digits() {
   static const data::Dataset d = data::synthetic_digits(5000, 1);
@@ -56,14 +66,16 @@ void BM_GpuTrainStep(benchmark::State& state) {
   SiameseConfig cfg;
   cfg.check_finite = state.range(0) != 0;
   SiameseTrainer<float, Cuda> trainer(digits(), cfg);
-  for (int i = 0; i < 10; ++i) trainer.step();
+  for (int i = 0; i < 10; ++i)
+    trainer.step();
   const int reps = 100;
   cuda::Event start(true), stop(true);
   std::uint64_t launches = 0;
   for (auto _ : state) {
     const auto l0 = detail::kernels::launch_count();
     start.record(cuda::stream());
-    for (int i = 0; i < reps; ++i) trainer.step_async();
+    for (int i = 0; i < reps; ++i)
+      trainer.step_async();
     stop.record(cuda::stream());
     stop.synchronize();
     launches += detail::kernels::launch_count() - l0;
@@ -83,7 +95,8 @@ BENCHMARK(BM_GpuTrainStep)
 
 void BM_GpuEmbed5000(benchmark::State& state) {
   SiameseTrainer<float, Cuda> trainer(digits(), SiameseConfig{});
-  for (auto _ : state) benchmark::DoNotOptimize(trainer.embed(digits(), 5000));
+  for (auto _ : state)
+    benchmark::DoNotOptimize(trainer.embed(digits(), 5000));
 }
 BENCHMARK(BM_GpuEmbed5000)->Iterations(10)->Unit(benchmark::kMillisecond);
 

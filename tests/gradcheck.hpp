@@ -35,18 +35,20 @@ struct Result {
 /// Relative error |a - n| / max(1, |a|, |n|) of every input element, which must stay
 /// below `tol`. With h = 1e-6 the central difference is accurate to ~1e-9 for smooth f,
 /// so the default bound 1e-6 leaves room for round-off but catches any wrong formula.
-inline Result check(const Fn& f, std::vector<In> inputs, double tol = 1e-6,
-                    double h = 1e-6) {
+inline Result check(const Fn& f, std::vector<In> inputs, double tol = 1e-6, double h = 1e-6) {
   std::vector<siam::Parameter<T, B>> params;
-  for (auto& x : inputs) params.emplace_back("x", std::move(x.t));
+  for (auto& x : inputs)
+    params.emplace_back("x", std::move(x.t));
   Tape tape;
   auto eval = [&]() {
     tape.reset();
     std::vector<Var> vs;
-    for (auto& p : params) vs.push_back(tape.param(p));
+    for (auto& p : params)
+      vs.push_back(tape.param(p));
     return f(tape, vs);
   };
-  for (auto& p : params) p.zero_grad();
+  for (auto& p : params)
+    p.zero_grad();
   Var loss = eval();
   REQUIRE(loss.shape().size() == 1);
   tape.backward(loss);
@@ -85,12 +87,14 @@ inline Result check(const Fn& f, std::vector<In> inputs, double tol = 1e-6,
 template <class E>
 void check_throws_identically(const Fn& f, std::vector<In> inputs) {
   std::vector<siam::Parameter<T, B>> params;
-  for (auto& x : inputs) params.emplace_back("x", std::move(x.t));
+  for (auto& x : inputs)
+    params.emplace_back("x", std::move(x.t));
   Tape tape;
   auto run = [&]() {
     tape.reset();
     std::vector<Var> vs;
-    for (auto& p : params) vs.push_back(tape.param(p));
+    for (auto& p : params)
+      vs.push_back(tape.param(p));
     f(tape, vs);
   };
   {
@@ -102,12 +106,15 @@ void check_throws_identically(const Fn& f, std::vector<In> inputs) {
 
 inline Tensor random(siam::Shape s, siam::Rng& rng, double lo = -1, double hi = 1) {
   Tensor t(s);
-  for (siam::index_t i = 0; i < t.size(); ++i) t[i] = rng.uniform(lo, hi);
+  for (siam::index_t i = 0; i < t.size(); ++i)
+    t[i] = rng.uniform(lo, hi);
   return t;
 }
 
 /// A fixed random projection to a scalar, so non-scalar ops get a generic upstream
 /// gradient: L = sum(y * R).
-inline Var project(Tape& tape, Var y, const Tensor& r) { return siam::sum(y * tape.constant(r)); }
+inline Var project(Tape& tape, Var y, const Tensor& r) {
+  return siam::sum(y * tape.constant(r));
+}
 
 }  // namespace gradcheck

@@ -2,6 +2,11 @@
 // differences (gradcheck.hpp), plus the tape's accumulation and scoping rules.
 #include "gradcheck.hpp"
 
+using gradcheck::check;
+using gradcheck::random;
+using gradcheck::Tape;
+using gradcheck::Tensor;
+using gradcheck::Var;
 using siam::Cpu;
 using siam::index_t;
 using siam::NoGrad;
@@ -11,11 +16,6 @@ using siam::Rng;
 using siam::Shape;
 using siam::shape_error;
 using siam::value_error;
-using gradcheck::check;
-using gradcheck::random;
-using gradcheck::Tape;
-using gradcheck::Tensor;
-using gradcheck::Var;
 using VarList = std::vector<Var>;
 
 namespace {
@@ -29,7 +29,8 @@ gradcheck::Fn projected(std::function<Var(Tape&, VarList&)> op, Shape out, std::
 
 TEST_CASE("gradient: matmul, all transpose combinations, 1x1 and empty") {
   Rng rng(10);
-  for (auto [m, n, k] : {std::tuple{3, 4, 5}, std::tuple{1, 1, 1}, std::tuple{0, 3, 2}, std::tuple{2, 3, 0}})
+  for (auto [m, n, k] :
+       {std::tuple{3, 4, 5}, std::tuple{1, 1, 1}, std::tuple{0, 3, 2}, std::tuple{2, 3, 0}})
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb) {
         CAPTURE(m);
@@ -50,7 +51,8 @@ TEST_CASE("gradient: add, sub, mul, square, sqrt, relu") {
     Tensor a = random(s, rng), b = random(s, rng), pos = random(s, rng, 0.5, 2);
     // keep relu inputs away from the kink at 0, where the derivative jumps
     Tensor away = random(s, rng, 0.1, 1);
-    for (index_t i = 0; i < away.size(); ++i) away[i] *= (i % 2 ? -1 : 1);
+    for (index_t i = 0; i < away.size(); ++i)
+      away[i] *= (i % 2 ? -1 : 1);
     check(projected([](Tape&, VarList& v) { return v[0] + v[1]; }, s, 1), {a, b});
     check(projected([](Tape&, VarList& v) { return v[0] - v[1]; }, s, 2), {a, b});
     check(projected([](Tape&, VarList& v) { return v[0] * v[1]; }, s, 3), {a, b});
@@ -85,9 +87,8 @@ TEST_CASE("gradient: sum, mean, slice_rows, concat_rows") {
   check([](Tape&, VarList& v) { return mean(v[0]); }, {a});
   check(projected([](Tape&, VarList& v) { return slice_rows(v[0], 1, 3); }, Shape{3, 3}, 1), {a});
   // two slices of one tensor: rows outside both get zero, the overlap gets both
-  check(projected(
-            [](Tape&, VarList& v) { return slice_rows(v[0], 0, 2) * slice_rows(v[0], 1, 2); },
-            Shape{2, 3}, 2),
+  check(projected([](Tape&, VarList& v) { return slice_rows(v[0], 0, 2) * slice_rows(v[0], 1, 2); },
+                  Shape{2, 3}, 2),
         {a});
   check(projected([](Tape&, VarList& v) { return concat_rows(v[0], v[1]); }, Shape{7, 3}, 3),
         {a, b});
@@ -132,7 +133,8 @@ TEST_CASE("gradient: contrastive loss, both hinge branches, near the margin, d =
 
 TEST_CASE("contrastive loss: value by hand, and errors thrown identically") {
   // pair 0 similar with d^2 = 3^2 + 4^2 + 1e-6; pair 1 dissimilar, d = 0.1 < margin 0.3
-  Tensor f1 = Tensor::from(Shape{2, 2}, {3, 4, 0, 0}), f2 = Tensor::from(Shape{2, 2}, {0, 0, 0.1, 0});
+  Tensor f1 = Tensor::from(Shape{2, 2}, {3, 4, 0, 0}),
+         f2 = Tensor::from(Shape{2, 2}, {0, 0, 0.1, 0});
   Tensor y = Tensor::from(Shape{2}, {1, 0});
   Tape t;
   Var l = contrastive_loss(t.constant(f1), t.constant(f2), t.constant(y));
@@ -151,15 +153,15 @@ TEST_CASE("contrastive loss: value by hand, and errors thrown identically") {
       {f1, Tensor(Shape{2, 3})});
   check_throws_identically<value_error>(
       [&](Tape& tp, VarList& v) { return contrastive(tp, v, y, 0.0, Reduction::sum); }, {f1, f2});
-  check_throws_identically<shape_error>(
-      [](Tape&, VarList& v) { return matmul(v[0], v[1]); }, {Tensor(Shape{2, 3}), Tensor(Shape{2, 3})});
-  check_throws_identically<shape_error>(
-      [](Tape&, VarList& v) { return v[0] + v[1]; }, {Tensor(Shape{2, 3}), Tensor(Shape{3, 2})});
+  check_throws_identically<shape_error>([](Tape&, VarList& v) { return matmul(v[0], v[1]); },
+                                        {Tensor(Shape{2, 3}), Tensor(Shape{2, 3})});
+  check_throws_identically<shape_error>([](Tape&, VarList& v) { return v[0] + v[1]; },
+                                        {Tensor(Shape{2, 3}), Tensor(Shape{3, 2})});
   check_throws_identically<shape_error>(
       [](Tape&, VarList& v) { return linear(v[0], v[1], v[2]); },
       {Tensor(Shape{2, 3}), Tensor(Shape{3, 4}), Tensor(Shape{5})});
-  check_throws_identically<shape_error>(
-      [](Tape&, VarList& v) { return slice_rows(v[0], 2, 2); }, {Tensor(Shape{3, 3})});
+  check_throws_identically<shape_error>([](Tape&, VarList& v) { return slice_rows(v[0], 2, 2); },
+                                        {Tensor(Shape{3, 3})});
 }
 
 TEST_CASE("gradient: a whole Dense-ReLU-Dense network through a Siamese loss") {
@@ -176,7 +178,8 @@ TEST_CASE("gradient: a whole Dense-ReLU-Dense network through a Siamese loss") {
     return contrastive_loss(slice_rows(o, 0, n), slice_rows(o, n, n), t.constant(y), {1.0});
   };
   auto r = check(f, {x, w1, b1, w2, b2});
-  CHECK(r.checked == static_cast<std::size_t>(x.size() + w1.size() + b1.size() + w2.size() + b2.size()));
+  CHECK(r.checked ==
+        static_cast<std::size_t>(x.size() + w1.size() + b1.size() + w2.size() + b2.size()));
   // the same network composed with separate ops gives the same loss
   auto g = [&](Tape& t, VarList& v) {
     Var h = relu(add_bias(matmul(v[0], v[1]), v[2]));

@@ -117,7 +117,19 @@ check "corrupt model message" grep -q "corrupt" "$tmp/q2.err"
 check "no output for a corrupt model" test ! -e "$tmp/q2/retrieval.png"
 head -c 100 "$e2e/model.siam" >"$tmp/short.siam"
 "$bin" query --model "$tmp/short.siam" --test-size 500 --out "$tmp/q3" 2>"$tmp/q3.err" >/dev/null
-check "query rejects a truncated model ($(cat "$tmp/q3.err"))" test $? -eq 1
+rc=$?
+check "query rejects a truncated model ($(cat "$tmp/q3.err"))" test $rc -eq 1
+# A valid archive (the CRC-32 comes from gzip's trailer) of a network with 8 hidden units.
+other="$tmp/other_shape.siam"
+printf 'SIAMARCH\x01\0\0\0\x01\0\0\0\x09\0\0\0param/0/W\x01\0\0\0\x02\0\0\0' >"$other"
+printf '\x10\x03\0\0\0\0\0\0\x08\0\0\0\0\0\0\0\0\x62\0\0\0\0\0\0' >>"$other"
+head -c 25088 /dev/zero >>"$other"
+gzip -c "$other" | tail -c 8 | head -c 4 >>"$other"
+"$bin" query --model "$other" --test-size 500 --out "$tmp/q4" 2>"$tmp/q4.err" >/dev/null
+rc=$?
+check "query rejects a model of another shape ($(cat "$tmp/q4.err"))" \
+  test $rc -eq 1 -a ! -e "$tmp/q4"
+check "shape mismatch message names both shapes" grep -q "784 x 8.*784 x 1024" "$tmp/q4.err"
 expect_bad "--index 500" query --model "$e2e/model.siam" --test-size 500 --index 500
 
 # ---- determinism: two identical runs give identical losses and models
@@ -141,7 +153,8 @@ cp "$tmp/b/checkpoint.siam" "$tmp/bad_checkpoint.siam"
 printf '\x00' | dd of="$tmp/bad_checkpoint.siam" bs=1 seek=200 conv=notrunc status=none
 "$bin" "${fast[@]}" --iterations 200 --resume "$tmp/bad_checkpoint.siam" --out "$tmp/c" \
   >/dev/null 2>"$tmp/c.err"
-check "a corrupt checkpoint is rejected ($(cat "$tmp/c.err"))" test $? -eq 1 -a ! -e "$tmp/c"
+rc=$?
+check "a corrupt checkpoint is rejected ($(cat "$tmp/c.err"))" test $rc -eq 1 -a ! -e "$tmp/c"
 
 # ---- --on-nan: an absurd learning rate overflows within a few iterations
 "$bin" "${fast[@]}" --iterations 50 --lr 1e9 --out "$tmp/nan" >/dev/null 2>"$tmp/nan.err"

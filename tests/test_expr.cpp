@@ -18,7 +18,8 @@ using Td = Tensor<double, Cpu>;
 namespace {
 Tf random_tensor(Shape s, Rng& rng, double lo = -2, double hi = 2) {
   Tf t(s);
-  for (index_t i = 0; i < t.size(); ++i) t[i] = static_cast<float>(rng.uniform(lo, hi));
+  for (index_t i = 0; i < t.size(); ++i)
+    t[i] = static_cast<float>(rng.uniform(lo, hi));
   return t;
 }
 }  // namespace
@@ -58,12 +59,14 @@ TEST_CASE("broadcasts and reductions match plain loops") {
     }
   for (index_t c = 0; c < C; ++c) {
     double acc = 0;
-    for (index_t r = 0; r < R; ++r) acc += x(r, c);
+    for (index_t r = 0; r < R; ++r)
+      acc += x(r, c);
     REQUIRE(rows[c] == doctest::Approx(acc).epsilon(1e-5));
   }
   for (index_t r = 0; r < R; ++r) {
     double acc = 0;
-    for (index_t c = 0; c < C; ++c) acc += x(r, c);
+    for (index_t c = 0; c < C; ++c)
+      acc += x(r, c);
     REQUIRE(cols[r] == doctest::Approx(acc).epsilon(1e-5));
   }
   CHECK(all.item() == doctest::Approx(total).epsilon(1e-5));
@@ -79,8 +82,10 @@ TEST_CASE("matmul matches a triple loop for every transpose combination") {
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb) {
         Td a(ta ? Shape{k, m} : Shape{m, k}), b(tb ? Shape{n, k} : Shape{k, n});
-        for (index_t i = 0; i < a.size(); ++i) a[i] = rng.uniform(-1, 1);
-        for (index_t i = 0; i < b.size(); ++i) b[i] = rng.uniform(-1, 1);
+        for (index_t i = 0; i < a.size(); ++i)
+          a[i] = rng.uniform(-1, 1);
+        for (index_t i = 0; i < b.size(); ++i)
+          b[i] = rng.uniform(-1, 1);
         Td c = matmul(a, b, ta, tb);
         REQUIRE(c.shape() == Shape{m, n});
         for (index_t i = 0; i < m; ++i)
@@ -92,7 +97,8 @@ TEST_CASE("matmul matches a triple loop for every transpose combination") {
           }
         Td c2(c);
         c2 += matmul(a, b, ta, tb);  // GEMM with beta = 1
-        for (index_t i = 0; i < c.size(); ++i) REQUIRE(c2[i] == doctest::Approx(2 * c[i]));
+        for (index_t i = 0; i < c.size(); ++i)
+          REQUIRE(c2[i] == doctest::Approx(2 * c[i]));
       }
   }
 }

@@ -78,7 +78,8 @@ TEST_CASE("He and Glorot initialisation: seeded, bit-identical, right statistics
   auto g = nn::init_weights<double, Cpu>(30, 20, nn::Init::glorot_uniform, a);
   const double lim = std::sqrt(6.0 / 50.0);
   double mx = 0;
-  for (double x : g.to_vector()) mx = std::max(mx, std::abs(x));
+  for (double x : g.to_vector())
+    mx = std::max(mx, std::abs(x));
   CHECK(mx <= lim);
   CHECK(mx > 0.9 * lim);
   CHECK_THROWS_AS((nn::init_weights<float, Cpu>(0, 3, nn::Init::he, a)), value_error);
@@ -92,12 +93,14 @@ TEST_CASE("Sequential: composed at run time; Dense+ReLU fusion changes nothing")
   auto ref = nn::mlp<double, Cpu>({5, 8, 8, 2}, r2);
   Rng rx(4);
   Td x(Shape{3, 5});
-  for (index_t i = 0; i < x.size(); ++i) x[i] = rx.uniform(-1, 1);
+  for (index_t i = 0; i < x.size(); ++i)
+    x[i] = rx.uniform(-1, 1);
   Tape<double, Cpu> t1, t2;
   Var<double, Cpu> y1 = net.forward(t1.constant(x));
   // unfused: each layer's own forward
   Var<double, Cpu> y2 = t2.constant(x);
-  for (std::size_t i = 0; i < ref.size(); ++i) y2 = ref[i].forward(y2);
+  for (std::size_t i = 0; i < ref.size(); ++i)
+    y2 = ref[i].forward(y2);
   CHECK(y1.shape() == Shape{3, 2});
   CHECK(y1.value().to_vector() == y2.value().to_vector());
   t1.backward(sum(y1));
@@ -106,7 +109,8 @@ TEST_CASE("Sequential: composed at run time; Dense+ReLU fusion changes nothing")
   for (std::size_t i = 0; i < p1.size(); ++i) {
     const auto g1 = p1[i]->gradient().to_vector(), g2 = p2[i]->gradient().to_vector();
     REQUIRE(g1.size() == g2.size());
-    for (std::size_t j = 0; j < g1.size(); ++j) CHECK(g1[j] == doctest::Approx(g2[j]).epsilon(1e-12));
+    for (std::size_t j = 0; j < g1.size(); ++j)
+      CHECK(g1[j] == doctest::Approx(g2[j]).epsilon(1e-12));
   }
   CHECK_THROWS_AS((nn::mlp<double, Cpu>({5}, r1)), value_error);
 }
@@ -132,7 +136,8 @@ TEST_CASE("a small Siamese network learns: the contrastive loss falls") {
     tape.reset();
     adam.zero_grad();
     auto f = net.forward(tape.constant(x));
-    auto loss = contrastive_loss(slice_rows(f, 0, 16), slice_rows(f, 16, 16), tape.constant(y), {1.0});
+    auto loss =
+        contrastive_loss(slice_rows(f, 0, 16), slice_rows(f, 16, 16), tape.constant(y), {1.0});
     tape.backward(loss);
     adam.step();
     if (it < 10) first += loss.value().item();

@@ -58,8 +58,10 @@ struct LeafRef {
 template <class T, class B, class E>
 void assign_elementwise(Dest<T, B> dst, const E& e) {
   const Shape s = e.shape();
-  if constexpr (std::remove_cvref_t<E>::broadcasts) B::assign(dst.data, s.rows(), s.cols(), e.kernel());
-  else B::assign(dst.data, index_t{1}, s.size(), e.kernel());  // flat: no row structure
+  if constexpr (std::remove_cvref_t<E>::broadcasts)
+    B::assign(dst.data, s.rows(), s.cols(), e.kernel());
+  else
+    B::assign(dst.data, index_t{1}, s.size(), e.kernel());  // flat: no row structure
 }
 
 /// Writes (or, with accumulate, adds) expression e into dst. Shapes must already match
@@ -70,18 +72,22 @@ void evaluate(Dest<T, B> dst, const E& e, bool accumulate) {
   if constexpr (X::kind == elementwise) {
     // dst += e stays one pass: dst is read at the same index it is written.
     if (accumulate)
-      assign_elementwise(dst, Binary<fn::add, const LeafRef<T, B>&, const E&>{LeafRef<T, B>{dst}, e, {}});
+      assign_elementwise(
+          dst, Binary<fn::add, const LeafRef<T, B>&, const E&>{LeafRef<T, B>{dst}, e, {}});
     else
       assign_elementwise(dst, e);
   } else if constexpr (X::kind == reduction) {
     const Shape in = e.a.shape();
     const auto k = e.a.kernel();
     if constexpr (X::mode == 0) {
-      if constexpr (X::broadcasts) B::sum_all(dst.data, in.rows(), in.cols(), k, accumulate);
-      else B::sum_all(dst.data, index_t{1}, in.size(), k, accumulate);  // flat
-    }
-    else if constexpr (X::mode == 1) B::sum_rows(dst.data, in.rows(), in.cols(), k, accumulate);
-    else B::sum_cols(dst.data, in.rows(), in.cols(), k, accumulate);
+      if constexpr (X::broadcasts)
+        B::sum_all(dst.data, in.rows(), in.cols(), k, accumulate);
+      else
+        B::sum_all(dst.data, index_t{1}, in.size(), k, accumulate);  // flat
+    } else if constexpr (X::mode == 1)
+      B::sum_rows(dst.data, in.rows(), in.cols(), k, accumulate);
+    else
+      B::sum_cols(dst.data, in.rows(), in.cols(), k, accumulate);
   } else {
     const Shape sa = e.a.shape(), sb = e.b.shape();
     B::gemm(e.trans_a, e.trans_b, e.m(), e.n(), e.k(), T(1), e.a.data(), sa.cols(), e.b.data(),

@@ -22,7 +22,9 @@ namespace siam {
 
 /// Anything that can be assigned to a tensor: a Tensor, a View or a node.
 template <class E>
-concept Expression = requires { typename std::remove_cvref_t<E>::siam_expression; };
+concept Expression = requires {
+  typename std::remove_cvref_t<E>::siam_expression;
+};
 
 /// An expression evaluated coefficient by coefficient (can be nested in others).
 template <class E>
@@ -31,7 +33,7 @@ concept Elementwise = Expression<E> && std::remove_cvref_t<E>::kind == 0;
 /// A Tensor or View: real storage with a data pointer.
 template <class E>
 concept Storage = Elementwise<E> && requires(const std::remove_cvref_t<E>& e) {
-  { e.data() };
+  {e.data()};
 };
 
 template <class E>
@@ -149,7 +151,7 @@ struct Binary {
   Shape shape() const { return a.shape(); }
   auto kernel() const {
     return detail::BinaryKernel<Op, decltype(a.kernel()), decltype(b.kernel())>{op, a.kernel(),
-                                                                                 b.kernel()};
+                                                                                b.kernel()};
   }
   bool aliases(const void* lo, const void* hi) const {
     return a.aliases(lo, hi) || b.aliases(lo, hi);
@@ -173,9 +175,12 @@ struct Broadcast {
   Shape shape() const { return shape_; }
   auto kernel() const {
     using K = decltype(a.kernel());
-    if constexpr (Mode == 0) return detail::RowBroadcastKernel<K>{a.kernel()};
-    else if constexpr (Mode == 1) return detail::ColBroadcastKernel<K>{a.kernel()};
-    else return detail::ScalarBroadcastKernel<K>{a.kernel()};
+    if constexpr (Mode == 0)
+      return detail::RowBroadcastKernel<K>{a.kernel()};
+    else if constexpr (Mode == 1)
+      return detail::ColBroadcastKernel<K>{a.kernel()};
+    else
+      return detail::ScalarBroadcastKernel<K>{a.kernel()};
   }
   bool aliases(const void* lo, const void* hi) const { return a.aliases(lo, hi); }
   // Other rows or columns of the operand are read for every output: any overlap with
@@ -198,9 +203,12 @@ struct Sum {
   detail::closure_t<A> a;
   Shape shape() const {
     const Shape s = a.shape();
-    if constexpr (Mode == 0) return Shape{1};
-    else if constexpr (Mode == 1) return Shape{s.cols()};
-    else return Shape{s.rows(), 1};
+    if constexpr (Mode == 0)
+      return Shape{1};
+    else if constexpr (Mode == 1)
+      return Shape{s.cols()};
+    else
+      return Shape{s.rows(), 1};
   }
   bool aliases(const void* lo, const void* hi) const { return a.aliases(lo, hi); }
   bool conflicts(const void* lo, const void* hi) const { return a.aliases(lo, hi); }
@@ -259,20 +267,20 @@ template <class Op, class A>
 template <class S>
 concept ScalarValue = std::is_arithmetic_v<S>;
 
-#define SIAM_BINARY_OPERATOR(sym, op)                                                       \
-  template <Expression A, Expression B>                                                     \
-  [[nodiscard]] auto operator sym(A&& a, B&& b) {                                           \
-    return detail::make_binary<fn::op>(std::forward<A>(a), std::forward<B>(b));             \
-  }                                                                                         \
-  template <Expression A, ScalarValue S>                                                    \
-  [[nodiscard]] auto operator sym(A&& a, S s) {                                             \
-    auto c = detail::constant_like(a, s);                                                   \
-    return detail::make_binary<fn::op>(std::forward<A>(a), std::move(c));                   \
-  }                                                                                         \
-  template <ScalarValue S, Expression B>                                                    \
-  [[nodiscard]] auto operator sym(S s, B&& b) {                                             \
-    auto c = detail::constant_like(b, s);                                                   \
-    return detail::make_binary<fn::op>(std::move(c), std::forward<B>(b));                   \
+#define SIAM_BINARY_OPERATOR(sym, op)                                           \
+  template <Expression A, Expression B>                                         \
+  [[nodiscard]] auto operator sym(A&& a, B&& b) {                               \
+    return detail::make_binary<fn::op>(std::forward<A>(a), std::forward<B>(b)); \
+  }                                                                             \
+  template <Expression A, ScalarValue S>                                        \
+  [[nodiscard]] auto operator sym(A&& a, S s) {                                 \
+    auto c = detail::constant_like(a, s);                                       \
+    return detail::make_binary<fn::op>(std::forward<A>(a), std::move(c));       \
+  }                                                                             \
+  template <ScalarValue S, Expression B>                                        \
+  [[nodiscard]] auto operator sym(S s, B&& b) {                                 \
+    auto c = detail::constant_like(b, s);                                       \
+    return detail::make_binary<fn::op>(std::move(c), std::forward<B>(b));       \
   }
 
 SIAM_BINARY_OPERATOR(+, add)
@@ -286,9 +294,9 @@ template <Expression A>
   return detail::make_unary<fn::neg>(std::forward<A>(a));
 }
 
-#define SIAM_UNARY_FUNCTION(name)                           \
-  template <Expression A>                                   \
-  [[nodiscard]] auto name(A&& a) {                          \
+#define SIAM_UNARY_FUNCTION(name)                            \
+  template <Expression A>                                    \
+  [[nodiscard]] auto name(A&& a) {                           \
     return detail::make_unary<fn::name>(std::forward<A>(a)); \
   }
 SIAM_UNARY_FUNCTION(exp)
@@ -334,7 +342,8 @@ template <Expression A>
 [[nodiscard]] auto broadcast_scalar(A&& a, Shape shape) {
   detail::check_elementwise<A>();
   if (a.shape().size() != 1)
-    throw shape_error("broadcast_scalar: operand " + a.shape().str() + " has more than one element");
+    throw shape_error("broadcast_scalar: operand " + a.shape().str() +
+                      " has more than one element");
   return Broadcast<A, 2>{std::forward<A>(a), shape};
 }
 

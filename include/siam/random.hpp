@@ -20,7 +20,8 @@ class Rng {
   explicit Rng(std::uint64_t seed = 0) { reseed(seed); }
 
   void reseed(std::uint64_t seed) {
-    for (auto& w : s_) w = splitmix(seed);
+    for (auto& w : s_)
+      w = splitmix(seed);
     has_spare_ = false;
   }
 
@@ -63,7 +64,8 @@ class Rng {
       return spare_;
     }
     double u1 = uniform();
-    while (u1 <= 0.0) u1 = uniform();
+    while (u1 <= 0.0)
+      u1 = uniform();
     const double u2 = uniform();
     const double r = std::sqrt(-2.0 * std::log(u1));
     const double a = 2.0 * std::numbers::pi * u2;
@@ -81,7 +83,8 @@ class Rng {
   };
   State state() const { return {{s_[0], s_[1], s_[2], s_[3]}, spare_, has_spare_}; }
   void set_state(const State& st) {
-    for (int i = 0; i < 4; ++i) s_[i] = st.s[i];
+    for (int i = 0; i < 4; ++i)
+      s_[i] = st.s[i];
     spare_ = st.spare;
     has_spare_ = st.has_spare;
   }

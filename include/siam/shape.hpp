@@ -25,7 +25,8 @@ class Shape {
       throw shape_error("Shape: rank must be 1 to 4, got " + std::to_string(dims.size()));
     rank_ = static_cast<int>(dims.size());
     int i = 0;
-    for (index_t d : dims) dims_[i++] = d;
+    for (index_t d : dims)
+      dims_[i++] = d;
     validate();
   }
   static Shape matrix(index_t rows, index_t cols) { return Shape{rows, cols}; }
@@ -34,14 +35,16 @@ class Shape {
   index_t operator[](int i) const { return dims_[i]; }
   index_t size() const {
     index_t n = 1;
-    for (int i = 0; i < rank_; ++i) n *= dims_[i];
+    for (int i = 0; i < rank_; ++i)
+      n *= dims_[i];
     return n;
   }
   index_t rows() const { return rank_ == 1 ? 1 : dims_[0]; }
   index_t cols() const {
     if (rank_ == 1) return dims_[0];
     index_t n = 1;
-    for (int i = 1; i < rank_; ++i) n *= dims_[i];
+    for (int i = 1; i < rank_; ++i)
+      n *= dims_[i];
     return n;
   }
 
@@ -63,7 +66,8 @@ class Shape {
 
   std::string str() const {
     std::string s = "[";
-    for (int i = 0; i < rank_; ++i) s += (i ? " x " : "") + std::to_string(dims_[i]);
+    for (int i = 0; i < rank_; ++i)
+      s += (i ? " x " : "") + std::to_string(dims_[i]);
     return s + "]";
   }
 
@@ -86,7 +90,9 @@ class Shape {
 
 /// Throws shape_error "<op>: shapes A and B differ" unless equal.
 inline void require_same_shape(const char* op, const Shape& a, const Shape& b) {
-  if (!(a == b)) throw shape_error(std::string(op) + ": shapes " + a.str() + " and " + b.str() + " do not match");
+  if (!(a == b))
+    throw shape_error(std::string(op) + ": shapes " + a.str() + " and " + b.str() +
+                      " do not match");
 }
 
 }  // namespace siam

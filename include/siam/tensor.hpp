@@ -93,9 +93,7 @@ class View : public detail::LeafOps<T, B, View<T, B>> {
                         std::to_string(begin + count) + ") out of " + shape_.str());
     return View(data_ + begin * this->cols(), shape_.with_rows(count));
   }
-  T& operator()(index_t r, index_t c) const
-    requires B::is_host
-  {
+  T& operator()(index_t r, index_t c) const requires B::is_host {
     return data_[r * this->cols() + c];
   }
 
@@ -137,8 +135,8 @@ class Tensor : public detail::LeafOps<T, B, Tensor<T, B>> {
   /// A tensor holding `values` (row-major, size must match the shape).
   static Tensor from(Shape shape, std::span<const T> values) {
     if (static_cast<index_t>(values.size()) != shape.size())
-      throw shape_error("Tensor::from: " + std::to_string(values.size()) +
-                        " values for shape " + shape.str());
+      throw shape_error("Tensor::from: " + std::to_string(values.size()) + " values for shape " +
+                        shape.str());
     Tensor t = uninitialized(shape);
     B::from_host(t.data_, values.data(), shape.size());
     return t;
@@ -169,13 +167,12 @@ class Tensor : public detail::LeafOps<T, B, Tensor<T, B>> {
 
   /// Evaluates an expression into a new tensor.
   template <Expression E>
-    requires(!std::same_as<std::remove_cvref_t<E>, Tensor>)
-  Tensor(E&& e) {  // NOLINT: implicit, so that `Tensor t = a + b;` reads naturally
+  requires(!std::same_as<std::remove_cvref_t<E>, Tensor>)
+      Tensor(E&& e) {  // NOLINT: implicit, so that `Tensor t = a + b;` reads naturally
     assign(e, false);
   }
   template <Expression E>
-    requires(!std::same_as<std::remove_cvref_t<E>, Tensor>)
-  Tensor& operator=(E&& e) {
+  requires(!std::same_as<std::remove_cvref_t<E>, Tensor>) Tensor& operator=(E&& e) {
     return assign(e, false);
   }
   /// this += e (for a matmul: GEMM with beta = 1). Shapes must match.
@@ -218,34 +215,22 @@ class Tensor : public detail::LeafOps<T, B, Tensor<T, B>> {
     return detail::LeafRef<T, B>(v.data(), v.shape());
   }
 
-  T& operator()(index_t r, index_t c)
-    requires B::is_host
-  {
+  T& operator()(index_t r, index_t c) requires B::is_host { return data_[r * this->cols() + c]; }
+  const T& operator()(index_t r, index_t c) const requires B::is_host {
     return data_[r * this->cols() + c];
   }
-  const T& operator()(index_t r, index_t c) const
-    requires B::is_host
-  {
-    return data_[r * this->cols() + c];
-  }
-  T& operator[](index_t i)
-    requires B::is_host
-  {
-    return data_[i];
-  }
-  const T& operator[](index_t i) const
-    requires B::is_host
-  {
-    return data_[i];
-  }
+  T& operator[](index_t i) requires B::is_host { return data_[i]; }
+  const T& operator[](index_t i) const requires B::is_host { return data_[i]; }
 
   /// A copy on another backend (or the same one). Exactly one side must be the host
   /// unless both backends are the same.
   template <class B2>
   Tensor<T, B2> to() const {
     Tensor<T, B2> out = Tensor<T, B2>::uninitialized(shape_);
-    if constexpr (std::same_as<B, B2>) B::copy(out.data(), data_, this->size());
-    else if constexpr (B2::is_host) B::to_host(out.data(), data_, this->size());
+    if constexpr (std::same_as<B, B2>)
+      B::copy(out.data(), data_, this->size());
+    else if constexpr (B2::is_host)
+      B::to_host(out.data(), data_, this->size());
     else {
       static_assert(B::is_host, "siam: copies between two device backends go through the host");
       B2::from_host(out.data(), data_, this->size());

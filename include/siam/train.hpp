@@ -41,7 +41,8 @@ struct SiameseConfig {
       if (l <= 0) throw value_error("layers: sizes must be positive, got " + std::to_string(l));
     if (!(margin > 0)) throw value_error("margin must be > 0, got " + std::to_string(margin));
     if (batch_pairs == 0) throw value_error("batch_pairs must be > 0");
-    if (!(adam.lr > 0)) throw value_error("learning rate must be > 0, got " + std::to_string(adam.lr));
+    if (!(adam.lr > 0))
+      throw value_error("learning rate must be > 0, got " + std::to_string(adam.lr));
   }
 };
 
@@ -107,7 +108,8 @@ class SiameseTrainer {
   void check_finite() {
     // All probes accumulate into one scalar so a device backend synchronises once.
     finite_probe_ = sum_all(loss_.value() * T(0));
-    for (auto* p : params_) finite_probe_ += sum_all(p->gradient() * T(0));
+    for (auto* p : params_)
+      finite_probe_ += sum_all(p->gradient() * T(0));
     if (std::isfinite(static_cast<double>(finite_probe_.item()))) return;
     const std::string at = "iteration " + std::to_string(iteration_ + 1) + ": ";
     const double l = last_loss();
@@ -126,12 +128,17 @@ class SiameseTrainer {
     auto records = io::parameter_records(net_.parameters());
     for (std::size_t i = 0; i < adam_.first_moments().size(); ++i) {
       records.push_back(io::tensor_record("adam/m/" + std::to_string(i), adam_.first_moments()[i]));
-      records.push_back(io::tensor_record("adam/v/" + std::to_string(i), adam_.second_moments()[i]));
+      records.push_back(
+          io::tensor_record("adam/v/" + std::to_string(i), adam_.second_moments()[i]));
     }
     const auto st = pair_rng_.state();
     std::uint64_t spare_bits;
     std::memcpy(&spare_bits, &st.spare, sizeof spare_bits);
-    const std::uint64_t counters[8] = {st.s[0], st.s[1], st.s[2], st.s[3], spare_bits,
+    const std::uint64_t counters[8] = {st.s[0],
+                                       st.s[1],
+                                       st.s[2],
+                                       st.s[3],
+                                       spare_bits,
                                        st.has_spare ? 1u : 0u,
                                        static_cast<std::uint64_t>(adam_.steps()),
                                        static_cast<std::uint64_t>(iteration_)};
@@ -157,7 +164,8 @@ class SiameseTrainer {
       io::load_tensor(find("adam/v/" + std::to_string(i)), adam_.second_moments()[i], file);
     }
     const auto& st = find("state");
-    if (st.type != io::ArrayType::u64 || st.count() != 8) throw io_error(file + ": malformed state record");
+    if (st.type != io::ArrayType::u64 || st.count() != 8)
+      throw io_error(file + ": malformed state record");
     const auto c = st.template as<std::uint64_t>();
     Rng::State rs{{c[0], c[1], c[2], c[3]}, 0.0, c[5] != 0};
     std::memcpy(&rs.spare, &c[4], sizeof rs.spare);
@@ -191,7 +199,8 @@ class SiameseTrainer {
       B::from_host(chunk.data(), host.data(), m * pixels_);
       tape_.reset();
       const auto e = net_.forward(tape_.constant(chunk)).value().to_vector();
-      for (std::size_t i = 0; i < e.size(); ++i) out[static_cast<std::size_t>(b * dim) + i] = static_cast<float>(e[i]);
+      for (std::size_t i = 0; i < e.size(); ++i)
+        out[static_cast<std::size_t>(b * dim) + i] = static_cast<float>(e[i]);
     }
     tape_.reset();
     return out;
@@ -210,7 +219,8 @@ class SiameseTrainer {
  private:
   Tensor<T, B> upload(const data::Dataset& d) {
     std::vector<T> host(d.images.begin(), d.images.end());
-    return Tensor<T, B>::from(Shape{static_cast<index_t>(d.size()), pixels_}, std::span<const T>(host));
+    return Tensor<T, B>::from(Shape{static_cast<index_t>(d.size()), pixels_},
+                              std::span<const T>(host));
   }
   void copy_labels() {
     if constexpr (std::is_same_v<T, float>) {

@@ -8,8 +8,10 @@ int main() {
   auto net = nn::mlp<float, Cpu>({8, 16, 2}, rng);
   optim::Adam<float, Cpu> adam(net.parameters(), {1e-2});
   Tensor<float, Cpu> x(Shape{16, 8}), y(Shape{8});
-  for (index_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(rng.uniform(-1, 1));
-  for (index_t i = 0; i < 8; ++i) y[i] = static_cast<float>(i % 2);
+  for (index_t i = 0; i < x.size(); ++i)
+    x[i] = static_cast<float>(rng.uniform(-1, 1));
+  for (index_t i = 0; i < 8; ++i)
+    y[i] = static_cast<float>(i % 2);
   Tape<float, Cpu> tape;
   float first = 0, last = 0;
   for (int it = 0; it < 50; ++it) {

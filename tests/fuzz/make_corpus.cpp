@@ -12,7 +12,8 @@
 namespace fs = std::filesystem;
 
 static void put(const fs::path& p, const std::vector<unsigned char>& b) {
-  std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+  std::ofstream(p, std::ios::binary)
+      .write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
 }
 static std::vector<unsigned char> slurp(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);

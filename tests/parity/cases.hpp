@@ -22,9 +22,8 @@ using Outputs = std::map<std::string, std::vector<double>>;
 /// Normalised error tolerance of each case (FP32, no TF32), by name prefix.
 inline double tolerance(const std::string& name) {
   static const std::vector<std::pair<std::string, double>> table = {
-      {"expr.", 1e-6},   {"reduce.", 1e-5},  {"matmul.", 1e-5}, {"grad.", 1e-5},
-      {"loss.", 1e-5},   {"adam.", 1e-5},    {"network.", 1e-4}, {"gather.", 0.0},
-      {"trainer.", 1e-3}};
+      {"expr.", 1e-6}, {"reduce.", 1e-5},  {"matmul.", 1e-5}, {"grad.", 1e-5},   {"loss.", 1e-5},
+      {"adam.", 1e-5}, {"network.", 1e-4}, {"gather.", 0.0},  {"trainer.", 1e-3}};
   for (const auto& [prefix, tol] : table)
     if (name.rfind(prefix, 0) == 0) return tol;
   return 1e-6;
@@ -34,7 +33,8 @@ template <class B>
 siam::Tensor<float, B> random(siam::Shape s, std::uint64_t seed, double lo = -1, double hi = 1) {
   siam::Rng rng(seed);
   std::vector<float> v(static_cast<std::size_t>(s.size()));
-  for (auto& x : v) x = static_cast<float>(rng.uniform(lo, hi));
+  for (auto& x : v)
+    x = static_cast<float>(rng.uniform(lo, hi));
   return siam::Tensor<float, B>::from(s, std::span<const float>(v));
 }
 
@@ -57,15 +57,18 @@ Outputs run_all() {
   // ---- expressions
   {
     Tf a = random<B>(Shape{333, 301}, 1), b = random<B>(Shape{333, 301}, 2, 0.5, 2);
-    Tf r = relu(a * 2.f - b) / b + exp(a) - log(b) + sqrt(b) + square(a) - (-a) +
-           maximum(a, 0.1f) + minimum(b, 1.f) + step(a);
+    Tf r = relu(a * 2.f - b) / b + exp(a) - log(b) + sqrt(b) + square(a) - (-a) + maximum(a, 0.1f) +
+           minimum(b, 1.f) + step(a);
     out["expr.elementwise"] = host(r);
-    Tf row = random<B>(Shape{301}, 3), col = random<B>(Shape{333, 1}, 4), s = random<B>(Shape{1}, 5);
-    Tf q = a + broadcast_rows(row, 333) * broadcast_cols(col, 301) - broadcast_scalar(s, Shape{333, 301});
+    Tf row = random<B>(Shape{301}, 3), col = random<B>(Shape{333, 1}, 4),
+       s = random<B>(Shape{1}, 5);
+    Tf q = a + broadcast_rows(row, 333) * broadcast_cols(col, 301) -
+           broadcast_scalar(s, Shape{333, 301});
     out["expr.broadcast"] = host(q);
     Tf f1(Shape{1000}), f2(Shape{1000}), f3(Shape{1000});
     Tf g = random<B>(Shape{1000}, 6);
-    fused(assign_to(f1.view(), g * 2.f), assign_to(f2.view(), f1 + g), assign_to(f3.view(), f2 * f1));
+    fused(assign_to(f1.view(), g * 2.f), assign_to(f2.view(), f1 + g),
+          assign_to(f3.view(), f2 * f1));
     out["expr.fused"] = host(f3);
     Tf all = sum_all(a), rs = sum_rows(a), cs = sum_cols(a), empty = sum_all(Tf(Shape{0, 3}));
     out["reduce.sum_all"] = host(all);
@@ -79,54 +82,68 @@ Outputs run_all() {
   for (int ta = 0; ta < 2; ++ta)
     for (int tb = 0; tb < 2; ++tb) {
       const index_t m = 257, n = 129, k = 300;
-      Tf a = random<B>(ta ? Shape{k, m} : Shape{m, k}, 10), b = random<B>(tb ? Shape{n, k} : Shape{k, n}, 11);
+      Tf a = random<B>(ta ? Shape{k, m} : Shape{m, k}, 10),
+         b = random<B>(tb ? Shape{n, k} : Shape{k, n}, 11);
       Tf c = matmul(a, b, ta, tb);
       out["matmul." + std::string(ta ? "T" : "N") + (tb ? "T" : "N")] = host(c);
     }
   // ---- every differentiable op, forward and backward, through a fixed projection
-  auto grad_case = [&](const std::string& name, std::vector<Tf> inputs,
-                       const std::function<Var<float, B>(Tape<float, B>&, std::vector<Var<float, B>>&)>& f) {
-    std::vector<Parameter<float, B>> ps;
-    for (auto& x : inputs) ps.emplace_back("x", std::move(x));
-    Tape<float, B> tape;
-    std::vector<Var<float, B>> vs;
-    for (auto& p : ps) vs.push_back(tape.param(p));
-    Var<float, B> y = f(tape, vs);
-    Tf r = random<B>(y.shape(), 99);
-    Var<float, B> l = y.shape().size() == 1 ? y : sum(y * tape.constant(r));
-    tape.backward(l);
-    out["grad." + name + ".value"] = host(y.value());
-    for (std::size_t i = 0; i < ps.size(); ++i)
-      out["grad." + name + ".d" + std::to_string(i)] = host(ps[i].gradient());
-  };
+  auto grad_case =
+      [&](const std::string& name, std::vector<Tf> inputs,
+          const std::function<Var<float, B>(Tape<float, B>&, std::vector<Var<float, B>>&)>& f) {
+        std::vector<Parameter<float, B>> ps;
+        for (auto& x : inputs)
+          ps.emplace_back("x", std::move(x));
+        Tape<float, B> tape;
+        std::vector<Var<float, B>> vs;
+        for (auto& p : ps)
+          vs.push_back(tape.param(p));
+        Var<float, B> y = f(tape, vs);
+        Tf r = random<B>(y.shape(), 99);
+        Var<float, B> l = y.shape().size() == 1 ? y : sum(y * tape.constant(r));
+        tape.backward(l);
+        out["grad." + name + ".value"] = host(y.value());
+        for (std::size_t i = 0; i < ps.size(); ++i)
+          out["grad." + name + ".d" + std::to_string(i)] = host(ps[i].gradient());
+      };
   using V = std::vector<Var<float, B>>;
   using Tp = Tape<float, B>;
   for (int ta = 0; ta < 2; ++ta)
     for (int tb = 0; tb < 2; ++tb)
       grad_case("matmul" + std::to_string(ta) + std::to_string(tb),
-                {random<B>(ta ? Shape{20, 30} : Shape{30, 20}, 20), random<B>(tb ? Shape{40, 20} : Shape{20, 40}, 21)},
+                {random<B>(ta ? Shape{20, 30} : Shape{30, 20}, 20),
+                 random<B>(tb ? Shape{40, 20} : Shape{20, 40}, 21)},
                 [ta, tb](Tp&, V& v) { return matmul(v[0], v[1], ta, tb); });
-  grad_case("add", {random<B>(Shape{30, 20}, 22), random<B>(Shape{30, 20}, 23)}, [](Tp&, V& v) { return v[0] + v[1]; });
-  grad_case("sub", {random<B>(Shape{30, 20}, 22), random<B>(Shape{30, 20}, 23)}, [](Tp&, V& v) { return v[0] - v[1]; });
-  grad_case("mul", {random<B>(Shape{30, 20}, 22), random<B>(Shape{30, 20}, 23)}, [](Tp&, V& v) { return v[0] * v[1]; });
+  grad_case("add", {random<B>(Shape{30, 20}, 22), random<B>(Shape{30, 20}, 23)},
+            [](Tp&, V& v) { return v[0] + v[1]; });
+  grad_case("sub", {random<B>(Shape{30, 20}, 22), random<B>(Shape{30, 20}, 23)},
+            [](Tp&, V& v) { return v[0] - v[1]; });
+  grad_case("mul", {random<B>(Shape{30, 20}, 22), random<B>(Shape{30, 20}, 23)},
+            [](Tp&, V& v) { return v[0] * v[1]; });
   grad_case("relu", {random<B>(Shape{30, 20}, 24)}, [](Tp&, V& v) { return relu(v[0]); });
   grad_case("square", {random<B>(Shape{30, 20}, 24)}, [](Tp&, V& v) { return square(v[0]); });
   grad_case("sqrt", {random<B>(Shape{30, 20}, 24, 0.5, 2)}, [](Tp&, V& v) { return sqrt(v[0]); });
   grad_case("sum", {random<B>(Shape{30, 20}, 24)}, [](Tp&, V& v) { return sum(v[0]); });
   grad_case("mean", {random<B>(Shape{30, 20}, 24)}, [](Tp&, V& v) { return mean(v[0]); });
-  grad_case("add_bias", {random<B>(Shape{30, 20}, 25), random<B>(Shape{20}, 26)}, [](Tp&, V& v) { return add_bias(v[0], v[1]); });
+  grad_case("add_bias", {random<B>(Shape{30, 20}, 25), random<B>(Shape{20}, 26)},
+            [](Tp&, V& v) { return add_bias(v[0], v[1]); });
   grad_case("slice_concat", {random<B>(Shape{30, 20}, 27), random<B>(Shape{5, 20}, 28)},
             [](Tp&, V& v) { return concat_rows(slice_rows(v[0], 3, 10), v[1]); });
-  grad_case("linear", {random<B>(Shape{50, 30}, 29), random<B>(Shape{30, 40}, 30), random<B>(Shape{40}, 31)},
+  grad_case("linear",
+            {random<B>(Shape{50, 30}, 29), random<B>(Shape{30, 40}, 30), random<B>(Shape{40}, 31)},
             [](Tp&, V& v) { return linear(v[0], v[1], v[2]); });
-  grad_case("linear_relu", {random<B>(Shape{50, 30}, 29), random<B>(Shape{30, 40}, 30), random<B>(Shape{40}, 31)},
+  grad_case("linear_relu",
+            {random<B>(Shape{50, 30}, 29), random<B>(Shape{30, 40}, 30), random<B>(Shape{40}, 31)},
             [](Tp&, V& v) { return linear_relu(v[0], v[1], v[2]); });
   // ---- the loss, both hinge branches
   {
     Tf y = Tf::from(Shape{6}, {1, 0, 1, 0, 0, 1});
     for (double margin : {0.3, 3.0})
-      grad_case("contrastive_m" + std::to_string(margin).substr(0, 3), {random<B>(Shape{6, 2}, 32), random<B>(Shape{6, 2}, 33)},
-                [&y, margin](Tp& t, V& v) { return contrastive_loss(v[0], v[1], t.constant(y), {margin}); });
+      grad_case("contrastive_m" + std::to_string(margin).substr(0, 3),
+                {random<B>(Shape{6, 2}, 32), random<B>(Shape{6, 2}, 33)},
+                [&y, margin](Tp& t, V& v) {
+                  return contrastive_loss(v[0], v[1], t.constant(y), {margin});
+                });
   }
   // ---- Adam, three steps with fixed gradients
   {
@@ -153,7 +170,8 @@ Outputs run_all() {
     out["network.features"] = host(f.value());
     out["network.loss"] = host(l.value());
     auto ps = net.parameters();
-    for (std::size_t i = 0; i < ps.size(); ++i) out["network.grad" + std::to_string(i)] = host(ps[i]->gradient());
+    for (std::size_t i = 0; i < ps.size(); ++i)
+      out["network.grad" + std::to_string(i)] = host(ps[i]->gradient());
   }
   // ---- gather and the trainer (a small network, a few steps on synthetic digits)
   {
@@ -168,7 +186,8 @@ Outputs run_all() {
     cfg.adam.lr = 1e-3;
     SiameseTrainer<float, B> trainer(digits, cfg);
     std::vector<double> losses;
-    for (int s = 0; s < 5; ++s) losses.push_back(trainer.step());
+    for (int s = 0; s < 5; ++s)
+      losses.push_back(trainer.step());
     out["trainer.losses"] = losses;
     // Centred: the output bias's gradient is exactly zero, so each backend's rounding
     // noise there becomes a +-lr Adam step, a translation of the whole embedding.

@@ -4,5 +4,7 @@
 #include "cases.hpp"
 
 namespace parity {
-Outputs run_cpu() { return run_all<siam::Cpu>(); }
+Outputs run_cpu() {
+  return run_all<siam::Cpu>();
+}
 }  // namespace parity

@@ -43,12 +43,16 @@ Var<T, B> matmul(Var<T, B> a, Var<T, B> b, bool trans_a = false, bool trans_b = 
         auto dc = t.out_grad(n);
         auto A = t.value(n.in[0]), Bv = t.value(n.in[1]);
         if (t.requires_grad(n.in[0])) {
-          if (!ta) t.accumulate(n.in[0], matmul(dc, Bv, false, !tb));
-          else t.accumulate(n.in[0], matmul(Bv, dc, tb, true));
+          if (!ta)
+            t.accumulate(n.in[0], matmul(dc, Bv, false, !tb));
+          else
+            t.accumulate(n.in[0], matmul(Bv, dc, tb, true));
         }
         if (t.requires_grad(n.in[1])) {
-          if (!tb) t.accumulate(n.in[1], matmul(A, dc, !ta, false));
-          else t.accumulate(n.in[1], matmul(dc, A, true, ta));
+          if (!tb)
+            t.accumulate(n.in[1], matmul(A, dc, !ta, false));
+          else
+            t.accumulate(n.in[1], matmul(dc, A, true, ta));
         }
       },
       y, {a.id(), b.id()}, T(trans_a), T(trans_b));
@@ -169,8 +173,10 @@ template <class T, class B>
 Var<T, B> sum(Var<T, B> x, T scale = T(1)) {
   auto& t = x.tape();
   Var<T, B> y = t.make(Shape{1}, x.requires_grad());
-  if (scale == T(1)) y.value() = sum_all(x.value());
-  else y.value() = sum_all(x.value() * scale);
+  if (scale == T(1))
+    y.value() = sum_all(x.value());
+  else
+    y.value() = sum_all(x.value() * scale);
   t.record(
       +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
         const Shape s = t.shape(n.in[0]);

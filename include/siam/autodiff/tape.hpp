@@ -93,7 +93,9 @@ class Tape {
 
   /// A value the graph reads but never differentiates (data, labels). Not copied: it
   /// must stay alive and unchanged until backward() has run.
-  Var<T, B> constant(const Tensor<T, B>& t) { return external(const_cast<T*>(t.data()), t.shape()); }
+  Var<T, B> constant(const Tensor<T, B>& t) {
+    return external(const_cast<T*>(t.data()), t.shape());
+  }
   Var<T, B> constant(View<T, B> v) { return external(v.data(), v.shape()); }
   /// A parameter: its gradient accumulates into p.grad (honouring p.grad_fresh).
   Var<T, B> param(Parameter<T, B>& p) {
@@ -129,7 +131,8 @@ class Tape {
     if (!slots_[out.id()].requires_grad) return;
     Node n{fn, out.id(), {0, 0, 0, 0, 0}, {s0, s1}};
     int i = 0;
-    for (auto id : in) n.in[i++] = id;
+    for (auto id : in)
+      n.in[i++] = id;
     nodes_.push_back(n);
   }
 
@@ -155,8 +158,10 @@ class Tape {
     Slot& s = slots_[id];
     if (!s.requires_grad) return;
     View<T, B> g(s.grad, s.shape);
-    if (fresh(s)) g = e;
-    else g += e;
+    if (fresh(s))
+      g = e;
+    else
+      g += e;
     fresh(s) = false;
   }
   /// The gradient buffer of `id` for an op that writes it itself; `accumulate` tells it

@@ -62,7 +62,8 @@ __global__ void sum_rows(T* out, T* dst, index_t rows, index_t cols, K k, bool a
   __syncthreads();
   if (threadIdx.y == 0 && c < cols) {
     T total = 0;
-    for (int y = 0; y < 8; ++y) total += part[y][threadIdx.x];
+    for (int y = 0; y < 8; ++y)
+      total += part[y][threadIdx.x];
     out[c] = accumulate ? out[c] + total : total;
   }
 }
@@ -86,7 +87,8 @@ __global__ void sum_cols(T* out, index_t rows, index_t cols, K k, bool accumulat
   const index_t r = blockIdx.x;
   if (r >= rows) return;
   T acc = 0;
-  for (index_t c = threadIdx.x; c < cols; c += blockDim.x) acc += k(r, c);
+  for (index_t c = threadIdx.x; c < cols; c += blockDim.x)
+    acc += k(r, c);
   const T total = block_sum(acc);
   if (threadIdx.x == 0) out[r] = accumulate ? out[r] + total : total;
 }
@@ -108,13 +110,15 @@ __global__ void sum_all_partial(T* partial, index_t rows, index_t cols, K k) {
 template <class T>
 __global__ void sum_all_final(T* out, const T* partial, int nparts, bool accumulate) {
   T acc = 0;
-  for (int i = threadIdx.x; i < nparts; i += blockDim.x) acc += partial[i];
+  for (int i = threadIdx.x; i < nparts; i += blockDim.x)
+    acc += partial[i];
   const T total = block_sum(acc);
   if (threadIdx.x == 0) out[0] = accumulate ? out[0] + total : total;
 }
 
 template <class T>
-__global__ void gather_rows(T* dst, const T* src, const std::uint32_t* idx, index_t n, index_t cols) {
+__global__ void gather_rows(T* dst, const T* src, const std::uint32_t* idx, index_t n,
+                            index_t cols) {
   const index_t total = n * cols;
   for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < total;
        i += index_t(gridDim.x) * blockDim.x) {
@@ -228,8 +232,8 @@ struct Cuda {
   }
 
   template <class T>
-  static void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha,
-                   const T* A, index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
+  static void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha, const T* A,
+                   index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
     constexpr index_t lim = std::numeric_limits<int>::max();
     if (m > lim || n > lim || k > lim || lda > lim || ldb > lim || ldc > lim)
       throw shape_error("cuda gemm: dimensions exceed cuBLAS's 32-bit sizes");
@@ -246,7 +250,8 @@ struct Cuda {
     namespace dk = detail::kernels;
     auto* idx = allocate<std::uint32_t>(n);
     from_host(idx, host_idx, n);
-    dk::gather_rows<<<dk::grid_for(n * cols), dk::block, 0, cuda::stream()>>>(dst, src, idx, n, cols);
+    dk::gather_rows<<<dk::grid_for(n * cols), dk::block, 0, cuda::stream()>>>(dst, src, idx, n,
+                                                                              cols);
     dk::check_launch("gather_rows kernel");
     deallocate(idx, n);
   }
@@ -258,8 +263,7 @@ struct Cuda {
     if (cols == 0) return;
     namespace dk = detail::kernels;
     const auto grid = static_cast<unsigned>((cols + 31) / 32);
-    dk::sum_rows<<<grid, dim3(32, 8), 0, cuda::stream()>>>(out, dst, rows, cols, k,
-                                                               accumulate);
+    dk::sum_rows<<<grid, dim3(32, 8), 0, cuda::stream()>>>(out, dst, rows, cols, k, accumulate);
     dk::check_launch("sum_rows kernel");
   }
 };

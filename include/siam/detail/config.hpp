@@ -34,19 +34,43 @@ namespace siam::detail {
 // Math that resolves to the CUDA device intrinsics inside kernels and to <cmath> on the
 // host, so one functor serves both backends.
 #if defined(__CUDA_ARCH__)
-SIAM_HD inline float exp_(float x) { return ::expf(x); }
-SIAM_HD inline double exp_(double x) { return ::exp(x); }
-SIAM_HD inline float log_(float x) { return ::logf(x); }
-SIAM_HD inline double log_(double x) { return ::log(x); }
-SIAM_HD inline float sqrt_(float x) { return ::sqrtf(x); }
-SIAM_HD inline double sqrt_(double x) { return ::sqrt(x); }
+SIAM_HD inline float exp_(float x) {
+  return ::expf(x);
+}
+SIAM_HD inline double exp_(double x) {
+  return ::exp(x);
+}
+SIAM_HD inline float log_(float x) {
+  return ::logf(x);
+}
+SIAM_HD inline double log_(double x) {
+  return ::log(x);
+}
+SIAM_HD inline float sqrt_(float x) {
+  return ::sqrtf(x);
+}
+SIAM_HD inline double sqrt_(double x) {
+  return ::sqrt(x);
+}
 #else
-inline float exp_(float x) { return std::exp(x); }
-inline double exp_(double x) { return std::exp(x); }
-inline float log_(float x) { return std::log(x); }
-inline double log_(double x) { return std::log(x); }
-inline float sqrt_(float x) { return std::sqrt(x); }
-inline double sqrt_(double x) { return std::sqrt(x); }
+inline float exp_(float x) {
+  return std::exp(x);
+}
+inline double exp_(double x) {
+  return std::exp(x);
+}
+inline float log_(float x) {
+  return std::log(x);
+}
+inline double log_(double x) {
+  return std::log(x);
+}
+inline float sqrt_(float x) {
+  return std::sqrt(x);
+}
+inline double sqrt_(double x) {
+  return std::sqrt(x);
+}
 #endif
 
 }  // namespace siam::detail

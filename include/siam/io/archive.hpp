@@ -13,13 +13,13 @@
 
 #include <zlib.h>
 
+#include <unistd.h>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "siam/error.hpp"
@@ -49,8 +49,9 @@ Record make_record(std::string name, std::vector<std::int64_t> dims, const V* da
   static_assert(sizeof(V) == 4 || sizeof(V) == 8);
   Record r;
   r.name = std::move(name);
-  r.type = std::is_same_v<V, float> ? ArrayType::f32
-           : std::is_same_v<V, double> ? ArrayType::f64 : ArrayType::u64;
+  r.type = std::is_same_v<V, float>    ? ArrayType::f32
+           : std::is_same_v<V, double> ? ArrayType::f64
+                                       : ArrayType::u64;
   r.dims = std::move(dims);
   r.bytes.resize(n * sizeof(V));
   if (n) std::memcpy(r.bytes.data(), data, n * sizeof(V));
@@ -63,16 +64,19 @@ inline constexpr std::uint32_t archive_version = 1;
 namespace detail {
 template <class I>
 void put(std::vector<unsigned char>& out, I v) {
-  for (std::size_t i = 0; i < sizeof(I); ++i) out.push_back(static_cast<unsigned char>(static_cast<std::uint64_t>(v) >> (8 * i)));
+  for (std::size_t i = 0; i < sizeof(I); ++i)
+    out.push_back(static_cast<unsigned char>(static_cast<std::uint64_t>(v) >> (8 * i)));
 }
 class Reader {
  public:
-  Reader(const unsigned char* p, std::size_t n, std::string name) : p_(p), n_(n), name_(std::move(name)) {}
+  Reader(const unsigned char* p, std::size_t n, std::string name)
+      : p_(p), n_(n), name_(std::move(name)) {}
   template <class I>
   I get(const char* what) {
     need(sizeof(I), what);
     std::uint64_t v = 0;
-    for (std::size_t i = 0; i < sizeof(I); ++i) v |= static_cast<std::uint64_t>(p_[pos_ + i]) << (8 * i);
+    for (std::size_t i = 0; i < sizeof(I); ++i)
+      v |= static_cast<std::uint64_t>(p_[pos_ + i]) << (8 * i);
     pos_ += sizeof(I);
     return static_cast<I>(v);
   }
@@ -83,8 +87,8 @@ class Reader {
   }
   void need(std::size_t n, const char* what) const {
     if (n > n_ - pos_)
-      throw io_error(name_ + ": truncated or corrupt archive: " + what + " needs " + std::to_string(n) +
-                     " bytes at offset " + std::to_string(pos_) + ", only " +
+      throw io_error(name_ + ": truncated or corrupt archive: " + what + " needs " +
+                     std::to_string(n) + " bytes at offset " + std::to_string(pos_) + ", only " +
                      std::to_string(n_ - pos_) + " remain");
   }
   std::size_t remaining() const { return n_ - pos_; }
@@ -106,7 +110,8 @@ inline std::vector<unsigned char> encode(const std::vector<Record>& records) {
     out.insert(out.end(), r.name.begin(), r.name.end());
     detail::put<std::uint32_t>(out, static_cast<std::uint32_t>(r.type));
     detail::put<std::uint32_t>(out, static_cast<std::uint32_t>(r.dims.size()));
-    for (auto d : r.dims) detail::put<std::int64_t>(out, d);
+    for (auto d : r.dims)
+      detail::put<std::int64_t>(out, d);
     detail::put<std::uint64_t>(out, r.bytes.size());
     out.insert(out.end(), r.bytes.begin(), r.bytes.end());
   }
@@ -116,9 +121,12 @@ inline std::vector<unsigned char> encode(const std::vector<Record>& records) {
 }
 
 /// Parses bytes; `name` labels error messages. Throws io_error for anything malformed.
-inline std::vector<Record> decode(const unsigned char* data, std::size_t size, const std::string& name) {
-  if (size < 8 + 4 + 4 + 4) throw io_error(name + ": not a siam archive (only " + std::to_string(size) + " bytes)");
-  if (std::memcmp(data, archive_magic, 8) != 0) throw io_error(name + ": not a siam archive (wrong magic number)");
+inline std::vector<Record> decode(const unsigned char* data, std::size_t size,
+                                  const std::string& name) {
+  if (size < 8 + 4 + 4 + 4)
+    throw io_error(name + ": not a siam archive (only " + std::to_string(size) + " bytes)");
+  if (std::memcmp(data, archive_magic, 8) != 0)
+    throw io_error(name + ": not a siam archive (wrong magic number)");
   const std::size_t body = size - 4;
   detail::Reader tail(data + body, 4, name);
   const auto stored = tail.get<std::uint32_t>("checksum");
@@ -137,15 +145,18 @@ inline std::vector<Record> decode(const unsigned char* data, std::size_t size, c
     r.name.resize(len);
     in.bytes(r.name.data(), len, "record name");
     const auto type = in.get<std::uint32_t>("array type");
-    if (type < 1 || type > 3) throw io_error(name + ": record '" + r.name + "' has unknown type " + std::to_string(type));
+    if (type < 1 || type > 3)
+      throw io_error(name + ": record '" + r.name + "' has unknown type " + std::to_string(type));
     r.type = static_cast<ArrayType>(type);
     const auto rank = in.get<std::uint32_t>("rank");
-    if (rank > 4) throw io_error(name + ": record '" + r.name + "' has rank " + std::to_string(rank));
+    if (rank > 4)
+      throw io_error(name + ": record '" + r.name + "' has rank " + std::to_string(rank));
     std::uint64_t elems = 1;
     for (std::uint32_t k = 0; k < rank; ++k) {
       const auto d = in.get<std::int64_t>("dimension");
       if (d < 0 || (d > 0 && elems > (std::uint64_t{1} << 40) / static_cast<std::uint64_t>(d)))
-        throw io_error(name + ": record '" + r.name + "' has an impossible dimension " + std::to_string(d));
+        throw io_error(name + ": record '" + r.name + "' has an impossible dimension " +
+                       std::to_string(d));
       elems *= static_cast<std::uint64_t>(d);
       r.dims.push_back(d);
     }
@@ -158,17 +169,20 @@ inline std::vector<Record> decode(const unsigned char* data, std::size_t size, c
     in.bytes(r.bytes.data(), r.bytes.size(), "payload");
     records.push_back(std::move(r));
   }
-  if (in.remaining() != 0) throw io_error(name + ": " + std::to_string(in.remaining()) + " unexpected bytes after the last record");
+  if (in.remaining() != 0)
+    throw io_error(name + ": " + std::to_string(in.remaining()) +
+                   " unexpected bytes after the last record");
   return records;
 }
 
 /// Writes bytes atomically: temporary file, flush, fsync, rename.
-inline void write_file_atomic(const std::filesystem::path& path, const std::vector<unsigned char>& bytes) {
+inline void write_file_atomic(const std::filesystem::path& path,
+                              const std::vector<unsigned char>& bytes) {
   const auto tmp = path.string() + ".tmp-" + std::to_string(::getpid());
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw io_error(path.string() + ": cannot write (" + std::strerror(errno) + ")");
-  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0 &&
-                  ::fsync(fileno(f)) == 0;
+  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() &&
+                  std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
   const bool closed = std::fclose(f) == 0;
   std::error_code ec;
   if (!ok || !closed) {

@@ -14,7 +14,8 @@ template <class T, class B>
 Record tensor_record(const std::string& name, const Tensor<T, B>& t) {
   const auto host = t.to_vector();
   std::vector<std::int64_t> dims;
-  for (int i = 0; i < t.shape().rank(); ++i) dims.push_back(t.shape()[i]);
+  for (int i = 0; i < t.shape().rank(); ++i)
+    dims.push_back(t.shape()[i]);
   return make_record(name, dims, host.data(), host.size());
 }
 
@@ -23,10 +24,12 @@ Record tensor_record(const std::string& name, const Tensor<T, B>& t) {
 template <class T, class B>
 void load_tensor(const Record& r, Tensor<T, B>& t, const std::string& file) {
   std::vector<std::int64_t> dims;
-  for (int i = 0; i < t.shape().rank(); ++i) dims.push_back(t.shape()[i]);
+  for (int i = 0; i < t.shape().rank(); ++i)
+    dims.push_back(t.shape()[i]);
   auto str = [](const std::vector<std::int64_t>& d) {
     std::string s = "[";
-    for (std::size_t i = 0; i < d.size(); ++i) s += (i ? " x " : "") + std::to_string(d[i]);
+    for (std::size_t i = 0; i < d.size(); ++i)
+      s += (i ? " x " : "") + std::to_string(d[i]);
     return s + "]";
   };
   if (r.dims != dims)
@@ -43,18 +46,20 @@ template <class T, class B>
 std::vector<Record> parameter_records(const std::vector<Parameter<T, B>*>& params) {
   std::vector<Record> out;
   for (std::size_t i = 0; i < params.size(); ++i)
-    out.push_back(tensor_record("param/" + std::to_string(i) + "/" + params[i]->name, params[i]->value));
+    out.push_back(
+        tensor_record("param/" + std::to_string(i) + "/" + params[i]->name, params[i]->value));
   return out;
 }
 
 template <class T, class B>
-void load_parameters(const std::vector<Record>& records, const std::vector<Parameter<T, B>*>& params,
-                     const std::string& file) {
+void load_parameters(const std::vector<Record>& records,
+                     const std::vector<Parameter<T, B>*>& params, const std::string& file) {
   std::size_t found = 0;
   for (const auto& r : records) {
     if (r.name.rfind("param/", 0) != 0) continue;
     if (found >= params.size())
-      throw io_error(file + ": holds more parameters than the network's " + std::to_string(params.size()));
+      throw io_error(file + ": holds more parameters than the network's " +
+                     std::to_string(params.size()));
     const std::string want = "param/" + std::to_string(found) + "/" + params[found]->name;
     if (r.name != want) throw io_error(file + ": expected '" + want + "', found '" + r.name + "'");
     load_tensor(r, params[found]->value, file);

@@ -52,9 +52,11 @@ Var<T, B> contrastive_loss(Var<T, B> f1, Var<T, B> f2, Var<T, B> labels,
   if (sl.size() != n || !(sl.rank() == 1 || sl.cols() == 1))
     throw shape_error("contrastive_loss: labels " + sl.str() + " do not match " +
                       std::to_string(n) + " pairs of features " + s1.str());
-  if (!(opt.margin > 0)) throw value_error("contrastive_loss: margin must be > 0, got " + std::to_string(opt.margin));
+  if (!(opt.margin > 0))
+    throw value_error("contrastive_loss: margin must be > 0, got " + std::to_string(opt.margin));
   if (opt.check_labels) {
-    if constexpr (B::is_host) check_pair_labels(labels.value().data(), n);
+    if constexpr (B::is_host)
+      check_pair_labels(labels.value().data(), n);
     else {
       const auto host = labels.value().to_vector();
       check_pair_labels(host.data(), n);

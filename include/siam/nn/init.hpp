@@ -23,10 +23,12 @@ Tensor<T, B> init_weights(index_t fan_in, index_t fan_out, Init init, Rng& rng) 
   std::vector<T> w(static_cast<std::size_t>(fan_in * fan_out));
   if (init == Init::he) {
     const double sd = std::sqrt(2.0 / static_cast<double>(fan_in));
-    for (auto& x : w) x = static_cast<T>(rng.normal(0.0, sd));
+    for (auto& x : w)
+      x = static_cast<T>(rng.normal(0.0, sd));
   } else {
     const double a = std::sqrt(6.0 / static_cast<double>(fan_in + fan_out));
-    for (auto& x : w) x = static_cast<T>(rng.uniform(-a, a));
+    for (auto& x : w)
+      x = static_cast<T>(rng.uniform(-a, a));
   }
   return Tensor<T, B>::from(Shape{fan_in, fan_out}, std::span<const T>(w));
 }

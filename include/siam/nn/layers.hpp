@@ -74,8 +74,7 @@ class Sequential final : public Layer<T, B> {
   Var<T, B> forward(Var<T, B> x) override {
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       auto* dense = dynamic_cast<Dense<T, B>*>(layers_[i].get());
-      if (dense && i + 1 < layers_.size() &&
-          dynamic_cast<ReLU<T, B>*>(layers_[i + 1].get())) {
+      if (dense && i + 1 < layers_.size() && dynamic_cast<ReLU<T, B>*>(layers_[i + 1].get())) {
         x = dense->forward_relu(x);
         ++i;
       } else {
@@ -87,12 +86,14 @@ class Sequential final : public Layer<T, B> {
   std::vector<Parameter<T, B>*> parameters() override {
     std::vector<Parameter<T, B>*> ps;
     for (auto& l : layers_)
-      for (auto* p : l->parameters()) ps.push_back(p);
+      for (auto* p : l->parameters())
+        ps.push_back(p);
     return ps;
   }
   std::string describe() const override {
     std::string s = "Sequential(";
-    for (std::size_t i = 0; i < layers_.size(); ++i) s += (i ? ", " : "") + layers_[i]->describe();
+    for (std::size_t i = 0; i < layers_.size(); ++i)
+      s += (i ? ", " : "") + layers_[i]->describe();
     return s + ")";
   }
   std::size_t size() const { return layers_.size(); }

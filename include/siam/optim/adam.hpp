@@ -24,7 +24,8 @@ class Adam {
  public:
   Adam(std::vector<Parameter<T, B>*> params, AdamOptions opt = {})
       : params_(std::move(params)), opt_(opt) {
-    if (!(opt.lr > 0)) throw value_error("Adam: learning rate must be > 0, got " + std::to_string(opt.lr));
+    if (!(opt.lr > 0))
+      throw value_error("Adam: learning rate must be > 0, got " + std::to_string(opt.lr));
     if (!(opt.beta1 >= 0 && opt.beta1 < 1) || !(opt.beta2 >= 0 && opt.beta2 < 1))
       throw value_error("Adam: betas must be in [0, 1), got " + std::to_string(opt.beta1) + ", " +
                         std::to_string(opt.beta2));
@@ -36,7 +37,8 @@ class Adam {
   }
 
   void zero_grad() {
-    for (auto* p : params_) p->zero_grad();
+    for (auto* p : params_)
+      p->zero_grad();
   }
 
   void step() {
