@@ -1,0 +1,134 @@
+// mnist_siamese: train a Siamese network that maps 28x28 digit images to points in the plane,
+// so that images of one class land close together and images of different classes at least a
+// margin apart (Hadsell, Chopra and LeCun, "Dimensionality reduction by learning an invariant
+// mapping", 2006). Then measure the embedding and draw it. See docs/mnist_siamese.md.
+//
+//   mnist_siamese [--data DIR] [--out DIR] [--iterations N] ...   train, evaluate, write figures
+//   mnist_siamese query --model FILE [--index I] ...              nearest neighbours of one image
+//
+// Exit codes: 0 success, 1 an error during the run (one line "error: ..." on stderr),
+// 2 a bad option (one line naming it; nothing is loaded or written), 130 interrupted.
+#include <siam/siamese.hpp>  // the CPU backend
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include "options.hpp"
+#include "run.hpp"
+
+namespace mnist_siamese {
+#if defined(SIAM_EXAMPLE_HAS_CUDA)
+// Defined in a CUDA translation unit: run<siam::Cuda>(o).
+int run_gpu(const Options& o);
+constexpr bool kHaveCuda = true;
+#else
+constexpr bool kHaveCuda = false;
+#endif
+
+namespace {
+
+// CLI11 would wrap "-1" around to 2^64 - 1 for an unsigned option.
+const CLI::Validator non_negative(
+    [](const std::string& v) {
+      return v.starts_with('-') ? "must be a non-negative integer, got " + v : std::string();
+    },
+    "", "non-negative");
+
+void add_data_options(CLI::App& app, Options& o) {
+  app.add_option("--data", o.data,
+                 "Directory with MNIST-style IDX files (raw or .gz); default: synthetic digits");
+  app.add_option("--out", o.out, "Output directory (created if missing)")->capture_default_str();
+  app.add_option("--train-size", o.train_size, "Training images")->capture_default_str();
+  app.add_option("--test-size", o.test_size, "Test images")->capture_default_str();
+  app.add_option("--seed", o.seed, "Seed for initial weights, pairs, synthetic data and figures")
+      ->capture_default_str()
+      ->check(non_negative);
+  app.add_option("--threads", o.threads, "CPU threads (default: all cores)");
+  app.add_option("--class-names", o.class_names,
+                 "Legend names: digits, fashion (Fashion-MNIST) or 10 comma-separated names")
+      ->capture_default_str();
+}
+
+void add_train_options(CLI::App& app, Options& o, bool have_cuda) {
+  app.add_option("--iterations", o.iterations, "Training iterations (0: only evaluate)")
+      ->capture_default_str();
+  app.add_option("--batch-pairs", o.batch_pairs, "Random pairs per iteration")
+      ->capture_default_str();
+  app.add_option("--margin", o.margin, "Contrastive loss margin")->capture_default_str();
+  app.add_option("--lr", o.lr, "Adam learning rate")->capture_default_str();
+  app.add_option("--beta1", o.beta1, "Adam beta1")->capture_default_str();
+  app.add_option("--beta2", o.beta2, "Adam beta2")->capture_default_str();
+  app.add_option("--device", o.device,
+                 have_cuda ? "auto, cpu or gpu (auto: gpu when one is present)"
+                           : "auto, cpu or gpu (this build has no CUDA backend: auto is cpu)")
+      ->capture_default_str();
+  app.add_option("--eval-every", o.eval_every, "Embed the test set every N iterations")
+      ->capture_default_str();
+  app.add_flag("--frames", o.frames, "Write embedding_NNNN.png at every evaluation");
+  app.add_option("--checkpoint-every", o.checkpoint_every,
+                 "Write <out>/checkpoint.siam every N iterations (0: off)")
+      ->capture_default_str();
+  app.add_option("--resume", o.resume, "Continue from a checkpoint up to --iterations");
+  app.add_option("--on-nan", o.on_nan,
+                 "NaN/Inf in the loss or a gradient: stop (save the last good model, exit 1) "
+                 "or skip the batch")
+      ->capture_default_str();
+}
+
+void add_query_options(CLI::App& query, Options& o) {
+  add_data_options(query, o);
+  query.add_option("--model", o.model, "Model file (model.siam or checkpoint.siam)")->required();
+  query.add_option("--index", o.index,
+                   "Test image to query (default: the one of the training run's retrieval.png)");
+}
+
+int bad_option(const std::string& line) {
+  std::fprintf(stderr, "error: %s\n", line.c_str());
+  return 2;
+}
+
+int dispatch(Options o, bool is_query) {
+  if (o.threads > 0) siam::set_num_threads(o.threads);
+  o.threads = siam::num_threads();
+  if (is_query) return query<siam::Cpu>(o);
+#if defined(SIAM_EXAMPLE_HAS_CUDA)
+  if (o.device == "gpu") return run_gpu(o);
+#endif
+  return run<siam::Cpu>(o);  // --device auto: the CPU while this build has no GPU backend
+}
+
+}  // namespace
+}  // namespace mnist_siamese
+
+int main(int argc, char** argv) {
+  using namespace mnist_siamese;
+  Options o;
+  CLI::App app{"Train a Siamese network that embeds 28x28 digit images in 2-D (contrastive loss)"};
+  add_data_options(app, o);
+  add_train_options(app, o, kHaveCuda);
+  CLI::App* q = app.add_subcommand("query", "Nearest test images of one test image under a model");
+  add_query_options(*q, o);
+  app.require_subcommand(0, 1);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return bad_option(std::string(e.what()) + " (see --help)");
+  }
+  const bool is_query = q->parsed();
+  if (auto problem = is_query ? check_query_options(o) : check_train_options(o, kHaveCuda))
+    return bad_option(*problem);
+  try {
+    return dispatch(o, is_query);
+  } catch (const std::exception& e) {  // siam::error and anything else: one line, no trace
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

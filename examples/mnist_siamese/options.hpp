@@ -1,0 +1,118 @@
+// Command-line options of mnist_siamese: one struct and the checks that run before any work
+// (the CLI11 wiring is in main.cpp). Every check yields one line naming the option and its value,
+// so a typo costs nothing: no data is loaded and --out is not created.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace mnist_siamese {
+
+struct Options {
+  // Data (shared by training and `query`).
+  std::string data;  // directory of IDX files; empty: synthetic digits
+  std::string out = "out";
+  long long train_size = 5000, test_size = 5000;
+  std::uint64_t seed = 0;
+  int threads = 0;  // 0: every core; run() and query() see the number in use
+  std::string class_names = "digits";
+  // Training. Signed types so that "-1" parses and is rejected with our own message.
+  long long iterations = 3000, batch_pairs = 180, eval_every = 100, checkpoint_every = 0;
+  double margin = 0.3, lr = 1e-4, beta1 = 0.9, beta2 = 0.99;
+  std::string device = "auto";
+  bool frames = false;
+  std::string resume;
+  std::string on_nan = "stop";
+  // query
+  std::string model;
+  long long index = -1;  // -1: the test image the training run's retrieval.png shows
+};
+
+namespace detail {
+inline std::string show(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+}  // namespace detail
+
+/// The ten legend names for --class-names, or nullopt if the value is malformed.
+inline std::optional<std::vector<std::string>> parse_class_names(const std::string& v) {
+  if (v == "digits") return std::vector<std::string>{};  // plots' default "0".."9"
+  if (v == "fashion")
+    return std::vector<std::string>{"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                    "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  std::vector<std::string> names;
+  std::stringstream s(v);
+  for (std::string name; std::getline(s, name, ',');)
+    names.push_back(name);
+  if (names.size() != 10) return std::nullopt;
+  return names;
+}
+
+/// The first problem with the options shared by training and `query`, as one line.
+inline std::optional<std::string> check_data_options(const Options& o) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!o.data.empty() && !fs::is_directory(o.data, ec))
+    return "--data " + o.data + ": not a directory";
+  if (o.train_size <= 0) return "--train-size " + std::to_string(o.train_size) + ": must be > 0";
+  // Retrieval shows 9 neighbours of a test image and precision@9 needs 9 others.
+  if (o.test_size < 10)
+    return "--test-size " + std::to_string(o.test_size) + ": must be at least 10";
+  if (o.threads < 0)
+    return "--threads " + std::to_string(o.threads) + ": must be >= 1 (0: all cores)";
+  if (o.out.empty()) return "--out: must not be empty";
+  if (fs::exists(o.out, ec) && !fs::is_directory(o.out, ec))
+    return "--out " + o.out + ": exists and is not a directory";
+  if (!parse_class_names(o.class_names))
+    return "--class-names " + o.class_names +
+           ": expected digits, fashion or 10 comma-separated names";
+  return std::nullopt;
+}
+
+/// The first problem with a training run's options, as one line naming option and value.
+inline std::optional<std::string> check_train_options(const Options& o, bool have_cuda) {
+  using detail::show;
+  if (auto e = check_data_options(o)) return e;
+  if (o.iterations < 0) return "--iterations " + std::to_string(o.iterations) + ": must be >= 0";
+  if (o.batch_pairs <= 0) return "--batch-pairs " + std::to_string(o.batch_pairs) + ": must be > 0";
+  if (o.batch_pairs > o.train_size)
+    return "--batch-pairs " + std::to_string(o.batch_pairs) + ": larger than --train-size " +
+           std::to_string(o.train_size);
+  if (!(o.margin > 0) || !std::isfinite(o.margin))
+    return "--margin " + show(o.margin) + ": must be > 0";
+  if (!(o.lr > 0) || !std::isfinite(o.lr)) return "--lr " + show(o.lr) + ": must be > 0";
+  if (!(o.beta1 >= 0 && o.beta1 < 1)) return "--beta1 " + show(o.beta1) + ": must be in [0, 1)";
+  if (!(o.beta2 >= 0 && o.beta2 < 1)) return "--beta2 " + show(o.beta2) + ": must be in [0, 1)";
+  if (o.eval_every <= 0) return "--eval-every " + std::to_string(o.eval_every) + ": must be > 0";
+  if (o.checkpoint_every < 0)
+    return "--checkpoint-every " + std::to_string(o.checkpoint_every) + ": must be >= 0";
+  if (o.device != "auto" && o.device != "cpu" && o.device != "gpu")
+    return "--device " + o.device + ": must be auto, cpu or gpu";
+  if (o.device == "gpu" && !have_cuda) return "--device gpu: this build has no CUDA backend";
+  if (o.on_nan != "stop" && o.on_nan != "skip")
+    return "--on-nan " + o.on_nan + ": must be stop or skip";
+  std::error_code ec;
+  if (!o.resume.empty() && !std::filesystem::is_regular_file(o.resume, ec))
+    return "--resume " + o.resume + ": no such file";
+  return std::nullopt;
+}
+
+inline std::optional<std::string> check_query_options(const Options& o) {
+  if (auto e = check_data_options(o)) return e;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(o.model, ec))
+    return "--model " + o.model + ": no such file";
+  if (o.index < -1 || o.index >= o.test_size)
+    return "--index " + std::to_string(o.index) + ": must be in [0, " +
+           std::to_string(o.test_size) + ") (--test-size)";
+  return std::nullopt;
+}
+
+}  // namespace mnist_siamese

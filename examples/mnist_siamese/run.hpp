@@ -1,0 +1,396 @@
+// The work of mnist_siamese, templated on the backend: loading data, the training run, the
+// final evaluation and figures, and the `query` subcommand. Free of CLI11 and of the CPU
+// backend's header (Eigen), so a CUDA translation unit can instantiate run<siam::Cuda> and
+// query<siam::Cuda> by including <siam/backend/cuda.hpp> and this file.
+#pragma once
+
+#include <siam/data/dataset.hpp>
+#include <siam/data/idx.hpp>
+#include <siam/data/pairs.hpp>
+#include <siam/data/synthetic_digits.hpp>
+#include <siam/io/model_file.hpp>
+#include <siam/metrics.hpp>
+#include <siam/train.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "options.hpp"
+#include "outputs.hpp"
+#include "plots.hpp"
+#include "progress.hpp"
+
+namespace mnist_siamese {
+
+// The classic network of the paper's MNIST experiment: 784 -> 1024 -> 1024 -> 2.
+inline const std::vector<siam::index_t> kLayers{784, 1024, 1024, 2};
+inline constexpr std::size_t kDim = 2;
+// The synthetic test set must not share images with the training set.
+inline constexpr std::uint64_t kSyntheticTestSeedOffset = 1000003;
+// --on-nan skip gives up when no batch at all trains any more, and stops repeating itself.
+inline constexpr int kMaxConsecutiveSkips = 25;
+inline constexpr long long kMaxSkipWarnings = 10;
+
+inline volatile std::sig_atomic_t g_interrupted = 0;
+
+inline void on_signal(int sig) {
+  g_interrupted = 1;
+  std::signal(sig, SIG_DFL);  // a second Ctrl-C ends the program at once
+}
+
+struct Data {
+  Dataset train, test;
+  std::string source;
+};
+
+inline Data load_data(const Options& o) {
+  const auto ntrain = static_cast<std::size_t>(o.train_size);
+  const auto ntest = static_cast<std::size_t>(o.test_size);
+  Data d;
+  if (o.data.empty()) {
+    std::printf("data: no --data given, using built-in synthetic digits (seed %llu)\n",
+                static_cast<unsigned long long>(o.seed));
+    d.train = siam::data::synthetic_digits(ntrain, o.seed);
+    d.test = siam::data::synthetic_digits(ntest, o.seed + kSyntheticTestSeedOffset);
+    d.source = "synthetic digits";
+  } else {
+    auto m = siam::data::load_mnist_dir(o.data, ntrain, ntest);
+    std::printf("data: %s (%s)\n", o.data.c_str(), m.note.c_str());
+    d.train = std::move(m.train);
+    d.test = std::move(m.test);
+    d.source = "IDX files in " + o.data + " (" + m.note + ")";
+  }
+  std::printf("data: %zu training and %zu test images of %zux%zu pixels\n", d.train.size(),
+              d.test.size(), d.train.rows, d.train.cols);
+  return d;
+}
+
+inline std::string class_name(const std::vector<std::string>& names, int label) {
+  return names.empty() ? std::to_string(label) : names.at(static_cast<std::size_t>(label));
+}
+
+/// Zero-padded to the width of the last iteration, so the frames sort by name.
+inline std::string frame_name(long long it, long long total) {
+  const int width = std::max<int>(4, static_cast<int>(std::to_string(total).size()));
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "embedding_%0*lld.png", width, it);
+  return buf;
+}
+
+template <class Backend>
+std::size_t parameter_count(siam::nn::Sequential<float, Backend>& net) {
+  std::size_t n = 0;
+  for (auto* p : net.parameters())
+    n += static_cast<std::size_t>(p->value.size());
+  return n;
+}
+
+/// Embeds every image of `set` with a bare network (no trainer): N x D, row-major.
+template <class Backend>
+std::vector<float> embed(siam::nn::Sequential<float, Backend>& net, const Dataset& set) {
+  using Tensor = siam::Tensor<float, Backend>;
+  const auto pixels = static_cast<siam::index_t>(set.pixels());
+  const auto n = static_cast<siam::index_t>(set.size());
+  std::vector<float> out;
+  siam::Tape<float, Backend> tape;
+  siam::NoGrad<float, Backend> no_grad(tape);
+  Tensor chunk;
+  for (siam::index_t b = 0; b < n; b += 1000) {
+    const siam::index_t m = std::min<siam::index_t>(1000, n - b);
+    chunk.resize(siam::Shape{m, pixels});
+    Backend::from_host(chunk.data(), set.images.data() + b * pixels, m * pixels);
+    tape.reset();
+    const auto e = net.forward(tape.constant(chunk)).value().to_vector();
+    out.insert(out.end(), e.begin(), e.end());
+  }
+  return out;
+}
+
+inline siam::SiameseConfig make_config(const Options& o) {
+  siam::SiameseConfig cfg;
+  cfg.layers = kLayers;
+  cfg.margin = o.margin;
+  cfg.reduction = siam::Reduction::sum;
+  cfg.adam = {o.lr, o.beta1, o.beta2, 1e-8};
+  cfg.batch_pairs = static_cast<std::size_t>(o.batch_pairs);
+  cfg.seed = o.seed;
+  cfg.init = siam::nn::Init::he;
+  cfg.check_finite = true;
+  return cfg;
+}
+
+inline void print_setup(const Options& o, const char* device, const std::string& describe,
+                        std::size_t params) {
+  std::printf("device: %s (--device %s), %d threads\n", device, o.device.c_str(), o.threads);
+  std::printf("network: %s, %zu parameters, shared by both branches\n", describe.c_str(), params);
+  std::printf(
+      "training: %lld iterations of %lld random pairs, contrastive loss (margin %g, summed), "
+      "Adam (lr %g, betas %g %g), seed %llu\n",
+      o.iterations, o.batch_pairs, o.margin, o.lr, o.beta1, o.beta2,
+      static_cast<unsigned long long>(o.seed));
+}
+
+inline void print_evaluation(const Evaluation& e, double margin) {
+  std::printf("test pairs (%zu, fixed): mean contrastive loss %.5f per pair\n", e.pairs.n_pairs,
+              e.pairs.mean_loss);
+  std::printf(
+      "  mean distance: similar %.4f, dissimilar %.4f; dissimilar pairs beyond the margin "
+      "%.3g: %.1f%%\n",
+      e.pairs.mean_similar_distance, e.pairs.mean_dissimilar_distance, margin,
+      100 * e.pairs.dissimilar_beyond_margin);
+  std::printf("kNN accuracy (test by nearest training embeddings): k=1 %.2f%%, k=5 %.2f%%\n",
+              100 * e.knn1, 100 * e.knn5);
+  std::printf("precision@9 (test against the other test images): %.2f%%\n", 100 * e.precision9);
+}
+
+struct RunTimes {
+  long long first_iteration = 0, last_iteration = 0;
+  double training_seconds = 0;  // inside trainer.step() only
+  long long skipped = 0;
+};
+
+inline std::string metrics_json(const Options& o, const Data& d, const Evaluation& e,
+                                const RunTimes& t, double wall_seconds, const std::string& device) {
+  const long long run = t.last_iteration - t.first_iteration;
+  JsonObject j;
+  j.add("data_source", d.source)
+      .add("train_size", static_cast<long long>(d.train.size()))
+      .add("test_size", static_cast<long long>(d.test.size()))
+      .add("seed", o.seed)
+      .add("iterations", t.last_iteration)
+      .add("iterations_this_run", run)
+      .add("resumed_from_iteration", t.first_iteration)
+      .add("skipped_batches", t.skipped)
+      .add("batch_pairs", o.batch_pairs)
+      .add("margin", o.margin)
+      .add("lr", o.lr)
+      .add("beta1", o.beta1)
+      .add("beta2", o.beta2)
+      .add("device", device)
+      .add("threads", static_cast<long long>(o.threads))
+      .add("test_pairs", static_cast<long long>(e.pairs.n_pairs))
+      .add("test_pair_loss", e.pairs.mean_loss)
+      .add("mean_similar_distance", e.pairs.mean_similar_distance)
+      .add("mean_dissimilar_distance", e.pairs.mean_dissimilar_distance)
+      .add("dissimilar_beyond_margin", e.pairs.dissimilar_beyond_margin)
+      .add("knn_accuracy_k1", e.knn1)
+      .add("knn_accuracy_k5", e.knn5)
+      .add("precision_at_9", e.precision9)
+      .add("ms_per_iteration", run > 0 ? 1000 * t.training_seconds / static_cast<double>(run) : NAN)
+      .add("training_seconds", t.training_seconds)
+      .add("wall_seconds", wall_seconds);
+  return j.str();
+}
+
+/// One training run: set-up, the loop, the final evaluation and figures. The members are what
+/// the phases share; each phase is one method.
+template <class Backend>
+class TrainingRun {
+ public:
+  /// Loads the data and builds the trainer; writes nothing, so a failure here leaves no files.
+  explicit TrainingRun(const Options& o)
+      : o_(o),
+        class_names_(*parse_class_names(o.class_names)),
+        data_(load_data(o)),
+        trainer_(data_.train, make_config(o)),
+        out_(o.out) {
+    print_setup(o, Backend::name, trainer_.network().describe(),
+                parameter_count(trainer_.network()));
+    if (!o.resume.empty()) {
+      losses_ = trainer_.load_checkpoint(o.resume);
+      std::printf("resumed from %s at iteration %lld\n", o.resume.c_str(), trainer_.iteration());
+    }
+    test_pairs_ = fixed_test_pairs(data_.test);
+    times_.first_iteration = last_good_ = trainer_.iteration();
+  }
+
+  int run() {
+    fs::create_directories(out_);
+    write_samples(out_ / "samples.png", data_.train, o_.seed);
+    write_pair_examples(out_ / "pairs.png", data_.train, o_.seed);
+    Progress progress(times_.first_iteration, std::max(o_.iterations, times_.first_iteration),
+                      static_cast<std::size_t>(o_.batch_pairs), ::isatty(::fileno(stdout)) != 0);
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    int status = 0;
+    try {
+      status = train(progress);
+    } catch (...) {
+      progress.finish();
+      throw;
+    }
+    progress.finish();
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
+    if (status != 0) return status;
+    times_.last_iteration = trainer_.iteration();
+    save_progress();
+    write_results();
+    return 0;
+  }
+
+ private:
+  /// The loop; returns 0, or the exit code of a run that had to stop.
+  int train(Progress& progress) {
+    evaluate_test(progress, trainer_.iteration());
+    while (trainer_.iteration() < o_.iterations) {
+      if (g_interrupted) return interrupted(progress);
+      const auto t0 = Clock::now();
+      double loss = NAN;  // stays NaN for a skipped batch
+      try {
+        loss = trainer_.step();
+        consecutive_skips_ = 0;
+        last_good_ = trainer_.iteration();
+      } catch (const siam::numeric_error& e) {
+        if (const int status = numeric_failure(progress, e)) return status;
+      }
+      times_.training_seconds += seconds_since(t0);
+      losses_.push_back(static_cast<float>(loss));
+      const long long it = trainer_.iteration();
+      progress.step(it, loss);
+      if (it % o_.eval_every == 0 || it == o_.iterations) evaluate_test(progress, it);
+      if (o_.checkpoint_every > 0 && (it % o_.checkpoint_every == 0 || it == o_.iterations))
+        trainer_.save_checkpoint(out_ / "checkpoint.siam", losses_);
+    }
+    return 0;
+  }
+
+  /// The trainer throws before the update, so the model is still the last good one. Returns
+  /// the exit code when the run must stop, 0 when the batch is skipped.
+  int numeric_failure(Progress& progress, const siam::numeric_error& e) {
+    if (o_.on_nan == "stop" || ++consecutive_skips_ > kMaxConsecutiveSkips) {
+      progress.finish();
+      save_progress();
+      std::fprintf(stderr, "error: %s%s; the last good model (after iteration %lld) is in %s\n",
+                   e.what(), o_.on_nan == "stop" ? "" : " (too many batches in a row)", last_good_,
+                   (out_ / "model.siam").string().c_str());
+      return 1;
+    }
+    ++times_.skipped;
+    trainer_.set_iteration(trainer_.iteration() + 1);  // a skipped batch uses up its iteration
+    if (times_.skipped <= kMaxSkipWarnings)
+      progress.note("warning: " + std::string(e.what()) + "; batch skipped (--on-nan skip)" +
+                    (times_.skipped == kMaxSkipWarnings ? "; further warnings suppressed" : ""));
+    return 0;
+  }
+
+  /// Ctrl-C or SIGTERM: keep everything needed to continue later.
+  int interrupted(Progress& progress) {
+    progress.finish();
+    const fs::path checkpoint = out_ / "checkpoint.siam";
+    trainer_.save_checkpoint(checkpoint, losses_);
+    save_progress();
+    std::fprintf(stderr, "interrupted after iteration %lld: saved %s (continue with --resume)\n",
+                 trainer_.iteration(), checkpoint.string().c_str());
+    return 130;
+  }
+
+  /// The held-out pair loss (cheap: one forward pass over the test set), and a frame.
+  void evaluate_test(Progress& progress, long long it) {
+    const auto emb = trainer_.embed(data_.test);
+    const auto& labels = data_.test.labels;
+    const auto st =
+        siam::metrics::pair_stats(emb.data(), labels.data(), labels.size(), kDim, test_pairs_.first,
+                                  test_pairs_.second, test_pairs_.similar, o_.margin);
+    progress.eval(it, st.mean_loss);
+    if (o_.frames)
+      plots::write_embedding(out_ / frame_name(it, o_.iterations), emb.data(), labels.data(),
+                             labels.size(), "Test embedding, iteration " + std::to_string(it),
+                             class_names_);
+  }
+
+  /// Everything a stopped run must not lose: the model and the loss history.
+  void save_progress() {
+    siam::io::save_model(out_ / "model.siam", trainer_.network().parameters());
+    write_text(out_ / "loss.csv", loss_csv(losses_));
+    plots::write_loss(out_ / "loss.png", losses_, 50);
+  }
+
+  void write_results() {
+    const auto test_emb = trainer_.embed(data_.test);
+    const auto train_emb = trainer_.embed(data_.train);
+    const auto& labels = data_.test.labels;
+    const Evaluation ev =
+        evaluate(train_emb, data_.train, test_emb, data_.test, kDim, test_pairs_, o_.margin);
+    plots::write_embedding(out_ / "embedding.png", test_emb.data(), labels.data(), labels.size(),
+                           "Test embedding, iteration " + std::to_string(times_.last_iteration),
+                           class_names_);
+    write_text(out_ / "embedding.csv", embedding_csv(test_emb, data_.test));
+    const Retrieval r = retrieve(test_emb, labels.size(), kDim, pick_query(o_.seed, labels.size()));
+    write_retrieval(out_ / "retrieval.png", data_.test, r,
+                    class_name(class_names_, labels[r.query]));
+    const double wall = seconds_since(wall_start_);
+    write_text(out_ / "metrics.json", metrics_json(o_, data_, ev, times_, wall, Backend::name));
+    print_evaluation(ev, o_.margin);
+    print_summary(wall);
+  }
+
+  void print_summary(double wall) const {
+    const long long run = times_.last_iteration - times_.first_iteration;
+    if (times_.skipped > 0) std::printf("skipped batches (NaN/Inf): %lld\n", times_.skipped);
+    std::printf("time: %.2f ms/iteration, training %.1f s, wall %.1f s\n",
+                run > 0 ? 1000 * times_.training_seconds / static_cast<double>(run) : 0.0,
+                times_.training_seconds, wall);
+    std::printf(
+        "outputs in %s: samples.png pairs.png loss.png embedding.png retrieval.png%s "
+        "loss.csv embedding.csv metrics.json model.siam%s\n",
+        out_.string().c_str(), o_.frames ? " embedding_*.png" : "",
+        o_.checkpoint_every > 0 ? " checkpoint.siam" : "");
+  }
+
+  Clock::time_point wall_start_ = Clock::now();  // first member: the wall time includes loading
+  const Options& o_;
+  std::vector<std::string> class_names_;
+  Data data_;
+  siam::SiameseTrainer<float, Backend> trainer_;
+  fs::path out_;
+  TestPairs test_pairs_;
+  std::vector<float> losses_;  // one entry per iteration, NaN for a skipped batch
+  RunTimes times_;
+  long long last_good_ = 0;  // the model is the one after this iteration
+  int consecutive_skips_ = 0;
+};
+
+/// Trains, evaluates and writes every output. Templated on the backend so that a GPU build
+/// only has to instantiate it with another one.
+template <class Backend>
+int run(const Options& o) {
+  return TrainingRun<Backend>(o).run();
+}
+
+/// `query`: loads a model and shows the nearest test images of one test image.
+template <class Backend>
+int query(const Options& o) {
+  const auto class_names = *parse_class_names(o.class_names);
+  const Data data = load_data(o);
+  siam::Rng rng(0);  // the initial weights are overwritten by the model's
+  auto net = siam::nn::mlp<float, Backend>(kLayers, rng);
+  siam::io::load_model(o.model, net.parameters());
+  std::printf("model: %s, %s\n", o.model.c_str(), net.describe().c_str());
+
+  const auto emb = embed(net, data.test);
+  const std::size_t q =
+      o.index >= 0 ? static_cast<std::size_t>(o.index) : pick_query(o.seed, data.test.size());
+  const Retrieval r = retrieve(emb, data.test.size(), kDim, q);
+  const fs::path out = o.out;
+  fs::create_directories(out);
+  const auto& labels = data.test.labels;
+  write_retrieval(out / "retrieval.png", data.test, r, class_name(class_names, labels[q]));
+
+  std::printf("test image %zu (label %s) at (%.4f, %.4f); nearest test images:\n", q,
+              class_name(class_names, labels[q]).c_str(), emb[q * kDim], emb[q * kDim + 1]);
+  for (std::size_t k = 0; k < r.neighbours.size(); ++k)
+    std::printf("  #%zu  image %5u  label %-12s distance %.5f\n", k + 1, r.neighbours[k],
+                class_name(class_names, labels[r.neighbours[k]]).c_str(),
+                static_cast<double>(r.distances[k]));
+  std::printf("wrote %s\n", (out / "retrieval.png").string().c_str());
+  return 0;
+}
+
+}  // namespace mnist_siamese
