@@ -21,8 +21,9 @@
 
 namespace mnist_siamese {
 #if defined(SIAM_EXAMPLE_HAS_CUDA)
-// Defined in a CUDA translation unit: run<siam::Cuda>(o).
+// Defined in the CUDA translation unit run_gpu.cu.
 int run_gpu(const Options& o);
+std::string gpu_unavailable_reason();  // empty when a device is present
 constexpr bool kHaveCuda = true;
 #else
 constexpr bool kHaveCuda = false;
@@ -95,9 +96,14 @@ int dispatch(Options o, bool is_query) {
   o.threads = siam::num_threads();
   if (is_query) return query<siam::Cpu>(o);
 #if defined(SIAM_EXAMPLE_HAS_CUDA)
-  if (o.device == "gpu") return run_gpu(o);
+  if (o.device != "cpu") {
+    const std::string why = gpu_unavailable_reason();
+    if (why.empty()) return run_gpu(o);
+    if (o.device == "gpu") return bad_option("--device gpu: " + why);
+    std::printf("no usable CUDA device, --device auto runs on the CPU (%s)\n", why.c_str());
+  }
 #endif
-  return run<siam::Cpu>(o);  // --device auto: the CPU while this build has no GPU backend
+  return run<siam::Cpu>(o);
 }
 
 }  // namespace
