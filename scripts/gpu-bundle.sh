@@ -17,4 +17,24 @@ for b in "${bins[@]}"; do
   ldd "$b" | awk '$3 ~ /^\// {print $3}'
 done | sort -u | grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so|libcuda|libcudart|libcublas|libnvidia' |
   while read -r lib; do cp -L "$lib" "$out/lib/"; done
+# The example draws with PLplot, which loads its cairo driver at run time and needs its
+# data files and a font: bring those too (found through pkg-config, not guessed).
+if [ -x "$build/examples/mnist_siamese/mnist_siamese" ]; then
+  libdir=$(pkg-config --variable=libdir plplot)
+  drv=$(pkg-config --variable=drvdir plplot)
+  data=$(ls -d "${libdir%/lib*}"/share/plplot[0-9]* | head -1)
+  mkdir -p "$out/plplot/drivers" "$out/plplot/data" "$out/fonts"
+  cp "$drv"/cairo.* "$out/plplot/drivers/"
+  cp -r "$data"/. "$out/plplot/data/"
+  ldd "$drv/cairo.so" | awk '$3 ~ /^\// {print $3}' |
+    grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so' |
+    while read -r lib; do cp -nL "$lib" "$out/lib/"; done
+  font=$(fc-match -f '%{file}' sans 2>/dev/null || true)
+  [ -n "$font" ] && cp "$font" "$out/fonts/"
+  cat >"$out/fonts/fonts.conf" <<'CONF'
+<?xml version="1.0"?>
+<!DOCTYPE fontconfig SYSTEM "fonts.dtd">
+<fontconfig><dir prefix="relative">.</dir><cachedir>/tmp/siam-fontcache</cachedir></fontconfig>
+CONF
+fi
 echo "gpu-bundle: $(ls "$out" | grep -vc lib) binaries, $(ls "$out/lib" | wc -l) libraries, $(du -sh "$out" | cut -f1)"
