@@ -93,9 +93,10 @@ __global__ void sum_cols(T* out, index_t rows, index_t cols, K k, bool accumulat
   if (threadIdx.x == 0) out[r] = accumulate ? out[r] + total : total;
 }
 
-// Sum of all, first level: block b sums its strided share into partial[b].
+// Sum of all, first level: block b sums its strided share into partial[b] (with one
+// block, partial is the output and `accumulate` applies).
 template <class T, class K>
-__global__ void sum_all_partial(T* partial, index_t rows, index_t cols, K k) {
+__global__ void sum_all_partial(T* partial, index_t rows, index_t cols, K k, bool accumulate) {
   const index_t n = rows * cols;
   T acc = 0;
   for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < n;
@@ -104,7 +105,7 @@ __global__ void sum_all_partial(T* partial, index_t rows, index_t cols, K k) {
     acc += k(r, i - r * cols);
   }
   const T total = block_sum(acc);
-  if (threadIdx.x == 0) partial[blockIdx.x] = total;
+  if (threadIdx.x == 0) partial[blockIdx.x] = accumulate ? partial[blockIdx.x] + total : total;
 }
 // Second level: one block adds the partials in a fixed order.
 template <class T>
@@ -222,9 +223,14 @@ struct Cuda {
   static void sum_all(T* out, index_t rows, index_t cols, const K& k, bool accumulate) {
     namespace dk = detail::kernels;
     const index_t n = rows * cols;
-    const int parts = n == 0 ? 1 : std::min(dk::grid_for(n), 1024);
+    if (n <= small_reduction) {  // one block, one launch: the loss, biases, small tensors
+      dk::sum_all_partial<<<1, dk::block, 0, cuda::stream()>>>(out, rows, cols, k, accumulate);
+      dk::check_launch("sum_all kernel");
+      return;
+    }
+    const int parts = std::min(dk::grid_for(n), 1024);
     T* partial = allocate<T>(parts);
-    dk::sum_all_partial<<<parts, dk::block, 0, cuda::stream()>>>(partial, rows, cols, k);
+    dk::sum_all_partial<<<parts, dk::block, 0, cuda::stream()>>>(partial, rows, cols, k, false);
     dk::check_launch("sum_all kernel");
     dk::sum_all_final<<<1, dk::block, 0, cuda::stream()>>>(out, partial, parts, accumulate);
     dk::check_launch("sum_all final kernel");
@@ -257,6 +263,8 @@ struct Cuda {
   }
 
  private:
+  static constexpr index_t small_reduction = 1 << 16;
+
   template <class T, class K>
   static void launch_sum_rows(T* out, T* dst, index_t rows, index_t cols, const K& k,
                               bool accumulate) {
