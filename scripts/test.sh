@@ -5,6 +5,7 @@
 #   sanitize   Debug + AddressSanitizer/UndefinedBehaviorSanitizer, the CPU tests
 #   package    cmake --install, then a downstream project via find_package, one via
 #              add_subdirectory, and a plain compile with only include paths
+#   valgrind   a short mnist_siamese run under memcheck
 #   fuzz       the IDX reader and the archive decoder under libFuzzer, 60 s each
 # Installs its own Debian dependencies first. Build trees go under build/ci/.
 set -euo pipefail
@@ -42,6 +43,15 @@ cmake -S tests/downstream -B $root/down-sub -DSIAM_SOURCE_DIR="$PWD" >/dev/null
 cmake --build $root/down-sub -j"$jobs" && $root/down-sub/downstream
 c++ -std=c++20 -O1 -I"$PWD/$root/prefix/include" -I/usr/include/eigen3 \
   tests/downstream/main.cpp -o $root/plain-compile && $root/plain-compile
+
+section "valgrind: a short end-to-end run under memcheck (no -march=native: no AVX-512)"
+cmake -S . -B $root/valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIAM_NATIVE=OFF -DSIAM_CUDA=OFF \
+  -DSIAM_BUILD_TESTS=OFF -DSIAM_BUILD_BENCHMARKS=OFF >/dev/null
+cmake --build $root/valgrind -j"$jobs" --target mnist_siamese
+rm -rf $root/valgrind-out
+valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+  $root/valgrind/examples/mnist_siamese/mnist_siamese --train-size 100 --test-size 20 \
+  --batch-pairs 10 --iterations 3 --eval-every 3 --threads 1 --out $root/valgrind-out >/dev/null
 
 section "fuzz: IDX reader and archive decoder under libFuzzer + ASan/UBSan"
 scripts/fuzz.sh "${SIAM_FUZZ_SECONDS:-60}"

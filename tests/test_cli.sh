@@ -76,6 +76,16 @@ printf '\x00\x00\x08\x01\x00\x00\x00\x02\x01\x02' >"$tmp/corrupt/t10k-labels-idx
 expect_bad "t10k-images-idx3-ubyte" --data "$tmp/corrupt"
 mkdir -p "$tmp/empty"
 expect_bad "missing" --data "$tmp/empty"
+# unreadable input: the images "file" is a directory
+mkdir -p "$tmp/dirfile/t10k-images-idx3-ubyte"
+: >"$tmp/dirfile/t10k-labels-idx1-ubyte"
+expect_bad "t10k-images-idx3-ubyte" --data "$tmp/dirfile"
+# unwritable output: --out below a regular file
+: >"$tmp/plainfile"
+"$bin" "${small[@]}" --iterations 1 --out "$tmp/plainfile/out" >/dev/null 2>"$tmp/unwritable.err"
+rc=$?
+check "unwritable --out is an error (rc $rc: $(cat "$tmp/unwritable.err"))" \
+  test $rc -ne 0 -a "$(wc -l <"$tmp/unwritable.err")" -eq 1
 
 # ---- end to end on synthetic digits: every output, sensible metrics, falling loss
 e2e="$tmp/e2e"

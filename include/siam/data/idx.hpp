@@ -28,6 +28,7 @@
 
 #include "siam/data/dataset.hpp"
 #include "siam/error.hpp"
+#include "siam/io/file.hpp"
 
 namespace siam::data {
 
@@ -299,51 +300,8 @@ inline std::vector<std::uint8_t> decode_idx_labels(std::span<const std::uint8_t>
   return std::vector<std::uint8_t>(src, src + std::min(h.count, max_items));
 }
 
-inline std::vector<std::uint8_t> read_file_bytes(const std::filesystem::path& path,
-                                                 const char* op) {
-  const std::string name = path.string();
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec))
-    throw io_error(std::string(op) + ": " + name + ": is a directory, not a file");
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw io_error(std::string(op) + ": " + name + ": cannot open (missing or unreadable)");
-  f.seekg(0, std::ios::end);
-  const std::streamoff size = f.tellg();
-  if (size < 0) throw io_error(std::string(op) + ": " + name + ": cannot determine the size");
-  f.seekg(0, std::ios::beg);
-  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));  // the real size on disk
-  if (size > 0 && !f.read(reinterpret_cast<char*>(bytes.data()), size))
-    throw io_error(std::string(op) + ": " + name + ": read error");
-  return bytes;
-}
-
 // Writes bytes to path + ".tmp" and renames it over path, so that a reader never
 // sees a half-written file.
-inline void write_file_atomic(const std::filesystem::path& path,
-                              std::span<const std::uint8_t> bytes) {
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw io_error("write_idx: " + path.string() + ": cannot create " + tmp.string());
-    f.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
-    f.flush();
-    if (!f) {
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      throw io_error("write_idx: " + path.string() + ": write error");
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
-    throw io_error("write_idx: " + path.string() +
-                   ": cannot rename the temporary file: " + ec.message());
-  }
-}
 
 // Deterministic gzip (zlib leaves the header's timestamp at zero).
 inline std::vector<std::uint8_t> gzip_bytes(std::span<const std::uint8_t> in,
@@ -418,7 +376,7 @@ inline std::vector<std::uint8_t> read_idx_labels_bytes(std::span<const std::uint
 /// cannot be read or is malformed; see read_idx_images_bytes.
 inline IdxImages read_idx_images(const std::filesystem::path& path,
                                  std::size_t max_items = idx_all_items) {
-  const auto bytes = detail::read_file_bytes(path, "read_idx");
+  const auto bytes = io::read_file(path, "read_idx");
   return read_idx_images_bytes(bytes, path.string(), max_items);
 }
 
@@ -427,7 +385,7 @@ inline IdxImages read_idx_images(const std::filesystem::path& path,
 inline std::vector<std::uint8_t> read_idx_labels(const std::filesystem::path& path,
                                                  unsigned max_label = 9,
                                                  std::size_t max_items = idx_all_items) {
-  const auto bytes = detail::read_file_bytes(path, "read_idx");
+  const auto bytes = io::read_file(path, "read_idx");
   return read_idx_labels_bytes(bytes, path.string(), max_label, max_items);
 }
 
@@ -488,8 +446,8 @@ inline void write_idx(const std::filesystem::path& images_path,
     im = detail::gzip_bytes(im, images_path.string());
     lb = detail::gzip_bytes(lb, labels_path.string());
   }
-  detail::write_file_atomic(images_path, im);
-  detail::write_file_atomic(labels_path, lb);
+  io::write_file_atomic(images_path, im);
+  io::write_file_atomic(labels_path, lb);
 }
 
 /// The standard MNIST split read from a directory; note says which files and

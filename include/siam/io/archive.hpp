@@ -13,7 +13,6 @@
 
 #include <zlib.h>
 
-#include <unistd.h>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -23,6 +22,7 @@
 #include <vector>
 
 #include "siam/error.hpp"
+#include "siam/io/file.hpp"
 
 namespace siam::io {
 
@@ -175,40 +175,13 @@ inline std::vector<Record> decode(const unsigned char* data, std::size_t size,
   return records;
 }
 
-/// Writes bytes atomically: temporary file, flush, fsync, rename.
-inline void write_file_atomic(const std::filesystem::path& path,
-                              const std::vector<unsigned char>& bytes) {
-  const auto tmp = path.string() + ".tmp-" + std::to_string(::getpid());
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw io_error(path.string() + ": cannot write (" + std::strerror(errno) + ")");
-  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() &&
-                  std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
-  const bool closed = std::fclose(f) == 0;
-  std::error_code ec;
-  if (!ok || !closed) {
-    std::filesystem::remove(tmp, ec);
-    throw io_error(path.string() + ": write failed (" + std::strerror(errno) + ")");
-  }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp, ec);
-    throw io_error(path.string() + ": cannot rename the temporary file into place");
-  }
-}
-
 inline void save_archive(const std::filesystem::path& path, const std::vector<Record>& records) {
   write_file_atomic(path, encode(records));
 }
 
 /// Reads a whole archive; the file size bounds every allocation.
 inline std::vector<Record> load_archive(const std::filesystem::path& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) throw io_error(path.string() + ": cannot open for reading");
-  const auto size = static_cast<std::size_t>(f.tellg());
-  f.seekg(0);
-  std::vector<unsigned char> bytes(size);
-  if (size && !f.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size)))
-    throw io_error(path.string() + ": read failed");
+  const auto bytes = read_file(path, "load");
   return decode(bytes.data(), bytes.size(), path.string());
 }
 
