@@ -131,6 +131,35 @@ TEST_CASE("gradient: contrastive loss, both hinge branches, near the margin, d =
         {big1, big2}, 1e-5, 1e-4);
 }
 
+TEST_CASE("gradient: the stacked contrastive loss equals the sliced one") {
+  Rng rng(17);
+  const index_t n = 5, d = 3;
+  Tensor f = random(Shape{2 * n, d}, rng);
+  Tensor labels = Tensor::from(Shape{n}, {1, 0, 0, 1, 0});
+  for (double margin : {0.3, 3.0})
+    for (auto red : {Reduction::sum, Reduction::mean}) {
+      check([&](Tape& t, VarList& v) { return contrastive_loss_stacked(v[0], t.constant(labels), {margin, red}); },
+            {f});
+      Tape t1, t2;
+      Parameter<double, Cpu> p1("f", Tensor(f)), p2("f", Tensor(f));
+      auto l1 = contrastive_loss_stacked(t1.param(p1), t1.constant(labels), {margin, red});
+      auto l2 = contrastive_loss(slice_rows(t2.param(p2), 0, n), slice_rows(t2.param(p2), n, n),
+                                 t2.constant(labels), {margin, red});
+      CHECK(l1.value().item() == doctest::Approx(l2.value().item()).epsilon(1e-14));
+      t1.backward(l1);
+      t2.backward(l2);
+      const auto g1 = p1.gradient().to_vector(), g2 = p2.gradient().to_vector();
+      for (std::size_t i = 0; i < g1.size(); ++i) CHECK(g1[i] == doctest::Approx(g2[i]).epsilon(1e-12));
+    }
+  using gradcheck::check_throws_identically;
+  check_throws_identically<shape_error>(
+      [&](Tape& t, VarList& v) { return contrastive_loss_stacked(v[0], t.constant(labels)); },
+      {Tensor(Shape{7, 2})});
+  check_throws_identically<shape_error>(
+      [&](Tape& t, VarList& v) { return contrastive_loss_stacked(v[0], t.constant(labels)); },
+      {Tensor(Shape{8, 2})});
+}
+
 TEST_CASE("contrastive loss: value by hand, and errors thrown identically") {
   // pair 0 similar with d^2 = 3^2 + 4^2 + 1e-6; pair 1 dissimilar, d = 0.1 < margin 0.3
   Tensor f1 = Tensor::from(Shape{2, 2}, {3, 4, 0, 0}),

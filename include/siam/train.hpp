@@ -94,9 +94,7 @@ class SiameseTrainer {
     tape_.reset();
     adam_.zero_grad();
     Var<T, B> f = net_.forward(tape_.constant(batch_));
-    const auto np = static_cast<index_t>(n);
-    loss_ = contrastive_loss(slice_rows(f, 0, np), slice_rows(f, np, np), tape_.constant(labels_),
-                             {cfg_.margin, cfg_.reduction, false});
+    loss_ = contrastive_loss_stacked(f, tape_.constant(labels_), {cfg_.margin, cfg_.reduction, false});
     tape_.backward(loss_);
     if (cfg_.check_finite) check_finite();
     adam_.step();

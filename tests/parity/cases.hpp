@@ -145,6 +145,11 @@ Outputs run_all() {
                   return contrastive_loss(v[0], v[1], t.constant(y), {margin});
                 });
   }
+  {
+    Tf y = Tf::from(Shape{6}, {1, 0, 1, 0, 0, 1});
+    grad_case("contrastive_stacked", {random<B>(Shape{12, 2}, 34)},
+              [&y](Tp& t, V& v) { return contrastive_loss_stacked(v[0], t.constant(y), {0.3}); });
+  }
   // ---- Adam, three steps with fixed gradients
   {
     Parameter<float, B> p("p", random<B>(Shape{100, 7}, 40));

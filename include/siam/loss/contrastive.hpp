@@ -94,3 +94,68 @@ Var<T, B> contrastive_loss(Var<T, B> f1, Var<T, B> f2, Var<T, B> labels,
 }
 
 }  // namespace siam
+
+namespace siam {
+
+/// The contrastive loss of a stacked batch F [2N x D]: rows 0..N-1 are the first images
+/// of the N pairs, rows N..2N-1 the second ones (how a Siamese trainer runs both
+/// branches as one batch). Same value and gradient as
+/// contrastive_loss(slice_rows(F, 0, N), slice_rows(F, N, N), labels), in fewer passes:
+/// dF[0:N) += dL c (F1 - F2) and dF[N:2N) -= dL c (F1 - F2), written straight into dF.
+template <class T, class B>
+Var<T, B> contrastive_loss_stacked(Var<T, B> f, Var<T, B> labels, ContrastiveOptions opt = {}) {
+  const Shape s = f.shape();
+  if (s.rank() != 2 || s.rows() % 2 != 0)
+    throw shape_error("contrastive_loss_stacked: features " + s.str() +
+                      " must be a 2N x D matrix (N first images, then N second images)");
+  const index_t n = s.rows() / 2;
+  const Shape sl = labels.shape();
+  if (sl.size() != n || !(sl.rank() == 1 || sl.cols() == 1))
+    throw shape_error("contrastive_loss_stacked: labels " + sl.str() + " do not match " +
+                      std::to_string(n) + " pairs of features " + s.str());
+  if (!(opt.margin > 0))
+    throw value_error("contrastive_loss_stacked: margin must be > 0, got " + std::to_string(opt.margin));
+  if (opt.check_labels) {
+    const auto host = labels.value().to_vector();
+    check_pair_labels(host.data(), n);
+  }
+  auto& t = f.tape();
+  const T m = static_cast<T>(opt.margin);
+  const T scale = opt.reduction == Reduction::sum ? T(0.5) : T(0.5) / static_cast<T>(n ? n : 1);
+  Var<T, B> d = t.make(Shape{n, 1}, false);
+  Var<T, B> c = t.make(Shape{n, 1}, false);
+  const View<T, B> fv = f.value();
+  View<T, B> dv = d.value();
+  dv = sum_cols(square(fv.row_slice(0, n) - fv.row_slice(n, n)));
+  dv = sqrt(dv + static_cast<T>(detail::contrastive_eps));
+  const View<T, B> y(labels.value().data(), Shape{n, 1});
+  Var<T, B> loss = t.make(Shape{1}, f.requires_grad());
+  loss.value() = sum_all(scale * (y * square(dv) + (T(1) - y) * square(relu(m - dv))));
+  t.record(
+      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& nd) {
+        const View<T, B> fv = t.value(nd.in[0]), dv = t.value(nd.in[2]);
+        const index_t n = dv.rows();
+        const View<T, B> y(t.value(nd.in[1]).data(), Shape{n, 1});
+        const T m = nd.s[0], scale = nd.s[1];
+        View<T, B> c = t.value(nd.in[3]);
+        c = (T(2) * scale) * broadcast_scalar(t.out_grad(nd), c.shape()) *
+            (y - (T(1) - y) * relu(m - dv) / dv);
+        if (!t.requires_grad(nd.in[0])) return;
+        bool acc;
+        View<T, B> g = t.grad_for_write(nd.in[0], acc);
+        const auto f1 = fv.row_slice(0, n), f2 = fv.row_slice(n, n);
+        const index_t cols = fv.cols();
+        auto top = g.row_slice(0, n), bottom = g.row_slice(n, n);
+        if (acc) {
+          top += broadcast_cols(c, cols) * (f1 - f2);
+          bottom += broadcast_cols(c, cols) * (f2 - f1);
+        } else {
+          top = broadcast_cols(c, cols) * (f1 - f2);
+          bottom = broadcast_cols(c, cols) * (f2 - f1);
+        }
+      },
+      loss, {f.id(), labels.id(), d.id(), c.id()}, m, scale);
+  return loss;
+}
+
+}  // namespace siam
