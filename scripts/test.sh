@@ -50,6 +50,7 @@ cmake -S . -B $root/valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIAM_NATIVE=OFF
 cmake --build $root/valgrind -j"$jobs" --target mnist_siamese
 rm -rf $root/valgrind-out
 valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+  --suppressions=tests/valgrind.supp \
   $root/valgrind/examples/mnist_siamese/mnist_siamese --train-size 100 --test-size 20 \
   --batch-pairs 10 --iterations 3 --eval-every 3 --threads 1 --out $root/valgrind-out >/dev/null
 

@@ -308,4 +308,51 @@ void fused(const Assignment<T, B, E>&... a) {
   B::template assign_fused<T>(n, std::pair{a.dst.data(), a.e.kernel()}...);
 }
 
+/// The (destination, kernel) pairs of one fused multi-assignment as a plain recursive
+/// struct, so a device kernel can run it (std::tuple is not usable in device code).
+template <class... P>
+struct PairList {
+  SIAM_HD void run(index_t) const {}
+};
+template <class P, class... R>
+struct PairList<P, R...> {
+  P head;
+  PairList<R...> tail;
+  SIAM_HD void run(index_t i) const {
+    head.first[i] = head.second(0, i);
+    tail.run(i);
+  }
+};
+
+inline PairList<> make_pair_list() { return {}; }
+template <class H, class... R>
+PairList<H, R...> make_pair_list(H h, R... r) {
+  return {h, make_pair_list(r...)};
+}
+
+/// One fused multi-assignment of n elements, packaged for fused_batch().
+template <class PL>
+struct FusedGroup {
+  index_t n;
+  PL pairs;
+};
+
+/// Packages assignments like fused() does, without running them.
+template <class T, class B, class... E>
+[[nodiscard]] auto fused_group(const Assignment<T, B, E>&... a) {
+  const index_t n = (a.dst.size(), ...);
+  if (((a.dst.size() != n) || ...))
+    throw shape_error("fused_group: all destinations must have the same size");
+  auto pairs = make_pair_list(std::pair{a.dst.data(), a.e.kernel()}...);
+  return FusedGroup<decltype(pairs)>{n, pairs};
+}
+
+/// Runs several groups of the same expression types over different tensors as one
+/// batch: one pass per group on the CPU, ONE kernel launch for all on a GPU (Adam
+/// updates every parameter of a network this way).
+template <class T, class B, class G>
+void fused_batch(const G* groups, std::size_t count) {
+  B::template assign_fused_batch<T>(groups, count);
+}
+
 }  // namespace siam

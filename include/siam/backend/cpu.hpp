@@ -109,6 +109,19 @@ struct Cpu {
     });
   }
 
+  /// Runs each group (a FusedGroup of tensor.hpp) as assign_fused does.
+  template <class T, class G>
+  static void assign_fused_batch(const G* groups, std::size_t count) {
+    for (std::size_t gi = 0; gi < count; ++gi) {
+      const G& g = groups[gi];
+      for_each_task((g.n + chunk - 1) / chunk, g.n >= parallel_threshold, [&](index_t t) {
+        const auto pairs = g.pairs;  // local: stores cannot alias the kernels' scalars
+        const index_t e = std::min(g.n, (t + 1) * chunk);
+        SIAM_IVDEP for (index_t c = t * chunk; c < e; ++c) pairs.run(c);
+      });
+    }
+  }
+
   /// out[c] (+)= sum_r k(r, c): the column totals. Threads split the columns, so the
   /// order of additions, and the result, do not depend on the thread count.
   template <class T, class K>

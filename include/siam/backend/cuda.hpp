@@ -45,6 +45,20 @@ __global__ void assign_fused(index_t n, Pairs... p) {
     ((p.first[i] = p.second(0, i)), ...);
 }
 
+// Up to 8 fused groups in one launch: blockIdx.y picks the group.
+template <class G>
+struct GroupArray {
+  static constexpr int capacity = 8;
+  G g[capacity];
+};
+template <class G>
+__global__ void assign_fused_batch(GroupArray<G> a) {
+  const G& g = a.g[blockIdx.y];
+  for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < g.n;
+       i += index_t(gridDim.x) * blockDim.x)
+    g.pairs.run(i);
+}
+
 // Column totals. A block of 32 x 8 threads owns 32 columns; its 8 thread rows stride
 // down the rows, then combine in shared memory. Optionally also stores the values.
 template <class T, class K>
@@ -198,6 +212,25 @@ struct Cuda {
     namespace dk = detail::kernels;
     dk::assign_fused<T><<<dk::grid_for(n), dk::block, 0, cuda::stream()>>>(n, pairs...);
     dk::check_launch("fused assign kernel");
+  }
+
+  template <class T, class G>
+  static void assign_fused_batch(const G* groups, std::size_t count) {
+    namespace dk = detail::kernels;
+    constexpr std::size_t cap = dk::GroupArray<G>::capacity;
+    for (std::size_t first = 0; first < count; first += cap) {
+      dk::GroupArray<G> a{};
+      const std::size_t k = std::min(cap, count - first);
+      index_t longest = 0;
+      for (std::size_t i = 0; i < k; ++i) {
+        a.g[i] = groups[first + i];
+        longest = std::max(longest, a.g[i].n);
+      }
+      if (longest == 0) continue;
+      const dim3 grid(static_cast<unsigned>(dk::grid_for(longest)), static_cast<unsigned>(k));
+      dk::assign_fused_batch<<<grid, dk::block, 0, cuda::stream()>>>(a);
+      dk::check_launch("fused batch kernel");
+    }
   }
 
   template <class T, class K>

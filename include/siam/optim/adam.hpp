@@ -4,6 +4,7 @@
 // All three updates run as one fused pass over each parameter: no temporaries.
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -45,15 +46,20 @@ class Adam {
     ++t_;
     const double c1 = 1 - std::pow(opt_.beta1, static_cast<double>(t_));
     const double c2 = 1 - std::pow(opt_.beta2, static_cast<double>(t_));
-    const T b1 = T(opt_.beta1), b2 = T(opt_.beta2), lr = T(opt_.lr), eps = T(opt_.eps);
-    const T ic1 = T(1 / c1), ic2 = T(1 / c2);
+    const Coefficients k{T(opt_.beta1), T(opt_.beta2), T(opt_.lr), T(opt_.eps), T(1 / c1),
+                         T(1 / c2)};
+    // Every parameter's update has the same expression type, so they run as one batch
+    // (one kernel launch on a GPU); groups are built in a fixed-size buffer: no allocation.
+    using Group = decltype(update(std::declval<Parameter<T, B>&>(), std::declval<Tensor<T, B>&>(),
+                                  std::declval<Tensor<T, B>&>(), k));
+    std::array<Group, 8> groups;
+    std::size_t n = 0;
     for (std::size_t i = 0; i < params_.size(); ++i) {
-      auto& p = *params_[i];
-      const Tensor<T, B>& g = p.gradient();
-      View<T, B> m = m_[i].view(), v = v_[i].view(), w = p.value.view();
-      fused(assign_to(m, b1 * m + (T(1) - b1) * g),  //
-            assign_to(v, b2 * v + (T(1) - b2) * square(g)),
-            assign_to(w, w - lr * (m * ic1) / (sqrt(v * ic2) + eps)));
+      groups[n++] = update(*params_[i], m_[i], v_[i], k);
+      if (n == groups.size() || i + 1 == params_.size()) {
+        fused_batch<T, B>(groups.data(), n);
+        n = 0;
+      }
     }
   }
 
@@ -64,6 +70,18 @@ class Adam {
   const AdamOptions& options() const { return opt_; }
 
  private:
+  struct Coefficients {
+    T b1, b2, lr, eps, ic1, ic2;  // ic = 1 / bias correction
+  };
+  // m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= lr (m ic1) / (sqrt(v ic2) + eps)
+  static auto update(Parameter<T, B>& p, Tensor<T, B>& m_t, Tensor<T, B>& v_t, const Coefficients& k) {
+    const Tensor<T, B>& g = p.gradient();
+    View<T, B> m = m_t.view(), v = v_t.view(), w = p.value.view();
+    return fused_group(assign_to(m, k.b1 * m + (T(1) - k.b1) * g),
+                       assign_to(v, k.b2 * v + (T(1) - k.b2) * square(g)),
+                       assign_to(w, w - k.lr * (m * k.ic1) / (sqrt(v * k.ic2) + k.eps)));
+  }
+
   std::vector<Parameter<T, B>*> params_;
   AdamOptions opt_;
   std::vector<Tensor<T, B>> m_, v_;
