@@ -37,6 +37,59 @@ void check_pair_labels(const T* labels, index_t n) {
                         std::to_string(labels[i]) + "; pair labels must be 0 or 1");
 }
 
+namespace detail {
+
+// What both forms of the loss share: the checks, the forward pass and the backward's
+// per-pair coefficient. `d` [N x 1] is kept for the backward; `c` [N x 1] is its scratch.
+template <class T, class B>
+struct ContrastiveParts {
+  Var<T, B> d, c, loss;
+  T margin, scale;
+};
+
+template <class T, class B>
+ContrastiveParts<T, B> contrastive_forward(const char* op, Tape<T, B>& t, const View<T, B>& f1,
+                                           const View<T, B>& f2, Var<T, B> labels,
+                                           const ContrastiveOptions& opt, bool requires_grad) {
+  const index_t n = f1.rows();
+  const Shape sl = labels.shape();
+  if (sl.size() != n || !(sl.rank() == 1 || sl.cols() == 1))
+    throw shape_error(std::string(op) + ": labels " + sl.str() + " do not match " +
+                      std::to_string(n) + " pairs of features " + f1.shape().str());
+  if (!(opt.margin > 0))
+    throw value_error(std::string(op) + ": margin must be > 0, got " + std::to_string(opt.margin));
+  if (opt.check_labels) {
+    const auto host = labels.value().to_vector();
+    check_pair_labels(host.data(), n);
+  }
+  const T m = static_cast<T>(opt.margin);
+  const T scale = opt.reduction == Reduction::sum ? T(0.5) : T(0.5) / static_cast<T>(n ? n : 1);
+  ContrastiveParts<T, B> p{t.make(Shape{n, 1}, false), t.make(Shape{n, 1}, false), Var<T, B>{}, m,
+                           scale};
+  View<T, B> dv = p.d.value();
+  dv = sum_cols(square(f1 - f2));
+  dv = sqrt(dv + static_cast<T>(contrastive_eps));
+  const View<T, B> y(labels.value().data(), Shape{n, 1});
+  p.loss = t.make(Shape{1}, requires_grad);
+  p.loss.value() = sum_all(scale * (y * square(dv) + (T(1) - y) * square(relu(m - dv))));
+  return p;
+}
+
+// c_i = 2 s dL [y_i - (1 - y_i) max(m - d_i, 0) / d_i], written into the scratch slot.
+template <class T, class B>
+View<T, B> contrastive_coefficients(Tape<T, B>& t, const typename Tape<T, B>::Node& nd,
+                                    std::uint32_t labels, std::uint32_t d, std::uint32_t c) {
+  const View<T, B> dv = t.value(d);
+  const View<T, B> y(t.value(labels).data(), Shape{dv.rows(), 1});
+  const T m = nd.s[0], scale = nd.s[1];
+  View<T, B> cv = t.value(c);
+  cv = (T(2) * scale) * broadcast_scalar(t.out_grad(nd), cv.shape()) *
+       (y - (T(1) - y) * relu(m - dv) / dv);
+  return cv;
+}
+
+}  // namespace detail
+
 /// The contrastive loss of feature batches f1, f2 [N x D] with labels [N] or [N x 1].
 /// Throws shape_error on mismatched shapes, value_error on a label other than 0/1 or
 /// margin <= 0. The result has one element.
@@ -44,64 +97,29 @@ template <class T, class B>
 Var<T, B> contrastive_loss(Var<T, B> f1, Var<T, B> f2, Var<T, B> labels,
                            ContrastiveOptions opt = {}) {
   detail::require_same_tape("contrastive_loss", f1, f2);
-  const Shape s1 = f1.shape(), s2 = f2.shape(), sl = labels.shape();
+  const Shape s1 = f1.shape(), s2 = f2.shape();
   if (!(s1 == s2) || s1.rank() != 2)
     throw shape_error("contrastive_loss: features " + s1.str() + " and " + s2.str() +
                       " must be two N x D matrices of the same shape");
-  const index_t n = s1.rows();
-  if (sl.size() != n || !(sl.rank() == 1 || sl.cols() == 1))
-    throw shape_error("contrastive_loss: labels " + sl.str() + " do not match " +
-                      std::to_string(n) + " pairs of features " + s1.str());
-  if (!(opt.margin > 0))
-    throw value_error("contrastive_loss: margin must be > 0, got " + std::to_string(opt.margin));
-  if (opt.check_labels) {
-    if constexpr (B::is_host)
-      check_pair_labels(labels.value().data(), n);
-    else {
-      const auto host = labels.value().to_vector();
-      check_pair_labels(host.data(), n);
-    }
-  }
   auto& t = f1.tape();
-  const T m = static_cast<T>(opt.margin);
-  const T scale = opt.reduction == Reduction::sum ? T(0.5) : T(0.5) / static_cast<T>(n ? n : 1);
-
-  // d [N x 1] is kept for the backward pass; c [N x 1] is its scratch space.
-  Var<T, B> d = t.make(Shape{n, 1}, false);
-  Var<T, B> c = t.make(Shape{n, 1}, false);
-  View<T, B> dv = d.value();
-  dv = sum_cols(square(f1.value() - f2.value()));
-  dv = sqrt(dv + static_cast<T>(detail::contrastive_eps));
-  const View<T, B> y(labels.value().data(), Shape{n, 1});
-  Var<T, B> loss = t.make(Shape{1}, detail::any_grad({f1, f2}));
-  loss.value() = sum_all(scale * (y * square(dv) + (T(1) - y) * square(relu(m - dv))));
+  auto p = detail::contrastive_forward("contrastive_loss", t, f1.value(), f2.value(), labels, opt,
+                                       detail::any_grad({f1, f2}));
   t.record(
       +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+        const View<T, B> c = detail::contrastive_coefficients(t, n, n.in[2], n.in[3], n.in[4]);
         const View<T, B> f1 = t.value(n.in[0]), f2 = t.value(n.in[1]);
-        const View<T, B> dv = t.value(n.in[3]);
-        const index_t rows = dv.rows();
-        const View<T, B> y(t.value(n.in[2]).data(), Shape{rows, 1});
-        const T m = n.s[0], scale = n.s[1];
-        View<T, B> c = t.value(n.in[4]);
-        c = (T(2) * scale) * broadcast_scalar(t.out_grad(n), c.shape()) *
-            (y - (T(1) - y) * relu(m - dv) / dv);
-        const index_t cols = f1.cols();
-        t.accumulate(n.in[0], broadcast_cols(c, cols) * (f1 - f2));
-        t.accumulate(n.in[1], broadcast_cols(c, cols) * (f2 - f1));
+        t.accumulate(n.in[0], broadcast_cols(c, f1.cols()) * (f1 - f2));
+        t.accumulate(n.in[1], broadcast_cols(c, f1.cols()) * (f2 - f1));
       },
-      loss, {f1.id(), f2.id(), labels.id(), d.id(), c.id()}, m, scale);
-  return loss;
+      p.loss, {f1.id(), f2.id(), labels.id(), p.d.id(), p.c.id()}, p.margin, p.scale);
+  return p.loss;
 }
-
-}  // namespace siam
-
-namespace siam {
 
 /// The contrastive loss of a stacked batch F [2N x D]: rows 0..N-1 are the first images
 /// of the N pairs, rows N..2N-1 the second ones (how a Siamese trainer runs both
 /// branches as one batch). Same value and gradient as
 /// contrastive_loss(slice_rows(F, 0, N), slice_rows(F, N, N), labels), in fewer passes:
-/// dF[0:N) += dL c (F1 - F2) and dF[N:2N) -= dL c (F1 - F2), written straight into dF.
+/// dF[0:N) += c (F1 - F2) and dF[N:2N) -= c (F1 - F2), written straight into dF.
 template <class T, class B>
 Var<T, B> contrastive_loss_stacked(Var<T, B> f, Var<T, B> labels, ContrastiveOptions opt = {}) {
   const Shape s = f.shape();
@@ -109,42 +127,19 @@ Var<T, B> contrastive_loss_stacked(Var<T, B> f, Var<T, B> labels, ContrastiveOpt
     throw shape_error("contrastive_loss_stacked: features " + s.str() +
                       " must be a 2N x D matrix (N first images, then N second images)");
   const index_t n = s.rows() / 2;
-  const Shape sl = labels.shape();
-  if (sl.size() != n || !(sl.rank() == 1 || sl.cols() == 1))
-    throw shape_error("contrastive_loss_stacked: labels " + sl.str() + " do not match " +
-                      std::to_string(n) + " pairs of features " + s.str());
-  if (!(opt.margin > 0))
-    throw value_error("contrastive_loss_stacked: margin must be > 0, got " + std::to_string(opt.margin));
-  if (opt.check_labels) {
-    const auto host = labels.value().to_vector();
-    check_pair_labels(host.data(), n);
-  }
   auto& t = f.tape();
-  const T m = static_cast<T>(opt.margin);
-  const T scale = opt.reduction == Reduction::sum ? T(0.5) : T(0.5) / static_cast<T>(n ? n : 1);
-  Var<T, B> d = t.make(Shape{n, 1}, false);
-  Var<T, B> c = t.make(Shape{n, 1}, false);
   const View<T, B> fv = f.value();
-  View<T, B> dv = d.value();
-  dv = sum_cols(square(fv.row_slice(0, n) - fv.row_slice(n, n)));
-  dv = sqrt(dv + static_cast<T>(detail::contrastive_eps));
-  const View<T, B> y(labels.value().data(), Shape{n, 1});
-  Var<T, B> loss = t.make(Shape{1}, f.requires_grad());
-  loss.value() = sum_all(scale * (y * square(dv) + (T(1) - y) * square(relu(m - dv))));
+  auto p = detail::contrastive_forward("contrastive_loss_stacked", t, fv.row_slice(0, n),
+                                       fv.row_slice(n, n), labels, opt, f.requires_grad());
   t.record(
       +[](Tape<T, B>& t, const typename Tape<T, B>::Node& nd) {
-        const View<T, B> fv = t.value(nd.in[0]), dv = t.value(nd.in[2]);
-        const index_t n = dv.rows();
-        const View<T, B> y(t.value(nd.in[1]).data(), Shape{n, 1});
-        const T m = nd.s[0], scale = nd.s[1];
-        View<T, B> c = t.value(nd.in[3]);
-        c = (T(2) * scale) * broadcast_scalar(t.out_grad(nd), c.shape()) *
-            (y - (T(1) - y) * relu(m - dv) / dv);
+        const View<T, B> c = detail::contrastive_coefficients(t, nd, nd.in[1], nd.in[2], nd.in[3]);
         if (!t.requires_grad(nd.in[0])) return;
+        const View<T, B> fv = t.value(nd.in[0]);
+        const index_t n = c.rows(), cols = fv.cols();
+        const auto f1 = fv.row_slice(0, n), f2 = fv.row_slice(n, n);
         bool acc;
         View<T, B> g = t.grad_for_write(nd.in[0], acc);
-        const auto f1 = fv.row_slice(0, n), f2 = fv.row_slice(n, n);
-        const index_t cols = fv.cols();
         auto top = g.row_slice(0, n), bottom = g.row_slice(n, n);
         if (acc) {
           top += broadcast_cols(c, cols) * (f1 - f2);
@@ -154,8 +149,8 @@ Var<T, B> contrastive_loss_stacked(Var<T, B> f, Var<T, B> labels, ContrastiveOpt
           bottom = broadcast_cols(c, cols) * (f2 - f1);
         }
       },
-      loss, {f.id(), labels.id(), d.id(), c.id()}, m, scale);
-  return loss;
+      p.loss, {f.id(), labels.id(), p.d.id(), p.c.id()}, p.margin, p.scale);
+  return p.loss;
 }
 
 }  // namespace siam
