@@ -88,6 +88,20 @@ Outputs run_all() {
       Tf c = matmul(a, b, ta, tb);
       out["matmul." + std::string(ta ? "T" : "N") + (tb ? "T" : "N")] = host(c);
     }
+  // ---- skinny products (a dimension of 2), which the CUDA backend runs without cuBLAS
+  for (auto [m, n, k] : {std::tuple<index_t, index_t, index_t>{360, 2, 1024},
+                         {360, 1024, 2},
+                         {1024, 2, 360},
+                         {7, 3, 5}})
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        Tf a = random<B>(ta ? Shape{k, m} : Shape{m, k}, 12),
+           b = random<B>(tb ? Shape{n, k} : Shape{k, n}, 13);
+        Tf c = matmul(a, b, ta, tb);
+        c += matmul(a, b, ta, tb);  // beta = 1
+        out["matmul.skinny." + std::to_string(m) + "x" + std::to_string(n) + "x" +
+            std::to_string(k) + (ta ? "T" : "N") + (tb ? "T" : "N")] = host(c);
+      }
   // ---- every differentiable op, forward and backward, through a fixed projection
   auto grad_case =
       [&](const std::string& name, std::vector<Tf> inputs,
