@@ -11,6 +11,8 @@
 // (the contrastive loss) are left serial too.
 #include <benchmark/benchmark.h>
 
+#include "bench_common.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -368,26 +370,6 @@ bool verify() {
   return ok;
 }
 
-/// The thread counts to measure: SIAM_BENCH_THREADS="1,2,4" if set, else 1 and all.
-std::vector<int> thread_counts() {
-  std::vector<int> out;
-  if (const char* env = std::getenv("SIAM_BENCH_THREADS")) {
-    for (const char* p = env; *p;) {
-      char* end = nullptr;
-      const long n = std::strtol(p, &end, 10);
-      if (end == p) break;
-      if (n > 0) out.push_back(static_cast<int>(n));
-      p = *end ? end + 1 : end;
-    }
-  }
-  if (out.empty()) {
-    out.push_back(1);
-    const int all = static_cast<int>(std::thread::hardware_concurrency());
-    if (all > 1) out.push_back(all);
-  }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -395,7 +377,7 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::AddCustomContext("omp_max_threads", std::to_string(siam::num_threads()));
   if (!verify()) return 1;
-  for (int t : thread_counts()) {
+  for (int t : bench::thread_counts()) {
     register_pair<BiasRelu>("bias_relu", t);
     register_pair<ReluBackward>("relu_backward_db", t);
     register_pair<AdamCase>("adam_1.86M", t);

@@ -13,6 +13,8 @@
 // The values in effect and the kernels chosen are printed in the benchmark context.
 #include <benchmark/benchmark.h>
 
+#include "bench_common.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -187,28 +189,8 @@ void add_context() {
     benchmark::AddCustomContext(std::string("env_") + v, env_or_unset(v));
 }
 
-/// The thread counts to measure: SIAM_BENCH_THREADS="1,2,4" if set, else 1 and all.
-std::vector<int> thread_counts() {
-  std::vector<int> out;
-  if (const char* env = std::getenv("SIAM_BENCH_THREADS")) {
-    for (const char* p = env; *p;) {
-      char* end = nullptr;
-      const long n = std::strtol(p, &end, 10);
-      if (end == p) break;
-      if (n > 0) out.push_back(static_cast<int>(n));
-      p = *end ? end + 1 : end;
-    }
-  }
-  if (out.empty()) {
-    out.push_back(1);
-    const int all = static_cast<int>(std::thread::hardware_concurrency());
-    if (all > 1) out.push_back(all);
-  }
-  return out;
-}
-
 void register_all() {
-  for (int t : thread_counts()) {
+  for (int t : bench::thread_counts()) {
     for (const GemmCase& g : cases) {
       const std::string suffix = shape_name(g) + "/threads:" + std::to_string(t);
       benchmark::RegisterBenchmark(("gemm_" + std::string(backend) + "/" + suffix).c_str(),

@@ -138,8 +138,11 @@ TEST_CASE("gradient: the stacked contrastive loss equals the sliced one") {
   Tensor labels = Tensor::from(Shape{n}, {1, 0, 0, 1, 0});
   for (double margin : {0.3, 3.0})
     for (auto red : {Reduction::sum, Reduction::mean}) {
-      check([&](Tape& t, VarList& v) { return contrastive_loss_stacked(v[0], t.constant(labels), {margin, red}); },
-            {f});
+      check(
+          [&](Tape& t, VarList& v) {
+            return contrastive_loss_stacked(v[0], t.constant(labels), {margin, red});
+          },
+          {f});
       Tape t1, t2;
       Parameter<double, Cpu> p1("f", Tensor(f)), p2("f", Tensor(f));
       auto l1 = contrastive_loss_stacked(t1.param(p1), t1.constant(labels), {margin, red});
@@ -149,7 +152,8 @@ TEST_CASE("gradient: the stacked contrastive loss equals the sliced one") {
       t1.backward(l1);
       t2.backward(l2);
       const auto g1 = p1.gradient().to_vector(), g2 = p2.gradient().to_vector();
-      for (std::size_t i = 0; i < g1.size(); ++i) CHECK(g1[i] == doctest::Approx(g2[i]).epsilon(1e-12));
+      for (std::size_t i = 0; i < g1.size(); ++i)
+        CHECK(g1[i] == doctest::Approx(g2[i]).epsilon(1e-12));
     }
   using gradcheck::check_throws_identically;
   check_throws_identically<shape_error>(

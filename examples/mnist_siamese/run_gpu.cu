@@ -5,7 +5,9 @@
 
 namespace mnist_siamese {
 
-int run_gpu(const Options& o) { return run<siam::Cuda>(o); }
+int run_gpu(const Options& o) {
+  return run<siam::Cuda>(o);
+}
 
 std::string gpu_unavailable_reason() {
   try {

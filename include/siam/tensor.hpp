@@ -324,7 +324,9 @@ struct PairList<P, R...> {
   }
 };
 
-inline PairList<> make_pair_list() { return {}; }
+inline PairList<> make_pair_list() {
+  return {};
+}
 template <class H, class... R>
 PairList<H, R...> make_pair_list(H h, R... r) {
   return {h, make_pair_list(r...)};

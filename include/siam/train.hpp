@@ -94,7 +94,8 @@ class SiameseTrainer {
     tape_.reset();
     adam_.zero_grad();
     Var<T, B> f = net_.forward(tape_.constant(batch_));
-    loss_ = contrastive_loss_stacked(f, tape_.constant(labels_), {cfg_.margin, cfg_.reduction, false});
+    loss_ =
+        contrastive_loss_stacked(f, tape_.constant(labels_), {cfg_.margin, cfg_.reduction, false});
     tape_.backward(loss_);
     if (cfg_.check_finite) check_finite();
     adam_.step();

@@ -46,8 +46,8 @@ class Adam {
     ++t_;
     const double c1 = 1 - std::pow(opt_.beta1, static_cast<double>(t_));
     const double c2 = 1 - std::pow(opt_.beta2, static_cast<double>(t_));
-    const Coefficients k{T(opt_.beta1), T(opt_.beta2), T(opt_.lr), T(opt_.eps), T(1 / c1),
-                         T(1 / c2)};
+    const Coefficients k{T(opt_.beta1), T(opt_.beta2), T(opt_.lr),
+                         T(opt_.eps),   T(1 / c1),     T(1 / c2)};
     // Every parameter's update has the same expression type, so they run as one batch
     // (one kernel launch on a GPU); groups are built in a fixed-size buffer: no allocation.
     using Group = decltype(update(std::declval<Parameter<T, B>&>(), std::declval<Tensor<T, B>&>(),
@@ -74,7 +74,8 @@ class Adam {
     T b1, b2, lr, eps, ic1, ic2;  // ic = 1 / bias correction
   };
   // m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= lr (m ic1) / (sqrt(v ic2) + eps)
-  static auto update(Parameter<T, B>& p, Tensor<T, B>& m_t, Tensor<T, B>& v_t, const Coefficients& k) {
+  static auto update(Parameter<T, B>& p, Tensor<T, B>& m_t, Tensor<T, B>& v_t,
+                     const Coefficients& k) {
     const Tensor<T, B>& g = p.gradient();
     View<T, B> m = m_t.view(), v = v_t.view(), w = p.value.view();
     return fused_group(assign_to(m, k.b1 * m + (T(1) - k.b1) * g),
