@@ -9,6 +9,7 @@ packages=(
   zlib1g-dev libpng-dev                  # gzip'd IDX files, archives
   libcli11-dev                           # the example's command line
   libplplot-dev plplot-driver-cairo      # the example's figures (PNG via cairo)
+  fonts-dejavu-core                      # a font for the figures' text
   libopenblas-dev libopenblas0-openmp libblis-dev  # optional BLAS backends
   clang-14 libclang-rt-14-dev            # fuzzing (libFuzzer) and sanitizer runtimes
   valgrind
