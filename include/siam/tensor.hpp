@@ -332,6 +332,16 @@ PairList<H, R...> make_pair_list(H h, R... r) {
   return {h, make_pair_list(r...)};
 }
 
+/// Calls f(pair0, pair1, ...) with the pairs of a PairList as separate arguments.
+template <class F, class... Done>
+void apply_pairs(const PairList<>&, F&& f, const Done&... done) {
+  f(done...);
+}
+template <class F, class H, class... R, class... Done>
+void apply_pairs(const PairList<H, R...>& pl, F&& f, const Done&... done) {
+  apply_pairs(pl.tail, f, done..., pl.head);
+}
+
 /// One fused multi-assignment of n elements, packaged for fused_batch().
 template <class PL>
 struct FusedGroup {

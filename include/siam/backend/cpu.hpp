@@ -115,9 +115,8 @@ struct Cpu {
     for (std::size_t gi = 0; gi < count; ++gi) {
       const G& g = groups[gi];
       for_each_task((g.n + chunk - 1) / chunk, g.n >= parallel_threshold, [&](index_t t) {
-        const auto pairs = g.pairs;  // local: stores cannot alias the kernels' scalars
         const index_t e = std::min(g.n, (t + 1) * chunk);
-        SIAM_IVDEP for (index_t c = t * chunk; c < e; ++c) pairs.run(c);
+        apply_pairs(g.pairs, [&](const auto&... p) { fused_block(t * chunk, e, p...); });
       });
     }
   }
