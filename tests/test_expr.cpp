@@ -207,3 +207,22 @@ TEST_CASE("shape errors name the operation and both shapes") {
   CHECK(message([&] { a.view() = b + b; }).find("[2 x 3] and [3 x 2]") != std::string::npos);
   CHECK_NOTHROW((void)matmul(a, a, false, true));
 }
+
+TEST_CASE("a repeated loss on a reused tape allocates nothing (labels checked in place)") {
+  Rng rng(6);
+  Tf f = random_tensor(Shape{8, 2}, rng), y = Tf::from(Shape{4}, {1, 0, 1, 0});
+  Tape<float, Cpu> tape;
+  Parameter<float, Cpu> p("f", Tf(f));
+  auto step = [&] {
+    tape.reset();
+    p.zero_grad();
+    auto l = contrastive_loss_stacked(tape.param(p), tape.constant(y));  // check_labels on
+    tape.backward(l);
+    return l.value().item();
+  };
+  const float first = step();
+  const long before = alloc_counter::count.load();
+  const float second = step();
+  CHECK(alloc_counter::count.load() - before == 0);
+  CHECK(first == second);
+}

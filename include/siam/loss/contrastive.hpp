@@ -58,9 +58,13 @@ ContrastiveParts<T, B> contrastive_forward(const char* op, Tape<T, B>& t, const 
                       std::to_string(n) + " pairs of features " + f1.shape().str());
   if (!(opt.margin > 0))
     throw value_error(std::string(op) + ": margin must be > 0, got " + std::to_string(opt.margin));
-  if (opt.check_labels) {
-    const auto host = labels.value().to_vector();
-    check_pair_labels(host.data(), n);
+  if (opt.check_labels) {  // on the host in place; a device copies its labels back
+    if constexpr (B::is_host) {
+      check_pair_labels(labels.value().data(), n);
+    } else {
+      const auto host = labels.value().to_vector();
+      check_pair_labels(host.data(), n);
+    }
   }
   const T m = static_cast<T>(opt.margin);
   const T scale = opt.reduction == Reduction::sum ? T(0.5) : T(0.5) / static_cast<T>(n ? n : 1);
