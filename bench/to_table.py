@@ -136,22 +136,23 @@ def pair_table(rows, goal):
     by_name = {clean(b): b for b in rows}
     out = ["| case | threads | loop | expression | loop/expr | >= %.2f | loop/expr, cpu time |" % goal,
            "|---|---:|---:|---:|---:|:---:|---:|"]
-    pairs = []
+    pairs = []  # (case, kind, rest, benchmark); kind "tape": the whole op on a tape
     for name, b in by_name.items():
-        m = re.match(r"(.+)/expr/(.+)$", name)
-        if m and f"{m.group(1)}/loop/{m.group(2)}" in by_name:
-            pairs.append((m, b))
+        m = re.match(r"(.+)/(expr|tape)/(.+)$", name)
+        if m and f"{m.group(1)}/loop/{m.group(3)}" in by_name:
+            pairs.append((m.group(1), m.group(2), m.group(3), b))
     first = {}  # a case's position: its first family_index (registration order)
-    for m, b in pairs:
-        first[m.group(1)] = min(first.get(m.group(1), 1 << 30), b.get("family_index", 0))
-    pairs.sort(key=lambda p: (first[p[0].group(1)], p[0].group(1), threads_of(p[0].group(0))))
-    for m, b in pairs:
-        name = m.group(0)
-        loop = by_name[f"{m.group(1)}/loop/{m.group(2)}"]
+    for case, _, _, b in pairs:
+        first[case] = min(first.get(case, 1 << 30), b.get("family_index", 0))
+    pairs.sort(key=lambda p: (first[p[0]], p[0], p[1], threads_of(p[2])))
+    for case, kind, rest, b in pairs:
+        name = f"{case}/{kind}/{rest}"
+        loop = by_name[f"{case}/loop/{rest}"]
+        label = case + (" (whole tape op)" if kind == "tape" else "")
         te, tl = seconds(b, "real_time"), seconds(loop, "real_time")
         ratio = tl / te
         cpu_ratio = seconds(loop, "cpu_time") / seconds(b, "cpu_time")
-        out.append(f"| {m.group(1)} | {threads_of(name)} | {fmt_time(tl)} | {fmt_time(te)} | "
+        out.append(f"| {label} | {threads_of(name)} | {fmt_time(tl)} | {fmt_time(te)} | "
                    f"{ratio:.2f} | {'yes' if ratio >= goal else '**no**'} | {cpu_ratio:.2f} |")
     return out if pairs else []
 

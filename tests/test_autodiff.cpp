@@ -164,6 +164,68 @@ TEST_CASE("gradient: the stacked contrastive loss equals the sliced one") {
       {Tensor(Shape{8, 2})});
 }
 
+namespace {
+// The CPU backend without its fused contrastive primitives: the loss is then composed
+// from expressions, as on a backend that lacks them.
+struct CpuComposed : Cpu {
+  static void contrastive_forward() = delete;
+  static void contrastive_backward() = delete;
+};
+static_assert(siam::detail::FusedContrastive<Cpu, double>);
+static_assert(!siam::detail::FusedContrastive<CpuComposed, double>);
+
+// Loss and gradients of both forms on backend B: {loss, dF1, dF2, loss, dF (stacked)}.
+// Only f1 needs a gradient when `only_first`; f2 is f1 itself when `same`.
+template <class B>
+std::vector<std::vector<double>> contrastive_on(const Tensor& f, const Tensor& y, double margin,
+                                                Reduction red, bool only_first, bool same) {
+  using TB = siam::Tensor<double, B>;
+  const index_t n = f.rows() / 2;
+  TB fb = TB::from(f.shape(), f.to_vector()), yb = TB::from(y.shape(), y.to_vector());
+  Parameter<double, B> p1("f1", TB(fb.row_slice(0, n))), p2("f2", TB(fb.row_slice(n, n)));
+  Parameter<double, B> ps("f", TB(fb));
+  siam::Tape<double, B> t, ts;
+  auto v1 = t.param(p1);
+  auto v2 = same ? v1 : only_first ? t.constant(p2.value) : t.param(p2);
+  auto l = siam::contrastive_loss(v1, v2, t.constant(yb), {margin, red});
+  t.backward(l + l);  // an incoming gradient other than 1
+  auto ls = siam::contrastive_loss_stacked(ts.param(ps), ts.constant(yb), {margin, red});
+  ts.backward(ls);
+  std::vector<double> g2 = (same || only_first) ? std::vector<double>{} : p2.gradient().to_vector();
+  return {l.value().to_vector(), p1.gradient().to_vector(), g2, ls.value().to_vector(),
+          ps.gradient().to_vector()};
+}
+}  // namespace
+
+TEST_CASE("contrastive loss: the fused CPU primitives equal the composed expressions") {
+  Rng rng(18);
+  const index_t n = 7, d = 3;
+  Tensor f = random(Shape{2 * n, d}, rng, -0.3, 0.3);
+  Tensor y = Tensor::from(Shape{n}, {1, 0, 0, 1, 0, 1, 0});
+  for (double margin : {0.3, 3.0})
+    for (auto red : {Reduction::sum, Reduction::mean})
+      for (int variant = 0; variant < 3; ++variant) {
+        CAPTURE(margin);
+        CAPTURE(variant);
+        const auto a = contrastive_on<Cpu>(f, y, margin, red, variant == 1, variant == 2);
+        const auto b = contrastive_on<CpuComposed>(f, y, margin, red, variant == 1, variant == 2);
+        REQUIRE(a.size() == b.size());
+        for (std::size_t k = 0; k < a.size(); ++k) {
+          REQUIRE(a[k].size() == b[k].size());
+          for (std::size_t i = 0; i < a[k].size(); ++i)
+            CHECK(a[k][i] == doctest::Approx(b[k][i]).epsilon(1e-12).scale(1));
+        }
+        if (variant == 2)  // f and f: the two contributions cancel exactly
+          for (double g : a[1])
+            CHECK(g == 0.0);
+      }
+  // empty batches: zero loss, nothing to write
+  Tensor none(Shape{0, d}), no_labels(Shape{0});
+  const auto e = contrastive_on<Cpu>(none, no_labels, 0.3, Reduction::sum, false, false);
+  CHECK(e[0] == std::vector<double>{0.0});
+  CHECK(e[1].empty());
+}
+
 TEST_CASE("contrastive loss: value by hand, and errors thrown identically") {
   // pair 0 similar with d^2 = 3^2 + 4^2 + 1e-6; pair 1 dissimilar, d = 0.1 < margin 0.3
   Tensor f1 = Tensor::from(Shape{2, 2}, {3, 4, 0, 0}),

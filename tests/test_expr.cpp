@@ -76,6 +76,73 @@ TEST_CASE("broadcasts and reductions match plain loops") {
   CHECK(Tf(sum_rows(empty)).to_vector() == std::vector<float>(5, 0.f));
 }
 
+TEST_CASE("large reductions: right, and bit-identical for any thread count") {
+  // Above the parallel threshold, with more columns than one panel of partial totals.
+  Rng rng(4);
+  const index_t R = 90, C = 2500;
+  const Tf x = random_tensor(Shape{R, C}, rng), h = random_tensor(Shape{R, C}, rng);
+  const Tf prior = random_tensor(Shape{C}, rng);
+  const index_t pairs = 20000;  // pairs x 2 values: above the threshold too
+  const Tf f = random_tensor(Shape{2 * pairs, 2}, rng, -0.3, 0.3);
+  Tf labels(Shape{pairs});
+  for (index_t i = 0; i < labels.size(); ++i)
+    labels[i] = static_cast<float>(i % 3 == 0);
+  struct Run {
+    std::vector<float> rows, acc_rows, masked, mask_rows, all, loss, c, g;
+  };
+  auto run = [&](int threads) {
+    set_num_threads(threads);
+    Run r;
+    r.rows = Tf(sum_rows(x)).to_vector();
+    Tf acc(prior);
+    acc += sum_rows(x);
+    r.acc_rows = acc.to_vector();
+    Tf dz(x), db(Shape{C});  // ReLU backward with the bias gradient, as linear_relu does
+    Cpu::assign_sum_rows(dz.data(), db.data(), R, C, (x * step(h)).kernel(), false);
+    r.masked = dz.to_vector();
+    r.mask_rows = db.to_vector();
+    r.all = Tf(sum_all(x)).to_vector();
+    const index_t n = labels.size();
+    Tf c(Shape{n}), loss(Shape{1}), g(Shape{2 * n, 2});
+    Cpu::contrastive_forward(f.data(), f.data() + 2 * n, labels.data(), n, index_t{2}, 0.3f, 0.5f,
+                             1e-6f, c.data(), loss.data());
+    const float dl = 1.5f;
+    Cpu::contrastive_backward(f.data(), f.data() + 2 * n, c.data(), &dl, n, index_t{2}, g.data(),
+                              false, g.data() + 2 * n, false);
+    r.loss = loss.to_vector();
+    r.c = c.to_vector();
+    r.g = g.to_vector();
+    return r;
+  };
+  const int before = num_threads();
+  const Run one = run(1);
+  for (index_t c = 0; c < C; ++c) {
+    double acc = 0, masked = 0;
+    for (index_t r = 0; r < R; ++r) {
+      acc += x(r, c);
+      masked += h(r, c) > 0 ? x(r, c) : 0.0;
+    }
+    REQUIRE(one.rows[c] == doctest::Approx(acc).epsilon(1e-4));
+    REQUIRE(one.acc_rows[c] == doctest::Approx(acc + prior[c]).epsilon(1e-4));
+    REQUIRE(one.mask_rows[c] == doctest::Approx(masked).epsilon(1e-4));
+  }
+  for (index_t i = 0; i < x.size(); ++i)
+    REQUIRE(one.masked[i] == (h[i] > 0 ? x[i] : 0.f));
+  for (int threads : {2, 3}) {
+    CAPTURE(threads);
+    const Run other = run(threads);
+    CHECK(other.rows == one.rows);
+    CHECK(other.acc_rows == one.acc_rows);
+    CHECK(other.masked == one.masked);
+    CHECK(other.mask_rows == one.mask_rows);
+    CHECK(other.all == one.all);
+    CHECK(other.loss == one.loss);
+    CHECK(other.c == one.c);
+    CHECK(other.g == one.g);
+  }
+  set_num_threads(before);
+}
+
 TEST_CASE("matmul matches a triple loop for every transpose combination") {
   Rng rng(3);
   for (auto [m, n, k] : {std::tuple{1, 1, 1}, std::tuple{5, 7, 3}, std::tuple{64, 33, 129}}) {

@@ -169,7 +169,8 @@ struct Broadcast {
   using value_type = value_t<A>;
   using backend_type = backend_t<A>;
   static constexpr int kind = detail::elementwise;
-  static constexpr bool broadcasts = true;
+  // A scalar broadcast reads the same element at every index, so it evaluates flat.
+  static constexpr bool broadcasts = Mode != 2;
   detail::closure_t<A> a;
   Shape shape_;
   Shape shape() const { return shape_; }

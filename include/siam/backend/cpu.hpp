@@ -14,10 +14,12 @@
 #endif
 #include <Eigen/Core>
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <new>
 #include <tuple>
+#include <type_traits>
 
 #include "siam/detail/config.hpp"
 #include "siam/shape.hpp"
@@ -121,8 +123,8 @@ struct Cpu {
     }
   }
 
-  /// out[c] (+)= sum_r k(r, c): the column totals. Threads split the columns, so the
-  /// order of additions, and the result, do not depend on the thread count.
+  /// out[c] (+)= sum_r k(r, c): the column totals, added in an order fixed by the shape
+  /// alone, so the result does not depend on the thread count.
   template <class T, class K>
   static void sum_rows(T* out, index_t rows, index_t cols, const K& k, bool accumulate) {
     sum_rows_impl(out, rows, cols, k, accumulate, static_cast<T*>(nullptr));
@@ -179,6 +181,66 @@ struct Cpu {
     for (index_t b = 0; b < nblocks; ++b)
       total += partial[b];
     out[0] = accumulate ? out[0] + total : total;
+  }
+
+  /// The contrastive loss of n pairs (rows a_i, b_i of `dim` values, contiguous) with
+  /// labels y, as in loss/contrastive.hpp, in one pass over the pairs:
+  ///   loss[0] = scale * sum_i [y_i d_i^2 + (1 - y_i) max(m - d_i, 0)^2],
+  ///   c[i] = 2 scale [y_i - (1 - y_i) max(m - d_i, 0) / d_i]   (the gradient's coefficient),
+  /// d_i = sqrt(|a_i - b_i|^2 + eps). Pairs are summed in fixed blocks, in order.
+  template <class T>
+  static void contrastive_forward(const T* a, const T* b, const T* y, index_t n, index_t dim,
+                                  T margin, T scale, T eps, T* c, T* loss) {
+    constexpr index_t max_blocks = 64;
+    const index_t block = std::max<index_t>(1024, (n + max_blocks - 1) / max_blocks);
+    const index_t nblocks = n == 0 ? 0 : (n + block - 1) / block;
+    T partial[max_blocks];
+    for_each_task(nblocks, n * dim >= parallel_threshold, [&](index_t blk) {
+      T total = 0;
+      for (index_t i = blk * block, e = std::min(n, i + block); i < e; ++i) {
+        const T* ai = a + i * dim;
+        const T* bi = b + i * dim;
+        T d2 = 0;
+        for (index_t j = 0; j < dim; ++j)
+          d2 += (ai[j] - bi[j]) * (ai[j] - bi[j]);
+        const T d = std::sqrt(d2 + eps);
+        const T hinge = margin - d > T(0) ? margin - d : T(0);
+        total += y[i] * (d * d) + (T(1) - y[i]) * (hinge * hinge);
+        c[i] = T(2) * scale * (y[i] - (T(1) - y[i]) * hinge / d);
+      }
+      partial[blk] = total;
+    });
+    T total = 0;
+    for (index_t blk = 0; blk < nblocks; ++blk)
+      total += partial[blk];
+    loss[0] = scale * total;
+  }
+
+  /// The contrastive loss's backward: ga_i (+)= dl c_i (a_i - b_i) and gb_i (+)= dl c_i
+  /// (b_i - a_i), adding where acc_a / acc_b, skipping a null ga or gb. dl points to the
+  /// loss's incoming gradient.
+  template <class T>
+  static void contrastive_backward(const T* a, const T* b, const T* c, const T* dl, index_t n,
+                                   index_t dim, T* ga, bool acc_a, T* gb, bool acc_b) {
+    const T s = dl[0];
+    auto pass = [&](auto add_a, auto add_b) {
+      for_each_task((n + 1023) / 1024, n * dim >= parallel_threshold, [&](index_t blk) {
+        for (index_t i = blk * 1024, e = std::min(n, i + 1024); i < e; ++i) {
+          const T ci = s * c[i];
+          for (index_t j = i * dim; j < (i + 1) * dim; ++j) {
+            const T g = ci * (a[j] - b[j]);
+            if (ga) ga[j] = add_a ? ga[j] + g : g;
+            if (gb) gb[j] = add_b ? gb[j] - g : -g;
+          }
+        }
+      });
+    };
+    using yes = std::true_type;
+    using no = std::false_type;
+    if (acc_a)
+      acc_b ? pass(yes{}, yes{}) : pass(yes{}, no{});
+    else
+      acc_b ? pass(no{}, yes{}) : pass(no{}, no{});
   }
 
   /// Row-major C[m x n] = alpha op(A)[m x k] op(B)[k x n] + beta C with row strides
@@ -239,38 +301,79 @@ struct Cpu {
       body(i);
   }
 
-  // Column totals (and optionally the values themselves). Each task owns a contiguous
-  // range of columns and walks every row over it, so each column is summed in row order
-  // whatever the number of threads.
+  // first(0..n1-1), then, once every thread is done with it, then(0..n2-1): two phases
+  // in one fork/join.
+  template <class F, class G>
+  static void for_each_task_then(index_t n1, index_t n2, [[maybe_unused]] bool parallel,
+                                 const F& first, const G& then) {
+#if defined(_OPENMP)
+    if (parallel) {
+      SIAM_OMP(parallel) {
+        SIAM_OMP(for schedule(static))
+        for (index_t i = 0; i < n1; ++i)
+          first(i);
+        SIAM_OMP(for schedule(static))
+        for (index_t i = 0; i < n2; ++i)
+          then(i);
+      }
+      return;
+    }
+#endif
+    for (index_t i = 0; i < n1; ++i)
+      first(i);
+    for (index_t i = 0; i < n2; ++i)
+      then(i);
+  }
+
+  // Column totals (and optionally the values themselves). The rows are cut into blocks
+  // whose size depends only on the shape; each task walks whole rows of one block (long
+  // contiguous runs, as a plain loop would) into its own partial totals, which are then
+  // added block by block in order. So the result does not depend on the thread count.
+  // Columns go in panels of at most `panel` so the partials fit a fixed stack buffer.
   template <class T, class K>
   static void sum_rows_impl(T* out, index_t rows, index_t cols, const K& k, bool accumulate,
                             T* dst) {
-    constexpr index_t max_width = 2048;
+    constexpr index_t budget = 32768 / sizeof(T), panel = 1024, max_blocks = 16;
+    alignas(64) T part[budget];
     const bool par = rows * cols >= parallel_threshold;
-    const index_t threads = par ? num_threads() : 1;
-    const index_t width =
-        std::min(max_width, std::max<index_t>(16, ((cols + threads - 1) / threads + 15) / 16 * 16));
-    for_each_task((cols + width - 1) / width, par, [&](index_t t) {
-      const index_t b = t * width, e = std::min(cols, b + width);
-      T acc[max_width];
-      for (index_t c = b; c < e; ++c)
-        acc[c - b] = accumulate ? out[c] : T(0);
-      const K kl = k;
-      for (index_t r = 0; r < rows; ++r) {
-        if (dst) {
-          T* row = dst + r * cols;
-          SIAM_IVDEP for (index_t c = b; c < e; ++c) {
-            const T v = kl(r, c);
-            row[c] = v;
-            acc[c - b] += v;
-          }
-        } else {
-          SIAM_IVDEP for (index_t c = b; c < e; ++c) acc[c - b] += kl(r, c);
-        }
-      }
-      for (index_t c = b; c < e; ++c)
-        out[c] = acc[c - b];
-    });
+    for (index_t c0 = 0; c0 < cols; c0 += panel) {
+      const index_t w = std::min(panel, cols - c0);
+      const index_t nb_max = std::min(max_blocks, budget / w);
+      const index_t rb = std::max<index_t>(4, (rows + nb_max - 1) / nb_max);
+      const index_t nb = rows == 0 ? 0 : (rows + rb - 1) / rb;
+      constexpr index_t strip = 64;  // columns per task of the combining phase
+      const index_t ns = (w + strip - 1) / strip;
+      for_each_task_then(
+          nb, ns, par,
+          [&](index_t b) {
+            // Locals, not captures: stores through acc and dst cannot change them.
+            const K kl = k;
+            const index_t lo = c0, n = w, ld = cols, r1 = std::min(rows, (b + 1) * rb);
+            T* const acc = part + b * n;
+            T* const out_rows = dst;
+            for (index_t c = 0; c < n; ++c)
+              acc[c] = T(0);
+            for (index_t r = b * rb; r < r1; ++r) {
+              if (out_rows) {
+                T* const row = out_rows + r * ld + lo;
+                SIAM_IVDEP for (index_t c = 0; c < n; ++c) {
+                  const T v = kl(r, lo + c);
+                  row[c] = v;
+                  acc[c] += v;
+                }
+              } else {
+                SIAM_IVDEP for (index_t c = 0; c < n; ++c) acc[c] += kl(r, lo + c);
+              }
+            }
+          },
+          [&](index_t st) {
+            const index_t cb = st * strip, ce = std::min(w, cb + strip);
+            T* o = out + c0;
+            if (!accumulate) std::fill(o + cb, o + ce, T(0));
+            for (index_t b = 0; b < nb; ++b)  // block order: fixed
+              SIAM_IVDEP for (index_t c = cb; c < ce; ++c) o[c] += part[b * w + c];
+          });
+    }
   }
 };
 

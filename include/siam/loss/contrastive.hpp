@@ -39,8 +39,17 @@ void check_pair_labels(const T* labels, index_t n) {
 
 namespace detail {
 
-// What both forms of the loss share: the checks, the forward pass and the backward's
-// per-pair coefficient. `d` [N x 1] is kept for the backward; `c` [N x 1] is its scratch.
+/// A backend with the loss as two fused primitives (see Cpu::contrastive_forward and
+/// Cpu::contrastive_backward); other backends compose it from expressions.
+template <class B, class T>
+concept FusedContrastive = requires(const T* p, T* q, index_t n, T s, bool f) {
+  B::contrastive_forward(p, p, p, n, n, s, s, s, q, q);
+  B::contrastive_backward(p, p, p, p, n, n, q, f, q, f);
+};
+
+// What both forms of the loss share: the checks and the forward pass. Fused: `c`
+// [N x 1] holds the per-pair gradient coefficients, computed with the loss.
+// Composed: `d` [N x 1] holds the distances and `c` is the backward's scratch.
 template <class T, class B>
 struct ContrastiveParts {
   Var<T, B> d, c, loss;
@@ -68,28 +77,56 @@ ContrastiveParts<T, B> contrastive_forward(const char* op, Tape<T, B>& t, const 
   }
   const T m = static_cast<T>(opt.margin);
   const T scale = opt.reduction == Reduction::sum ? T(0.5) : T(0.5) / static_cast<T>(n ? n : 1);
-  ContrastiveParts<T, B> p{t.make(Shape{n, 1}, false), t.make(Shape{n, 1}, false), Var<T, B>{}, m,
-                           scale};
-  View<T, B> dv = p.d.value();
-  dv = sum_cols(square(f1 - f2));
-  dv = sqrt(dv + static_cast<T>(contrastive_eps));
   const View<T, B> y(labels.value().data(), Shape{n, 1});
-  p.loss = t.make(Shape{1}, requires_grad);
-  p.loss.value() = sum_all(scale * (y * square(dv) + (T(1) - y) * square(relu(m - dv))));
-  return p;
+  if constexpr (FusedContrastive<B, T>) {
+    ContrastiveParts<T, B> p{Var<T, B>{}, t.make(Shape{n, 1}, false),
+                             t.make(Shape{1}, requires_grad), m, scale};
+    B::contrastive_forward(f1.data(), f2.data(), y.data(), n, f1.cols(), m, scale,
+                           static_cast<T>(contrastive_eps), p.c.value().data(),
+                           p.loss.value().data());
+    return p;
+  } else {
+    ContrastiveParts<T, B> p{t.make(Shape{n, 1}, false), t.make(Shape{n, 1}, false), Var<T, B>{}, m,
+                             scale};
+    View<T, B> dv = p.d.value();
+    dv = sum_cols(square(f1 - f2));
+    dv = sqrt(dv + static_cast<T>(contrastive_eps));
+    p.loss = t.make(Shape{1}, requires_grad);
+    p.loss.value() = sum_all(scale * (y * square(dv) + (T(1) - y) * square(relu(m - dv))));
+    return p;
+  }
 }
 
-// c_i = 2 s dL [y_i - (1 - y_i) max(m - d_i, 0) / d_i], written into the scratch slot.
+// The backward of both forms: g1 (+)= dL c (f1 - f2) and g2 (+)= dL c (f2 - f1), where
+// a null g1 or g2 is skipped and acc1/acc2 say whether to add or assign.
+// `d` and `c` are the slots of ContrastiveParts; `labels` is read by the composed form.
 template <class T, class B>
-View<T, B> contrastive_coefficients(Tape<T, B>& t, const typename Tape<T, B>::Node& nd,
-                                    std::uint32_t labels, std::uint32_t d, std::uint32_t c) {
-  const View<T, B> dv = t.value(d);
-  const View<T, B> y(t.value(labels).data(), Shape{dv.rows(), 1});
-  const T m = nd.s[0], scale = nd.s[1];
-  View<T, B> cv = t.value(c);
-  cv = (T(2) * scale) * broadcast_scalar(t.out_grad(nd), cv.shape()) *
-       (y - (T(1) - y) * relu(m - dv) / dv);
-  return cv;
+void contrastive_backward(Tape<T, B>& t, const typename Tape<T, B>::Node& nd, const View<T, B>& f1,
+                          const View<T, B>& f2, std::uint32_t labels, std::uint32_t d,
+                          std::uint32_t c, T* g1, bool acc1, T* g2, bool acc2) {
+  const index_t n = f1.rows(), cols = f1.cols();
+  if constexpr (FusedContrastive<B, T>) {
+    B::contrastive_backward(f1.data(), f2.data(), t.value(c).data(), t.out_grad(nd).data(), n, cols,
+                            g1, acc1, g2, acc2);
+  } else {
+    // c_i = 2 s dL [y_i - (1 - y_i) max(m - d_i, 0) / d_i], into the scratch slot.
+    const View<T, B> dv = t.value(d);
+    const View<T, B> y(t.value(labels).data(), Shape{n, 1});
+    const T m = nd.s[0], scale = nd.s[1];
+    View<T, B> cv = t.value(c);
+    cv = (T(2) * scale) * broadcast_scalar(t.out_grad(nd), cv.shape()) *
+         (y - (T(1) - y) * relu(m - dv) / dv);
+    auto write = [&](T* g, bool acc, const auto& e) {
+      if (!g) return;
+      View<T, B> gv(g, f1.shape());
+      if (acc)
+        gv += e;
+      else
+        gv = e;
+    };
+    write(g1, acc1, broadcast_cols(cv, cols) * (f1 - f2));
+    write(g2, acc2, broadcast_cols(cv, cols) * (f2 - f1));
+  }
 }
 
 }  // namespace detail
@@ -110,10 +147,11 @@ Var<T, B> contrastive_loss(Var<T, B> f1, Var<T, B> f2, Var<T, B> labels,
                                        detail::any_grad({f1, f2}));
   t.record(
       +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
-        const View<T, B> c = detail::contrastive_coefficients(t, n, n.in[2], n.in[3], n.in[4]);
-        const View<T, B> f1 = t.value(n.in[0]), f2 = t.value(n.in[1]);
-        t.accumulate(n.in[0], broadcast_cols(c, f1.cols()) * (f1 - f2));
-        t.accumulate(n.in[1], broadcast_cols(c, f1.cols()) * (f2 - f1));
+        bool acc1 = false, acc2 = false;
+        T* g1 = t.requires_grad(n.in[0]) ? t.grad_for_write(n.in[0], acc1).data() : nullptr;
+        T* g2 = t.requires_grad(n.in[1]) ? t.grad_for_write(n.in[1], acc2).data() : nullptr;
+        detail::contrastive_backward(t, n, t.value(n.in[0]), t.value(n.in[1]), n.in[2], n.in[3],
+                                     n.in[4], g1, acc1, g2, acc2);
       },
       p.loss, {f1.id(), f2.id(), labels.id(), p.d.id(), p.c.id()}, p.margin, p.scale);
   return p.loss;
@@ -137,21 +175,13 @@ Var<T, B> contrastive_loss_stacked(Var<T, B> f, Var<T, B> labels, ContrastiveOpt
                                        fv.row_slice(n, n), labels, opt, f.requires_grad());
   t.record(
       +[](Tape<T, B>& t, const typename Tape<T, B>::Node& nd) {
-        const View<T, B> c = detail::contrastive_coefficients(t, nd, nd.in[1], nd.in[2], nd.in[3]);
-        if (!t.requires_grad(nd.in[0])) return;
         const View<T, B> fv = t.value(nd.in[0]);
-        const index_t n = c.rows(), cols = fv.cols();
-        const auto f1 = fv.row_slice(0, n), f2 = fv.row_slice(n, n);
-        bool acc;
-        View<T, B> g = t.grad_for_write(nd.in[0], acc);
-        auto top = g.row_slice(0, n), bottom = g.row_slice(n, n);
-        if (acc) {
-          top += broadcast_cols(c, cols) * (f1 - f2);
-          bottom += broadcast_cols(c, cols) * (f2 - f1);
-        } else {
-          top = broadcast_cols(c, cols) * (f1 - f2);
-          bottom = broadcast_cols(c, cols) * (f2 - f1);
-        }
+        const index_t n = fv.rows() / 2;
+        bool acc = false;
+        const View<T, B> g = t.grad_for_write(nd.in[0], acc);
+        detail::contrastive_backward(t, nd, fv.row_slice(0, n), fv.row_slice(n, n), nd.in[1],
+                                     nd.in[2], nd.in[3], g.data(), acc, g.row_slice(n, n).data(),
+                                     acc);
       },
       p.loss, {f.id(), labels.id(), p.d.id(), p.c.id()}, p.margin, p.scale);
   return p.loss;
