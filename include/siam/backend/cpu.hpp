@@ -195,20 +195,27 @@ struct Cpu {
     const index_t block = std::max<index_t>(1024, (n + max_blocks - 1) / max_blocks);
     const index_t nblocks = n == 0 ? 0 : (n + block - 1) / block;
     T partial[max_blocks];
-    for_each_task(nblocks, n * dim >= parallel_threshold, [&](index_t blk) {
-      T total = 0;
-      for (index_t i = blk * block, e = std::min(n, i + block); i < e; ++i) {
-        const T* ai = a + i * dim;
-        const T* bi = b + i * dim;
-        T d2 = 0;
-        for (index_t j = 0; j < dim; ++j)
-          d2 += (ai[j] - bi[j]) * (ai[j] - bi[j]);
-        const T d = std::sqrt(d2 + eps);
-        const T hinge = margin - d > T(0) ? margin - d : T(0);
-        total += y[i] * (d * d) + (T(1) - y[i]) * (hinge * hinge);
-        c[i] = T(2) * scale * (y[i] - (T(1) - y[i]) * hinge / d);
-      }
-      partial[blk] = total;
+    with_dim(dim, [&](auto fixed) {
+      const index_t D = fixed ? fixed() : dim;  // a constant for 2-D embeddings
+      for_each_task(nblocks, n * D >= parallel_threshold, [&](index_t blk) {
+        // Locals, so that the stores to c cannot be taken to change them (the loop
+        // vectorises across pairs).
+        const T *pa = a, *pb = b, *py = y;
+        T* pc = c;
+        const T m = margin, e2 = eps, s2 = T(2) * scale;
+        T total = 0;
+        const index_t i0 = blk * block, i1 = std::min(n, i0 + block);
+        SIAM_IVDEP for (index_t i = i0; i < i1; ++i) {
+          T d2 = 0;
+          for (index_t j = 0; j < D; ++j)
+            d2 += (pa[i * D + j] - pb[i * D + j]) * (pa[i * D + j] - pb[i * D + j]);
+          const T d = std::sqrt(d2 + e2);
+          const T hinge = m - d > T(0) ? m - d : T(0);
+          total += py[i] * (d * d) + (T(1) - py[i]) * (hinge * hinge);
+          pc[i] = s2 * (py[i] - (T(1) - py[i]) * hinge / d);
+        }
+        partial[blk] = total;
+      });
     });
     T total = 0;
     for (index_t blk = 0; blk < nblocks; ++blk)
@@ -218,29 +225,40 @@ struct Cpu {
 
   /// The contrastive loss's backward: ga_i (+)= dl c_i (a_i - b_i) and gb_i (+)= dl c_i
   /// (b_i - a_i), adding where acc_a / acc_b, skipping a null ga or gb. dl points to the
-  /// loss's incoming gradient.
+  /// loss's incoming gradient. ga and gb may be the same buffer (f1 and f2 one input).
   template <class T>
   static void contrastive_backward(const T* a, const T* b, const T* c, const T* dl, index_t n,
                                    index_t dim, T* ga, bool acc_a, T* gb, bool acc_b) {
-    const T s = dl[0];
-    auto pass = [&](auto add_a, auto add_b) {
-      for_each_task((n + 1023) / 1024, n * dim >= parallel_threshold, [&](index_t blk) {
-        for (index_t i = blk * 1024, e = std::min(n, i + 1024); i < e; ++i) {
-          const T ci = s * c[i];
-          for (index_t j = i * dim; j < (i + 1) * dim; ++j) {
-            const T g = ci * (a[j] - b[j]);
-            if (ga) ga[j] = add_a ? ga[j] + g : g;
-            if (gb) gb[j] = add_b ? gb[j] - g : -g;
-          }
-        }
+    // One loop: g1 (+)= sign dl c_i (a_i - b_i) and, when g2 is given, g2 (+)= -(that).
+    auto run = [&](T* g1, bool add1, T sign, T* g2, bool add2) {
+      with_bool(add1, [&](auto acc1) {
+        with_bool(add2, [&](auto acc2) {
+          with_dim(dim, [&](auto fixed) {
+            const index_t D = fixed ? fixed() : dim;  // a constant for 2-D embeddings
+            for_each_task((n + 1023) / 1024, n * D >= parallel_threshold, [&](index_t blk) {
+              const T *pa = a, *pb = b, *pc = c;  // locals: see contrastive_forward
+              T *p1 = g1, *p2 = g2;
+              const T k = sign * dl[0];
+              const index_t i1 = std::min(n, (blk + 1) * 1024);
+              SIAM_IVDEP for (index_t i = blk * 1024; i < i1; ++i) {
+                for (index_t j = 0; j < D; ++j) {
+                  const index_t x = i * D + j;
+                  const T v = k * pc[i] * (pa[x] - pb[x]);
+                  p1[x] = acc1 ? p1[x] + v : v;
+                  if (p2) p2[x] = acc2 ? p2[x] - v : -v;
+                }
+              }
+            });
+          });
+        });
       });
     };
-    using yes = std::true_type;
-    using no = std::false_type;
-    if (acc_a)
-      acc_b ? pass(yes{}, yes{}) : pass(yes{}, no{});
-    else
-      acc_b ? pass(no{}, yes{}) : pass(no{}, no{});
+    if (ga && gb && ga != gb) {
+      run(ga, acc_a, T(1), gb, acc_b);
+    } else {  // one output, or one buffer for both (then its contributions go in order)
+      if (ga) run(ga, acc_a, T(1), nullptr, false);
+      if (gb) run(gb, acc_b || gb == ga, T(-1), nullptr, false);
+    }
   }
 
   /// Row-major C[m x n] = alpha op(A)[m x k] op(B)[k x n] + beta C with row strides
@@ -283,6 +301,23 @@ struct Cpu {
   template <class... Pairs>
   static void fused_block_local(index_t b, index_t e, Pairs... p) {
     SIAM_IVDEP for (index_t c = b; c < e; ++c)((p.first[c] = p.second(0, c)), ...);
+  }
+
+  template <class F>
+  static void with_bool(bool b, const F& f) {
+    if (b)
+      f(std::true_type{});
+    else
+      f(std::false_type{});
+  }
+  // Calls f with a constant for the common row width 2 (2-D embeddings: fully unrolled
+  // inner loops), else with a zero constant, meaning "use the runtime width".
+  template <class F>
+  static void with_dim(index_t dim, const F& f) {
+    if (dim == 2)
+      f(std::integral_constant<index_t, 2>{});
+    else
+      f(std::integral_constant<index_t, 0>{});
   }
 
   // Runs body(0..n-1), split over OpenMP threads when `parallel`. The branch is in C++:
