@@ -30,12 +30,12 @@ TEST_CASE("elementwise expressions match plain loops") {
     CAPTURE(s.str());
     Tf a = random_tensor(s, rng), b = random_tensor(s, rng, 0.5, 3);
     Tf r = (a + b) * 2.f - a / b + exp(a * 0.5f) - log(b) + sqrt(b) + square(a) - (-a) +
-           maximum(a, 0.25f) + minimum(b, 1.f) + relu(a) * step(a);
+           maximum(a, 0.25f) + minimum(b, 1.f) + relu(a) * step(a) + relu_grad(b, a);
     for (index_t i = 0; i < a.size(); ++i) {
       const float x = a[i], y = b[i];
       const float ref = (x + y) * 2.f - x / y + std::exp(x * 0.5f) - std::log(y) + std::sqrt(y) +
                         x * x + x + std::max(x, 0.25f) + std::min(y, 1.f) +
-                        (x > 0 ? x : 0.f) * (x > 0 ? 1.f : 0.f);
+                        (x > 0 ? x : 0.f) * (x > 0 ? 1.f : 0.f) + (x > 0 ? y : 0.f);
       REQUIRE(r[i] == doctest::Approx(ref).epsilon(1e-5));
     }
   }
@@ -79,7 +79,7 @@ TEST_CASE("broadcasts and reductions match plain loops") {
 TEST_CASE("large reductions: right, and bit-identical for any thread count") {
   // Above the parallel threshold, with more columns than one panel of partial totals.
   Rng rng(4);
-  const index_t R = 90, C = 2500;
+  const index_t R = 301, C = 2500;  // several row blocks, an uneven last one
   const Tf x = random_tensor(Shape{R, C}, rng), h = random_tensor(Shape{R, C}, rng);
   const Tf prior = random_tensor(Shape{C}, rng);
   const index_t pairs = 20000;  // pairs x 2 values: above the threshold too
@@ -98,7 +98,7 @@ TEST_CASE("large reductions: right, and bit-identical for any thread count") {
     acc += sum_rows(x);
     r.acc_rows = acc.to_vector();
     Tf dz(x), db(Shape{C});  // ReLU backward with the bias gradient, as linear_relu does
-    Cpu::assign_sum_rows(dz.data(), db.data(), R, C, (x * step(h)).kernel(), false);
+    Cpu::assign_sum_rows(dz.data(), db.data(), R, C, relu_grad(x, h).kernel(), false);
     r.masked = dz.to_vector();
     r.mask_rows = db.to_vector();
     r.all = Tf(sum_all(x)).to_vector();

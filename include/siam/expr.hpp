@@ -308,6 +308,12 @@ SIAM_UNARY_FUNCTION(relu)
 SIAM_UNARY_FUNCTION(step)
 #undef SIAM_UNARY_FUNCTION
 
+/// dy where x > 0, else 0: ReLU's backward given its input or output x.
+template <Expression A, Expression B>
+[[nodiscard]] auto relu_grad(A&& dy, B&& x) {
+  return detail::make_binary<fn::relu_grad>(std::forward<A>(dy), std::forward<B>(x));
+}
+
 /// max(a, s) and min(a, s) elementwise with a scalar.
 template <Expression A, ScalarValue S>
 [[nodiscard]] auto maximum(A&& a, S s) {

@@ -59,7 +59,7 @@ Outputs run_all() {
   {
     Tf a = random<B>(Shape{333, 301}, 1), b = random<B>(Shape{333, 301}, 2, 0.5, 2);
     Tf r = relu(a * 2.f - b) / b + exp(a) - log(b) + sqrt(b) + square(a) - (-a) + maximum(a, 0.1f) +
-           minimum(b, 1.f) + step(a);
+           minimum(b, 1.f) + step(a) + relu_grad(b, a);
     out["expr.elementwise"] = host(r);
     Tf row = random<B>(Shape{301}, 3), col = random<B>(Shape{333, 1}, 4),
        s = random<B>(Shape{1}, 5);

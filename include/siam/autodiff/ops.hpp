@@ -126,7 +126,7 @@ Var<T, B> add_bias(Var<T, B> x, Var<T, B> b) {
   return y;
 }
 
-// ---- relu: y = max(x, 0);  dx += dy * [y > 0].
+// ---- relu: y = max(x, 0);  dx += dy where y > 0, else 0 (relu_grad).
 template <class T, class B>
 Var<T, B> relu(Var<T, B> x) {
   auto& t = x.tape();
@@ -134,7 +134,7 @@ Var<T, B> relu(Var<T, B> x) {
   y.value() = relu(x.value());
   t.record(
       +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
-        t.accumulate(n.in[0], t.out_grad(n) * step(t.value(n.out)));
+        t.accumulate(n.in[0], relu_grad(t.out_grad(n), t.value(n.out)));
       },
       y, {x.id()});
   return y;
@@ -279,13 +279,13 @@ Var<T, B> linear_relu(Var<T, B> x, Var<T, B> w, Var<T, B> b) {
       +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
         View<T, B> dz = t.out_grad(n);
         const View<T, B> hv = t.value(n.out);
-        const auto k = (dz * step(hv)).kernel();
+        const auto k = relu_grad(dz, hv).kernel();
         if (t.requires_grad(n.in[2])) {
           bool acc;
           View<T, B> db = t.grad_for_write(n.in[2], acc);
           B::assign_sum_rows(dz.data(), db.data(), dz.rows(), dz.cols(), k, acc);
         } else {
-          dz = dz * step(hv);
+          dz = relu_grad(dz, hv);
         }
         t.accumulate(n.in[1], matmul(t.value(n.in[0]), dz, true, false));
         t.accumulate(n.in[0], matmul(dz, t.value(n.in[1]), false, true));

@@ -360,53 +360,70 @@ struct Cpu {
       then(i);
   }
 
+  // acc[c] (+)= k(r, lo + c) for c < n (= on the block's first row), and row[c] = the
+  // same values unless row is null.
+  template <class T, class K>
+  static void row_totals(const K& k, index_t r, index_t lo, index_t n, T* row, T* acc, bool first) {
+    const K kl = k;
+    if (row) {
+      if (first) {
+        SIAM_IVDEP for (index_t c = 0; c < n; ++c) acc[c] = row[c] = kl(r, lo + c);
+      } else {
+        SIAM_IVDEP for (index_t c = 0; c < n; ++c) {
+          const T v = kl(r, lo + c);
+          row[c] = v;
+          acc[c] += v;
+        }
+      }
+    } else if (first) {
+      SIAM_IVDEP for (index_t c = 0; c < n; ++c) acc[c] = kl(r, lo + c);
+    } else {
+      SIAM_IVDEP for (index_t c = 0; c < n; ++c) acc[c] += kl(r, lo + c);
+    }
+  }
+
   // Column totals (and optionally the values themselves). The rows are cut into blocks
-  // whose size depends only on the shape; each task walks whole rows of one block (long
-  // contiguous runs, as a plain loop would) into its own partial totals, which are then
-  // added block by block in order. So the result does not depend on the thread count.
-  // Columns go in panels of at most `panel` so the partials fit a fixed stack buffer.
+  // whose number depends only on the shape (a power of two, at least 64K elements each:
+  // more would cost more in combining than they save); each task walks whole rows of one
+  // block, as a plain loop would. Block 0 sums straight into `out`, the others into
+  // partial totals that are then added block by block in order, so the result does not
+  // depend on the thread count. Columns go in panels of at most `panel` so the partials
+  // fit a fixed stack buffer.
   template <class T, class K>
   static void sum_rows_impl(T* out, index_t rows, index_t cols, const K& k, bool accumulate,
                             T* dst) {
-    constexpr index_t budget = 32768 / sizeof(T), panel = 1024, max_blocks = 16;
+    constexpr index_t budget = 32768 / sizeof(T), panel = 1024, min_block = 1 << 16;
     alignas(64) T part[budget];
     const bool par = rows * cols >= parallel_threshold;
     for (index_t c0 = 0; c0 < cols; c0 += panel) {
       const index_t w = std::min(panel, cols - c0);
-      const index_t nb_max = std::min(max_blocks, budget / w);
-      const index_t rb = std::max<index_t>(4, (rows + nb_max - 1) / nb_max);
-      const index_t nb = rows == 0 ? 0 : (rows + rb - 1) / rb;
+      index_t nb = 1;
+      while (2 * nb <= budget / w + 1 && 2 * nb * min_block <= rows * w && 2 * nb <= rows)
+        nb *= 2;
+      const index_t rb = rows == 0 ? 0 : (rows + nb - 1) / nb;
+      nb = rows == 0 ? 1 : (rows + rb - 1) / rb;
       constexpr index_t strip = 64;  // columns per task of the combining phase
-      const index_t ns = (w + strip - 1) / strip;
+      const index_t ns = nb > 1 ? (w + strip - 1) / strip : 0;
+      if (rows == 0 && !accumulate) std::fill(out + c0, out + c0 + w, T(0));
       for_each_task_then(
-          nb, ns, par,
+          rows == 0 ? 0 : nb, ns, par,
           [&](index_t b) {
             // Locals, not captures: stores through acc and dst cannot change them.
             const K kl = k;
-            const index_t lo = c0, n = w, ld = cols, r1 = std::min(rows, (b + 1) * rb);
-            T* const acc = part + b * n;
+            const index_t lo = c0, n = w, ld = cols, r0 = b * rb, r1 = std::min(rows, r0 + rb);
+            T* const acc = b == 0 ? out + lo : part + (b - 1) * n;
             T* const out_rows = dst;
-            for (index_t c = 0; c < n; ++c)
-              acc[c] = T(0);
-            for (index_t r = b * rb; r < r1; ++r) {
-              if (out_rows) {
-                T* const row = out_rows + r * ld + lo;
-                SIAM_IVDEP for (index_t c = 0; c < n; ++c) {
-                  const T v = kl(r, lo + c);
-                  row[c] = v;
-                  acc[c] += v;
-                }
-              } else {
-                SIAM_IVDEP for (index_t c = 0; c < n; ++c) acc[c] += kl(r, lo + c);
-              }
-            }
+            // The first row initialises the totals (block 0 adds to `out` when accumulating).
+            const index_t first = b == 0 && accumulate ? -1 : r0;
+            for (index_t r = r0; r < r1; ++r)
+              row_totals(kl, r, lo, n, out_rows ? out_rows + r * ld + lo : nullptr, acc,
+                         r == first);
           },
           [&](index_t st) {
             const index_t cb = st * strip, ce = std::min(w, cb + strip);
-            T* o = out + c0;
-            if (!accumulate) std::fill(o + cb, o + ce, T(0));
-            for (index_t b = 0; b < nb; ++b)  // block order: fixed
-              SIAM_IVDEP for (index_t c = cb; c < ce; ++c) o[c] += part[b * w + c];
+            T* const o = out + c0;
+            for (index_t b = 1; b < nb; ++b)  // block order: fixed
+              SIAM_IVDEP for (index_t c = cb; c < ce; ++c) o[c] += part[(b - 1) * w + c];
           });
     }
   }
