@@ -4,11 +4,11 @@
 // (1.0 = as fast as the loop; the goal is 0.95 or more). N: 1 and all hardware threads,
 // or the list in SIAM_BENCH_THREADS (e.g. "1,2").
 //
-// Fairness: both sides are compiled in this file with the same flags, do the same
-// arithmetic in the same order (main() checks that they agree before timing), and the
-// loops are split across threads with the plain OpenMP pragma one would write. The
-// library runs a loop on one thread below 32768 elements; loops on such small data
-// (the contrastive loss) are left serial too.
+// Fairness: both sides are compiled in this file with the same flags, work on the same
+// buffers, do the same arithmetic (main() checks that they agree before timing; sums
+// may be added in a different order), and the loops are split across threads with the
+// plain OpenMP pragma one would write. The library runs a loop on one thread below
+// 32768 elements; loops on such small data (the contrastive loss) are left serial too.
 #include <benchmark/benchmark.h>
 
 #include "bench_common.hpp"
@@ -298,8 +298,7 @@ double bytes_of(const Case& c) {
 }
 
 // One instance per case, shared by its expression and its loop: both sides work on
-// the same buffers, so neither gains from where its memory happened to land (this
-// machine showed up to 10% between two allocations of the same size).
+// the same buffers, so neither gains from where its memory happened to land.
 template <class Case>
 Case& instance() {
   static Case c;
@@ -363,7 +362,16 @@ bool verify() {
     a.expr();
     b.loop();
     report("relu_backward dz", max_rel_diff(a.dh.data(), b.dh.data(), a.dh.size()), 0);
-    report("relu_backward db", max_rel_diff(a.db.data(), b.db.data(), a.db.size()), 1e-4);
+    // The two sum the rows in different orders: bound the difference by the column's
+    // sum of magnitudes (a column total near zero has no meaningful relative error).
+    double worst = 0;
+    for (index_t c = 0; c < hidden; ++c) {
+      double mag = 0;
+      for (index_t r = 0; r < batch; ++r)
+        mag += std::abs(double(b.dh.data()[r * hidden + c]));
+      worst = std::max(worst, std::abs(double(a.db[c]) - double(b.db[c])) / std::max(1e-6, mag));
+    }
+    report("relu_backward db", worst, 1e-5);
   }
   {
     AdamCase a, b;
