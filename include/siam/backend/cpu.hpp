@@ -342,7 +342,7 @@ struct Cpu {
   static void for_each_task_then(index_t n1, index_t n2, [[maybe_unused]] bool parallel,
                                  const F& first, const G& then) {
 #if defined(_OPENMP)
-    if (parallel) {
+    if (parallel && (n1 > 1 || n2 > 1)) {
       SIAM_OMP(parallel) {
         SIAM_OMP(for schedule(static))
         for (index_t i = 0; i < n1; ++i)
