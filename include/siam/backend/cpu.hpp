@@ -303,6 +303,8 @@ struct Cpu {
     SIAM_IVDEP for (index_t c = b; c < e; ++c)((p.first[c] = p.second(0, c)), ...);
   }
 
+  // Calls f with std::true_type or std::false_type: a runtime flag made a constant, so
+  // that the loop it chooses has no branch.
   template <class F>
   static void with_bool(bool b, const F& f) {
     if (b)
@@ -360,8 +362,8 @@ struct Cpu {
       then(i);
   }
 
-  // acc[c] (+)= k(r, lo + c) for c < n (= on the block's first row), and row[c] = the
-  // same values unless row is null.
+  // acc[c] += k(r, lo + c) for c < n (acc[c] = ... on a block's first row), and also
+  // row[c] = the same values unless row is null.
   template <class T, class K>
   static void row_totals(const K& k, index_t r, index_t lo, index_t n, T* row, T* acc, bool first) {
     const K kl = k;
