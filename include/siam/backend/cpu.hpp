@@ -154,15 +154,11 @@ struct Cpu {
   /// the thread count.
   template <class T, class K>
   static void sum_all(T* out, index_t rows, index_t cols, const K& k, bool accumulate) {
+    constexpr index_t lanes = 16;
     const index_t n = rows * cols;
-    constexpr index_t max_blocks = 64, lanes = 16;
-    const index_t block = std::max<index_t>(chunk, (n + max_blocks - 1) / max_blocks);
-    const index_t nblocks = n == 0 ? 0 : (n + block - 1) / block;
-    T partial[max_blocks] = {};
-    for_each_task(nblocks, n >= parallel_threshold, [&](index_t b) {
+    const T total = ordered_sum<T>(n, chunk, n >= parallel_threshold, [&](index_t b, index_t end) {
       T acc[lanes] = {};
-      const index_t end = std::min(n, (b + 1) * block);
-      for (index_t i = b * block; i < end;) {  // walk the block one row segment at a time
+      for (index_t i = b; i < end;) {  // walk the block one row segment at a time
         const index_t r = i / cols, c0 = i - r * cols, c1 = std::min(cols, c0 + (end - i));
         index_t c = c0;
         for (; c + lanes <= c1; c += lanes)
@@ -172,14 +168,11 @@ struct Cpu {
           acc[0] += k(r, c);
         i += c1 - c0;
       }
-      T total = 0;
+      T t = 0;
       for (index_t l = 0; l < lanes; ++l)
-        total += acc[l];
-      partial[b] = total;
+        t += acc[l];
+      return t;
     });
-    T total = 0;
-    for (index_t b = 0; b < nblocks; ++b)
-      total += partial[b];
     out[0] = accumulate ? out[0] + total : total;
   }
 
@@ -191,35 +184,28 @@ struct Cpu {
   template <class T>
   static void contrastive_forward(const T* a, const T* b, const T* y, index_t n, index_t dim,
                                   T margin, T scale, T eps, T* c, T* loss) {
-    constexpr index_t max_blocks = 64;
-    const index_t block = std::max<index_t>(1024, (n + max_blocks - 1) / max_blocks);
-    const index_t nblocks = n == 0 ? 0 : (n + block - 1) / block;
-    T partial[max_blocks];
+    T total = 0;
     with_dim(dim, [&](auto fixed) {
       const index_t D = fixed ? fixed() : dim;  // a constant for 2-D embeddings
-      for_each_task(nblocks, n * D >= parallel_threshold, [&](index_t blk) {
+      total = ordered_sum<T>(n, 1024, n * D >= parallel_threshold, [&](index_t i0, index_t i1) {
         // Locals, so that the stores to c cannot be taken to change them (the loop
         // vectorises across pairs).
         const T *pa = a, *pb = b, *py = y;
         T* pc = c;
         const T m = margin, e2 = eps, s2 = T(2) * scale;
-        T total = 0;
-        const index_t i0 = blk * block, i1 = std::min(n, i0 + block);
+        T t = 0;
         SIAM_IVDEP for (index_t i = i0; i < i1; ++i) {
           T d2 = 0;
           for (index_t j = 0; j < D; ++j)
             d2 += (pa[i * D + j] - pb[i * D + j]) * (pa[i * D + j] - pb[i * D + j]);
           const T d = std::sqrt(d2 + e2);
           const T hinge = m - d > T(0) ? m - d : T(0);
-          total += py[i] * (d * d) + (T(1) - py[i]) * (hinge * hinge);
+          t += py[i] * (d * d) + (T(1) - py[i]) * (hinge * hinge);
           pc[i] = s2 * (py[i] - (T(1) - py[i]) * hinge / d);
         }
-        partial[blk] = total;
+        return t;
       });
     });
-    T total = 0;
-    for (index_t blk = 0; blk < nblocks; ++blk)
-      total += partial[blk];
     loss[0] = scale * total;
   }
 
@@ -301,6 +287,25 @@ struct Cpu {
   template <class... Pairs>
   static void fused_block_local(index_t b, index_t e, Pairs... p) {
     SIAM_IVDEP for (index_t c = b; c < e; ++c)((p.first[c] = p.second(0, c)), ...);
+  }
+
+  // Sum of block_total(b, e) over the blocks [b, e) of [0, n): at most 64 blocks of at
+  // least min_block items, fixed by n alone, totalled in parallel (when `parallel`) and
+  // added in order, so the result does not depend on the thread count.
+  template <class T, class F>
+  static T ordered_sum(index_t n, index_t min_block, bool parallel, const F& block_total) {
+    constexpr index_t max_blocks = 64;
+    const index_t block =
+        std::max<index_t>(std::max<index_t>(min_block, 1), (n + max_blocks - 1) / max_blocks);
+    const index_t nblocks = n <= 0 ? 0 : (n + block - 1) / block;
+    T partial[max_blocks];
+    for_each_task(nblocks, parallel, [&](index_t b) {
+      partial[b] = block_total(b * block, std::min(n, (b + 1) * block));
+    });
+    T total = 0;
+    for (index_t b = 0; b < nblocks; ++b)
+      total += partial[b];
+    return total;
   }
 
   // Calls f with std::true_type or std::false_type: a runtime flag made a constant, so
