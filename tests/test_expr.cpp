@@ -116,18 +116,21 @@ TEST_CASE("large reductions: right, and bit-identical for any thread count") {
   };
   const int before = num_threads();
   const Run one = run(1);
+  double total = 0;
   for (index_t c = 0; c < C; ++c) {
     double acc = 0, masked = 0;
     for (index_t r = 0; r < R; ++r) {
       acc += x(r, c);
       masked += h(r, c) > 0 ? x(r, c) : 0.0;
     }
+    total += acc;
     REQUIRE(one.rows[c] == doctest::Approx(acc).epsilon(1e-4));
     REQUIRE(one.acc_rows[c] == doctest::Approx(acc + prior[c]).epsilon(1e-4));
     REQUIRE(one.mask_rows[c] == doctest::Approx(masked).epsilon(1e-4));
   }
   for (index_t i = 0; i < x.size(); ++i)
     REQUIRE(one.masked[i] == (h[i] > 0 ? x[i] : 0.f));
+  CHECK(one.all[0] == doctest::Approx(total).epsilon(1e-4).scale(1e-3 * x.size()));
   for (int threads : {2, 3}) {
     CAPTURE(threads);
     const Run other = run(threads);
