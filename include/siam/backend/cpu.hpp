@@ -368,7 +368,8 @@ struct Cpu {
   }
 
   // acc[c] += k(r, lo + c) for c < n (acc[c] = ... on a block's first row), and also
-  // row[c] = the same values unless row is null.
+  // row[c] = the same values unless row is null. Its own function: the kernel and the
+  // bounds are locals here, which stores through acc and row cannot be taken to change.
   template <class T, class K>
   static void row_totals(const K& k, index_t r, index_t lo, index_t n, T* row, T* acc, bool first) {
     const K kl = k;
@@ -415,16 +416,12 @@ struct Cpu {
       for_each_task_then(
           rows == 0 ? 0 : nb, ns, par,
           [&](index_t b) {
-            // Locals, not captures: stores through acc and dst cannot change them.
-            const K kl = k;
-            const index_t lo = c0, n = w, ld = cols, r0 = b * rb, r1 = std::min(rows, r0 + rb);
-            T* const acc = b == 0 ? out + lo : part + (b - 1) * n;
-            T* const out_rows = dst;
+            const index_t r0 = b * rb, r1 = std::min(rows, r0 + rb);
+            T* const acc = b == 0 ? out + c0 : part + (b - 1) * w;
             // The first row initialises the totals (block 0 adds to `out` when accumulating).
             const index_t first = b == 0 && accumulate ? -1 : r0;
             for (index_t r = r0; r < r1; ++r)
-              row_totals(kl, r, lo, n, out_rows ? out_rows + r * ld + lo : nullptr, acc,
-                         r == first);
+              row_totals(k, r, c0, w, dst ? dst + r * cols + c0 : nullptr, acc, r == first);
           },
           [&](index_t st) {
             const index_t cb = st * strip, ce = std::min(w, cb + strip);
