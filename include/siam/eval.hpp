@@ -84,10 +84,14 @@ void evaluate(Dest<T, B> dst, const E& e, bool accumulate) {
         B::sum_all(dst.data, in.rows(), in.cols(), k, accumulate);
       else
         B::sum_all(dst.data, index_t{1}, in.size(), k, accumulate);  // flat
-    } else if constexpr (X::mode == 1)
+    } else if constexpr (X::mode == 1) {
       B::sum_rows(dst.data, in.rows(), in.cols(), k, accumulate);
-    else
+    } else if constexpr (X::mode == 2) {
       B::sum_cols(dst.data, in.rows(), in.cols(), k, accumulate);
+    } else {
+      if (accumulate) throw value_error("max_cols: a maximum cannot be accumulated with +=");
+      B::max_cols(dst.data, in.rows(), in.cols(), k);
+    }
   } else {
     const Shape sa = e.a.shape(), sb = e.b.shape();
     B::gemm(e.trans_a, e.trans_b, e.m(), e.n(), e.k(), T(1), e.a.data(), sa.cols(), e.b.data(),

@@ -97,6 +97,11 @@ struct ColBroadcastKernel {  // reads column 0 of its operand for every column
   SIAM_HD auto operator()(index_t r, index_t) const { return a(r, 0); }
 };
 template <class K>
+struct TransposeKernel {  // element (r, c) of the result is (c, r) of the operand
+  K a;
+  SIAM_HD auto operator()(index_t r, index_t c) const { return a(c, r); }
+};
+template <class K>
 struct ScalarBroadcastKernel {  // reads element 0 (a device-resident scalar)
   K a;
   SIAM_HD auto operator()(index_t, index_t) const { return a(0, 0); }
@@ -189,10 +194,25 @@ struct Broadcast {
   bool conflicts(const void* lo, const void* hi) const { return a.aliases(lo, hi); }
 };
 
+/// The transpose of a matrix expression: [R x C] -> [C x R].
+template <class A>
+struct Transpose {
+  using siam_expression = void;
+  using value_type = value_t<A>;
+  using backend_type = backend_t<A>;
+  static constexpr int kind = detail::elementwise;
+  static constexpr bool broadcasts = true;  // reads across rows: evaluated with (r, c)
+  detail::closure_t<A> a;
+  Shape shape() const { return Shape{a.shape().cols(), a.shape().rows()}; }
+  auto kernel() const { return detail::TransposeKernel<decltype(a.kernel())>{a.kernel()}; }
+  bool aliases(const void* lo, const void* hi) const { return a.aliases(lo, hi); }
+  bool conflicts(const void* lo, const void* hi) const { return a.aliases(lo, hi); }
+};
+
 // ---- reductions (assignable to a tensor; not nestable)
 
 /// Mode 0: sum of all elements -> shape [1]. 1: sum over rows -> [C] (bias gradients).
-/// 2: sum over columns -> [R x 1] (per-row sums).
+/// 2: sum over columns -> [R x 1] (per-row sums). 3: maximum over columns -> [R x 1].
 template <class A, int Mode>
 struct Sum {
   using siam_expression = void;
@@ -209,7 +229,7 @@ struct Sum {
     else if constexpr (Mode == 1)
       return Shape{s.cols()};
     else
-      return Shape{s.rows(), 1};
+      return Shape{s.rows(), 1};  // modes 2 and 3
   }
   bool aliases(const void* lo, const void* hi) const { return a.aliases(lo, hi); }
   bool conflicts(const void* lo, const void* hi) const { return a.aliases(lo, hi); }
@@ -244,12 +264,12 @@ struct Matmul {
 namespace detail {
 
 template <class Op, class A, class B>
-[[nodiscard]] auto make_binary(A&& a, B&& b) {
+[[nodiscard]] auto make_binary(A&& a, B&& b, Op op = {}) {
   check_compatible<A, B>();
   check_elementwise<A>();
   check_elementwise<B>();
   require_same_shape(Op::name, a.shape(), b.shape());
-  return Binary<Op, A, B>{std::forward<A>(a), std::forward<B>(b), Op{}};
+  return Binary<Op, A, B>{std::forward<A>(a), std::forward<B>(b), op};
 }
 
 template <class E, class S>
@@ -258,9 +278,9 @@ template <class E, class S>
 }
 
 template <class Op, class A>
-[[nodiscard]] auto make_unary(A&& a) {
+[[nodiscard]] auto make_unary(A&& a, Op op = {}) {
   check_elementwise<A>();
-  return Unary<Op, A>{std::forward<A>(a), Op{}};
+  return Unary<Op, A>{std::forward<A>(a), op};
 }
 
 }  // namespace detail
@@ -306,12 +326,56 @@ SIAM_UNARY_FUNCTION(sqrt)
 SIAM_UNARY_FUNCTION(square)
 SIAM_UNARY_FUNCTION(relu)
 SIAM_UNARY_FUNCTION(step)
+SIAM_UNARY_FUNCTION(abs)
+SIAM_UNARY_FUNCTION(tanh)
+SIAM_UNARY_FUNCTION(sigmoid)
+SIAM_UNARY_FUNCTION(softplus)
 #undef SIAM_UNARY_FUNCTION
+
+/// a^p elementwise for a scalar exponent p.
+template <Expression A, ScalarValue S>
+[[nodiscard]] auto pow(A&& a, S p) {
+  return detail::make_unary(std::forward<A>(a), fn::pow<value_t<A>>{static_cast<value_t<A>>(p)});
+}
+/// min(max(a, lo), hi) elementwise.
+template <Expression A, ScalarValue S>
+[[nodiscard]] auto clamp(A&& a, S lo, S hi) {
+  using T = value_t<A>;
+  return detail::make_unary(std::forward<A>(a),
+                            fn::clamp<T>{static_cast<T>(lo), static_cast<T>(hi)});
+}
+/// clamp's backward: dy where lo <= x <= hi, else 0.
+template <Expression A, Expression B, ScalarValue S>
+[[nodiscard]] auto clamp_grad(A&& dy, B&& x, S lo, S hi) {
+  using T = value_t<A>;
+  return detail::make_binary(std::forward<A>(dy), std::forward<B>(x),
+                             fn::clamp_grad<T>{static_cast<T>(lo), static_cast<T>(hi)});
+}
+/// |x|'s backward: dy sign(x).
+template <Expression A, Expression B>
+[[nodiscard]] auto abs_grad(A&& dy, B&& x) {
+  return detail::make_binary<fn::abs_grad>(std::forward<A>(dy), std::forward<B>(x));
+}
+/// 1 where a >= b, else 0.
+template <Expression A, Expression B>
+[[nodiscard]] auto ge_mask(A&& a, B&& b) {
+  return detail::make_binary<fn::ge_mask>(std::forward<A>(a), std::forward<B>(b));
+}
 
 /// dy where x > 0, else 0: ReLU's backward given its input or output x.
 template <Expression A, Expression B>
 [[nodiscard]] auto relu_grad(A&& dy, B&& x) {
   return detail::make_binary<fn::relu_grad>(std::forward<A>(dy), std::forward<B>(x));
+}
+
+/// max(a, b) and min(a, b) elementwise (same shapes).
+template <Expression A, Expression B>
+[[nodiscard]] auto maximum(A&& a, B&& b) {
+  return detail::make_binary<fn::max>(std::forward<A>(a), std::forward<B>(b));
+}
+template <Expression A, Expression B>
+[[nodiscard]] auto minimum(A&& a, B&& b) {
+  return detail::make_binary<fn::min>(std::forward<A>(a), std::forward<B>(b));
 }
 
 /// max(a, s) and min(a, s) elementwise with a scalar.
@@ -371,6 +435,20 @@ template <Expression A>
 [[nodiscard]] auto sum_cols(A&& a) {
   detail::check_elementwise<A>();
   return Sum<A, 2>{std::forward<A>(a)};
+}
+
+/// Largest element of each row -> [R x 1] (log-sum-exp's shift). Not accumulable.
+template <Expression A>
+[[nodiscard]] auto max_cols(A&& a) {
+  detail::check_elementwise<A>();
+  return Sum<A, 3>{std::forward<A>(a)};
+}
+
+/// The transpose of a matrix (rows x cols as every tensor is seen) -> [cols x rows].
+template <Expression A>
+[[nodiscard]] auto transpose(A&& a) {
+  detail::check_elementwise<A>();
+  return Transpose<A>{std::forward<A>(a)};
 }
 
 /// op(A) op(B) for row-major matrices; throws shape_error if inner dimensions differ.

@@ -109,4 +109,84 @@ struct step {
   }
 };
 
+struct abs {
+  static constexpr const char* name = "abs";
+  template <class T>
+  SIAM_HD T operator()(T a) const {
+    return detail::abs_(a);
+  }
+};
+struct tanh {
+  static constexpr const char* name = "tanh";
+  template <class T>
+  SIAM_HD T operator()(T a) const {
+    return detail::tanh_(a);
+  }
+};
+/// 1 / (1 + e^-a), evaluated without overflow for large |a|.
+struct sigmoid {
+  static constexpr const char* name = "sigmoid";
+  template <class T>
+  SIAM_HD T operator()(T a) const {
+    if (a >= T(0)) return T(1) / (T(1) + detail::exp_(-a));
+    const T e = detail::exp_(a);
+    return e / (T(1) + e);
+  }
+};
+/// log(1 + e^a) = max(a, 0) + log1p(e^-|a|): no overflow, no loss of precision.
+struct softplus {
+  static constexpr const char* name = "softplus";
+  template <class T>
+  SIAM_HD T operator()(T a) const {
+    return (a > T(0) ? a : T(0)) + detail::log1p_(detail::exp_(-detail::abs_(a)));
+  }
+};
+/// |a|'s backward, (dy, x) -> dy sign(x) (0 at x = 0, the subgradient taken).
+struct abs_grad {
+  static constexpr const char* name = "abs_grad";
+  template <class T>
+  SIAM_HD T operator()(T dy, T x) const {
+    return x > T(0) ? dy : (x < T(0) ? -dy : T(0));
+  }
+};
+/// 1 where a >= b, else 0 (maximum's routing mask: ties go to the first operand).
+struct ge_mask {
+  static constexpr const char* name = "ge_mask";
+  template <class T>
+  SIAM_HD T operator()(T a, T b) const {
+    return a >= b ? T(1) : T(0);
+  }
+};
+/// a^p for a fixed exponent p.
+template <class S>
+struct pow {
+  static constexpr const char* name = "pow";
+  S p;
+  template <class T>
+  SIAM_HD T operator()(T a) const {
+    return detail::pow_(a, static_cast<T>(p));
+  }
+};
+/// min(max(a, lo), hi).
+template <class S>
+struct clamp {
+  static constexpr const char* name = "clamp";
+  S lo, hi;
+  template <class T>
+  SIAM_HD T operator()(T a) const {
+    const T l = static_cast<T>(lo), h = static_cast<T>(hi);
+    return a < l ? l : (a > h ? h : a);
+  }
+};
+/// clamp's backward, (dy, x) -> dy where lo <= x <= hi, else 0.
+template <class S>
+struct clamp_grad {
+  static constexpr const char* name = "clamp_grad";
+  S lo, hi;
+  template <class T>
+  SIAM_HD T operator()(T dy, T x) const {
+    return (x >= static_cast<T>(lo) && x <= static_cast<T>(hi)) ? dy : T(0);
+  }
+};
+
 }  // namespace siam::fn

@@ -3,7 +3,11 @@
 // CUDA backend lives in <siam/backend/cuda.hpp> and needs nvcc.
 #pragma once
 
+#include "siam/autodiff/elementwise.hpp"
+#include "siam/autodiff/metric.hpp"
 #include "siam/autodiff/ops.hpp"
+#include "siam/autodiff/reduce.hpp"
+#include "siam/autodiff/structure.hpp"
 #include "siam/autodiff/tape.hpp"
 #include "siam/backend/cpu.hpp"
 #include "siam/error.hpp"

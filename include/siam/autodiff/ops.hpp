@@ -38,21 +38,21 @@ Var<T, B> matmul(Var<T, B> a, Var<T, B> b, bool trans_a = false, bool trans_b = 
   Var<T, B> y = t.make(prod.shape(), detail::any_grad({a, b}));
   y.value() = prod;
   t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
         const bool ta = n.s[0] != 0, tb = n.s[1] != 0;
-        auto dc = t.out_grad(n);
-        auto A = t.value(n.in[0]), Bv = t.value(n.in[1]);
-        if (t.requires_grad(n.in[0])) {
+        auto dc = tp.out_grad(n);
+        auto A = tp.value(n.in[0]), Bv = tp.value(n.in[1]);
+        if (tp.requires_grad(n.in[0])) {
           if (!ta)
-            t.accumulate(n.in[0], matmul(dc, Bv, false, !tb));
+            tp.accumulate(n.in[0], matmul(dc, Bv, false, !tb));
           else
-            t.accumulate(n.in[0], matmul(Bv, dc, tb, true));
+            tp.accumulate(n.in[0], matmul(Bv, dc, tb, true));
         }
-        if (t.requires_grad(n.in[1])) {
+        if (tp.requires_grad(n.in[1])) {
           if (!tb)
-            t.accumulate(n.in[1], matmul(A, dc, !ta, false));
+            tp.accumulate(n.in[1], matmul(A, dc, !ta, false));
           else
-            t.accumulate(n.in[1], matmul(dc, A, true, ta));
+            tp.accumulate(n.in[1], matmul(dc, A, true, ta));
         }
       },
       y, {a.id(), b.id()}, T(trans_a), T(trans_b));
@@ -70,9 +70,9 @@ Var<T, B> operator+(Var<T, B> a, Var<T, B> b) {
   Var<T, B> y = t.make(e.shape(), detail::any_grad({a, b}));
   y.value() = e;
   t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
-        t.accumulate(n.in[0], t.out_grad(n));
-        t.accumulate(n.in[1], t.out_grad(n));
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
+        tp.accumulate(n.in[0], tp.out_grad(n));
+        tp.accumulate(n.in[1], tp.out_grad(n));
       },
       y, {a.id(), b.id()});
   return y;
@@ -85,9 +85,9 @@ Var<T, B> operator-(Var<T, B> a, Var<T, B> b) {
   Var<T, B> y = t.make(e.shape(), detail::any_grad({a, b}));
   y.value() = e;
   t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
-        t.accumulate(n.in[0], t.out_grad(n));
-        t.accumulate(n.in[1], -t.out_grad(n));
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
+        tp.accumulate(n.in[0], tp.out_grad(n));
+        tp.accumulate(n.in[1], -tp.out_grad(n));
       },
       y, {a.id(), b.id()});
   return y;
@@ -100,9 +100,9 @@ Var<T, B> operator*(Var<T, B> a, Var<T, B> b) {
   Var<T, B> y = t.make(e.shape(), detail::any_grad({a, b}));
   y.value() = e;
   t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
-        t.accumulate(n.in[0], t.out_grad(n) * t.value(n.in[1]));
-        t.accumulate(n.in[1], t.out_grad(n) * t.value(n.in[0]));
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
+        tp.accumulate(n.in[0], tp.out_grad(n) * tp.value(n.in[1]));
+        tp.accumulate(n.in[1], tp.out_grad(n) * tp.value(n.in[0]));
       },
       y, {a.id(), b.id()});
   return y;
@@ -118,9 +118,9 @@ Var<T, B> add_bias(Var<T, B> x, Var<T, B> b) {
   Var<T, B> y = t.make(e.shape(), detail::any_grad({x, b}));
   y.value() = e;
   t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
-        t.accumulate(n.in[0], t.out_grad(n));
-        t.accumulate(n.in[1], sum_rows(t.out_grad(n)));
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
+        tp.accumulate(n.in[0], tp.out_grad(n));
+        tp.accumulate(n.in[1], sum_rows(tp.out_grad(n)));
       },
       y, {x.id(), b.id()});
   return y;
@@ -133,8 +133,8 @@ Var<T, B> relu(Var<T, B> x) {
   Var<T, B> y = t.make(x.shape(), x.requires_grad());
   y.value() = relu(x.value());
   t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
-        t.accumulate(n.in[0], relu_grad(t.out_grad(n), t.value(n.out)));
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
+        tp.accumulate(n.in[0], relu_grad(tp.out_grad(n), tp.value(n.out)));
       },
       y, {x.id()});
   return y;
@@ -147,8 +147,8 @@ Var<T, B> square(Var<T, B> x) {
   Var<T, B> y = t.make(x.shape(), x.requires_grad());
   y.value() = square(x.value());
   t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
-        t.accumulate(n.in[0], T(2) * t.value(n.in[0]) * t.out_grad(n));
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
+        tp.accumulate(n.in[0], T(2) * tp.value(n.in[0]) * tp.out_grad(n));
       },
       y, {x.id()});
   return y;
@@ -161,35 +161,11 @@ Var<T, B> sqrt(Var<T, B> x) {
   Var<T, B> y = t.make(x.shape(), x.requires_grad());
   y.value() = sqrt(x.value());
   t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
-        t.accumulate(n.in[0], t.out_grad(n) / (T(2) * t.value(n.out)));
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
+        tp.accumulate(n.in[0], tp.out_grad(n) / (T(2) * tp.value(n.out)));
       },
       y, {x.id()});
   return y;
-}
-
-// ---- sum / mean of all elements -> [1].  dx += dy (resp. dy / N) at every element.
-template <class T, class B>
-Var<T, B> sum(Var<T, B> x, T scale = T(1)) {
-  auto& t = x.tape();
-  Var<T, B> y = t.make(Shape{1}, x.requires_grad());
-  if (scale == T(1))
-    y.value() = sum_all(x.value());
-  else
-    y.value() = sum_all(x.value() * scale);
-  t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
-        const Shape s = t.shape(n.in[0]);
-        t.accumulate(n.in[0], broadcast_scalar(t.out_grad(n), s) * n.s[0]);
-      },
-      y, {x.id()}, scale);
-  return y;
-}
-template <class T, class B>
-Var<T, B> mean(Var<T, B> x) {
-  const index_t n = x.shape().size();
-  if (n == 0) throw shape_error("mean: empty tensor " + x.shape().str());
-  return sum(x, T(1) / static_cast<T>(n));
 }
 
 // ---- slice_rows: y = x[begin : begin + count) (a view: no copy).
@@ -200,12 +176,12 @@ Var<T, B> slice_rows(Var<T, B> x, index_t begin, index_t count) {
   View<T, B> v = x.value().row_slice(begin, count);  // checks the range
   Var<T, B> y = t.alias(v.data(), v.shape(), x.requires_grad());
   t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
-        if (!t.requires_grad(n.in[0])) return;
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
+        if (!tp.requires_grad(n.in[0])) return;
         bool acc;
-        View<T, B> g = t.grad_for_write(n.in[0], acc);
+        View<T, B> g = tp.grad_for_write(n.in[0], acc);
         if (!acc) g = Constant<T, B>{g.shape(), T(0)};
-        g.row_slice(static_cast<index_t>(n.s[0]), t.shape(n.out).rows()) += t.out_grad(n);
+        g.row_slice(static_cast<index_t>(n.s[0]), tp.shape(n.out).rows()) += tp.out_grad(n);
       },
       y, {x.id()}, T(begin));
   return y;
@@ -224,10 +200,10 @@ Var<T, B> concat_rows(Var<T, B> a, Var<T, B> b) {
   y.value().row_slice(0, sa.rows()) = a.value();
   y.value().row_slice(sa.rows(), sb.rows()) = b.value();
   t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
-        const index_t na = t.shape(n.in[0]).rows(), nb = t.shape(n.in[1]).rows();
-        t.accumulate(n.in[0], t.out_grad(n).row_slice(0, na));
-        t.accumulate(n.in[1], t.out_grad(n).row_slice(na, nb));
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
+        const index_t na = tp.shape(n.in[0]).rows(), nb = tp.shape(n.in[1]).rows();
+        tp.accumulate(n.in[0], tp.out_grad(n).row_slice(0, na));
+        tp.accumulate(n.in[1], tp.out_grad(n).row_slice(na, nb));
       },
       y, {a.id(), b.id()});
   return y;
@@ -249,11 +225,11 @@ Var<T, B> linear(Var<T, B> x, Var<T, B> w, Var<T, B> b) {
   yv = prod;
   yv = yv + broadcast_rows(b.value(), yv.rows());
   t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
-        auto dy = t.out_grad(n);
-        t.accumulate(n.in[1], matmul(t.value(n.in[0]), dy, true, false));
-        t.accumulate(n.in[2], sum_rows(dy));
-        t.accumulate(n.in[0], matmul(dy, t.value(n.in[1]), false, true));
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
+        auto dy = tp.out_grad(n);
+        tp.accumulate(n.in[1], matmul(tp.value(n.in[0]), dy, true, false));
+        tp.accumulate(n.in[2], sum_rows(dy));
+        tp.accumulate(n.in[0], matmul(dy, tp.value(n.in[1]), false, true));
       },
       y, {x.id(), w.id(), b.id()});
   return y;
@@ -276,19 +252,19 @@ Var<T, B> linear_relu(Var<T, B> x, Var<T, B> w, Var<T, B> b) {
   hv = prod;
   hv = relu(hv + broadcast_rows(b.value(), hv.rows()));
   t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
-        View<T, B> dz = t.out_grad(n);
-        const View<T, B> hv = t.value(n.out);
-        const auto k = relu_grad(dz, hv).kernel();
-        if (t.requires_grad(n.in[2])) {
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
+        View<T, B> dz = tp.out_grad(n);
+        const View<T, B> h_out = tp.value(n.out);
+        const auto k = relu_grad(dz, h_out).kernel();
+        if (tp.requires_grad(n.in[2])) {
           bool acc;
-          View<T, B> db = t.grad_for_write(n.in[2], acc);
+          View<T, B> db = tp.grad_for_write(n.in[2], acc);
           B::assign_sum_rows(dz.data(), db.data(), dz.rows(), dz.cols(), k, acc);
         } else {
-          dz = relu_grad(dz, hv);
+          dz = relu_grad(dz, h_out);
         }
-        t.accumulate(n.in[1], matmul(t.value(n.in[0]), dz, true, false));
-        t.accumulate(n.in[0], matmul(dz, t.value(n.in[1]), false, true));
+        tp.accumulate(n.in[1], matmul(tp.value(n.in[0]), dz, true, false));
+        tp.accumulate(n.in[0], matmul(dz, tp.value(n.in[1]), false, true));
       },
       h, {x.id(), w.id(), b.id()});
   return h;

@@ -10,7 +10,9 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "siam/tensor.hpp"
@@ -69,13 +71,19 @@ class Tape {
  public:
   struct Node;
   using BackwardFn = void (*)(Tape&, const Node&);
+  /// The most tape inputs one node can name (checked at compile time by record()).
+  static constexpr std::size_t max_inputs = 8;
   /// One recorded op: what its backward needs and nothing else.
   struct Node {
     BackwardFn backward;
     std::uint32_t out;
-    std::uint32_t in[5];
-    T s[2];  // scalars the backward needs (margin, scale, ...)
+    std::uint32_t n_in;
+    std::uint32_t in[max_inputs];
+    T s[4];        // scalars the backward needs (margin, scale, ...)
+    index_t i[4];  // integers the backward needs (offsets, index-set ids, ...)
   };
+  /// Default bound on the nodes recorded between two reset() calls (see set_max_nodes).
+  static constexpr std::size_t default_max_nodes = std::size_t{1} << 16;
 
   Tape() = default;
   Tape(const Tape&) = delete;
@@ -84,10 +92,19 @@ class Tape {
   /// Forgets the graph; keeps every buffer for the next step.
   void reset() {
     used_ = 0;
+    index_used_ = 0;
     nodes_.clear();
   }
   bool recording() const { return recording_; }
   std::size_t node_count() const { return nodes_.size(); }
+  /// Values (slots) recorded since the last reset().
+  std::size_t value_count() const { return used_; }
+
+  /// A training loop that forgets reset() grows the tape by one graph per step, and its
+  /// memory with it; past this many nodes (or 8x as many values) record() throws
+  /// value_error instead. 0 lifts the bound (for graphs that are really that large).
+  void set_max_nodes(std::size_t n) { max_nodes_ = n; }
+  std::size_t max_nodes() const { return max_nodes_; }
 
   // ---- leaves
 
@@ -97,6 +114,25 @@ class Tape {
     return external(const_cast<T*>(t.data()), t.shape());
   }
   Var<T, B> constant(View<T, B> v) { return external(v.data(), v.shape()); }
+  /// Rejected at compile time: the tape keeps a pointer to a constant's storage, and a
+  /// temporary tensor is gone before backward() reads it.
+  template <class U>
+  requires std::is_same_v<std::remove_cvref_t<U>, Tensor<T, B>> &&
+           (!std::is_lvalue_reference_v<U>)
+  Var<T, B> constant(U&&) {
+    static_assert(!sizeof(U),
+                  "siam: tape.constant() does not copy its argument and the tape reads it "
+                  "until backward(); keep the tensor in a named variable (or use "
+                  "tape.copy() to let the tape own a copy)");
+    return {};
+  }
+  /// A constant the tape owns: `t` is copied into a tape buffer (reused after reset()).
+  template <Expression E>
+  Var<T, B> copy(const E& e) {
+    Var<T, B> v = make(e.shape(), false);
+    v.value() = e;
+    return v;
+  }
   /// A parameter: its gradient accumulates into p.grad (honouring p.grad_fresh).
   Var<T, B> param(Parameter<T, B>& p) {
     Var<T, B> v = external(p.value.data(), p.value.shape());
@@ -125,15 +161,35 @@ class Tape {
     slots_[v.id()].requires_grad = requires_grad && recording_;
     return v;
   }
-  /// Records a node if any input needs a gradient (nothing is recorded under NoGrad).
-  void record(BackwardFn fn, Var<T, B> out, std::initializer_list<std::uint32_t> in, T s0 = 0,
-              T s1 = 0) {
-    if (!slots_[out.id()].requires_grad) return;
-    Node n{fn, out.id(), {0, 0, 0, 0, 0}, {s0, s1}};
-    int i = 0;
-    for (auto id : in)
-      n.in[i++] = id;
+  /// Records a node if its output needs a gradient (nothing is recorded under NoGrad).
+  /// `in` lists the ids of the slots its backward reads or writes: `{a.id(), b.id()}`;
+  /// its length is checked at compile time. Returns the node, so that an op can store
+  /// more scalars or integers in it, or null when nothing was recorded. The pointer is
+  /// valid until the next record().
+  template <std::size_t N>
+  Node* record(BackwardFn fn, Var<T, B> out, const std::uint32_t (&in)[N], T s0 = 0, T s1 = 0) {
+    static_assert(N <= max_inputs,
+                  "siam: a tape node names at most Tape::max_inputs inputs; keep the rest in "
+                  "slots of their own or split the op");
+    if (!slots_[out.id()].requires_grad) return nullptr;
+    if (max_nodes_ && nodes_.size() >= max_nodes_) throw_too_large("nodes", nodes_.size());
+    Node n{fn, out.id(), static_cast<std::uint32_t>(N), {}, {s0, s1, 0, 0}, {0, 0, 0, 0}};
+    for (std::size_t k = 0; k < N; ++k)
+      n.in[k] = in[k];
     nodes_.push_back(n);
+    return &nodes_.back();
+  }
+
+  /// Copies a set of row indices (gather, mining) into the tape, which keeps them until
+  /// reset() (buffers are reused afterwards); returns its id for Node::i.
+  index_t store_indices(std::span<const std::uint32_t> idx) {
+    if (index_used_ == index_sets_.size()) index_sets_.emplace_back();
+    auto& v = index_sets_[index_used_];
+    v.assign(idx.begin(), idx.end());
+    return static_cast<index_t>(index_used_++);
+  }
+  std::span<const std::uint32_t> indices(index_t id) const {
+    return index_sets_.at(static_cast<std::size_t>(id));
   }
 
   View<T, B> value(std::uint32_t id) const {
@@ -152,12 +208,17 @@ class Tape {
   bool has_grad(std::uint32_t id) const { return !fresh(slots_[id]); }
 
   /// grad(id) (+)= e: assigns on the first contribution, adds afterwards. Skips inputs
-  /// that need no gradient (data, constants).
+  /// that need no gradient (data, constants). e has the value's shape, or the same
+  /// rows x cols (the matrix every tensor is also seen as).
   template <Expression E>
   void accumulate(std::uint32_t id, const E& e) {
     Slot& s = slots_[id];
     if (!s.requires_grad) return;
-    View<T, B> g(s.grad, s.shape);
+    // A matrix-shaped expression may update a higher-rank value seen as a matrix.
+    const Shape es = e.shape();
+    const bool as_matrix = !(es == s.shape) && es.rows() == s.shape.rows() &&
+                           es.cols() == s.shape.cols();
+    View<T, B> g(s.grad, as_matrix ? es : s.shape);
     if (fresh(s))
       g = e;
     else
@@ -213,7 +274,14 @@ class Tape {
   static bool& fresh(Slot& s) { return s.ext_fresh ? *s.ext_fresh : s.own_fresh; }
   static bool fresh(const Slot& s) { return s.ext_fresh ? *s.ext_fresh : s.own_fresh; }
 
+  [[noreturn]] void throw_too_large(const char* what, std::size_t n) const {
+    throw value_error("Tape: " + std::to_string(n) + " " + what +
+                      " recorded without reset(); a training loop must call tape.reset() "
+                      "before each step (raise the bound with set_max_nodes() if the graph is "
+                      "really this large, or 0 to lift it)");
+  }
   Slot& next_slot() {
+    if (max_nodes_ && used_ >= 8 * max_nodes_) throw_too_large("values", used_);
     if (used_ == slots_.size()) slots_.emplace_back();
     Slot& s = slots_[used_++];
     s.own_fresh = true;
@@ -234,6 +302,9 @@ class Tape {
   std::vector<Slot> slots_;
   std::uint32_t used_ = 0;
   std::vector<Node> nodes_;
+  std::vector<std::vector<std::uint32_t>> index_sets_;
+  std::size_t index_used_ = 0;
+  std::size_t max_nodes_ = default_max_nodes;
   bool recording_ = true;
 };
 

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <tuple>
 #include <type_traits>
@@ -146,6 +147,35 @@ struct Cpu {
       for (index_t c = 0; c < cols; ++c)
         acc += k(r, c);
       out[r] = accumulate ? out[r] + acc : acc;
+    });
+  }
+
+  /// out[r] = max_c k(r, c): the largest value of each row (a row of none gives -inf).
+  template <class T, class K>
+  static void max_cols(T* out, index_t rows, index_t cols, const K& k) {
+    for_each_task(rows, rows * cols >= parallel_threshold, [&](index_t r) {
+      T m = -std::numeric_limits<T>::infinity();
+      for (index_t c = 0; c < cols; ++c) {
+        const T v = k(r, c);
+        m = v > m ? v : m;
+      }
+      out[r] = m;
+    });
+  }
+
+  /// dst row idx[i] += src row i for i in [0, n) (idx on the host; repeated indices add
+  /// up, in the order of i, so the result does not depend on the thread count).
+  template <class T>
+  static void scatter_add_rows(T* dst, const T* src, const std::uint32_t* idx, index_t n,
+                               index_t cols) {
+    const index_t panel = 1024;  // threads own column panels and walk every index in order
+    for_each_task((cols + panel - 1) / panel, n * cols >= parallel_threshold, [&](index_t p) {
+      const index_t lo = p * panel, hi = std::min(cols, lo + panel);
+      for (index_t i = 0; i < n; ++i) {
+        T* d = dst + static_cast<index_t>(idx[i]) * cols;
+        const T* s = src + i * cols;
+        SIAM_IVDEP for (index_t c = lo; c < hi; ++c) d[c] += s[c];
+      }
     });
   }
 

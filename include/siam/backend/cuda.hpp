@@ -17,6 +17,9 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <vector>
+
+#include <math_constants.h>
 
 #include "siam/backend/cuda_runtime.hpp"
 #include "siam/detail/config.hpp"
@@ -139,6 +142,46 @@ __global__ void gather_rows(T* dst, const T* src, const std::uint32_t* idx, inde
        i += index_t(gridDim.x) * blockDim.x) {
     const index_t r = i / cols;
     dst[i] = src[static_cast<index_t>(idx[r]) * cols + (i - r * cols)];
+  }
+}
+
+// Per-row maxima: blocks stride over the rows, threads over a row's columns.
+template <class T, class K>
+__global__ void max_cols(T* out, index_t rows, index_t cols, K k) {
+  __shared__ T s[block];
+  for (index_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    T m = sizeof(T) == 4 ? T(-CUDART_INF_F) : T(-CUDART_INF);
+    for (index_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      const T v = k(r, c);
+      m = v > m ? v : m;
+    }
+    s[threadIdx.x] = m;
+    __syncthreads();
+    for (int w = block / 2; w > 0; w /= 2) {
+      if (threadIdx.x < w && s[threadIdx.x + w] > s[threadIdx.x]) s[threadIdx.x] = s[threadIdx.x + w];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) out[r] = s[0];
+    __syncthreads();
+  }
+}
+
+// dst row dest[u] += the src rows order[starts[u] .. starts[u + 1]), added in that order
+// (the host groups the indices by destination: deterministic, no atomics).
+template <class T>
+__global__ void scatter_add_rows(T* dst, const T* src, const std::uint32_t* plan, index_t n,
+                                 index_t groups, index_t cols) {
+  const std::uint32_t* order = plan;
+  const std::uint32_t* dest = plan + n;
+  const std::uint32_t* starts = plan + n + groups;
+  const index_t total = groups * cols;
+  for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < total;
+       i += index_t(gridDim.x) * blockDim.x) {
+    const index_t u = i / cols, c = i - u * cols;
+    T acc = dst[static_cast<index_t>(dest[u]) * cols + c];
+    for (std::uint32_t j = starts[u]; j < starts[u + 1]; ++j)
+      acc += src[static_cast<index_t>(order[j]) * cols + c];
+    dst[static_cast<index_t>(dest[u]) * cols + c] = acc;
   }
 }
 
@@ -327,6 +370,48 @@ struct Cuda {
                                                                               cols);
     dk::check_launch("gather_rows kernel");
     deallocate(idx, n);
+  }
+
+  /// out[r] = max over row r (a row of none gives -inf).
+  template <class T, class K>
+  static void max_cols(T* out, index_t rows, index_t cols, const K& k) {
+    if (rows == 0) return;
+    namespace dk = detail::kernels;
+    const auto grid = static_cast<unsigned>(std::min<index_t>(rows, 65535));
+    dk::max_cols<<<grid, dk::block, 0, cuda::stream()>>>(out, rows, cols, k);
+    dk::check_launch("max_cols kernel");
+  }
+
+  /// dst row idx[i] += src row i (idx on the host). Deterministic: the host groups the
+  /// indices by destination, and each destination adds its rows in the order of i.
+  template <class T>
+  static void scatter_add_rows(T* dst, const T* src, const std::uint32_t* host_idx, index_t n,
+                               index_t cols) {
+    if (n == 0 || cols == 0) return;
+    namespace dk = detail::kernels;
+    std::vector<std::uint32_t> order(static_cast<std::size_t>(n));
+    for (std::size_t i = 0; i < order.size(); ++i)
+      order[i] = static_cast<std::uint32_t>(i);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](std::uint32_t a, std::uint32_t b) { return host_idx[a] < host_idx[b]; });
+    std::vector<std::uint32_t> dest, starts;
+    for (std::size_t j = 0; j < order.size(); ++j)
+      if (j == 0 || host_idx[order[j]] != host_idx[order[j - 1]]) {
+        dest.push_back(host_idx[order[j]]);
+        starts.push_back(static_cast<std::uint32_t>(j));
+      }
+    starts.push_back(static_cast<std::uint32_t>(n));
+    const auto groups = static_cast<index_t>(dest.size());
+    std::vector<std::uint32_t> plan(order);
+    plan.insert(plan.end(), dest.begin(), dest.end());
+    plan.insert(plan.end(), starts.begin(), starts.end());
+    const auto len = static_cast<index_t>(plan.size());
+    auto* dplan = allocate<std::uint32_t>(len);
+    from_host(dplan, plan.data(), len);  // pageable: staged before this returns
+    dk::scatter_add_rows<<<dk::grid_for(groups * cols), dk::block, 0, cuda::stream()>>>(
+        dst, src, dplan, n, groups, cols);
+    dk::check_launch("scatter_add_rows kernel");
+    deallocate(dplan, len);
   }
 
  private:

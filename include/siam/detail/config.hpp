@@ -52,6 +52,30 @@ SIAM_HD inline float sqrt_(float x) {
 SIAM_HD inline double sqrt_(double x) {
   return ::sqrt(x);
 }
+SIAM_HD inline float tanh_(float x) {
+  return ::tanhf(x);
+}
+SIAM_HD inline double tanh_(double x) {
+  return ::tanh(x);
+}
+SIAM_HD inline float log1p_(float x) {
+  return ::log1pf(x);
+}
+SIAM_HD inline double log1p_(double x) {
+  return ::log1p(x);
+}
+SIAM_HD inline float pow_(float x, float p) {
+  return ::powf(x, p);
+}
+SIAM_HD inline double pow_(double x, double p) {
+  return ::pow(x, p);
+}
+SIAM_HD inline float abs_(float x) {
+  return ::fabsf(x);
+}
+SIAM_HD inline double abs_(double x) {
+  return ::fabs(x);
+}
 #else
 inline float exp_(float x) {
   return std::exp(x);
@@ -70,6 +94,30 @@ inline float sqrt_(float x) {
 }
 inline double sqrt_(double x) {
   return std::sqrt(x);
+}
+inline float tanh_(float x) {
+  return std::tanh(x);
+}
+inline double tanh_(double x) {
+  return std::tanh(x);
+}
+inline float log1p_(float x) {
+  return std::log1p(x);
+}
+inline double log1p_(double x) {
+  return std::log1p(x);
+}
+inline float pow_(float x, float p) {
+  return std::pow(x, p);
+}
+inline double pow_(double x, double p) {
+  return std::pow(x, p);
+}
+inline float abs_(float x) {
+  return std::fabs(x);
+}
+inline double abs_(double x) {
+  return std::fabs(x);
 }
 #endif
 

@@ -146,11 +146,11 @@ Var<T, B> contrastive_loss(Var<T, B> f1, Var<T, B> f2, Var<T, B> labels,
   auto p = detail::contrastive_forward("contrastive_loss", t, f1.value(), f2.value(), labels, opt,
                                        detail::any_grad({f1, f2}));
   t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
         bool acc1 = false, acc2 = false;
-        T* g1 = t.requires_grad(n.in[0]) ? t.grad_for_write(n.in[0], acc1).data() : nullptr;
-        T* g2 = t.requires_grad(n.in[1]) ? t.grad_for_write(n.in[1], acc2).data() : nullptr;
-        detail::contrastive_backward(t, n, t.value(n.in[0]), t.value(n.in[1]), n.in[2], n.in[3],
+        T* g1 = tp.requires_grad(n.in[0]) ? tp.grad_for_write(n.in[0], acc1).data() : nullptr;
+        T* g2 = tp.requires_grad(n.in[1]) ? tp.grad_for_write(n.in[1], acc2).data() : nullptr;
+        detail::contrastive_backward(tp, n, tp.value(n.in[0]), tp.value(n.in[1]), n.in[2], n.in[3],
                                      n.in[4], g1, acc1, g2, acc2);
       },
       p.loss, {f1.id(), f2.id(), labels.id(), p.d.id(), p.c.id()}, p.margin, p.scale);
@@ -174,13 +174,13 @@ Var<T, B> contrastive_loss_stacked(Var<T, B> f, Var<T, B> labels, ContrastiveOpt
   auto p = detail::contrastive_forward("contrastive_loss_stacked", t, fv.row_slice(0, n),
                                        fv.row_slice(n, n), labels, opt, f.requires_grad());
   t.record(
-      +[](Tape<T, B>& t, const typename Tape<T, B>::Node& nd) {
-        const View<T, B> fv = t.value(nd.in[0]);
-        const index_t n = fv.rows() / 2;
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& nd) {
+        const View<T, B> fvb = tp.value(nd.in[0]);
+        const index_t half = fvb.rows() / 2;
         bool acc = false;
-        const View<T, B> g = t.grad_for_write(nd.in[0], acc);
-        detail::contrastive_backward(t, nd, fv.row_slice(0, n), fv.row_slice(n, n), nd.in[1],
-                                     nd.in[2], nd.in[3], g.data(), acc, g.row_slice(n, n).data(),
+        const View<T, B> g = tp.grad_for_write(nd.in[0], acc);
+        detail::contrastive_backward(tp, nd, fvb.row_slice(0, half), fvb.row_slice(half, half), nd.in[1],
+                                     nd.in[2], nd.in[3], g.data(), acc, g.row_slice(half, half).data(),
                                      acc);
       },
       p.loss, {f.id(), labels.id(), p.d.id(), p.c.id()}, p.margin, p.scale);
