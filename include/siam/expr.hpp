@@ -73,6 +73,11 @@ struct ConstantKernel {
   T v;
   SIAM_HD T operator()(index_t, index_t) const { return v; }
 };
+template <class T>
+struct DiagonalKernel {
+  T v;
+  SIAM_HD T operator()(index_t r, index_t c) const { return r == c ? v : T(0); }
+};
 template <class Op, class K>
 struct UnaryKernel {
   Op op;
@@ -123,6 +128,22 @@ struct Constant {
   T value;
   Shape shape() const { return shape_; }
   detail::ConstantKernel<T> kernel() const { return {value}; }
+  bool aliases(const void*, const void*) const { return false; }
+  bool conflicts(const void*, const void*) const { return false; }
+};
+
+/// v on the diagonal (row index == column index), 0 elsewhere: v I for square shapes.
+template <class T, class B>
+struct Diagonal {
+  using siam_expression = void;
+  using value_type = T;
+  using backend_type = B;
+  static constexpr int kind = detail::elementwise;
+  static constexpr bool broadcasts = true;  // needs (r, c)
+  Shape shape_;
+  T value;
+  Shape shape() const { return shape_; }
+  detail::DiagonalKernel<T> kernel() const { return {value}; }
   bool aliases(const void*, const void*) const { return false; }
   bool conflicts(const void*, const void*) const { return false; }
 };

@@ -6,7 +6,11 @@
 
 #include <functional>
 #include <map>
+#include <siam/autodiff/elementwise.hpp>
+#include <siam/autodiff/metric.hpp>
 #include <siam/autodiff/ops.hpp>
+#include <siam/autodiff/reduce.hpp>
+#include <siam/autodiff/structure.hpp>
 #include <siam/data/synthetic_digits.hpp>
 #include <siam/loss/contrastive.hpp>
 #include <siam/nn/layers.hpp>
@@ -150,6 +154,46 @@ Outputs run_all() {
   grad_case("linear_relu",
             {random<B>(Shape{50, 30}, 29), random<B>(Shape{30, 40}, 30), random<B>(Shape{40}, 31)},
             [](Tp&, V& v) { return linear_relu(v[0], v[1], v[2]); });
+  // ---- the toolkit's ops (elementwise.hpp, reduce.hpp, structure.hpp, metric.hpp)
+  {
+    auto a = [] { return random<B>(Shape{30, 20}, 70); };
+    auto pos = [] { return random<B>(Shape{30, 20}, 71, 0.5, 2); };
+    grad_case("scalar_affine", {a()}, [](Tp&, V& v) { return 2.0f - v[0] * 3.0f + 0.5f; });
+    grad_case("scalar_div", {pos()}, [](Tp&, V& v) { return 2.0f / v[0]; });
+    grad_case("div", {a(), pos()}, [](Tp&, V& v) { return v[0] / v[1]; });
+    grad_case("neg", {a()}, [](Tp&, V& v) { return -v[0]; });
+    grad_case("exp", {a()}, [](Tp&, V& v) { return exp(v[0]); });
+    grad_case("log", {pos()}, [](Tp&, V& v) { return log(v[0]); });
+    grad_case("abs", {a()}, [](Tp&, V& v) { return abs(v[0]); });
+    grad_case("tanh", {a()}, [](Tp&, V& v) { return tanh(v[0]); });
+    grad_case("sigmoid", {a()}, [](Tp&, V& v) { return sigmoid(v[0]); });
+    grad_case("softplus", {a()}, [](Tp&, V& v) { return softplus(v[0]); });
+    grad_case("pow", {pos()}, [](Tp&, V& v) { return pow(v[0], 2.5f); });
+    grad_case("clamp", {a()}, [](Tp&, V& v) { return clamp(v[0], -0.3f, 0.4f); });
+    grad_case("maximum", {a(), random<B>(Shape{30, 20}, 72)},
+              [](Tp&, V& v) { return maximum(v[0], v[1]); });
+    grad_case("minimum", {a(), random<B>(Shape{30, 20}, 72)},
+              [](Tp&, V& v) { return minimum(v[0], v[1]); });
+    grad_case("sum_axis0", {a()}, [](Tp&, V& v) { return sum(v[0], 0); });
+    grad_case("mean_axis1", {a()}, [](Tp&, V& v) { return mean(v[0], 1, true); });
+    grad_case("logsumexp_rows", {a()}, [](Tp&, V& v) { return logsumexp_rows(v[0] * 5.0f); });
+    grad_case("broadcast_rows", {random<B>(Shape{20}, 73)},
+              [](Tp&, V& v) { return broadcast_rows(v[0], 30); });
+    grad_case("broadcast_cols", {random<B>(Shape{30, 1}, 74)},
+              [](Tp&, V& v) { return broadcast_cols(v[0], 20); });
+    grad_case("broadcast_scalar", {random<B>(Shape{1}, 75)},
+              [](Tp&, V& v) { return broadcast_scalar(v[0], Shape{30, 20}); });
+    grad_case("gather_rows", {a()}, [](Tp&, V& v) {
+      return gather_rows(v[0], std::vector<std::uint32_t>{29, 0, 3, 3, 17, 3, 29});
+    });
+    grad_case("transpose", {a()}, [](Tp&, V& v) { return transpose(v[0]); });
+    grad_case("reshape", {a()}, [](Tp&, V& v) { return reshape(v[0], Shape{600}); });
+    grad_case("l2_normalize_rows", {a()}, [](Tp&, V& v) { return l2_normalize_rows(v[0]); });
+    grad_case("pairwise_sq_distances", {a(), random<B>(Shape{25, 20}, 76)},
+              [](Tp&, V& v) { return pairwise_sq_distances(v[0], v[1]); });
+    grad_case("cosine_similarity_matrix", {a(), random<B>(Shape{25, 20}, 76)},
+              [](Tp&, V& v) { return cosine_similarity_matrix(v[0], v[1]); });
+  }
   // ---- the loss, both hinge branches
   {
     Tf y = Tf::from(Shape{6}, {1, 0, 1, 0, 0, 1});

@@ -6,22 +6,27 @@
 //   s = 0.5 (sum over the batch, the default) or 0.5 / N (mean).
 // Gradient: with c_i = 2 s [ y_i - (1 - y_i) max(margin - d_i, 0) / d_i ],
 //   dF1_i += dL c_i (F1_i - F2_i);   dF2_i -= dL c_i (F1_i - F2_i).
+// ContrastiveOptions::squared selects the hinge on squared distances instead (below).
 #pragma once
 
 #include <cmath>
 #include <string>
 
 #include "siam/autodiff/ops.hpp"
+#include "siam/loss/reduction.hpp"
 
 namespace siam {
-
-enum class Reduction { sum, mean };
 
 struct ContrastiveOptions {
   double margin = 0.3;
   Reduction reduction = Reduction::sum;
   /// Check on the host that every label is 0 or 1 (costs a device-to-host copy on a GPU).
   bool check_labels = true;
+  /// The hinge on squared distances (Caffe's `legacy_version` form):
+  ///   s SUM_i [ y_i q_i + (1 - y_i) max(margin - q_i, 0) ],  q_i = |F1_i - F2_i|^2,
+  /// with gradient coefficient c_i = 2 s [ y_i - (1 - y_i) [margin > q_i] ]. The margin is
+  /// then a squared distance. Off by default: the form above (the seed's).
+  bool squared = false;
 };
 
 namespace detail {
@@ -54,6 +59,7 @@ template <class T, class B>
 struct ContrastiveParts {
   Var<T, B> d, c, loss;
   T margin, scale;
+  bool fused;  // computed by the backend's primitive (else composed)
 };
 
 template <class T, class B>
@@ -79,22 +85,27 @@ ContrastiveParts<T, B> contrastive_forward(const char* op, Tape<T, B>& t, const 
   const T scale = opt.reduction == Reduction::sum ? T(0.5) : T(0.5) / static_cast<T>(n ? n : 1);
   const View<T, B> y(labels.value().data(), Shape{n, 1});
   if constexpr (FusedContrastive<B, T>) {
-    ContrastiveParts<T, B> p{Var<T, B>{}, t.make(Shape{n, 1}, false),
-                             t.make(Shape{1}, requires_grad), m, scale};
-    B::contrastive_forward(f1.data(), f2.data(), y.data(), n, f1.cols(), m, scale,
-                           static_cast<T>(contrastive_eps), p.c.value().data(),
-                           p.loss.value().data());
-    return p;
-  } else {
-    ContrastiveParts<T, B> p{t.make(Shape{n, 1}, false), t.make(Shape{n, 1}, false), Var<T, B>{}, m,
-                             scale};
-    View<T, B> dv = p.d.value();
-    dv = sum_cols(square(f1 - f2));
-    dv = sqrt(dv + static_cast<T>(contrastive_eps));
-    p.loss = t.make(Shape{1}, requires_grad);
-    p.loss.value() = sum_all(scale * (y * square(dv) + (T(1) - y) * square(relu(m - dv))));
-    return p;
+    if (!opt.squared) {
+      ContrastiveParts<T, B> p{Var<T, B>{}, t.make(Shape{n, 1}, false),
+                               t.make(Shape{1}, requires_grad), m, scale, true};
+      B::contrastive_forward(f1.data(), f2.data(), y.data(), n, f1.cols(), m, scale,
+                             static_cast<T>(contrastive_eps), p.c.value().data(),
+                             p.loss.value().data());
+      return p;
+    }
   }
+  ContrastiveParts<T, B> p{t.make(Shape{n, 1}, false), t.make(Shape{n, 1}, false), Var<T, B>{}, m,
+                           scale, false};
+  View<T, B> dv = p.d.value();
+  dv = sum_cols(square(f1 - f2));
+  p.loss = t.make(Shape{1}, requires_grad);
+  if (opt.squared) {  // dv holds the squared distances q
+    p.loss.value() = sum_all(scale * (y * dv + (T(1) - y) * relu(m - dv)));
+  } else {
+    dv = sqrt(dv + static_cast<T>(contrastive_eps));
+    p.loss.value() = sum_all(scale * (y * square(dv) + (T(1) - y) * square(relu(m - dv))));
+  }
+  return p;
 }
 
 // The backward of both forms: g1 (+)= dL c (f1 - f2) and g2 (+)= dL c (f2 - f1), where
@@ -106,16 +117,25 @@ void contrastive_backward(Tape<T, B>& t, const typename Tape<T, B>::Node& nd, co
                           std::uint32_t c, T* g1, bool acc1, T* g2, bool acc2) {
   const index_t n = f1.rows(), cols = f1.cols();
   if constexpr (FusedContrastive<B, T>) {
-    B::contrastive_backward(f1.data(), f2.data(), t.value(c).data(), t.out_grad(nd).data(), n, cols,
-                            g1, acc1, g2, acc2);
-  } else {
-    // c_i = 2 s dL [y_i - (1 - y_i) max(m - d_i, 0) / d_i], into the scratch slot.
+    if (nd.i[0] == 1) {  // ContrastiveParts::fused
+      B::contrastive_backward(f1.data(), f2.data(), t.value(c).data(), t.out_grad(nd).data(), n,
+                              cols, g1, acc1, g2, acc2);
+      return;
+    }
+  }
+  {
+    // c_i = 2 s dL [y_i - (1 - y_i) max(m - d_i, 0) / d_i] (squared: [y_i - (1 - y_i)
+    // [m > q_i]]), into the scratch slot.
     const View<T, B> dv = t.value(d);
     const View<T, B> y(t.value(labels).data(), Shape{n, 1});
     const T m = nd.s[0], scale = nd.s[1];
     View<T, B> cv = t.value(c);
-    cv = (T(2) * scale) * broadcast_scalar(t.out_grad(nd), cv.shape()) *
-         (y - (T(1) - y) * relu(m - dv) / dv);
+    if (nd.i[1] == 1)
+      cv = (T(2) * scale) * broadcast_scalar(t.out_grad(nd), cv.shape()) *
+           (y - (T(1) - y) * step(m - dv));
+    else
+      cv = (T(2) * scale) * broadcast_scalar(t.out_grad(nd), cv.shape()) *
+           (y - (T(1) - y) * relu(m - dv) / dv);
     auto write = [&](T* g, bool acc, const auto& e) {
       if (!g) return;
       View<T, B> gv(g, f1.shape());
@@ -145,7 +165,7 @@ Var<T, B> contrastive_loss(Var<T, B> f1, Var<T, B> f2, Var<T, B> labels,
   auto& t = f1.tape();
   auto p = detail::contrastive_forward("contrastive_loss", t, f1.value(), f2.value(), labels, opt,
                                        detail::any_grad({f1, f2}));
-  t.record(
+  auto* node = t.record(
       +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
         bool acc1 = false, acc2 = false;
         T* g1 = tp.requires_grad(n.in[0]) ? tp.grad_for_write(n.in[0], acc1).data() : nullptr;
@@ -154,6 +174,10 @@ Var<T, B> contrastive_loss(Var<T, B> f1, Var<T, B> f2, Var<T, B> labels,
                                      n.in[4], g1, acc1, g2, acc2);
       },
       p.loss, {f1.id(), f2.id(), labels.id(), p.d.id(), p.c.id()}, p.margin, p.scale);
+  if (node) {
+    node->i[0] = p.fused;
+    node->i[1] = opt.squared;
+  }
   return p.loss;
 }
 
@@ -173,7 +197,7 @@ Var<T, B> contrastive_loss_stacked(Var<T, B> f, Var<T, B> labels, ContrastiveOpt
   const View<T, B> fv = f.value();
   auto p = detail::contrastive_forward("contrastive_loss_stacked", t, fv.row_slice(0, n),
                                        fv.row_slice(n, n), labels, opt, f.requires_grad());
-  t.record(
+  auto* node = t.record(
       +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& nd) {
         const View<T, B> fvb = tp.value(nd.in[0]);
         const index_t half = fvb.rows() / 2;
@@ -184,6 +208,10 @@ Var<T, B> contrastive_loss_stacked(Var<T, B> f, Var<T, B> labels, ContrastiveOpt
                                      acc);
       },
       p.loss, {f.id(), labels.id(), p.d.id(), p.c.id()}, p.margin, p.scale);
+  if (node) {
+    node->i[0] = p.fused;
+    node->i[1] = opt.squared;
+  }
   return p.loss;
 }
 
