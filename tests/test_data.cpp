@@ -2,6 +2,7 @@
 // the MNIST directory loader, the synthetic digit generator and the pair sampler.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -13,6 +14,8 @@
 #include "siam/data/dataset.hpp"
 #include "siam/data/idx.hpp"
 #include "siam/data/pairs.hpp"
+#include "siam/data/pk_sampler.hpp"
+#include "siam/data/triplets.hpp"
 #include "siam/data/synthetic_digits.hpp"
 #include "siam/error.hpp"
 #include "siam/metrics.hpp"
@@ -555,14 +558,74 @@ TEST_CASE("PairSampler: balance, validity, reproducibility") {
   CHECK(y1 == y2);
 }
 
-TEST_CASE("PairSampler: rejects label sets that cannot give both kinds of pairs") {
+TEST_CASE("PairSampler: classes come from the labels; errors name real labels") {
   std::vector<std::uint8_t> labels{0, 0, 1, 2, 2};
-  std::string msg = message_of<siam::value_error>([&] { siam::data::PairSampler s(labels, 3); });
+  std::string msg = message_of<siam::value_error>([&] { siam::data::PairSampler s(labels); });
   CHECK(contains(msg, "class 1 has 1 image"));
-  msg = message_of<siam::value_error>([&] { siam::data::PairSampler s(labels, 2); });
-  CHECK(contains(msg, "label 2 at index 3"));
-  CHECK_THROWS_AS(siam::data::PairSampler({0, 0, 0}, 1), siam::value_error);
-  msg = message_of<siam::value_error>([&] { siam::data::PairSampler s({0, 0, 1, 1}, 3); });
-  CHECK(contains(msg, "class 2 has 0 image"));
-  CHECK_NOTHROW(siam::data::PairSampler({0, 1, 1, 0}, 2));
+  CHECK_THROWS_AS(siam::data::PairSampler({0, 0, 0}), siam::value_error);
+  // three classes with arbitrary label values
+  const std::vector<int> odd{-5, 40, 40, 7, -5, 7, 40};
+  siam::data::PairSampler s(odd);
+  CHECK(s.num_classes() == 3);
+  CHECK(s.class_label(0) == -5);
+  CHECK(s.class_label(2) == 40);
+  CHECK(s.class_indices(2) == std::vector<std::uint32_t>{1, 2, 6});
+  msg = message_of<siam::value_error>([] { siam::data::PairSampler p({3, 3, 9}); });
+  CHECK(contains(msg, "class 9 has 1 image"));
+  CHECK_NOTHROW(siam::data::PairSampler({0, 1, 1, 0}));
+  siam::Rng rng(5);
+  std::vector<std::uint32_t> a, b;
+  s.sample_positive(rng, 50, a, b);
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CHECK(a[i] != b[i]);
+    CHECK(odd[a[i]] == odd[b[i]]);
+  }
+}
+
+TEST_CASE("PKSampler: P distinct classes of K distinct images, reproducible; errors") {
+  std::vector<int> labels;
+  for (int c = 0; c < 6; ++c)
+    for (int i = 0; i < 5 + c; ++i)
+      labels.push_back(10 * c);
+  siam::data::PKSampler pk(labels, 4, 3);
+  siam::Rng r1(9), r2(9);
+  std::vector<std::uint32_t> rows, rows2;
+  std::vector<std::int64_t> lab, lab2;
+  for (int step = 0; step < 20; ++step) {
+    pk.sample(r1, rows, lab);
+    pk.sample(r2, rows2, lab2);
+    CHECK(rows == rows2);
+    REQUIRE(rows.size() == 12);
+    std::vector<std::int64_t> classes;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      CHECK(labels[rows[i]] == lab[i]);
+      if (i % 3 == 0) classes.push_back(lab[i]);
+      if (i % 3 != 0) CHECK(lab[i] == lab[i - 1]);
+    }
+    std::sort(classes.begin(), classes.end());
+    CHECK(std::unique(classes.begin(), classes.end()) == classes.end());  // distinct classes
+    std::vector<std::uint32_t> sorted(rows);
+    std::sort(sorted.begin(), sorted.end());
+    CHECK(std::unique(sorted.begin(), sorted.end()) == sorted.end());  // distinct images
+  }
+  std::string msg = message_of<siam::value_error>([&] { siam::data::PKSampler p(labels, 4, 6); });
+  CHECK(contains(msg, "class 0 has 5 image(s), fewer than K = 6"));
+  CHECK_NOTHROW(siam::data::PKSampler(labels, 4, 6, true));
+  CHECK_THROWS_AS(siam::data::PKSampler(labels, 7, 2), siam::value_error);
+  CHECK_THROWS_AS(siam::data::PKSampler(labels, 1, 2), siam::value_error);
+}
+
+TEST_CASE("TripletSampler: valid triplets, reproducible; errors") {
+  const std::vector<std::uint8_t> labels{1, 1, 2, 3, 3, 3, 2};
+  siam::data::TripletSampler ts(labels);
+  siam::Rng rng(3);
+  std::vector<std::uint32_t> a, p, n;
+  ts.sample(rng, 200, a, p, n);
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CHECK(a[i] != p[i]);
+    CHECK(labels[a[i]] == labels[p[i]]);
+    CHECK(labels[a[i]] != labels[n[i]]);
+  }
+  CHECK_THROWS_AS(siam::data::TripletSampler(std::vector<int>{1, 1, 1}), siam::value_error);
+  CHECK_THROWS_AS(siam::data::TripletSampler(std::vector<int>{1, 2, 3}), siam::value_error);
 }

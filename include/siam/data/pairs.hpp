@@ -1,10 +1,15 @@
 // Balanced pair sampling for contrastive training: half similar pairs (two different
-// images of one class), half dissimilar pairs (images of two different classes).
+// images of one class), half dissimilar pairs (images of two different classes). The
+// classes are whatever distinct label values the data holds.
 #pragma once
 
+#include <algorithm>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -13,38 +18,69 @@
 
 namespace siam::data {
 
+namespace detail {
+/// The images of each class of a label array, classes in ascending label order: what
+/// every sampler indexes. Throws value_error if there are more images than 32-bit
+/// indices address.
+class ClassIndex {
+ public:
+  template <std::integral L>
+  explicit ClassIndex(std::span<const L> labels, const char* who) {
+    if (labels.size() > std::numeric_limits<std::uint32_t>::max())
+      throw value_error(std::string(who) + ": " + std::to_string(labels.size()) +
+                        " images exceed 32-bit indices");
+    std::vector<std::int64_t> values(labels.begin(), labels.end());
+    std::sort(values.begin(), values.end());
+    values.erase(std::unique(values.begin(), values.end()), values.end());
+    labels_ = values;
+    by_class_.resize(values.size());
+    for (std::size_t i = 0; i < labels.size(); ++i) {
+      const auto c = std::lower_bound(values.begin(), values.end(), std::int64_t(labels[i])) -
+                     values.begin();
+      by_class_[static_cast<std::size_t>(c)].push_back(static_cast<std::uint32_t>(i));
+    }
+  }
+  std::size_t size() const { return by_class_.size(); }
+  const std::vector<std::uint32_t>& operator[](std::size_t c) const { return by_class_[c]; }
+  /// The label value of class c.
+  std::int64_t label(std::size_t c) const { return labels_[c]; }
+
+ private:
+  std::vector<std::vector<std::uint32_t>> by_class_;
+  std::vector<std::int64_t> labels_;
+};
+}  // namespace detail
+
 /// Draws (first, second, similar) index pairs over a labelled set.
 class PairSampler {
  public:
-  /// Indexes the images of each class c in [0, num_classes).
-  /// Throws value_error if num_classes < 2, a label is >= num_classes, there are more
-  /// images than 32-bit indices address, or a class has fewer than two images (no
-  /// similar pair could be drawn; the message names the class and its count).
-  explicit PairSampler(const std::vector<std::uint8_t>& labels, std::size_t num_classes = 10)
-      : by_class_(num_classes) {
-    if (num_classes < 2)
-      throw value_error("PairSampler: num_classes " + std::to_string(num_classes) +
-                        " must be >= 2 (dissimilar pairs need two classes)");
-    if (labels.size() > std::numeric_limits<std::uint32_t>::max())
-      throw value_error("PairSampler: " + std::to_string(labels.size()) +
-                        " images exceed 32-bit indices");
-    for (std::size_t i = 0; i < labels.size(); ++i) {
-      if (labels[i] >= num_classes)
-        throw value_error("PairSampler: label " + std::to_string(labels[i]) + " at index " +
-                          std::to_string(i) + " is not below num_classes " +
-                          std::to_string(num_classes));
-      by_class_[labels[i]].push_back(static_cast<std::uint32_t>(i));
-    }
-    for (std::size_t c = 0; c < num_classes; ++c)
+  /// Indexes the images of each class; the classes are the distinct label values (any
+  /// count, any values), in ascending order. Throws value_error if there are fewer than
+  /// two classes (no dissimilar pair), more images than 32-bit indices address, or a
+  /// class with fewer than two images (no similar pair; the message names its label and
+  /// count).
+  template <std::integral L>
+  explicit PairSampler(std::span<const L> labels) : by_class_(labels, "PairSampler") {
+    if (by_class_.size() < 2)
+      throw value_error("PairSampler: the labels hold " + std::to_string(by_class_.size()) +
+                        " class(es); dissimilar pairs need at least 2");
+    for (std::size_t c = 0; c < by_class_.size(); ++c)
       if (by_class_[c].size() < 2)
-        throw value_error("PairSampler: class " + std::to_string(c) + " has " +
+        throw value_error("PairSampler: class " + std::to_string(by_class_.label(c)) + " has " +
                           std::to_string(by_class_[c].size()) +
                           " image(s), at least 2 are needed for a similar pair");
   }
+  template <std::integral L>
+  explicit PairSampler(const std::vector<L>& labels) : PairSampler(std::span<const L>(labels)) {}
+  explicit PairSampler(std::initializer_list<int> labels)
+      : PairSampler(std::span<const int>(labels.begin(), labels.size())) {}
 
   std::size_t num_classes() const { return by_class_.size(); }
+  /// The label value of class c (classes in ascending label order).
+  std::int64_t class_label(std::size_t c) const { return by_class_.label(c); }
 
-  /// Indices (ascending) of the images of class c. Throws value_error if c >= num_classes().
+  /// Indices (ascending) of the images of class c (c-th smallest label). Throws
+  /// value_error if c >= num_classes().
   const std::vector<std::uint32_t>& class_indices(std::size_t c) const {
     if (c >= by_class_.size())
       throw value_error("PairSampler::class_indices: class " + std::to_string(c) +
@@ -85,8 +121,24 @@ class PairSampler {
     }
   }
 
+  /// Fills first and second with n_pairs similar pairs only (a uniform class, two
+  /// different uniform images of it): the positive pairs of NT-Xent.
+  void sample_positive(Rng& rng, std::size_t n_pairs, std::vector<std::uint32_t>& first,
+                       std::vector<std::uint32_t>& second) const {
+    first.resize(n_pairs);
+    second.resize(n_pairs);
+    for (std::size_t p = 0; p < n_pairs; ++p) {
+      const auto& idx = by_class_[rng.below(by_class_.size())];
+      const std::uint64_t a = rng.below(idx.size());
+      std::uint64_t b = rng.below(idx.size() - 1);
+      if (b >= a) ++b;
+      first[p] = idx[a];
+      second[p] = idx[b];
+    }
+  }
+
  private:
-  std::vector<std::vector<std::uint32_t>> by_class_;
+  detail::ClassIndex by_class_;
 };
 
 }  // namespace siam::data
