@@ -3,7 +3,7 @@
 //   "SIAMARCH"  8-byte magic
 //   u32         format version (1)
 //   u32         number of records
-//   per record: u32 name length, name bytes, u32 type (1 = f32, 2 = f64, 3 = u64),
+//   per record: u32 name length, name bytes, u32 type (1 = f32, 2 = f64, 3 = u64, 4 = text),
 //               u32 rank (0..4), i64 dims[rank], u64 payload bytes, payload
 //   u32         CRC-32 (zlib) of every byte before it
 // All integers little-endian. Files are written to a temporary name, flushed, synced
@@ -26,7 +26,8 @@
 
 namespace siam::io {
 
-enum class ArrayType : std::uint32_t { f32 = 1, f64 = 2, u64 = 3 };
+/// Element types of a record; text is UTF-8 bytes (rank 1, one element per byte).
+enum class ArrayType : std::uint32_t { f32 = 1, f64 = 2, u64 = 3, text = 4 };
 
 struct Record {
   std::string name;
@@ -34,7 +35,10 @@ struct Record {
   std::vector<std::int64_t> dims;
   std::vector<unsigned char> bytes;
 
-  std::size_t element_size() const { return type == ArrayType::f32 ? 4 : 8; }
+  std::size_t element_size() const {
+    return type == ArrayType::text ? 1 : (type == ArrayType::f32 ? 4 : 8);
+  }
+  std::string text() const { return std::string(bytes.begin(), bytes.end()); }
   std::size_t count() const { return bytes.size() / element_size(); }
   template <class V>
   std::vector<V> as() const {
@@ -55,6 +59,15 @@ Record make_record(std::string name, std::vector<std::int64_t> dims, const V* da
   r.dims = std::move(dims);
   r.bytes.resize(n * sizeof(V));
   if (n) std::memcpy(r.bytes.data(), data, n * sizeof(V));
+  return r;
+}
+
+inline Record make_text_record(std::string name, const std::string& text) {
+  Record r;
+  r.name = std::move(name);
+  r.type = ArrayType::text;
+  r.dims = {static_cast<std::int64_t>(text.size())};
+  r.bytes.assign(text.begin(), text.end());
   return r;
 }
 
@@ -145,7 +158,7 @@ inline std::vector<Record> decode(const unsigned char* data, std::size_t size,
     r.name.resize(len);
     in.bytes(r.name.data(), len, "record name");
     const auto type = in.get<std::uint32_t>("array type");
-    if (type < 1 || type > 3)
+    if (type < 1 || type > 4)
       throw io_error(name + ": record '" + r.name + "' has unknown type " + std::to_string(type));
     r.type = static_cast<ArrayType>(type);
     const auto rank = in.get<std::uint32_t>("rank");

@@ -1,12 +1,23 @@
-// Saving and loading a network's parameters (and, for checkpoints, the optimiser's
-// state) through the archive format of archive.hpp.
+// Saving and loading networks through the archive format of archive.hpp.
+//
+// A model file (format 2) is self-describing: besides the weights ("param/<i>/<name>")
+// it holds
+//   model/format  u64 [1]     2
+//   model/scalar  text        float32 or float64
+//   model/input   u64 [rank]  the shape of one input example
+//   model/arch    text        one line per layer, its kind and settings (nn/spec.hpp)
+// so load_model<T, B>(path) returns a ready network. Files of format 1 hold weights only:
+// they load into a network the caller builds, with load_model(path, net.parameters()).
 #pragma once
 
 #include <filesystem>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "siam/autodiff/tape.hpp"
 #include "siam/io/archive.hpp"
+#include "siam/nn/registry.hpp"
 
 namespace siam::io {
 
@@ -75,10 +86,150 @@ template <class T, class B>
 void save_model(const std::filesystem::path& path, const std::vector<Parameter<T, B>*>& params) {
   save_archive(path, parameter_records(params));
 }
-/// Loads a model file into existing parameters (shapes must match).
+/// Loads a model file's weights into existing parameters (shapes must match).
 template <class T, class B>
 void load_model(const std::filesystem::path& path, const std::vector<Parameter<T, B>*>& params) {
   load_parameters(load_archive(path), params, path.string());
+}
+
+inline constexpr std::uint64_t model_format_version = 2;
+
+namespace detail {
+template <class T>
+const char* scalar_name() {
+  return sizeof(T) == 4 ? "float32" : "float64";
+}
+inline const Record* find_record(const std::vector<Record>& records, const std::string& name) {
+  for (const auto& r : records)
+    if (r.name == name) return &r;
+  return nullptr;
+}
+}  // namespace detail
+
+/// The records describing `net` (architecture, input shape, scalar type, format).
+template <class T, class B>
+std::vector<Record> model_records(const nn::Sequential<T, B>& net) {
+  std::vector<Record> out;
+  const std::uint64_t version = model_format_version;
+  out.push_back(make_record("model/format", {1}, &version, 1));
+  out.push_back(make_text_record("model/scalar", detail::scalar_name<T>()));
+  const Shape in = net.input_shape();
+  if (in.size() == 0)
+    throw value_error("save_model: the network has no input shape (set_input_shape)");
+  std::vector<std::uint64_t> dims;
+  for (int i = 0; i < in.rank(); ++i)
+    dims.push_back(static_cast<std::uint64_t>(in[i]));
+  out.push_back(make_record("model/input", {static_cast<std::int64_t>(dims.size())}, dims.data(),
+                            dims.size()));
+  std::string arch;
+  for (const auto& l : nn::specs(net))
+    arch += l.str() + "\n";
+  out.push_back(make_text_record("model/arch", arch));
+  return out;
+}
+
+/// Saves a whole network, self-describing (atomically: see archive.hpp).
+template <class T, class B>
+void save_model(const std::filesystem::path& path, nn::Sequential<T, B>& net) {
+  auto records = model_records(net);
+  for (auto& r : parameter_records(net.parameters()))
+    records.push_back(std::move(r));
+  save_archive(path, records);
+}
+
+/// The architecture a model file describes: its layer specs and input shape. Throws
+/// io_error (naming the file) for a weights-only file, another format version, or
+/// malformed records.
+struct ModelDescription {
+  std::vector<nn::LayerSpec> layers;
+  Shape input;
+  std::string scalar;
+};
+inline ModelDescription describe_model(const std::vector<Record>& records, const std::string& file) {
+  const Record* fmt = detail::find_record(records, "model/format");
+  if (!fmt)
+    throw io_error(file + ": a weights-only model file (format 1, no architecture); build the "
+                          "network and load it with load_model(path, net.parameters())");
+  if (fmt->type != ArrayType::u64 || fmt->count() != 1)
+    throw io_error(file + ": malformed model/format record");
+  const auto version = fmt->as<std::uint64_t>()[0];
+  if (version != model_format_version)
+    throw io_error(file + ": model format version " + std::to_string(version) +
+                   "; this build reads version " + std::to_string(model_format_version));
+  ModelDescription d;
+  const Record* sc = detail::find_record(records, "model/scalar");
+  const Record* in = detail::find_record(records, "model/input");
+  const Record* arch = detail::find_record(records, "model/arch");
+  if (!sc || !in || !arch || sc->type != ArrayType::text || arch->type != ArrayType::text ||
+      in->type != ArrayType::u64)
+    throw io_error(file + ": a model file without its scalar type, input shape or architecture");
+  d.scalar = sc->text();
+  const auto dims = in->as<std::uint64_t>();
+  if (dims.empty() || dims.size() > 3)
+    throw io_error(file + ": input shape of rank " + std::to_string(dims.size()) +
+                   " (1 to 3 expected)");
+  for (auto v : dims)
+    if (v == 0 || v > (std::uint64_t{1} << 31))
+      throw io_error(file + ": impossible input dimension " + std::to_string(v));
+  const auto i64 = [&](std::size_t i) { return static_cast<index_t>(dims[i]); };
+  d.input = dims.size() == 1   ? Shape{i64(0)}
+            : dims.size() == 2 ? Shape{i64(0), i64(1)}
+                               : Shape{i64(0), i64(1), i64(2)};
+  std::istringstream lines(arch->text());
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty()) continue;
+    try {
+      d.layers.push_back(nn::LayerSpec::parse(line));
+    } catch (const value_error& e) {
+      throw io_error(file + ": " + e.what());
+    }
+  }
+  if (d.layers.empty()) throw io_error(file + ": the architecture lists no layer");
+  return d;
+}
+
+/// Loads a self-describing model file as a ready network of scalar type T on backend B.
+/// Throws io_error naming the file for a weights-only file, another format version, a
+/// file of the other scalar type (saying which types), an unknown layer or weights that
+/// do not fit the architecture.
+template <class T, class B>
+nn::Sequential<T, B> load_model(const std::filesystem::path& path) {
+  const std::string file = path.string();
+  const auto records = load_archive(path);
+  const ModelDescription d = describe_model(records, file);
+  if (d.scalar != detail::scalar_name<T>())
+    throw io_error(file + ": holds " + d.scalar + " weights, but a " + detail::scalar_name<T>() +
+                   " network was asked for (load it with the matching scalar type)");
+  Rng rng(0);
+  nn::Sequential<T, B> net;
+  try {
+    net = nn::build<T, B>(d.layers, d.input, rng);
+  } catch (const value_error& e) {
+    throw io_error(file + ": " + e.what());
+  }
+  load_parameters(records, net.parameters(), file);
+  return net;
+}
+
+/// Loads a model file into an existing network, checking first that the file describes
+/// the same architecture (io_error naming the first layer that differs). Weights-only
+/// files (format 1) are loaded by shape alone.
+template <class T, class B>
+void load_model(const std::filesystem::path& path, nn::Sequential<T, B>& net) {
+  const std::string file = path.string();
+  const auto records = load_archive(path);
+  if (detail::find_record(records, "model/format")) {
+    const ModelDescription d = describe_model(records, file);
+    const auto mine = nn::specs(net);
+    for (std::size_t i = 0; i < std::max(mine.size(), d.layers.size()); ++i) {
+      const std::string a = i < d.layers.size() ? d.layers[i].str() : "(none)";
+      const std::string b = i < mine.size() ? mine[i].str() : "(none)";
+      if (a != b)
+        throw io_error(file + ": layer " + std::to_string(i) + " is '" + a +
+                       "' in the file but '" + b + "' in the network");
+    }
+  }
+  load_parameters(records, net.parameters(), file);
 }
 
 }  // namespace siam::io
