@@ -1,0 +1,220 @@
+// The general training loop: any network, any loss (the library's or a callable of the
+// user's), any optimizer and learning-rate schedule, any batch source. Per step:
+//   batch = source.next();  lr = schedule(step);  tape.reset();  zero_grad();
+//   loss = loss_fn(net(batch.inputs), batch);  backward;  [NaN/Inf check];  [clip];  step
+// The network runs once on the stacked batch (Siamese branches share weights). The tape,
+// batch and probe buffers are reused, so a steady-state step allocates nothing on the CPU
+// backend (for the library's sources, losses without mining, and every optimizer).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "siam/io/model_file.hpp"
+#include "siam/nn/layers.hpp"
+#include "siam/optim/clip.hpp"
+#include "siam/optim/optimizer.hpp"
+#include "siam/optim/schedule.hpp"
+#include "siam/train/batches.hpp"
+#include "siam/train/losses.hpp"
+
+namespace siam {
+
+struct TrainerOptions {
+  /// Check the loss and every gradient for NaN/Inf before each update (throws
+  /// numeric_error and leaves the model untouched). One extra read of the gradients.
+  bool check_finite = true;
+  /// Clip the gradients to this global L2 norm before each update (0: no clipping).
+  double clip_norm = 0;
+  /// Sets the optimizer's learning rate before each step (none: the optimizer's own).
+  std::optional<optim::Schedule> schedule;
+  /// The run's settings as "key=value" lines, recorded in checkpoints; resuming under other
+  /// settings is an error naming the first difference (see load_checkpoint).
+  std::string settings;
+};
+
+template <class T, class B>
+class Trainer {
+ public:
+  /// Holds references to net, optimizer and source: they must outlive the trainer.
+  Trainer(nn::Layer<T, B>& net, optim::Optimizer<T, B>& opt, BatchSource<T, B>& source,
+          LossFn<T, B> loss, TrainerOptions options = {})
+      : net_(net),
+        opt_(opt),
+        source_(source),
+        loss_fn_(std::move(loss)),
+        options_(std::move(options)),
+        params_(net.parameters()) {
+    if (!loss_fn_) throw value_error("Trainer: no loss function");
+    if (options_.clip_norm < 0 || !std::isfinite(options_.clip_norm))
+      throw value_error("Trainer: clip_norm must be >= 0, got " + std::to_string(options_.clip_norm));
+  }
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  /// One iteration; returns the batch loss (on a device backend this reads one value back;
+  /// use step_async() and last_loss() to read it only now and then).
+  double step() {
+    step_async();
+    return last_loss();
+  }
+
+  /// One iteration without reading the loss back to the host.
+  void step_async() {
+    source_.next(batch_);
+    if (options_.schedule) opt_.set_lr(options_.schedule->lr_at(iteration_));
+    tape_.reset();
+    opt_.zero_grad();
+    Var<T, B> f = net_.forward(tape_.constant(batch_.inputs));
+    loss_ = loss_fn_(f, batch_, tape_);
+    if (loss_.shape().size() != 1)
+      throw shape_error("Trainer: the loss must have one element, got " + loss_.shape().str());
+    tape_.backward(loss_);
+    if (options_.check_finite) check_finite();
+    if (options_.clip_norm > 0) optim::clip_grad_norm(params_, options_.clip_norm, clip_);
+    opt_.step();
+    ++iteration_;
+  }
+
+  /// Throws numeric_error naming the iteration and the tensor if the loss or a gradient
+  /// holds NaN or Inf (x * 0 is NaN exactly for non-finite x, so one sum per tensor tells).
+  void check_finite() {
+    // All probes accumulate into one scalar so a device backend synchronises once.
+    probe_ = sum_all(loss_.value() * T(0));
+    for (auto* p : params_)
+      probe_ += sum_all(p->gradient() * T(0));
+    if (std::isfinite(static_cast<double>(probe_.item()))) return;
+    const std::string at = "iteration " + std::to_string(iteration_ + 1) + ": ";
+    const double l = last_loss();
+    if (!std::isfinite(l)) throw numeric_error(at + "the loss is " + std::to_string(l));
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      probe_ = sum_all(params_[i]->gradient() * T(0));
+      if (!std::isfinite(static_cast<double>(probe_.item())))
+        throw numeric_error(at + "the gradient of parameter " + std::to_string(i) + " (" +
+                            params_[i]->name + ", " + params_[i]->value.shape().str() +
+                            ") holds NaN or Inf");
+    }
+  }
+
+  /// The settings a checkpoint records: the caller's, then the source, optimizer, schedule.
+  std::string settings() const {
+    std::string s = options_.settings;
+    if (!s.empty() && s.back() != '\n') s += '\n';
+    s += "source=" + source_.describe() + "\n";
+    s += "optimizer=" + opt_.describe() + "\n";
+    s += "schedule=" + (options_.schedule ? options_.schedule->describe() : std::string("none")) + "\n";
+    s += "clip_norm=" + std::to_string(options_.clip_norm) + "\n";
+    return s;
+  }
+
+  /// Everything needed to continue a run exactly: weights, optimizer state and step count,
+  /// the source's generator, the iteration, the caller's loss history and the settings.
+  /// Written atomically.
+  void save_checkpoint(const std::filesystem::path& path, const std::vector<float>& losses) {
+    auto records = io::parameter_records(params_);
+    const auto state = opt_.state_tensors();
+    for (std::size_t i = 0; i < state.size(); ++i)
+      records.push_back(io::tensor_record("optim/" + std::to_string(i), *state[i]));
+    const auto st = source_.rng().state();
+    std::uint64_t spare_bits;
+    std::memcpy(&spare_bits, &st.spare, sizeof spare_bits);
+    const std::uint64_t counters[8] = {st.s[0],
+                                       st.s[1],
+                                       st.s[2],
+                                       st.s[3],
+                                       spare_bits,
+                                       st.has_spare ? 1u : 0u,
+                                       static_cast<std::uint64_t>(opt_.steps()),
+                                       static_cast<std::uint64_t>(iteration_)};
+    records.push_back(io::make_record("state", {8}, counters, 8));
+    records.push_back(io::make_record("losses", {static_cast<std::int64_t>(losses.size())},
+                                      losses.data(), losses.size()));
+    records.push_back(io::make_text_record("settings", settings()));
+    io::save_archive(path, records);
+  }
+
+  /// Restores a checkpoint written by save_checkpoint and returns its loss history.
+  /// Throws io_error for a corrupt or mismatched file, and value_error when it was written
+  /// under other settings (naming the first that differs) unless `allow_other_settings`.
+  std::vector<float> load_checkpoint(const std::filesystem::path& path,
+                                     bool allow_other_settings = false) {
+    const auto records = io::load_archive(path);
+    const std::string file = path.string();
+    auto find = [&](const std::string& name) -> const io::Record& {
+      for (const auto& r : records)
+        if (r.name == name) return r;
+      throw io_error(file + ": not a checkpoint of this trainer (no '" + name + "' record)");
+    };
+    const auto& set = find("settings");
+    if (set.type != io::ArrayType::text) throw io_error(file + ": malformed settings record");
+    if (!allow_other_settings) check_settings(file, set.text(), settings());
+    io::load_parameters(records, params_, file);
+    const auto state = opt_.state_tensors();
+    for (std::size_t i = 0; i < state.size(); ++i)
+      io::load_tensor(find("optim/" + std::to_string(i)), *state[i], file);
+    const auto& st = find("state");
+    if (st.type != io::ArrayType::u64 || st.count() != 8)
+      throw io_error(file + ": malformed state record");
+    const auto c = st.template as<std::uint64_t>();
+    Rng::State rs{{c[0], c[1], c[2], c[3]}, 0.0, c[5] != 0};
+    std::memcpy(&rs.spare, &c[4], sizeof rs.spare);
+    source_.rng().set_state(rs);
+    opt_.set_steps(static_cast<long long>(c[6]));
+    iteration_ = static_cast<long long>(c[7]);
+    const auto& l = find("losses");
+    if (l.type != io::ArrayType::f32) throw io_error(file + ": malformed loss history");
+    return l.template as<float>();
+  }
+
+  /// The loss of the last step (synchronises a device backend).
+  double last_loss() const { return static_cast<double>(loss_.value().item()); }
+  long long iteration() const { return iteration_; }
+  void set_iteration(long long it) { iteration_ = it; }
+  const Batch<T, B>& last_batch() const { return batch_; }
+  Tape<T, B>& tape() { return tape_; }
+  const TrainerOptions& options() const { return options_; }
+
+ private:
+  // Settings are "key=value" lines; the first line that differs is named.
+  static void check_settings(const std::string& file, const std::string& saved,
+                             const std::string& now) {
+    if (saved == now) return;
+    std::istringstream a(saved), b(now);
+    std::string la, lb;
+    while (true) {
+      const bool ga = static_cast<bool>(std::getline(a, la));
+      const bool gb = static_cast<bool>(std::getline(b, lb));
+      if (!ga && !gb) return;
+      if (!ga) la.clear();
+      if (!gb) lb.clear();
+      if (la != lb) {
+        const auto key = (la.empty() ? lb : la).substr(0, (la.empty() ? lb : la).find('='));
+        throw value_error(file + ": the checkpoint was written with " +
+                          (la.empty() ? "no " + key : la) + ", this run has " +
+                          (lb.empty() ? "no " + key : lb) +
+                          " (resume with the same settings, or override explicitly)");
+      }
+    }
+  }
+
+  nn::Layer<T, B>& net_;
+  optim::Optimizer<T, B>& opt_;
+  BatchSource<T, B>& source_;
+  LossFn<T, B> loss_fn_;
+  TrainerOptions options_;
+  std::vector<Parameter<T, B>*> params_;
+  Batch<T, B> batch_;
+  Tape<T, B> tape_;
+  Var<T, B> loss_;
+  Tensor<T, B> probe_{Shape{1}};
+  optim::ClipWorkspace<T, B> clip_;
+  long long iteration_ = 0;
+};
+
+}  // namespace siam
