@@ -149,11 +149,11 @@ TEST_CASE("SGD against reference code: plain, weight decay, momentum, dampening,
     const char* name;
     optim::SGDOptions o;
   };
-  for (const Case& c : {Case{"plain", {0.1}}, Case{"weight decay", {0.1, 0, 0, 0.05}},
-                        Case{"momentum", {0.1, 0.9}},
-                        Case{"momentum, dampening, decay", {0.05, 0.8, 0.3, 0.01}},
-                        Case{"Nesterov", {0.1, 0.9, 0, 0, true}},
-                        Case{"Nesterov, decay", {0.02, 0.5, 0, 0.1, true}}}) {
+  for (const Case& c :
+       {Case{"plain", {0.1}}, Case{"weight decay", {0.1, 0, 0, 0.05}}, Case{"momentum", {0.1, 0.9}},
+        Case{"momentum, dampening, decay", {0.05, 0.8, 0.3, 0.01}},
+        Case{"Nesterov", {0.1, 0.9, 0, 0, true}},
+        Case{"Nesterov, decay", {0.02, 0.5, 0, 0.1, true}}}) {
     CAPTURE(std::string(c.name));
     Problem pb;
     optim::SGD<double, Cpu> sgd(pb.params(), c.o);
@@ -261,8 +261,7 @@ TEST_CASE("the Optimizer interface: any optimizer behind one pointer") {
   CHECK(opts[0]->describe() ==
         "SGD(lr=0.1, momentum=0, dampening=0, weight_decay=0, nesterov=false)");
   CHECK(opts[1]->describe() == "Adam(lr=0.001, betas=(0.9, 0.999), eps=1e-08)");
-  CHECK(opts[2]->describe() ==
-        "AdamW(lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.01)");
+  CHECK(opts[2]->describe() == "AdamW(lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.01)");
   for (auto& o : opts) {
     CAPTURE(o->describe());
     CHECK(o->parameters().size() == 2);
@@ -408,10 +407,10 @@ TEST_CASE("schedules: describe() and parse() round-trip; parse defaults and erro
   CHECK(optim::Schedule::parse("cosine:total=300,warmup=30", 0.01).describe() ==
         "cosine:lr=0.01,total=300,min_lr=0,warmup=30");
   CHECK(optim::Schedule().describe() == "constant:lr=0.001,warmup=0");
-  for (const char* bad : {"linear", "", "cosine", "step", "exp", "constant:warmup",
-                          "constant:warmup=x", "constant:warmup=1.5", "constant:gamma=0.5",
-                          "step:every=0", "cosine:total=10,warmup=10", "cosine:total=10,min_lr=2",
-                          "exp:gamma=-1", "constant:lr=0", "constant:warmup=-3"}) {
+  for (const char* bad :
+       {"linear", "", "cosine", "step", "exp", "constant:warmup", "constant:warmup=x",
+        "constant:warmup=1.5", "constant:gamma=0.5", "step:every=0", "cosine:total=10,warmup=10",
+        "cosine:total=10,min_lr=2", "exp:gamma=-1", "constant:lr=0", "constant:warmup=-3"}) {
     CAPTURE(std::string(bad));
     CHECK_THROWS_AS(optim::Schedule::parse(bad, 0.1), value_error);
   }
@@ -427,8 +426,7 @@ TEST_CASE("schedules: bad values throw value_error naming them") {
   CHECK_THROWS_WITH_AS(optim::StepLR(0.1, 0), "StepLR: every must be >= 1 step, got 0",
                        value_error);
   CHECK_THROWS_AS(optim::StepLR(0.1, 5, 0.0), value_error);
-  CHECK_THROWS_AS(optim::ExponentialLR(0.1, std::numeric_limits<double>::infinity()),
-                  value_error);
+  CHECK_THROWS_AS(optim::ExponentialLR(0.1, std::numeric_limits<double>::infinity()), value_error);
   CHECK_THROWS_WITH_AS(optim::CosineLR(0.1, 5, 0, 5),
                        "CosineLR: total must be > warmup, got total 5, warmup 5", value_error);
   CHECK_THROWS_AS(optim::CosineLR(0.1, 5, -1e-3), value_error);
@@ -481,9 +479,8 @@ TEST_CASE("clip_grad_norm: errors") {
   CHECK_THROWS_WITH_AS(optim::clip_grad_norm(pb.params(), 0.0, ws),
                        "clip_grad_norm: max_norm must be > 0, got 0", value_error);
   CHECK_THROWS_AS(optim::clip_grad_norm(pb.params(), -1.0, ws), value_error);
-  CHECK_THROWS_AS(
-      optim::clip_grad_norm(pb.params(), std::numeric_limits<double>::quiet_NaN(), ws),
-      value_error);
+  CHECK_THROWS_AS(optim::clip_grad_norm(pb.params(), std::numeric_limits<double>::quiet_NaN(), ws),
+                  value_error);
   CHECK_THROWS_AS(optim::clip_grad_norm(std::vector<Pd*>{&pb.a, nullptr}, 1.0, ws), value_error);
   pb.b.grad[1] = std::numeric_limits<double>::quiet_NaN();
   CHECK_THROWS_WITH_AS(optim::clip_grad_norm(pb.params(), 1.0, ws),
@@ -555,8 +552,7 @@ TEST_CASE("optimizers reject bad options, naming the value") {
   using A = optim::AdamW<double, Cpu>;
   auto sgd = [&](optim::SGDOptions o) { S s({&p}, o); };
   auto adamw = [&](optim::AdamWOptions o) { A a({&p}, o); };
-  CHECK_THROWS_WITH_AS(sgd({0.0}), "SGD: learning rate must be > 0 and finite, got 0",
-                       value_error);
+  CHECK_THROWS_WITH_AS(sgd({0.0}), "SGD: learning rate must be > 0 and finite, got 0", value_error);
   CHECK_THROWS_AS(sgd({-1}), value_error);
   CHECK_THROWS_AS(sgd({std::numeric_limits<double>::infinity()}), value_error);
   CHECK_THROWS_WITH_AS(sgd({0.1, 1.0}), "SGD: momentum must be in [0, 1), got 1", value_error);

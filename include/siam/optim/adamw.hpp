@@ -61,8 +61,13 @@ class AdamW : public Optimizer<T, B> {
     ++t_;
     const double c1 = 1 - std::pow(opt_.beta1, static_cast<double>(t_));
     const double c2 = 1 - std::pow(opt_.beta2, static_cast<double>(t_));
-    const Coefficients k{T(opt_.beta1), T(opt_.beta2), T(opt_.lr),     T(opt_.eps),
-                         T(1 / c1),     T(1 / c2),     T(1 - opt_.lr * opt_.weight_decay)};
+    const Coefficients k{T(opt_.beta1),
+                         T(opt_.beta2),
+                         T(opt_.lr),
+                         T(opt_.eps),
+                         T(1 / c1),
+                         T(1 / c2),
+                         T(1 - opt_.lr * opt_.weight_decay)};
     detail::fused_over<T, B>(params_.size(),
                              [&](std::size_t i) { return update(*params_[i], m_[i], v_[i], k); });
   }
@@ -107,10 +112,9 @@ class AdamW : public Optimizer<T, B> {
                      const Coefficients& k) {
     const Tensor<T, B>& g = p.gradient();
     View<T, B> m = m_t.view(), v = v_t.view(), w = p.value.view();
-    return fused_group(
-        assign_to(m, k.b1 * m + (T(1) - k.b1) * g),
-        assign_to(v, k.b2 * v + (T(1) - k.b2) * square(g)),
-        assign_to(w, w * k.decay - k.lr * (m * k.ic1) / (sqrt(v * k.ic2) + k.eps)));
+    return fused_group(assign_to(m, k.b1 * m + (T(1) - k.b1) * g),
+                       assign_to(v, k.b2 * v + (T(1) - k.b2) * square(g)),
+                       assign_to(w, w * k.decay - k.lr * (m * k.ic1) / (sqrt(v * k.ic2) + k.eps)));
   }
 
   std::vector<Parameter<T, B>*> params_;

@@ -54,8 +54,8 @@ namespace detail {
 /// Throws value_error naming `who` unless lr is finite and >= 0 (> 0 when `positive`).
 inline void check_lr(const char* who, double lr, bool positive) {
   if (!std::isfinite(lr) || lr < 0 || (positive && lr == 0))
-    throw value_error(std::string(who) + ": learning rate must be " +
-                      (positive ? "> 0" : ">= 0") + " and finite, got " + siam::detail::fmt(lr));
+    throw value_error(std::string(who) + ": learning rate must be " + (positive ? "> 0" : ">= 0") +
+                      " and finite, got " + siam::detail::fmt(lr));
 }
 
 inline void check_steps(const char* who, long long t) {

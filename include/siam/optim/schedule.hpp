@@ -48,8 +48,7 @@ inline void check_warmup(const char* who, long long warmup) {
 }
 inline void check_step(const char* who, long long step) {
   if (step < 0)
-    throw value_error(std::string(who) + "::lr_at: step must be >= 0, got " +
-                      std::to_string(step));
+    throw value_error(std::string(who) + "::lr_at: step must be >= 0, got " + std::to_string(step));
 }
 /// The warm-up rate at step < warmup.
 inline double warm(double lr, long long step, long long warmup) {
@@ -166,8 +165,8 @@ class CosineLR {
   }
   std::string describe() const {
     using siam::detail::fmt;
-    return "cosine:lr=" + fmt(lr_) + ",total=" + std::to_string(total_) + ",min_lr=" +
-           fmt(min_lr_) + ",warmup=" + std::to_string(warmup_);
+    return "cosine:lr=" + fmt(lr_) + ",total=" + std::to_string(total_) +
+           ",min_lr=" + fmt(min_lr_) + ",warmup=" + std::to_string(warmup_);
   }
   double base_lr() const { return lr_; }
   long long total() const { return total_; }

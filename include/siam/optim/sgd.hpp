@@ -46,8 +46,7 @@ class SGD : public Optimizer<T, B> {
     if (!(opt.dampening >= 0 && opt.dampening <= 1))
       throw value_error("SGD: dampening must be in [0, 1], got " + fmt(opt.dampening));
     if (!(opt.weight_decay >= 0) || !std::isfinite(opt.weight_decay))
-      throw value_error("SGD: weight_decay must be >= 0 and finite, got " +
-                        fmt(opt.weight_decay));
+      throw value_error("SGD: weight_decay must be >= 0 and finite, got " + fmt(opt.weight_decay));
     if (opt.nesterov && (opt.momentum == 0 || opt.dampening != 0))
       throw value_error("SGD: Nesterov momentum needs momentum > 0 and dampening 0, got momentum " +
                         fmt(opt.momentum) + ", dampening " + fmt(opt.dampening));
