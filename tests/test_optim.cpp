@@ -421,12 +421,13 @@ TEST_CASE("schedules: describe() and parse() round-trip; parse defaults and erro
 TEST_CASE("schedules: bad values throw value_error naming them") {
   CHECK_THROWS_WITH_AS(optim::ConstantLR(-0.1), "ConstantLR: lr must be > 0 and finite, got -0.1",
                        value_error);
-  CHECK_THROWS_AS(optim::ConstantLR(std::numeric_limits<double>::quiet_NaN()), value_error);
+  CHECK_THROWS_AS((optim::ConstantLR(std::numeric_limits<double>::quiet_NaN())), value_error);
   CHECK_THROWS_AS(optim::ConstantLR(0.1, -1), value_error);
   CHECK_THROWS_WITH_AS(optim::StepLR(0.1, 0), "StepLR: every must be >= 1 step, got 0",
                        value_error);
   CHECK_THROWS_AS(optim::StepLR(0.1, 5, 0.0), value_error);
-  CHECK_THROWS_AS(optim::ExponentialLR(0.1, std::numeric_limits<double>::infinity()), value_error);
+  CHECK_THROWS_AS((optim::ExponentialLR(0.1, std::numeric_limits<double>::infinity())),
+                  value_error);
   CHECK_THROWS_WITH_AS(optim::CosineLR(0.1, 5, 0, 5),
                        "CosineLR: total must be > warmup, got total 5, warmup 5", value_error);
   CHECK_THROWS_AS(optim::CosineLR(0.1, 5, -1e-3), value_error);
