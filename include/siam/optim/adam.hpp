@@ -23,7 +23,7 @@ struct AdamOptions {
 };
 
 template <class T, class B>
-class Adam : public Optimizer<T, B> {
+class Adam final : public Optimizer<T, B> {
  public:
   Adam(std::vector<Parameter<T, B>*> params, AdamOptions opt = {})
       : params_(std::move(params)), opt_(opt) {

@@ -29,7 +29,7 @@ struct AdamWOptions {
 };
 
 template <class T, class B>
-class AdamW : public Optimizer<T, B> {
+class AdamW final : public Optimizer<T, B> {
  public:
   /// Throws value_error unless lr > 0, betas in [0, 1), eps > 0, weight_decay >= 0
   /// (all finite).

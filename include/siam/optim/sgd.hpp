@@ -33,7 +33,7 @@ struct SGDOptions {
 };
 
 template <class T, class B>
-class SGD : public Optimizer<T, B> {
+class SGD final : public Optimizer<T, B> {
  public:
   /// Throws value_error unless lr > 0, momentum in [0, 1), dampening in [0, 1],
   /// weight_decay >= 0 (all finite), and Nesterov has momentum > 0 and dampening 0.
