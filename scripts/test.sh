@@ -33,6 +33,10 @@ cmake -S . -B $root/sanitize -DCMAKE_BUILD_TYPE=Debug -DSIAM_SANITIZE=address,un
 cmake --build $root/sanitize -j"$jobs" --target test_expr test_autodiff test_nn test_data test_metrics
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir $root/sanitize --output-on-failure -j"$jobs" -R '^test_(expr|autodiff|nn|data|metrics)$'
+# optimizers, schedules and clipping under the sanitizers
+cmake --build $root/sanitize -j"$jobs" --target test_optim
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir $root/sanitize --output-on-failure -R '^test_optim$'
 
 section "package: install, find_package, add_subdirectory, plain compile"
 rm -rf $root/prefix $root/down-pkg $root/down-sub

@@ -19,6 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "optim_cases.hpp"
+
 namespace parity {
 
 using Outputs = std::map<std::string, std::vector<double>>;
@@ -29,6 +31,7 @@ inline double tolerance(const std::string& name) {
       {"expr.", 1e-6},          {"reduce.", 1e-5},  {"matmul.", 1e-5},  {"grad.", 1e-5},
       {"loss.", 1e-5},          {"adam.", 1e-5},    {"network.", 1e-4}, {"gather.", 0.0},
       {"trainer.losses", 1e-3}, {"trainer.", 1e-2}, {"zero.", 1e-5}};
+  if (name.rfind("optim.", 0) == 0) return 1e-5;  // optimizers, clipping: optim_cases.hpp
   for (const auto& [prefix, tol] : table)
     if (name.rfind(prefix, 0) == 0) return tol;
   return 1e-6;
@@ -272,6 +275,7 @@ Outputs run_all() {
     }
     out["trainer.embedding_centred"] = centred;
   }
+  optim_cases<B>(out);  // SGD, AdamW, clipping
   return out;
 }
 

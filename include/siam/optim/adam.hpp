@@ -1,15 +1,17 @@
 // Adam (Kingma and Ba, 2015, Algorithm 1). Per parameter, at step t:
 //   m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2
 //   p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
-// All three updates run as one fused pass over each parameter: no temporaries.
+// All three updates run as one fused pass over each parameter (no temporaries), and
+// every parameter's pass in one batch (one kernel launch on a GPU). The learning rate
+// may be changed between steps (set_lr, a schedule).
+// State for a checkpoint: state_tensors() = [m_0 .. m_{n-1}, v_0 .. v_{n-1}], steps().
 #pragma once
 
-#include <array>
 #include <cmath>
 #include <string>
 #include <vector>
 
-#include "siam/autodiff/tape.hpp"
+#include "siam/optim/optimizer.hpp"
 
 namespace siam::optim {
 
@@ -21,50 +23,63 @@ struct AdamOptions {
 };
 
 template <class T, class B>
-class Adam {
+class Adam final : public Optimizer<T, B> {
  public:
   Adam(std::vector<Parameter<T, B>*> params, AdamOptions opt = {})
       : params_(std::move(params)), opt_(opt) {
-    if (!(opt.lr > 0))
-      throw value_error("Adam: learning rate must be > 0, got " + std::to_string(opt.lr));
+    detail::check_lr("Adam", opt.lr, true);
     if (!(opt.beta1 >= 0 && opt.beta1 < 1) || !(opt.beta2 >= 0 && opt.beta2 < 1))
-      throw value_error("Adam: betas must be in [0, 1), got " + std::to_string(opt.beta1) + ", " +
-                        std::to_string(opt.beta2));
-    if (!(opt.eps > 0)) throw value_error("Adam: eps must be > 0");
+      throw value_error("Adam: betas must be in [0, 1), got " + siam::detail::fmt(opt.beta1) +
+                        ", " + siam::detail::fmt(opt.beta2));
+    if (!(opt.eps > 0) || !std::isfinite(opt.eps))
+      throw value_error("Adam: eps must be > 0 and finite, got " + siam::detail::fmt(opt.eps));
+    detail::check_params("Adam", params_);
     for (auto* p : params_) {
       m_.emplace_back(p->value.shape());
       v_.emplace_back(p->value.shape());
     }
   }
 
-  void zero_grad() {
+  void zero_grad() override {
     for (auto* p : params_)
       p->zero_grad();
   }
 
-  void step() {
+  void step() override {
     ++t_;
     const double c1 = 1 - std::pow(opt_.beta1, static_cast<double>(t_));
     const double c2 = 1 - std::pow(opt_.beta2, static_cast<double>(t_));
     const Coefficients k{T(opt_.beta1), T(opt_.beta2), T(opt_.lr),
                          T(opt_.eps),   T(1 / c1),     T(1 / c2)};
-    // Every parameter's update has the same expression type, so they run as one batch
-    // (one kernel launch on a GPU); groups are built in a fixed-size buffer: no allocation.
-    using Group = decltype(update(std::declval<Parameter<T, B>&>(), std::declval<Tensor<T, B>&>(),
-                                  std::declval<Tensor<T, B>&>(), k));
-    std::array<Group, 8> groups;
-    std::size_t n = 0;
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      groups[n++] = update(*params_[i], m_[i], v_[i], k);
-      if (n == groups.size() || i + 1 == params_.size()) {
-        fused_batch<T, B>(groups.data(), n);
-        n = 0;
-      }
-    }
+    detail::fused_over<T, B>(params_.size(),
+                             [&](std::size_t i) { return update(*params_[i], m_[i], v_[i], k); });
   }
 
-  long long steps() const { return t_; }
-  void set_steps(long long t) { t_ = t; }
+  double lr() const override { return opt_.lr; }
+  void set_lr(double lr) override {
+    detail::check_lr("Adam::set_lr", lr, false);
+    opt_.lr = lr;
+  }
+  long long steps() const override { return t_; }
+  void set_steps(long long t) override {
+    detail::check_steps("Adam::set_steps", t);
+    t_ = t;
+  }
+  std::vector<Tensor<T, B>*> state_tensors() override {
+    std::vector<Tensor<T, B>*> s;
+    for (auto& m : m_)
+      s.push_back(&m);
+    for (auto& v : v_)
+      s.push_back(&v);
+    return s;
+  }
+  std::string describe() const override {
+    using siam::detail::fmt;
+    return "Adam(lr=" + fmt(opt_.lr) + ", betas=(" + fmt(opt_.beta1) + ", " + fmt(opt_.beta2) +
+           "), eps=" + fmt(opt_.eps) + ")";
+  }
+  const std::vector<Parameter<T, B>*>& parameters() const override { return params_; }
+
   std::vector<Tensor<T, B>>& first_moments() { return m_; }
   std::vector<Tensor<T, B>>& second_moments() { return v_; }
   const AdamOptions& options() const { return opt_; }
