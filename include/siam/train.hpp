@@ -1,48 +1,128 @@
-// The Siamese training loop as a reusable component: a shared network, fresh random
-// balanced pairs every step, both branches run as ONE stacked batch (rows 0..N-1 are
-// the first images, N..2N-1 the second), contrastive loss on the two halves, Adam.
-// The tape, batch and label buffers are reused, so a steady-state step allocates
-// nothing on the CPU backend.
+// SiameseTrainer: the general Trainer (train/trainer.hpp) configured from one plain struct,
+// for the common case of training an embedding network on a labelled image set. It builds
+// the network (an MLP of `layers`, or any architecture given as layer specs), the
+// optimizer, the schedule, the batch source each loss needs and the loss itself:
+//
+//   loss         batch source (2 * batch_pairs images per step for every loss)
+//   contrastive  batch_pairs balanced random pairs (the seed's setting)
+//   triplet      (2 * batch_pairs) / 3 random triplets
+//   batch-hard   P x K batches: P = min(classes, 2 * batch_pairs / 2) classes, K images each
+//   batch-all    the same
+//   ntxent       batch_pairs positive pairs (two images of one class)
+//
+// With the defaults it is the seed's run exactly: 784-1024-1024-2, He initialisation,
+// contrastive loss (margin 0.3, summed), Adam (1e-4, 0.9, 0.99), 180 pairs per step.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
-#include "siam/autodiff/ops.hpp"
-#include "siam/data/dataset.hpp"
-#include "siam/data/pairs.hpp"
-#include "siam/io/model_file.hpp"
-#include "siam/loss/contrastive.hpp"
-#include "siam/nn/layers.hpp"
+#include "siam/inference.hpp"
 #include "siam/optim/adam.hpp"
+#include "siam/optim/adamw.hpp"
+#include "siam/optim/sgd.hpp"
+#include "siam/train/trainer.hpp"
 
 namespace siam {
 
 struct SiameseConfig {
-  std::vector<index_t> layers{784, 1024, 1024, 2};  ///< input, hidden..., embedding
-  double margin = 0.3;
-  Reduction reduction = Reduction::sum;
-  optim::AdamOptions adam{1e-4, 0.9, 0.99, 1e-8};
+  std::vector<index_t> layers{784, 1024, 1024, 2};  ///< input, hidden..., embedding (an MLP)
+  /// When not empty: this architecture instead of the MLP of `layers` (see nn/registry.hpp),
+  /// with `input_shape` the shape of one example.
+  std::vector<nn::LayerSpec> network;
+  Shape input_shape;
+  std::string loss = "contrastive";  ///< contrastive, triplet, batch-hard, batch-all, ntxent
+  double margin = 0.3;               ///< contrastive, triplet and the mining losses
+  Reduction reduction = Reduction::sum;  ///< contrastive
+  bool soft_margin = false;              ///< batch-hard / batch-all: softplus instead of the hinge
+  double temperature = 0.1;              ///< ntxent
+  std::string optimizer = "adam";        ///< adam, adamw, sgd
+  optim::AdamOptions adam{1e-4, 0.9, 0.99, 1e-8};  ///< lr for every optimizer; betas for Adam(W)
+  double weight_decay = 0;  ///< adamw (decoupled) and sgd (L2)
+  double momentum = 0.9;    ///< sgd
+  /// constant, cosine (to 0 at `iterations`), step (x0.1 at 1/2 and 3/4 of `iterations`), or a
+  /// full spec for optim::Schedule::parse ("exp:gamma=0.999"); `warmup` steps of linear warm-up.
+  std::string schedule = "constant";
+  long long warmup = 0;
+  long long iterations = 3000;  ///< the schedule's horizon
   std::size_t batch_pairs = 180;
   std::uint64_t seed = 0;
   nn::Init init = nn::Init::he;
-  /// Check the loss and every gradient for NaN/Inf before each update (throws
-  /// numeric_error and leaves the model untouched). One extra read of the gradients.
   bool check_finite = true;
+  double clip_norm = 0;  ///< global gradient-norm clipping (0: off)
+  std::string data;      ///< a description of the data, recorded in checkpoints
 
   /// Throws value_error naming the first bad setting.
   void validate() const {
-    if (layers.size() < 2) throw value_error("layers: need at least input and output sizes");
-    for (index_t l : layers)
-      if (l <= 0) throw value_error("layers: sizes must be positive, got " + std::to_string(l));
-    if (!(margin > 0)) throw value_error("margin must be > 0, got " + std::to_string(margin));
+    if (network.empty()) {
+      if (layers.size() < 2) throw value_error("layers: need at least input and output sizes");
+      for (index_t l : layers)
+        if (l <= 0) throw value_error("layers: sizes must be positive, got " + std::to_string(l));
+    } else if (input_shape.size() == 0) {
+      throw value_error("network: an architecture needs its input_shape");
+    }
+    if (loss != "contrastive" && loss != "triplet" && loss != "batch-hard" &&
+        loss != "batch-all" && loss != "ntxent")
+      throw value_error("loss '" + loss +
+                        "': expected contrastive, triplet, batch-hard, batch-all or ntxent");
+    if (loss == "contrastive" && !(margin > 0))
+      throw value_error("margin must be > 0, got " + std::to_string(margin));
+    if (!(margin >= 0)) throw value_error("margin must be >= 0, got " + std::to_string(margin));
+    if (!(temperature > 0))
+      throw value_error("temperature must be > 0, got " + std::to_string(temperature));
+    if (optimizer != "adam" && optimizer != "adamw" && optimizer != "sgd")
+      throw value_error("optimizer '" + optimizer + "': expected adam, adamw or sgd");
     if (batch_pairs == 0) throw value_error("batch_pairs must be > 0");
-    if (!(adam.lr > 0))
+    if (loss == "triplet" && 2 * batch_pairs < 3)
+      throw value_error("batch_pairs " + std::to_string(batch_pairs) + " gives no triplet");
+    if (!(adam.lr > 0) || !std::isfinite(adam.lr))
       throw value_error("learning rate must be > 0, got " + std::to_string(adam.lr));
+    if (!(weight_decay >= 0)) throw value_error("weight_decay must be >= 0");
+    if (warmup < 0) throw value_error("warmup must be >= 0, got " + std::to_string(warmup));
+    (void)make_schedule();  // throws for a bad schedule
+  }
+
+  /// The schedule, or none when the rate is constant without warm-up (the optimizer's own).
+  std::optional<optim::Schedule> make_schedule() const {
+    const double lr = adam.lr;
+    const long long horizon = std::max<long long>(iterations, warmup + 1);
+    if (schedule == "constant")
+      return warmup > 0 ? std::optional<optim::Schedule>(optim::ConstantLR(lr, warmup))
+                        : std::nullopt;
+    if (schedule == "cosine") return optim::Schedule(optim::CosineLR(lr, horizon, 0, warmup));
+    if (schedule == "step")
+      return optim::Schedule(optim::StepLR(lr, std::max<long long>(1, horizon / 2), 0.1, warmup));
+    return optim::Schedule::parse(schedule, lr);
+  }
+
+  /// The settings that make a run what it is, one "key=value" per line (checkpoints
+  /// record them; resuming under others is an error).
+  std::string settings() const {
+    std::string s;
+    auto add = [&s](const std::string& k, const std::string& v) { s += k + "=" + v + "\n"; };
+    std::string arch;
+    if (network.empty()) {
+      for (index_t l : layers)
+        arch += (arch.empty() ? "" : ",") + std::to_string(l);
+    } else {
+      for (const auto& l : network)
+        arch += (arch.empty() ? "" : "; ") + l.str();
+    }
+    add("network", arch);
+    add("loss", loss);
+    add("margin", std::to_string(margin));
+    if (loss == "contrastive") add("reduction", reduction == Reduction::sum ? "sum" : "mean");
+    if (loss == "batch-hard" || loss == "batch-all") add("soft_margin", soft_margin ? "1" : "0");
+    if (loss == "ntxent") add("temperature", std::to_string(temperature));
+    add("batch_pairs", std::to_string(batch_pairs));
+    add("seed", std::to_string(seed));
+    add("data", data);
+    return s;
   }
 };
 
@@ -50,201 +130,105 @@ template <class T, class B>
 class SiameseTrainer {
  public:
   /// Uploads `train` to the backend once. Throws value_error for a bad config or a data
-  /// set whose image size does not match the input layer; PairSampler's errors for
-  /// classes with fewer than two images.
+  /// set whose image size does not match the network's input, and the samplers' errors
+  /// for label sets the loss cannot use (naming the class by its label and count).
   SiameseTrainer(const data::Dataset& train, SiameseConfig cfg)
-      : cfg_((cfg.validate(), cfg)),
-        init_rng_(cfg.seed),
-        pair_rng_(cfg.seed ^ 0x5eed5eed5eedULL),
-        net_(nn::mlp<T, B>(cfg.layers, init_rng_, cfg.init)),
+      : cfg_((cfg.validate(), std::move(cfg))),
+        init_rng_(cfg_.seed),
+        net_(make_network()),
         params_(net_.parameters()),
-        adam_(params_, cfg.adam),
-        sampler_(train.labels),
-        pixels_(static_cast<index_t>(train.pixels())) {
-    train.validate();
-    if (pixels_ != cfg_.layers.front())
-      throw value_error("SiameseTrainer: images have " + std::to_string(pixels_) +
-                        " pixels but the network's input size is " +
-                        std::to_string(cfg_.layers.front()));
-    images_ = upload(train);
-    const auto n = static_cast<index_t>(cfg_.batch_pairs);
-    batch_ = Tensor<T, B>::uninitialized(Shape{2 * n, pixels_});
-    labels_ = Tensor<T, B>::uninitialized(Shape{n});
-    host_labels_.resize(cfg_.batch_pairs);
-    rows_.resize(2 * cfg_.batch_pairs);
-  }
+        opt_(make_optimizer()),
+        set_((check_input(train), train), net_.input_shape()),
+        source_(make_source()),
+        trainer_(net_, *opt_, *source_, make_loss(),
+                 TrainerOptions{cfg_.check_finite, cfg_.clip_norm, cfg_.make_schedule(),
+                                cfg_.settings()}) {}
 
-  /// One iteration; returns the batch loss (on a device backend this reads one value
-  /// back; use step_async() and last_loss() to read it only now and then).
-  double step() {
-    step_async();
-    return last_loss();
-  }
+  double step() { return trainer_.step(); }
+  void step_async() { trainer_.step_async(); }
+  void check_finite() { trainer_.check_finite(); }
+  double last_loss() const { return trainer_.last_loss(); }
 
-  /// One iteration without reading the loss back to the host.
-  void step_async() {
-    const std::size_t n = cfg_.batch_pairs;
-    sampler_.sample(pair_rng_, n, first_, second_, host_labels_);
-    for (std::size_t i = 0; i < n; ++i) {
-      rows_[i] = first_[i];
-      rows_[n + i] = second_[i];
-    }
-    B::gather_rows(batch_.data(), images_.data(), rows_.data(), batch_.rows(), pixels_);
-    copy_labels();
-    tape_.reset();
-    adam_.zero_grad();
-    Var<T, B> f = net_.forward(tape_.constant(batch_));
-    loss_ =
-        contrastive_loss_stacked(f, tape_.constant(labels_), {cfg_.margin, cfg_.reduction, false});
-    tape_.backward(loss_);
-    if (cfg_.check_finite) check_finite();
-    adam_.step();
-    ++iteration_;
-  }
-
-  /// Throws numeric_error naming the iteration and the tensor if the loss or a gradient
-  /// holds NaN or Inf (x * 0 is NaN exactly for non-finite x, so one sum per tensor tells).
-  void check_finite() {
-    // All probes accumulate into one scalar so a device backend synchronises once.
-    finite_probe_ = sum_all(loss_.value() * T(0));
-    for (auto* p : params_)
-      finite_probe_ += sum_all(p->gradient() * T(0));
-    if (std::isfinite(static_cast<double>(finite_probe_.item()))) return;
-    const std::string at = "iteration " + std::to_string(iteration_ + 1) + ": ";
-    const double l = last_loss();
-    if (!std::isfinite(l)) throw numeric_error(at + "the loss is " + std::to_string(l));
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      finite_probe_ = sum_all(params_[i]->gradient() * T(0));
-      if (!std::isfinite(static_cast<double>(finite_probe_.item())))
-        throw numeric_error(at + "the gradient of " + params_[i]->name + " of layer " +
-                            std::to_string(i / 2 + 1) + " holds NaN or Inf");
-    }
-  }
-
-  /// Everything needed to continue a run exactly: weights, Adam moments and step count,
-  /// the pair generator's state, the iteration and the caller's loss history.
   void save_checkpoint(const std::filesystem::path& path, const std::vector<float>& losses) {
-    auto records = io::parameter_records(net_.parameters());
-    for (std::size_t i = 0; i < adam_.first_moments().size(); ++i) {
-      records.push_back(io::tensor_record("adam/m/" + std::to_string(i), adam_.first_moments()[i]));
-      records.push_back(
-          io::tensor_record("adam/v/" + std::to_string(i), adam_.second_moments()[i]));
-    }
-    const auto st = pair_rng_.state();
-    std::uint64_t spare_bits;
-    std::memcpy(&spare_bits, &st.spare, sizeof spare_bits);
-    const std::uint64_t counters[8] = {st.s[0],
-                                       st.s[1],
-                                       st.s[2],
-                                       st.s[3],
-                                       spare_bits,
-                                       st.has_spare ? 1u : 0u,
-                                       static_cast<std::uint64_t>(adam_.steps()),
-                                       static_cast<std::uint64_t>(iteration_)};
-    records.push_back(io::make_record("state", {8}, counters, 8));
-    records.push_back(io::make_record("losses", {static_cast<std::int64_t>(losses.size())},
-                                      losses.data(), losses.size()));
-    io::save_archive(path, records);
+    trainer_.save_checkpoint(path, losses);
   }
-
-  /// Restores a checkpoint written by save_checkpoint for the same configuration and
-  /// returns its loss history. Throws io_error for a corrupt or mismatched file.
-  std::vector<float> load_checkpoint(const std::filesystem::path& path) {
-    const auto records = io::load_archive(path);
-    const std::string file = path.string();
-    io::load_parameters(records, net_.parameters(), file);
-    auto find = [&](const std::string& name) -> const io::Record& {
-      for (const auto& r : records)
-        if (r.name == name) return r;
-      throw io_error(file + ": not a checkpoint (no '" + name + "' record)");
-    };
-    for (std::size_t i = 0; i < adam_.first_moments().size(); ++i) {
-      io::load_tensor(find("adam/m/" + std::to_string(i)), adam_.first_moments()[i], file);
-      io::load_tensor(find("adam/v/" + std::to_string(i)), adam_.second_moments()[i], file);
-    }
-    const auto& st = find("state");
-    if (st.type != io::ArrayType::u64 || st.count() != 8)
-      throw io_error(file + ": malformed state record");
-    const auto c = st.template as<std::uint64_t>();
-    Rng::State rs{{c[0], c[1], c[2], c[3]}, 0.0, c[5] != 0};
-    std::memcpy(&rs.spare, &c[4], sizeof rs.spare);
-    pair_rng_.set_state(rs);
-    adam_.set_steps(static_cast<long long>(c[6]));
-    iteration_ = static_cast<long long>(c[7]);
-    const auto& l = find("losses");
-    if (l.type != io::ArrayType::f32) throw io_error(file + ": malformed loss history");
-    return l.template as<float>();
+  /// See Trainer::load_checkpoint.
+  std::vector<float> load_checkpoint(const std::filesystem::path& path,
+                                     bool allow_other_settings = false) {
+    return trainer_.load_checkpoint(path, allow_other_settings);
   }
-
-  /// The loss of the last step (synchronises a device backend).
-  double last_loss() const { return static_cast<double>(loss_.value().item()); }
 
   /// Embeds every image of `set` (no gradients), `batch` images at a time; returns an
   /// N x D row-major host array.
   std::vector<float> embed(const data::Dataset& set, index_t batch = 1000) {
-    set.validate();
-    if (static_cast<index_t>(set.pixels()) != pixels_)
-      throw value_error("embed: images have " + std::to_string(set.pixels()) +
-                        " pixels, the network expects " + std::to_string(pixels_));
-    const index_t n = static_cast<index_t>(set.size()), dim = cfg_.layers.back();
-    std::vector<float> out(static_cast<std::size_t>(n * dim));
-    Tensor<T, B> chunk;
-    std::vector<T> host;
-    NoGrad<T, B> ng(tape_);
-    for (index_t b = 0; b < n; b += batch) {
-      const index_t m = std::min(batch, n - b);
-      host.assign(set.images.begin() + b * pixels_, set.images.begin() + (b + m) * pixels_);
-      chunk.resize(Shape{m, pixels_});
-      B::from_host(chunk.data(), host.data(), m * pixels_);
-      tape_.reset();
-      const auto e = net_.forward(tape_.constant(chunk)).value().to_vector();
-      for (std::size_t i = 0; i < e.size(); ++i)
-        out[static_cast<std::size_t>(b * dim) + i] = static_cast<float>(e[i]);
-    }
-    tape_.reset();
-    return out;
+    return embed_images(net_, set, batch);
   }
 
   nn::Sequential<T, B>& network() { return net_; }
-  optim::Adam<T, B>& optimizer() { return adam_; }
-  Rng& pair_rng() { return pair_rng_; }
-  long long iteration() const { return iteration_; }
-  void set_iteration(long long it) { iteration_ = it; }
+  optim::Optimizer<T, B>& optimizer() { return *opt_; }
+  Trainer<T, B>& trainer() { return trainer_; }
+  long long iteration() const { return trainer_.iteration(); }
+  void set_iteration(long long it) { trainer_.set_iteration(it); }
   const SiameseConfig& config() const { return cfg_; }
-  /// The pairs of the last step (indices into the training set, labels 1 = similar).
-  const std::vector<std::uint32_t>& last_first() const { return first_; }
-  const std::vector<std::uint32_t>& last_second() const { return second_; }
+  /// The images per step and the loss's batch layout (see the top of this header).
+  const Batch<T, B>& last_batch() const { return trainer_.last_batch(); }
 
  private:
-  Tensor<T, B> upload(const data::Dataset& d) {
-    std::vector<T> host(d.images.begin(), d.images.end());
-    return Tensor<T, B>::from(Shape{static_cast<index_t>(d.size()), pixels_},
-                              std::span<const T>(host));
+  nn::Sequential<T, B> make_network() {
+    if (cfg_.network.empty()) return nn::mlp<T, B>(cfg_.layers, init_rng_, cfg_.init);
+    return nn::build<T, B>(cfg_.network, cfg_.input_shape, init_rng_);
   }
-  void copy_labels() {
-    if constexpr (std::is_same_v<T, float>) {
-      B::from_host(labels_.data(), host_labels_.data(), labels_.size());
-    } else {
-      host_cast_.assign(host_labels_.begin(), host_labels_.end());
-      B::from_host(labels_.data(), host_cast_.data(), labels_.size());
-    }
+  std::unique_ptr<optim::Optimizer<T, B>> make_optimizer() {
+    const auto& a = cfg_.adam;
+    if (cfg_.optimizer == "adamw")
+      return std::make_unique<optim::AdamW<T, B>>(
+          params_, optim::AdamWOptions{a.lr, a.beta1, a.beta2, a.eps, cfg_.weight_decay});
+    if (cfg_.optimizer == "sgd")
+      return std::make_unique<optim::SGD<T, B>>(
+          params_, optim::SGDOptions{a.lr, cfg_.momentum, 0, cfg_.weight_decay, false});
+    return std::make_unique<optim::Adam<T, B>>(params_, a);
+  }
+  void check_input(const data::Dataset& train) const {
+    train.validate();
+    const auto px = static_cast<index_t>(train.pixels());
+    if (px != net_.input_shape().size())
+      throw value_error("SiameseTrainer: images have " + std::to_string(px) +
+                        " pixels but the network's input size is " +
+                        std::to_string(net_.input_shape().size()));
+  }
+  std::unique_ptr<BatchSource<T, B>> make_source() {
+    const std::uint64_t seed = cfg_.seed ^ 0x5eed5eed5eedULL;
+    const std::size_t n = cfg_.batch_pairs;
+    if (cfg_.loss == "contrastive") return std::make_unique<PairBatches<T, B>>(set_, n, seed);
+    if (cfg_.loss == "ntxent") return std::make_unique<PositivePairBatches<T, B>>(set_, n, seed);
+    if (cfg_.loss == "triplet") return std::make_unique<TripletBatches<T, B>>(set_, 2 * n / 3, seed);
+    std::vector<std::int64_t> classes(set_.labels());
+    std::sort(classes.begin(), classes.end());
+    const auto count = static_cast<std::size_t>(
+        std::unique(classes.begin(), classes.end()) - classes.begin());
+    const std::size_t p = std::max<std::size_t>(2, std::min(count, n));
+    const std::size_t k = std::max<std::size_t>(2, 2 * n / p);
+    return std::make_unique<PKBatches<T, B>>(set_, p, k, seed);
+  }
+  LossFn<T, B> make_loss() {
+    if (cfg_.loss == "triplet")
+      return losses::triplet<T, B>({cfg_.margin, Distance::euclidean, Reduction::mean});
+    const MiningOptions mining{cfg_.margin, cfg_.soft_margin, Distance::euclidean, false};
+    if (cfg_.loss == "batch-hard") return losses::batch_hard<T, B>(mining);
+    if (cfg_.loss == "batch-all") return losses::batch_all<T, B>(mining);
+    if (cfg_.loss == "ntxent") return losses::ntxent<T, B>({cfg_.temperature});
+    // The seed's loss; labels come from the sampler, so the check would only cost time.
+    return losses::contrastive<T, B>({cfg_.margin, cfg_.reduction, false, false});
   }
 
   SiameseConfig cfg_;
-  Rng init_rng_, pair_rng_;
+  Rng init_rng_;
   nn::Sequential<T, B> net_;
   std::vector<Parameter<T, B>*> params_;
-  optim::Adam<T, B> adam_;
-  data::PairSampler sampler_;
-  index_t pixels_;
-  Tensor<T, B> images_, batch_, labels_;
-  std::vector<std::uint32_t> first_, second_, rows_;
-  std::vector<float> host_labels_;
-  std::vector<T> host_cast_;
-  Tape<T, B> tape_;
-  Var<T, B> loss_;
-  Tensor<T, B> finite_probe_{Shape{1}};
-  long long iteration_ = 0;
+  std::unique_ptr<optim::Optimizer<T, B>> opt_;
+  ImageSet<T, B> set_;
+  std::unique_ptr<BatchSource<T, B>> source_;
+  Trainer<T, B> trainer_;
 };
 
 }  // namespace siam

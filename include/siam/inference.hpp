@@ -1,0 +1,48 @@
+// Embedding whole data sets with a trained network: batched, tape-free (through
+// Sequential::embed, which reuses the network's own buffers), on any backend.
+#pragma once
+
+#include <algorithm>
+#include <functional>
+#include <vector>
+
+#include "siam/data/dataset.hpp"
+#include "siam/nn/layers.hpp"
+
+namespace siam {
+
+/// Called after each batch with (images done, images in all).
+using Progress = std::function<void(index_t done, index_t total)>;
+
+/// Embeds every image of `set`, `batch` images at a time; returns an N x D row-major
+/// host array. Throws value_error when the images do not fit the network's input.
+template <class T, class B>
+std::vector<float> embed_images(nn::Sequential<T, B>& net, const data::Dataset& set,
+                                index_t batch = 1000, const Progress& progress = {}) {
+  set.validate();
+  const auto px = static_cast<index_t>(set.pixels());
+  if (net.input_shape().size() > 0 && px != net.input_shape().size())
+    throw value_error("embed: images have " + std::to_string(px) + " pixels, the network expects " +
+                      net.input_shape().str());
+  if (batch <= 0) throw value_error("embed: batch must be > 0, got " + std::to_string(batch));
+  const auto n = static_cast<index_t>(set.size());
+  std::vector<float> out;
+  Tensor<T, B> chunk;
+  std::vector<T> host;
+  for (index_t b = 0; b < n; b += batch) {
+    const index_t m = std::min(batch, n - b);
+    chunk.resize(Shape{m, px});
+    if constexpr (std::is_same_v<T, float>) {
+      B::from_host(chunk.data(), set.images.data() + b * px, m * px);
+    } else {
+      host.assign(set.images.begin() + b * px, set.images.begin() + (b + m) * px);
+      B::from_host(chunk.data(), host.data(), m * px);
+    }
+    const auto e = net.embed(chunk).to_vector();
+    out.insert(out.end(), e.begin(), e.end());
+    if (progress) progress(b + m, n);
+  }
+  return out;
+}
+
+}  // namespace siam
