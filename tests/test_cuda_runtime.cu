@@ -544,14 +544,21 @@ TEST_CASE("debug mode: a planted kernel fault becomes a typed exception naming t
           doctest::skip(!gpu_present())) {
   SKIP_WITHOUT_GPU();
   // A fault poisons the CUDA context of its process, so it is planted in a child process.
+  // Everything the child needs is prepared before fork(): it only calls execve.
+  std::vector<std::string> env_strings = {"SIAM_CUDA_SYNC_CHECK=1"};
+  for (char** e = environ; *e != nullptr; ++e)
+    if (std::strncmp(*e, "SIAM_CUDA_SYNC_CHECK=", 21) != 0) env_strings.emplace_back(*e);
+  std::vector<char*> envp;
+  for (auto& e : env_strings)
+    envp.push_back(e.data());
+  envp.push_back(nullptr);
+  char name[] = "test_cuda_runtime";
+  char flag[] = "--planted-fault";
+  char* argv[] = {name, flag, nullptr};
   const pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    setenv("SIAM_CUDA_SYNC_CHECK", "1", 1);
-    char name[] = "test_cuda_runtime";
-    char flag[] = "--planted-fault";
-    char* argv[] = {name, flag, nullptr};
-    execv("/proc/self/exe", argv);
+    execve("/proc/self/exe", argv, envp.data());
     _exit(4);
   }
   int status = 0;
@@ -575,13 +582,15 @@ TEST_CASE("two streams reusing freed blocks under load: record_stream orders the
   for (int it = 0; it < kIterations; ++it) {
     const std::size_t n = size(rng);
     const float value = static_cast<float>(it + 1);
+    // Both blocks are allocated, and src filled, before the event the side stream waits for:
+    // stream-ordered memory is usable on another stream only behind its allocation.
     auto* src = static_cast<float*>(cu::allocate(n * sizeof(float)));
+    outs.emplace_back(n);
+    expect.push_back(value);
     fill(src, n, value, main_stream);
     cu::Event ready;
     ready.record(main_stream);
     ready.wait(side.get());
-    outs.emplace_back(n);
-    expect.push_back(value);
     slow_copy<<<64, 256, 0, side.get()>>>(outs.back().data(), src, n, 20000);
     cu::check_launch("slow_copy", side.get());
     cu::record_stream(src, side.get());
