@@ -1,6 +1,7 @@
 // GPU benchmarks: cuBLAS GEMM on the example's shapes (FP32, no TF32), the training
-// step of the example on the CUDA backend, and embedding 5000 images. Timed with CUDA
-// events around many queued iterations; without a device it says so and exits 0.
+// step of the example on the CUDA backend (with the pool's peak and steady-state memory),
+// embedding 5000 images, the host cost of a pool allocation and of a staged upload. Timed
+// with CUDA events around many queued iterations; without a device it says so and exits 0.
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
@@ -73,6 +74,7 @@ void BM_GpuTrainStep(benchmark::State& state) {
   const int reps = 100;
   cuda::Event start(true), stop(true);
   std::uint64_t launches = 0;
+  const cuda::PoolStats warm = cuda::pool_stats();
   for (auto _ : state) {
     const auto l0 = detail::kernels::launch_count();
     start.record(cuda::stream());
@@ -85,7 +87,16 @@ void BM_GpuTrainStep(benchmark::State& state) {
   }
   state.counters["launches_per_step"] =
       static_cast<double>(launches) / static_cast<double>(state.iterations() * reps);
-  state.counters["cudaMalloc_calls"] = static_cast<double>(cuda::pool_stats().cuda_malloc_calls);
+  // Memory: steady state means the pool's reservation did not grow while timing.
+  const cuda::PoolStats end = cuda::pool_stats();
+  const double steps = static_cast<double>(state.iterations() * reps);
+  state.counters["reservation_growths"] =
+      static_cast<double>(end.cuda_malloc_calls - warm.cuda_malloc_calls);
+  state.counters["allocs_per_step"] =
+      static_cast<double>(end.allocations - warm.allocations) / steps;
+  state.counters["peak_in_use_MiB"] = static_cast<double>(end.peak_bytes_in_use) / (1 << 20);
+  state.counters["reserved_MiB"] = static_cast<double>(end.bytes_reserved) / (1 << 20);
+  state.counters["peak_reserved_MiB"] = static_cast<double>(end.peak_bytes_reserved) / (1 << 20);
 }
 BENCHMARK(BM_GpuTrainStep)
     ->Arg(0)
@@ -101,6 +112,46 @@ void BM_GpuEmbed5000(benchmark::State& state) {
     benchmark::DoNotOptimize(trainer.embed(digits(), 5000));
 }
 BENCHMARK(BM_GpuEmbed5000)->Iterations(10)->Unit(benchmark::kMillisecond);
+
+// Host cost of one allocate + deallocate pair (cudaMallocFromPoolAsync + cudaFreeAsync
+// with the pool's bookkeeping), at the step's typical sizes; the device work is nil.
+void BM_PoolAllocFree(benchmark::State& state) {
+  const auto bytes = static_cast<std::size_t>(state.range(0));
+  cuda::deallocate(cuda::allocate(bytes), bytes);  // warm: the pool holds the memory
+  for (auto _ : state)
+    cuda::deallocate(cuda::allocate(bytes), bytes);
+  cuda::synchronize();
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_PoolAllocFree)
+    ->Arg(4 << 10)
+    ->Arg(1440 << 10)
+    ->Arg(32 << 20)
+    ->Unit(benchmark::kNanosecond);
+
+// Host cost of Cuda::from_host through the pinned staging ring at the step's per-step
+// upload sizes (pair indices, labels), against a plain cudaMemcpyAsync from pageable memory.
+void BM_UploadStaged(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  std::vector<float> host(n, 1.f);
+  cuda::DeviceBuffer<float> dev(n);
+  for (auto _ : state)
+    Cuda::from_host(dev.data(), host.data(), static_cast<index_t>(n));
+  cuda::synchronize();
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * n * sizeof(float)));
+}
+void BM_UploadPageable(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  std::vector<float> host(n, 1.f);
+  cuda::DeviceBuffer<float> dev(n);
+  for (auto _ : state)
+    SIAM_CUDA_CHECK(cudaMemcpyAsync(dev.data(), host.data(), n * sizeof(float),
+                                    cudaMemcpyHostToDevice, cuda::stream()));
+  cuda::synchronize();
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * n * sizeof(float)));
+}
+BENCHMARK(BM_UploadStaged)->Arg(180)->Arg(360)->Arg(1 << 20)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_UploadPageable)->Arg(180)->Arg(360)->Arg(1 << 20)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

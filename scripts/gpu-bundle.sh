@@ -8,7 +8,8 @@ build=${1:?build directory}
 out=${2:?output directory}
 mkdir -p "$out/lib"
 bins=()
-for b in tests/test_cuda_runtime tests/test_parity bench_gpu examples/mnist_siamese/mnist_siamese; do
+for b in tests/test_cuda_runtime tests/test_cuda_backend tests/test_parity bench_gpu \
+  examples/mnist_siamese/mnist_siamese; do
   [ -x "$build/$b" ] && bins+=("$build/$b")
 done
 [ ${#bins[@]} -gt 0 ] || { echo "gpu-bundle: no GPU binaries in $build" >&2; exit 1; }
@@ -17,6 +18,10 @@ for b in "${bins[@]}"; do
   ldd "$b" | awk '$3 ~ /^\// {print $3}'
 done | sort -u | grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so|libcuda|libcudart|libcublas|libnvidia' |
   while read -r lib; do cp -L "$lib" "$out/lib/"; done
+# compute-sanitizer, when this toolkit has it, for gpu-check.sh's sanitizer runs.
+nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+san_dir=$(dirname "$(readlink -f "$nvcc")")/../compute-sanitizer
+[ -x "$san_dir/compute-sanitizer" ] && cp -r "$san_dir" "$out/compute-sanitizer"
 # The example draws with PLplot, which loads its cairo driver at run time and needs its
 # data files and a font: bring those too (found through pkg-config, not guessed).
 if [ -x "$build/examples/mnist_siamese/mnist_siamese" ]; then

@@ -5,13 +5,20 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cmath>
 #include <cstddef>
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <iostream>
 #include <limits>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "siam/backend/cuda_runtime.hpp"
@@ -180,17 +187,6 @@ TEST_CASE("device discovery never throws; require_device throws cuda_error witho
   }
 }
 
-TEST_CASE("pool block sizes: power-of-two buckets up to 1 MiB, 2 MiB multiples above") {
-  using siam::detail::pool_block_size;
-  CHECK(pool_block_size(1) == 512);
-  CHECK(pool_block_size(512) == 512);
-  CHECK(pool_block_size(513) == 1024);
-  CHECK(pool_block_size(400 * 1024) == 512 * 1024);
-  CHECK(pool_block_size(1 << 20) == (1 << 20));
-  CHECK(pool_block_size((1 << 20) + 1) == (2 << 20));
-  CHECK(pool_block_size((4 << 20) + 1) == (6 << 20));
-}
-
 TEST_CASE("empty DeviceBuffers and zero-size copies need no device") {
   cu::DeviceBuffer<float> empty;
   CHECK(empty.empty());
@@ -288,18 +284,22 @@ TEST_CASE("pool reaches a steady state: no cudaMalloc after the first cycle of b
   }
   CHECK(all_exact);
   const cu::PoolStats end = cu::pool_stats();
-  MESSAGE("cudaMalloc calls: " << start.cuda_malloc_calls << " before, "
-                               << mallocs_after_first_cycle << " after the first cycle, "
-                               << end.cuda_malloc_calls << " after 50 iterations");
-  CHECK(mallocs_after_first_cycle > start.cuda_malloc_calls);
+  MESSAGE("reservation growths: " << start.cuda_malloc_calls << " before, "
+                                  << mallocs_after_first_cycle << " after the first cycle, "
+                                  << end.cuda_malloc_calls << " after 50 iterations; reserved "
+                                  << end.bytes_reserved << " B, peak in use "
+                                  << end.peak_bytes_in_use << " B");
   CHECK(end.cuda_malloc_calls == mallocs_after_first_cycle);
   CHECK(end.bytes_in_use == start.bytes_in_use);
-  CHECK(end.bytes_cached > 0);
+  CHECK(end.allocations - start.allocations == 50 * 3);
+  CHECK(end.deallocations - start.deallocations == 50 * 3);
+  CHECK(end.bytes_reserved >= end.bytes_in_use);
+  CHECK(end.peak_bytes_in_use >= static_cast<std::size_t>(360) * kFeatures * sizeof(float));
 
   cu::release_cached();
   const cu::PoolStats released = cu::pool_stats();
   CHECK(released.bytes_cached == 0);
-  CHECK(released.cuda_free_calls > end.cuda_free_calls);
+  CHECK(released.bytes_reserved <= end.bytes_reserved);
   CHECK(released.bytes_in_use == end.bytes_in_use);
 }
 
@@ -309,8 +309,9 @@ TEST_CASE("pool: raw allocate/deallocate, misuse and out-of-memory" *
   const cu::PoolStats before = cu::pool_stats();
   void* p = cu::allocate(1000);
   REQUIRE(p != nullptr);
-  CHECK(cu::pool_stats().bytes_in_use == before.bytes_in_use + 1024);
-  CHECK_THROWS_AS(cu::deallocate(p, 5000), siam::value_error);  // wrong size
+  CHECK(cu::pool_stats().bytes_in_use == before.bytes_in_use + 1000);
+  CHECK_THROWS_AS(cu::deallocate(p, 5000), siam::value_error);         // wrong size
+  CHECK(cu::pool_stats().bytes_in_use == before.bytes_in_use + 1000);  // still owned
   int not_ours = 0;
   CHECK_THROWS_AS(cu::deallocate(&not_ours, 4), siam::value_error);
   cu::deallocate(p, 1000);
@@ -318,14 +319,21 @@ TEST_CASE("pool: raw allocate/deallocate, misuse and out-of-memory" *
   CHECK(cu::allocate(0) == nullptr);
 
   const std::size_t huge = std::size_t{1} << 50;  // 1 PiB: no device has it
+  const std::size_t retries = cu::pool_stats().oom_retries;
   try {
     (void)cu::allocate(huge);
-    FAIL("expected siam::cuda_error");
-  } catch (const siam::cuda_error& e) {
+    FAIL("expected siam::cuda_out_of_memory");
+  } catch (const siam::cuda_out_of_memory& e) {
     MESSAGE(std::string(e.what()));
     CHECK(contains(e.what(), std::to_string(huge) + " bytes"));
     CHECK(contains(e.what(), "out of memory"));
+    CHECK(contains(e.what(), std::to_string(e.free_bytes) + " bytes free"));
+    CHECK(e.requested_bytes == huge);
+    CHECK(e.free_bytes <= e.total_bytes);
+    CHECK(e.total_bytes > 0);
+    CHECK(e.device == cu::current_device());
   }
+  CHECK(cu::pool_stats().oom_retries == retries + 1);
   CHECK(cudaGetLastError() == cudaSuccess);  // the failure did not leak into later checks
   cu::DeviceBuffer<float> still_works(256);
   CHECK(still_works.data() != nullptr);
@@ -452,7 +460,300 @@ TEST_CASE("events order and time work on the context stream" * doctest::skip(!gp
   CHECK(cudaEventQuery(stop.get()) == cudaSuccess);
 }
 
+// ------------------------------------------------------------------------------------------------
+// Stream-ordered reuse, staging, threads, debug mode (need a device)
+
+namespace {
+
+__global__ void fill_kernel(float* p, std::size_t n, float v) {
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
+       i += std::size_t(gridDim.x) * blockDim.x)
+    p[i] = v;
+}
+
+// Waits about `spin` clocks, then copies: keeps `in` busy on its stream long after the host has
+// moved on, which is what makes an unordered reuse of `in` visible.
+__global__ void slow_copy(float* out, const float* in, std::size_t n, long long spin) {
+  const long long t0 = clock64();
+  while (clock64() - t0 < spin) {
+  }
+  for (std::size_t i = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; i < n;
+       i += std::size_t(gridDim.x) * blockDim.x)
+    out[i] = in[i];
+}
+
+__global__ void planted_fault(float* p) {
+  p[threadIdx.x] = 1.0f;  // p is not device memory: an illegal address
+}
+
+__global__ void tiny_kernel() {}
+
+void fill(float* p, std::size_t n, float v, cudaStream_t s) {
+  fill_kernel<<<256, 256, 0, s>>>(p, n, v);
+  cu::check_launch("fill_kernel", s);
+}
+
+struct SideStream {
+  siam::detail::UniqueStream s;
+  SideStream() {
+    cudaStream_t h = nullptr;
+    SIAM_CUDA_CHECK(cudaStreamCreateWithFlags(&h, cudaStreamNonBlocking));
+    s.reset(h);
+  }
+  cudaStream_t get() const { return s.get(); }
+};
+
+// The child half of the planted-fault test (main() runs it for --planted-fault): with the debug
+// mode on, the fault must surface at check_launch as a cuda_error naming the kernel.
+int planted_fault_child() {
+  if (!cu::sync_check_enabled()) return 3;
+  const cudaStream_t s = cu::stream();
+  planted_fault<<<1, 32, 0, s>>>(reinterpret_cast<float*>(std::uintptr_t{16}));
+  try {
+    cu::check_launch("planted_fault kernel", s);
+  } catch (const siam::cuda_error& e) {
+    std::cout << "caught: " << e.what() << "\n";
+    return contains(e.what(), "planted_fault kernel") && contains(e.what(), "SIAM_CUDA_SYNC_CHECK")
+               ? 0
+               : 1;
+  }
+  return 2;
+}
+
+}  // namespace
+
+TEST_CASE("a rejected launch becomes a cuda_error naming the kernel" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  const std::uint64_t before = cu::launch_count();
+  tiny_kernel<<<1, 4096, 0, cu::stream()>>>();  // 4096 threads per block: invalid configuration
+  try {
+    cu::check_launch("tiny_kernel", cu::stream());
+    FAIL("expected siam::cuda_error");
+  } catch (const siam::cuda_error& e) {
+    CHECK(contains(e.what(), "tiny_kernel"));
+    CHECK(contains(e.what(), "cudaErrorInvalidConfiguration"));
+  }
+  CHECK(cu::launch_count() == before + 1);
+  tiny_kernel<<<1, 32, 0, cu::stream()>>>();
+  CHECK_NOTHROW(cu::check_launch("tiny_kernel", cu::stream()));
+  cu::synchronize();
+}
+
+TEST_CASE("debug mode: a planted kernel fault becomes a typed exception naming the kernel" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  // A fault poisons the CUDA context of its process, so it is planted in a child process.
+  // Everything the child needs is prepared before fork(): it only calls execve.
+  std::vector<std::string> env_strings = {"SIAM_CUDA_SYNC_CHECK=1"};
+  for (char** e = environ; *e != nullptr; ++e)
+    if (std::strncmp(*e, "SIAM_CUDA_SYNC_CHECK=", 21) != 0) env_strings.emplace_back(*e);
+  std::vector<char*> envp;
+  for (auto& e : env_strings)
+    envp.push_back(e.data());
+  envp.push_back(nullptr);
+  char name[] = "test_cuda_runtime";
+  char flag[] = "--planted-fault";
+  char* argv[] = {name, flag, nullptr};
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    execve("/proc/self/exe", argv, envp.data());
+    _exit(4);
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  // 0: caught and named; 1: caught but unnamed; 2: not caught; 3: mode off; 4: exec failed.
+  CHECK(WEXITSTATUS(status) == 0);
+}
+
+TEST_CASE("two streams reusing freed blocks under load: record_stream orders the reuse" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  SideStream side;
+  const cudaStream_t main_stream = cu::stream();
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<std::size_t> size(1, std::size_t{1} << 18);
+  const cu::PoolStats before = cu::pool_stats();
+  constexpr int kIterations = 200;
+  std::vector<cu::DeviceBuffer<float>> outs;
+  std::vector<float> expect;
+  for (int it = 0; it < kIterations; ++it) {
+    const std::size_t n = size(rng);
+    const float value = static_cast<float>(it + 1);
+    // Both blocks are allocated, and src filled, before the event the side stream waits for:
+    // stream-ordered memory is usable on another stream only behind its allocation.
+    auto* src = static_cast<float*>(cu::allocate(n * sizeof(float)));
+    outs.emplace_back(n);
+    expect.push_back(value);
+    fill(src, n, value, main_stream);
+    cu::Event ready;
+    ready.record(main_stream);
+    ready.wait(side.get());
+    slow_copy<<<64, 256, 0, side.get()>>>(outs.back().data(), src, n, 20000);
+    cu::check_launch("slow_copy", side.get());
+    cu::record_stream(src, side.get());
+    cu::record_stream(outs.back().data(), side.get());
+    cu::deallocate(src, n * sizeof(float));  // the side stream may still be reading it
+    // Reuse at once, on the main stream, with garbage.
+    for (int j = 0; j < 3; ++j) {
+      const std::size_t m = size(rng);
+      cu::DeviceBuffer<float> scratch(m);
+      fill(scratch.data(), m, -1.0f, main_stream);
+    }
+  }
+  SIAM_CUDA_CHECK(cudaStreamSynchronize(side.get()));
+  cu::synchronize();
+  bool all_right = true;
+  for (std::size_t i = 0; i < outs.size(); ++i) {
+    std::vector<float> got(outs[i].size());
+    cu::copy_to_host(got.data(), outs[i].data(), got.size());
+    for (float v : got)
+      all_right = all_right && v == expect[i];
+  }
+  CHECK(all_right);
+  outs.clear();
+  const cu::PoolStats after = cu::pool_stats();
+  CHECK(after.cross_stream_frees - before.cross_stream_frees == 2 * kIterations);
+  CHECK(after.bytes_in_use == before.bytes_in_use);
+  CHECK_THROWS_AS(cu::record_stream(reinterpret_cast<void*>(std::uintptr_t{64}), side.get()),
+                  siam::value_error);
+}
+
+TEST_CASE("upload: the source may be overwritten at once; the ring wraps and stays bounded" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  constexpr std::size_t n = 75000;  // 300 KB: 14 of them fill the 4 MiB ring
+  constexpr int kCopies = 40;
+  std::vector<cu::DeviceBuffer<float>> dst;
+  for (int i = 0; i < kCopies; ++i) {
+    std::vector<float> src(n, static_cast<float>(i));
+    dst.emplace_back(n);
+    cu::upload(dst.back().data(), src.data(), n);
+    std::fill(src.begin(), src.end(), -7.0f);  // reused at once: must not reach the device
+    CHECK(cu::context().staging().in_flight() <= siam::detail::StagingRing::kMaxInFlight);
+  }
+  // One copy larger than the ring goes through in pieces.
+  std::vector<float> big(3'000'000);
+  for (std::size_t i = 0; i < big.size(); ++i)
+    big[i] = static_cast<float>(i % 1000);
+  cu::DeviceBuffer<float> dbig(big.size());
+  cu::upload(dbig.data(), big.data(), big.size());
+  const std::vector<float> want_big = big;
+  std::fill(big.begin(), big.end(), 0.0f);
+  bool all_right = true;
+  for (int i = 0; i < kCopies; ++i) {
+    std::vector<float> got(n);
+    cu::copy_to_host(got.data(), dst[static_cast<std::size_t>(i)].data(), n);
+    for (float v : got)
+      all_right = all_right && v == static_cast<float>(i);
+  }
+  std::vector<float> got_big(want_big.size());
+  cu::copy_to_host(got_big.data(), dbig.data(), got_big.size());
+  CHECK(all_right);
+  CHECK(got_big == want_big);
+}
+
+TEST_CASE("copies from pinned memory: asynchronous, guarded by an event" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  constexpr std::size_t n = 1 << 20;
+  cu::PinnedBuffer<float> pinned(n);
+  for (std::size_t i = 0; i < n; ++i)
+    pinned[i] = static_cast<float>(i % 4096) - 2048.0f;
+  std::vector<float> want(pinned.data(), pinned.data() + n);
+  cu::DeviceBuffer<float> d(n), e(n);
+  cu::copy_to_device_async(d.data(), pinned.data(), n);
+  cu::Event copied;
+  copied.record(cu::stream());
+  copied.synchronize();  // the contract: only now may the pinned source change
+  // Through the staging ring a pinned source may change at once.
+  cu::upload(e.data(), pinned.data(), n);
+  for (std::size_t i = 0; i < n; ++i)
+    pinned[i] = 0.0f;
+  std::vector<float> got(n);
+  cu::copy_to_host(got.data(), d.data(), n);
+  CHECK(got == want);
+  cu::copy_to_host(got.data(), e.data(), n);
+  CHECK(got == want);
+  // Device -> pinned host.
+  cu::copy_to_host(pinned.data(), d.data(), n);
+  CHECK(std::equal(want.begin(), want.end(), pinned.data()));
+  std::vector<float> pageable(16, 1.0f);
+  CHECK_THROWS_AS(cu::copy_to_device_async(d.data(), pageable.data(), pageable.size()),
+                  siam::value_error);
+}
+
+TEST_CASE("several host threads share the context: pool, uploads, GEMM, launch counter" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  const cu::PoolStats before = cu::pool_stats();
+  const std::uint64_t launches = cu::launch_count();
+  constexpr int kThreads = 8, kIterations = 40, kLaunchesPerIteration = 2;
+  std::atomic<int> wrong{0}, failed{0};
+  const int device = cu::current_device();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      try {
+        SIAM_CUDA_CHECK(cudaSetDevice(device));
+        std::mt19937 rng(static_cast<unsigned>(t));
+        for (int it = 0; it < kIterations; ++it) {
+          const int m = 16 + static_cast<int>(rng() % 200), k = 64, n = 24;
+          std::vector<float> a(static_cast<std::size_t>(m) * k, static_cast<float>(t + 1));
+          std::vector<float> b(static_cast<std::size_t>(k) * n, 0.5f);
+          cu::DeviceBuffer<float> da(a.size()), db(b.size()), dc(static_cast<std::size_t>(m) * n);
+          cu::upload(da.data(), a.data(), a.size());
+          cu::upload(db.data(), b.data(), b.size());
+          cu::gemm<float>(false, false, m, n, k, 1.0f, da.data(), k, db.data(), n, 0.0f, dc.data(),
+                          n);
+          cu::launch_counter().fetch_add(1);
+          fill_kernel<<<1, 32, 0, cu::stream()>>>(da.data(), 1, 0.0f);
+          cu::check_launch("fill_kernel", cu::stream());
+          std::vector<float> c(dc.size());
+          cu::copy_to_host(c.data(), dc.data(), c.size());
+          for (float v : c)
+            if (v != 32.0f * static_cast<float>(t + 1)) ++wrong;
+        }
+      } catch (const std::exception& e) {
+        std::cerr << "thread " << t << ": " << e.what() << "\n";
+        ++failed;
+      }
+    });
+  for (auto& th : threads)
+    th.join();
+  CHECK(failed.load() == 0);
+  CHECK(wrong.load() == 0);
+  CHECK(cu::launch_count() - launches ==
+        static_cast<std::uint64_t>(kThreads * kIterations * kLaunchesPerIteration));
+  const cu::PoolStats after = cu::pool_stats();
+  CHECK(after.bytes_in_use == before.bytes_in_use);
+  CHECK(after.allocations - before.allocations ==
+        static_cast<std::size_t>(kThreads * kIterations * 3));
+}
+
+TEST_CASE("device-aware free: a block goes back to its own device's pool" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  int here = cu::current_device();
+  CHECK_THROWS_AS(cu::deallocate(&here, sizeof here), siam::value_error);
+  if (cu::device_count() < 2) {
+    MESSAGE("one CUDA device: the cross-device part needs two, not run");
+    return;
+  }
+  const int other = here == 0 ? 1 : 0;
+  SIAM_CUDA_CHECK(cudaSetDevice(other));
+  void* p = cu::allocate(4096);
+  const std::size_t in_use = cu::context(other).pool().stats().bytes_in_use;
+  SIAM_CUDA_CHECK(cudaSetDevice(here));
+  cu::deallocate(p, 4096);  // the current device is not the owner
+  CHECK(cu::context(other).pool().stats().bytes_in_use == in_use - 4096);
+  CHECK(cu::current_device() == here);
+}
+
 int main(int argc, char** argv) {
+  if (argc == 2 && std::strcmp(argv[1], "--planted-fault") == 0) return planted_fault_child();
   doctest::Context runner(argc, argv);
   const int rc = runner.run();
   if (runner.shouldExit() || rc != 0) return rc;

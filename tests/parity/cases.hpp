@@ -85,6 +85,10 @@ Outputs run_all() {
     out["reduce.empty"] = host(empty);
     Tf big = random<B>(Shape{1 << 20}, 7);
     out["reduce.sum_all_large"] = host(Tf(sum_all(big)));
+    // Tall and narrow: the CUDA backend's column totals take their two-level path here.
+    Tf tall = random<B>(Shape{100000, 5}, 8);
+    out["reduce.sum_rows_tall"] = host(Tf(sum_rows(tall)));
+    out["reduce.sum_cols_tall"] = host(Tf(sum_cols(tall)));
   }
   // ---- matmul, all transposes
   for (int ta = 0; ta < 2; ++ta)

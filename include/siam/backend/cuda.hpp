@@ -1,9 +1,12 @@
 // The CUDA backend: the same interface as siam::Cpu, on one stream of the current
-// device. Memory comes from the caching pool of cuda_runtime.hpp; GEMM goes to cuBLAS
-// (FP32 without TF32 unless cuda::set_tf32(true)); every elementwise expression runs
-// as ONE kernel whose functor is the expression's kernel tree; reductions are
-// two-level tree reductions (shared memory, then a second pass), never atomics, so
-// results are deterministic run to run.
+// device. Memory comes from the stream-ordered pool of cuda_runtime.hpp; GEMM goes to
+// cuBLAS's 64-bit entry point (FP32 without TF32 unless cuda::set_tf32(true)); every
+// elementwise expression runs as ONE kernel whose functor is the expression's kernel
+// tree; reductions are two-level tree reductions (shared memory, then a second pass),
+// never atomics, so results are deterministic run to run. Indexing is 64-bit and every
+// kernel walks its range with a grid-stride loop over a capped grid, so any tensor size
+// that fits in memory is handled. Set SIAM_CUDA_SYNC_CHECK=1 to check after each launch
+// (cuda::sync_check_enabled()).
 //
 // This header must be compiled by nvcc: a translation unit that uses Tensor<T, Cuda>
 // is a .cu file (see docs/backends.md).
@@ -15,6 +18,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <string>
 #include <vector>
@@ -62,33 +66,57 @@ __global__ void assign_fused_batch(GroupArray<G> a) {
     g.pairs.run(i);
 }
 
-// Column totals. A block of 32 x 8 threads owns 32 columns; its 8 thread rows stride
-// down the rows, then combine in shared memory. Optionally also stores the values.
+// Column totals, first level. A block of 32 x 8 threads owns 32 columns (striding over
+// column tiles) and one chunk of `chunk_rows` rows (blockIdx.y); its 8 thread rows stride
+// down the chunk, then combine in shared memory. With one chunk the block writes the
+// totals to out (accumulate applies); with several it writes chunk y's totals to row y of
+// out (a chunks x cols partial array) for sum_rows_final. Optionally stores the values.
 template <class T, class K>
-__global__ void sum_rows(T* out, T* dst, index_t rows, index_t cols, K k, bool accumulate) {
+__global__ void sum_rows(T* out, T* dst, index_t rows, index_t cols, K k, bool accumulate,
+                         index_t chunk_rows) {
   __shared__ T part[8][33];
-  const index_t c = blockIdx.x * index_t(32) + threadIdx.x;
-  T acc = 0;
-  if (c < cols)
-    for (index_t r = threadIdx.y; r < rows; r += 8) {
-      const T v = k(r, c);
-      if (dst) dst[r * cols + c] = v;
-      acc += v;
+  const index_t r0 = blockIdx.y * chunk_rows;
+  const index_t r1 = r0 + chunk_rows < rows ? r0 + chunk_rows : rows;
+  T* totals = out + (gridDim.y > 1 ? blockIdx.y * cols : index_t(0));
+  for (index_t tile = blockIdx.x * index_t(32); tile < cols; tile += gridDim.x * index_t(32)) {
+    const index_t c = tile + threadIdx.x;
+    T acc = 0;
+    if (c < cols)
+      for (index_t r = r0 + threadIdx.y; r < r1; r += 8) {
+        const T v = k(r, c);
+        if (dst) dst[r * cols + c] = v;
+        acc += v;
+      }
+    __syncthreads();  // the previous tile's totals have been read
+    part[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+      T total = 0;
+      for (int y = 0; y < 8; ++y)
+        total += part[y][threadIdx.x];
+      totals[c] = accumulate ? totals[c] + total : total;
     }
-  part[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < cols) {
+  }
+}
+// Second level: column c's chunk totals added in chunk order (deterministic).
+template <class T>
+__global__ void sum_rows_final(T* out, const T* partial, index_t chunks, index_t cols,
+                               bool accumulate) {
+  for (index_t c = blockIdx.x * index_t(blockDim.x) + threadIdx.x; c < cols;
+       c += index_t(gridDim.x) * blockDim.x) {
     T total = 0;
-    for (int y = 0; y < 8; ++y)
-      total += part[y][threadIdx.x];
+    for (index_t y = 0; y < chunks; ++y)
+      total += partial[y * cols + c];
     out[c] = accumulate ? out[c] + total : total;
   }
 }
 
 // Block-wide sum of one value per thread (blockDim.x == block).
+// Callable repeatedly by the same block (it first waits until the last result was read).
 template <class T>
 __device__ T block_sum(T v) {
   __shared__ T s[block];
+  __syncthreads();
   s[threadIdx.x] = v;
   __syncthreads();
   for (int w = block / 2; w > 0; w /= 2) {
@@ -98,16 +126,16 @@ __device__ T block_sum(T v) {
   return s[0];
 }
 
-// Row totals: one block per row.
+// Row totals: one block per row, blocks striding over the rows.
 template <class T, class K>
 __global__ void sum_cols(T* out, index_t rows, index_t cols, K k, bool accumulate) {
-  const index_t r = blockIdx.x;
-  if (r >= rows) return;
-  T acc = 0;
-  for (index_t c = threadIdx.x; c < cols; c += blockDim.x)
-    acc += k(r, c);
-  const T total = block_sum(acc);
-  if (threadIdx.x == 0) out[r] = accumulate ? out[r] + total : total;
+  for (index_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    T acc = 0;
+    for (index_t c = threadIdx.x; c < cols; c += blockDim.x)
+      acc += k(r, c);
+    const T total = block_sum(acc);
+    if (threadIdx.x == 0) out[r] = accumulate ? out[r] + total : total;
+  }
 }
 
 // Sum of all, first level: block b sums its strided share into partial[b] (with one
@@ -189,42 +217,50 @@ __global__ void scatter_add_rows(T* dst, const T* src, const std::uint32_t* plan
 // 13-15 us on each of these 1.5-MFLOP products. Row-major C = alpha op(A) op(B) + beta C.
 // Short dot products (k <= 32) get one thread per output; long ones one warp per output,
 // lanes striding k, reduced by shuffles in a fixed order (deterministic).
+// Outputs are walked with a grid-stride loop; in the per-warp mode the stride is in
+// whole warps (blockDim.x is a multiple of 32), so a warp's lanes share each output and
+// leave the loop together.
 template <class T>
 __global__ void skinny_gemm(bool ta, bool tb, index_t m, index_t n, index_t k, T alpha, const T* A,
                             index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
   const bool per_warp = k > 32;
   const index_t gid = blockIdx.x * index_t(blockDim.x) + threadIdx.x;
-  const index_t out = per_warp ? gid / 32 : gid;
+  const index_t threads = index_t(gridDim.x) * blockDim.x;
   const int lane = per_warp ? int(threadIdx.x % 32) : 0;
-  if (out >= m * n) return;  // whole warps exit together: m * n is per warp here
-  const index_t i = out / n, j = out - (out / n) * n;
-  T acc = 0;
-  for (index_t l = lane; l < k; l += per_warp ? 32 : 1) {
-    const T a = ta ? A[l * lda + i] : A[i * lda + l];
-    const T b = tb ? B[j * ldb + l] : B[l * ldb + j];
-    acc += a * b;
+  for (index_t out = per_warp ? gid / 32 : gid; out < m * n;
+       out += per_warp ? threads / 32 : threads) {
+    const index_t i = out / n, j = out - (out / n) * n;
+    T acc = 0;
+    for (index_t l = lane; l < k; l += per_warp ? 32 : 1) {
+      const T a = ta ? A[l * lda + i] : A[i * lda + l];
+      const T b = tb ? B[j * ldb + l] : B[l * ldb + j];
+      acc += a * b;
+    }
+    if (per_warp)
+      for (int off = 16; off > 0; off /= 2)
+        acc += __shfl_down_sync(0xffffffffu, acc, off);
+    if (lane == 0)
+      C[i * ldc + j] = beta == T(0) ? alpha * acc : alpha * acc + beta * C[i * ldc + j];
   }
-  if (per_warp)
-    for (int off = 16; off > 0; off /= 2)
-      acc += __shfl_down_sync(0xffffffffu, acc, off);
-  if (lane == 0) C[i * ldc + j] = beta == T(0) ? alpha * acc : alpha * acc + beta * C[i * ldc + j];
 }
 
-inline int grid_for(index_t n) {
+/// Blocks for a grid-stride loop over n items (one thread each): at most max_blocks, at
+/// least 1. The cap keeps every grid far below CUDA's limit (2^31 - 1 blocks in x).
+inline int grid_for(index_t n, index_t max_blocks = 4096) {
   const index_t blocks = (n + block - 1) / block;
-  return static_cast<int>(blocks < 1 ? 1 : (blocks > 4096 ? 4096 : blocks));
+  return static_cast<int>(blocks < 1 ? 1 : (blocks > max_blocks ? max_blocks : blocks));
 }
 
-/// Kernel launches (and GEMM calls) issued so far by this process: the training step
-/// on a GPU is launch-bound, so the benchmark reports launches per step.
-inline std::uint64_t& launch_count() {
-  static std::uint64_t n = 0;
-  return n;
+/// Kernel launches (and GEMM calls) issued so far by this process, all threads together:
+/// the training step on a GPU is launch-bound, so the benchmark reports launches per step.
+inline std::uint64_t launch_count() noexcept {
+  return cuda::launch_count();
 }
 
-inline void check_launch(const char* what) {
-  ++launch_count();
-  cuda::throw_on_cuda_error(cudaGetLastError(), what, __FILE__, __LINE__);
+/// After a launch on `s`: counts it and throws cuda_error naming `what` if it failed (in the
+/// SIAM_CUDA_SYNC_CHECK mode also if the kernel faulted while running).
+inline void check_launch(const char* what, cudaStream_t s) {
+  cuda::check_launch(what, s);
 }
 
 }  // namespace detail::kernels
@@ -233,17 +269,23 @@ struct Cuda {
   static constexpr bool is_host = false;
   static constexpr const char* name = "cuda";
 
+  /// n elements from the current device's pool (stream-ordered; cuda_out_of_memory when
+  /// the device has no room).
   template <class T>
   static T* allocate(index_t n) {
+    if (n < 0) throw value_error("cuda allocate: negative element count " + std::to_string(n));
     return static_cast<T*>(cuda::allocate(static_cast<std::size_t>(n) * sizeof(T)));
   }
+  /// Returns memory from allocate<T>(n) to the pool of the device it came from, whichever
+  /// device is current. Never throws (destructors call it): a failure is counted and the
+  /// first one logged (cuda::free_error_count()).
   template <class T>
   static void deallocate(T* p, index_t n) noexcept {
     if (!p) return;
     try {
       cuda::deallocate(p, static_cast<std::size_t>(n) * sizeof(T));
-    } catch (...) {
-      // A destructor must not throw; the pool only rejects pointers it never handed out.
+    } catch (const std::exception& e) {
+      cuda::report_free_error(e.what());
     }
   }
   template <class T>
@@ -254,14 +296,14 @@ struct Cuda {
   static void to_host(T* host_dst, const T* src, index_t n) {
     cuda::copy_to_host(host_dst, src, static_cast<std::size_t>(n));
   }
-  /// Queues a copy from ordinary (pageable) host memory. CUDA stages pageable memory
-  /// before cudaMemcpyAsync returns, so `host_src` may be reused at once and the host
-  /// does not wait for the device: the training step never synchronises here.
+  /// Queues a copy from host memory (pageable or pinned) through the context's pinned
+  /// staging ring (cuda::upload): when this returns, `host_src` has been read and may be
+  /// reused or freed. The host waits for the device only while the ring is full (4 MiB or
+  /// 64 copies not yet done on the stream), never otherwise.
   template <class T>
   static void from_host(T* dst, const T* host_src, index_t n) {
-    if (n == 0) return;
-    SIAM_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, static_cast<std::size_t>(n) * sizeof(T),
-                                    cudaMemcpyHostToDevice, cuda::stream()));
+    if (n <= 0) return;
+    cuda::upload(dst, host_src, static_cast<std::size_t>(n));
   }
   static void synchronize() { cuda::synchronize(); }
 
@@ -270,22 +312,27 @@ struct Cuda {
     const index_t n = rows * cols;
     if (n == 0) return;
     namespace dk = detail::kernels;
-    dk::assign<<<dk::grid_for(n), dk::block, 0, cuda::stream()>>>(dst, rows, cols, k);
-    dk::check_launch("assign kernel");
+    cuda::check_device_of(dst, "assign");
+    const cudaStream_t st = cuda::stream();
+    dk::assign<<<dk::grid_for(n), dk::block, 0, st>>>(dst, rows, cols, k);
+    dk::check_launch("assign kernel", st);
   }
 
   template <class T, class... Pairs>
   static void assign_fused(index_t n, const Pairs&... pairs) {
     if (n == 0) return;
     namespace dk = detail::kernels;
-    dk::assign_fused<T><<<dk::grid_for(n), dk::block, 0, cuda::stream()>>>(n, pairs...);
-    dk::check_launch("fused assign kernel");
+    (cuda::check_device_of(pairs.first, "fused assign"), ...);
+    const cudaStream_t st = cuda::stream();
+    dk::assign_fused<T><<<dk::grid_for(n), dk::block, 0, st>>>(n, pairs...);
+    dk::check_launch("fused assign kernel", st);
   }
 
   template <class T, class G>
   static void assign_fused_batch(const G* groups, std::size_t count) {
     namespace dk = detail::kernels;
     constexpr std::size_t cap = dk::GroupArray<G>::capacity;
+    const cudaStream_t st = cuda::stream();
     for (std::size_t first = 0; first < count; first += cap) {
       dk::GroupArray<G> a{};
       const std::size_t k = std::min(cap, count - first);
@@ -296,8 +343,8 @@ struct Cuda {
       }
       if (longest == 0) continue;
       const dim3 grid(static_cast<unsigned>(dk::grid_for(longest)), static_cast<unsigned>(k));
-      dk::assign_fused_batch<<<grid, dk::block, 0, cuda::stream()>>>(a);
-      dk::check_launch("fused batch kernel");
+      dk::assign_fused_batch<<<grid, dk::block, 0, st>>>(a);
+      dk::check_launch("fused batch kernel", st);
     }
   }
 
@@ -315,61 +362,71 @@ struct Cuda {
   static void sum_cols(T* out, index_t rows, index_t cols, const K& k, bool accumulate) {
     if (rows == 0) return;
     namespace dk = detail::kernels;
-    dk::sum_cols<<<static_cast<unsigned>(rows), dk::block, 0, cuda::stream()>>>(out, rows, cols, k,
-                                                                                accumulate);
-    dk::check_launch("sum_cols kernel");
+    cuda::check_device_of(out, "sum_cols");
+    const cudaStream_t st = cuda::stream();
+    const auto grid = static_cast<unsigned>(std::min<index_t>(rows, max_row_blocks));
+    dk::sum_cols<<<grid, dk::block, 0, st>>>(out, rows, cols, k, accumulate);
+    dk::check_launch("sum_cols kernel", st);
   }
 
   template <class T, class K>
   static void sum_all(T* out, index_t rows, index_t cols, const K& k, bool accumulate) {
     namespace dk = detail::kernels;
+    cuda::check_device_of(out, "sum_all");
+    const cudaStream_t st = cuda::stream();
     const index_t n = rows * cols;
     if (n <= small_reduction) {  // one block, one launch: the loss, biases, small tensors
-      dk::sum_all_partial<<<1, dk::block, 0, cuda::stream()>>>(out, rows, cols, k, accumulate);
-      dk::check_launch("sum_all kernel");
+      dk::sum_all_partial<<<1, dk::block, 0, st>>>(out, rows, cols, k, accumulate);
+      dk::check_launch("sum_all kernel", st);
       return;
     }
-    const int parts = std::min(dk::grid_for(n), 1024);
-    T* partial = allocate<T>(parts);
-    dk::sum_all_partial<<<parts, dk::block, 0, cuda::stream()>>>(partial, rows, cols, k, false);
-    dk::check_launch("sum_all kernel");
-    dk::sum_all_final<<<1, dk::block, 0, cuda::stream()>>>(out, partial, parts, accumulate);
-    dk::check_launch("sum_all final kernel");
-    deallocate(partial, parts);  // stream-ordered: later reuse queues after this kernel
+    const int parts = dk::grid_for(n, 1024);
+    cuda::DeviceBuffer<T> partial(static_cast<std::size_t>(parts));  // freed in stream order
+    dk::sum_all_partial<<<parts, dk::block, 0, st>>>(partial.data(), rows, cols, k, false);
+    dk::check_launch("sum_all kernel", st);
+    dk::sum_all_final<<<1, dk::block, 0, st>>>(out, partial.data(), parts, accumulate);
+    dk::check_launch("sum_all final kernel", st);
   }
 
+  /// Row-major C = alpha op(A) op(B) + beta C (cuda::gemm's contract, 64-bit sizes).
+  /// Products with a dimension of at most 8 run in a small kernel instead of cuBLAS.
   template <class T>
   static void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha, const T* A,
                    index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
     if (m > 0 && n > 0 && k > 0 && (m <= 8 || n <= 8 || k <= 8)) {
       namespace dk = detail::kernels;
+      detail::check_gemm_dims(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc);
+      cuda::check_device_of(C, "gemm");
+      const cudaStream_t st = cuda::stream();
       const index_t threads = m * n * (k > 32 ? 32 : 1);
-      const auto blocks = static_cast<unsigned>((threads + dk::block - 1) / dk::block);
-      dk::skinny_gemm<<<blocks, dk::block, 0, cuda::stream()>>>(trans_a, trans_b, m, n, k, alpha, A,
-                                                                lda, B, ldb, beta, C, ldc);
-      dk::check_launch("skinny gemm kernel");
+      dk::skinny_gemm<<<dk::grid_for(threads, 65536), dk::block, 0, st>>>(
+          trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+      dk::check_launch("skinny gemm kernel", st);
       return;
     }
-    constexpr index_t lim = std::numeric_limits<int>::max();
-    if (m > lim || n > lim || k > lim || lda > lim || ldb > lim || ldc > lim)
-      throw shape_error("cuda gemm: dimensions exceed cuBLAS's 32-bit sizes");
-    cuda::gemm<T>(trans_a, trans_b, int(m), int(n), int(k), alpha, A, int(lda), B, int(ldb), beta,
-                  C, int(ldc));
-    ++detail::kernels::launch_count();
+    cuda::gemm<T>(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    cuda::launch_counter().fetch_add(1, std::memory_order_relaxed);
+    if (cuda::sync_check_enabled()) {
+      const cudaError_t ran = cudaStreamSynchronize(cuda::stream());
+      if (ran != cudaSuccess)
+        throw cuda_error(std::string("cuBLAS gemm failed while running (SIAM_CUDA_SYNC_CHECK): ") +
+                         cudaGetErrorName(ran));
+    }
   }
 
-  /// dst row i = src row idx[i], idx given on the host (uploaded through the pool).
+  /// dst row i = src row idx[i], idx given on the host (uploaded through the staging ring,
+  /// so `host_idx` may be reused when this returns).
   template <class T>
   static void gather_rows(T* dst, const T* src, const std::uint32_t* host_idx, index_t n,
                           index_t cols) {
     if (n == 0) return;
     namespace dk = detail::kernels;
-    auto* idx = allocate<std::uint32_t>(n);
-    from_host(idx, host_idx, n);
-    dk::gather_rows<<<dk::grid_for(n * cols), dk::block, 0, cuda::stream()>>>(dst, src, idx, n,
-                                                                              cols);
-    dk::check_launch("gather_rows kernel");
-    deallocate(idx, n);
+    cuda::check_device_of(dst, "gather_rows");
+    cuda::DeviceBuffer<std::uint32_t> idx(static_cast<std::size_t>(n));  // freed in stream order
+    cuda::upload(idx.data(), host_idx, static_cast<std::size_t>(n));
+    const cudaStream_t st = cuda::stream();
+    dk::gather_rows<<<dk::grid_for(n * cols), dk::block, 0, st>>>(dst, src, idx.data(), n, cols);
+    dk::check_launch("gather_rows kernel", st);
   }
 
   /// out[r] = max over row r (a row of none gives -inf).
@@ -416,15 +473,38 @@ struct Cuda {
 
  private:
   static constexpr index_t small_reduction = 1 << 16;
+  static constexpr index_t max_row_blocks = 65536;  // sum_cols: blocks stride over rows beyond
 
+  // Column totals in two levels when the input is tall: rows are cut into chunks (one grid
+  // row of blocks each) whose totals a second kernel adds in chunk order. The chunking
+  // depends on the shape only, so results are the same run to run and device to device.
   template <class T, class K>
   static void launch_sum_rows(T* out, T* dst, index_t rows, index_t cols, const K& k,
                               bool accumulate) {
     if (cols == 0) return;
     namespace dk = detail::kernels;
-    const auto grid = static_cast<unsigned>((cols + 31) / 32);
-    dk::sum_rows<<<grid, dim3(32, 8), 0, cuda::stream()>>>(out, dst, rows, cols, k, accumulate);
-    dk::check_launch("sum_rows kernel");
+    cuda::check_device_of(out, "sum_rows");
+    const cudaStream_t st = cuda::stream();
+    const index_t tiles = (cols + 31) / 32;
+    const index_t grid_x = std::min<index_t>(tiles, 65535);
+    index_t chunks = 1;
+    if (rows > 2048 && tiles < 256)  // few blocks for many rows: split the rows too
+      chunks = std::min<index_t>({(rows + 511) / 512, (1024 + tiles - 1) / tiles, 65535});
+    const index_t chunk_rows = (rows + chunks - 1) / chunks;
+    chunks = rows == 0 ? 1 : (rows + chunk_rows - 1) / chunk_rows;
+    if (chunks == 1) {
+      dk::sum_rows<<<dim3(unsigned(grid_x), 1), dim3(32, 8), 0, st>>>(out, dst, rows, cols, k,
+                                                                      accumulate, rows);
+      dk::check_launch("sum_rows kernel", st);
+      return;
+    }
+    cuda::DeviceBuffer<T> partial(static_cast<std::size_t>(chunks * cols));
+    dk::sum_rows<<<dim3(unsigned(grid_x), unsigned(chunks)), dim3(32, 8), 0, st>>>(
+        partial.data(), dst, rows, cols, k, false, chunk_rows);
+    dk::check_launch("sum_rows kernel (chunked)", st);
+    dk::sum_rows_final<<<dk::grid_for(cols), dk::block, 0, st>>>(out, partial.data(), chunks, cols,
+                                                                 accumulate);
+    dk::check_launch("sum_rows final kernel", st);
   }
 };
 

@@ -1,0 +1,262 @@
+// Tests of the CUDA backend (siam::Cuda) beyond op-by-op parity: tensors of more than 2^31
+// elements through every elementwise and reduction kernel, the two-level column totals,
+// bit-identical training steps, several host threads, and frees that cannot throw. Without a
+// GPU every case is skipped and main() exits with 77 (CTest: skipped).
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <siam/autodiff/ops.hpp>
+#include <siam/backend/cuda.hpp>
+#include <siam/data/synthetic_digits.hpp>
+#include <siam/nn/layers.hpp>
+#include <siam/train.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace siam;
+using Tg = Tensor<float, Cuda>;
+
+bool gpu_present() {
+  return cuda::device_available();
+}
+
+#define SKIP_WITHOUT_GPU()                \
+  do {                                    \
+    if (!gpu_present()) {                 \
+      MESSAGE("skipped: no CUDA device"); \
+      return;                             \
+    }                                     \
+  } while (false)
+
+Tg random_tensor(Shape s, std::uint64_t seed, double lo = -1, double hi = 1) {
+  Rng rng(seed);
+  std::vector<float> v(static_cast<std::size_t>(s.size()));
+  for (auto& x : v)
+    x = static_cast<float>(rng.uniform(lo, hi));
+  return Tg::from(s, std::span<const float>(v));
+}
+
+// One element of device memory.
+float at(const float* p, index_t i) {
+  float v = 0;
+  cuda::copy_to_host(&v, p + i, 1);
+  return v;
+}
+
+bool close(double got, double want, double rel) {
+  return std::abs(got - want) <= rel * std::max(1.0, std::abs(want));
+}
+
+}  // namespace
+
+TEST_CASE("column totals: one and two levels match a double-precision reference" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  // 100000 x 5 takes the two-level path (tall, few column tiles); 300 x 5 the one-level one;
+  // 0 x 5 and 1 x 1 are the edge shapes.
+  for (const Shape s :
+       {Shape{100000, 5}, Shape{300, 5}, Shape{0, 5}, Shape{1, 1}, Shape{5000, 70}}) {
+    CAPTURE(s.str());
+    const Tg a = random_tensor(s, 3);
+    const std::vector<float> h = a.to_vector();
+    std::vector<double> want(static_cast<std::size_t>(s.cols()), 0.0);
+    for (index_t r = 0; r < s.rows(); ++r)
+      for (index_t c = 0; c < s.cols(); ++c)
+        want[static_cast<std::size_t>(c)] += h[static_cast<std::size_t>(r * s.cols() + c)];
+    Tg totals = sum_rows(a);
+    std::vector<float> got = totals.to_vector();
+    REQUIRE(got.size() == want.size());
+    for (std::size_t c = 0; c < want.size(); ++c)
+      CHECK(close(got[c], want[c], 1e-5 * std::sqrt(double(s.rows()) + 1)));
+    totals += sum_rows(a);  // accumulate
+    got = totals.to_vector();
+    for (std::size_t c = 0; c < want.size(); ++c)
+      CHECK(close(got[c], 2 * want[c], 1e-5 * std::sqrt(double(s.rows()) + 1)));
+    // The fused store-and-total of the bias gradient: dst gets the values, out the totals.
+    Tg dst(s), out(Shape{s.cols()});
+    Cuda::assign_sum_rows(dst.data(), out.data(), s.rows(), s.cols(), (a * 2.f).kernel(), false);
+    const std::vector<float> d = dst.to_vector(), o = out.to_vector();
+    bool stored = true;
+    for (std::size_t i = 0; i < d.size(); ++i)
+      stored = stored && d[i] == 2 * h[i];
+    CHECK(stored);
+    for (std::size_t c = 0; c < want.size(); ++c)
+      CHECK(close(o[c], 2 * want[c], 1e-5 * std::sqrt(double(s.rows()) + 1)));
+  }
+}
+
+TEST_CASE("more than 2^31 elements through every elementwise and reduction kernel" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  constexpr index_t R = 716'000'000, C = 3, N = R * C;  // 2.148e9 > 2^31 = 2.147e9
+  static_assert(N > (index_t{1} << 31));
+  std::size_t free_bytes = 0, total_bytes = 0;
+  SIAM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  if (free_bytes < (std::size_t{40} << 30)) {
+    MESSAGE("skipped: needs 40 GiB of free device memory, " << free_bytes << " bytes free");
+    return;
+  }
+  const double rel = 1e-6;
+  const index_t probes[] = {0, (index_t{1} << 31) - 1, index_t{1} << 31, N - 1};
+  {
+    Tg a(Shape{R, C}), b(Shape{R, C}), c(Shape{R, C});  // zero-filled: the assign kernel
+    a.fill(1.f);
+    // assign
+    b = a * 2.f + 1.f;
+    for (index_t i : probes)
+      CHECK(at(b.data(), i) == 3.f);
+    // sum_all (two levels)
+    CHECK(close(Tg(sum_all(b)).item(), 3.0 * double(N), rel));
+    // sum_rows: column totals, two levels (716 M rows, one column tile)
+    const std::vector<float> cols = Tg(sum_rows(b)).to_vector();
+    for (float v : cols)
+      CHECK(close(v, 3.0 * double(R), rel));
+    // sum_cols: row totals, blocks striding over 716 M rows
+    Tg rows = sum_cols(b);
+    CHECK(at(rows.data(), 0) == 9.f);
+    CHECK(at(rows.data(), R - 1) == 9.f);
+    CHECK(close(Tg(sum_all(rows)).item(), 9.0 * double(R), rel));
+    // assign_sum_rows: values stored past 2^31, totals right
+    Tg out(Shape{C});
+    Cuda::assign_sum_rows(c.data(), out.data(), R, C, (a * 5.f).kernel(), false);
+    for (index_t i : probes)
+      CHECK(at(c.data(), i) == 5.f);
+    for (float v : out.to_vector())
+      CHECK(close(v, 5.0 * double(R), rel));
+    // fused: two destinations in one pass
+    fused(assign_to(b.view(), a + 1.f), assign_to(c.view(), a * 4.f));
+    for (index_t i : probes) {
+      CHECK(at(b.data(), i) == 2.f);
+      CHECK(at(c.data(), i) == 4.f);
+    }
+    // fused_batch: two groups of 2^31+ elements in one launch
+    auto g0 = fused_group(assign_to(b.view(), a * 7.f));
+    auto g1 = fused_group(assign_to(c.view(), a * 8.f));
+    const decltype(g0) groups[2] = {g0, g1};
+    fused_batch<float, Cuda>(groups, 2);
+    for (index_t i : probes) {
+      CHECK(at(b.data(), i) == 7.f);
+      CHECK(at(c.data(), i) == 8.f);
+    }
+  }
+  {
+    // gather_rows: 1024 rows of 2^21 + 1 columns (2^31 + 1024 elements), from 8 source rows
+    constexpr index_t W = (index_t{1} << 21) + 1, n = 1024;
+    const Tg col = Tg::from(Shape{8, 1}, {0, 1, 2, 3, 4, 5, 6, 7});
+    Tg src = broadcast_cols(col, W);
+    Tg dst = Tg::uninitialized(Shape{n, W});
+    std::vector<std::uint32_t> idx(n);
+    for (index_t i = 0; i < n; ++i)
+      idx[static_cast<std::size_t>(i)] = static_cast<std::uint32_t>((i * 5) % 8);
+    Cuda::gather_rows(dst.data(), src.data(), idx.data(), n, W);
+    CHECK(at(dst.data(), 0) == 0.f);
+    CHECK(at(dst.data(), n * W - 1) == float((1023 * 5) % 8));
+    CHECK(at(dst.data(), (index_t{1} << 31) + 5) == float(((index_t{1} << 31) + 5) / W * 5 % 8));
+    double want = 0;
+    for (index_t i = 0; i < n; ++i)
+      want += double((i * 5) % 8) * double(W);
+    CHECK(close(Tg(sum_all(dst)).item(), want, rel));
+  }
+  cuda::synchronize();
+}
+
+TEST_CASE("two runs of the training step give bit-identical weights and losses" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  const auto digits = data::synthetic_digits(300, 9);
+  SiameseConfig cfg;
+  cfg.layers = {784, 128, 64, 2};
+  cfg.batch_pairs = 64;
+  auto run = [&] {
+    SiameseTrainer<float, Cuda> trainer(digits, cfg);
+    std::vector<double> losses;
+    for (int s = 0; s < 25; ++s)
+      losses.push_back(trainer.step());
+    std::vector<float> weights;
+    for (auto* p : trainer.network().parameters()) {
+      const auto v = p->value.to_vector();
+      weights.insert(weights.end(), v.begin(), v.end());
+    }
+    return std::pair{losses, weights};
+  };
+  const auto [l1, w1] = run();
+  const auto [l2, w2] = run();
+  CHECK(l1 == l2);
+  CHECK(w1 == w2);
+  CHECK(l1.front() != l1.back());  // it did train
+}
+
+TEST_CASE("several host threads run networks on the backend at once, bit-identically" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  auto run = [](std::uint64_t seed) {
+    Rng rng(seed);
+    auto net = nn::mlp<float, Cuda>({96, 80, 4}, rng);
+    const Tg x = random_tensor(Shape{57, 96}, seed + 1);
+    Tape<float, Cuda> tape;
+    auto f = net.forward(tape.constant(x));
+    auto l = sum(f * f);
+    tape.backward(l);
+    std::vector<float> out = f.value().to_vector();
+    for (auto* p : net.parameters()) {
+      const auto g = p->gradient().to_vector();
+      out.insert(out.end(), g.begin(), g.end());
+    }
+    return out;
+  };
+  constexpr int kThreads = 6, kIterations = 15;
+  std::vector<std::vector<float>> want;
+  for (int t = 0; t < kThreads; ++t)
+    want.push_back(run(100 + t));
+  const int device = cuda::current_device();
+  std::atomic<int> mismatches{0}, failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      try {
+        SIAM_CUDA_CHECK(cudaSetDevice(device));
+        for (int it = 0; it < kIterations; ++it)
+          if (run(100 + t) != want[static_cast<std::size_t>(t)]) ++mismatches;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "thread %d: %s\n", t, e.what());
+        ++failures;
+      }
+    });
+  for (auto& th : threads)
+    th.join();
+  CHECK(failures.load() == 0);
+  CHECK(mismatches.load() == 0);
+}
+
+TEST_CASE("Cuda::deallocate never throws: a bad free is counted, not swallowed" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  const std::uint64_t before = cuda::free_error_count();
+  float not_ours = 0;
+  Cuda::deallocate(&not_ours, 1);
+  CHECK(cuda::free_error_count() == before + 1);
+  float* p = Cuda::allocate<float>(10);
+  Cuda::deallocate(p, 11);  // wrong size: rejected, counted, block kept
+  CHECK(cuda::free_error_count() == before + 2);
+  Cuda::deallocate(p, 10);
+  CHECK(cuda::free_error_count() == before + 2);
+  CHECK_THROWS_AS(Cuda::allocate<float>(-1), value_error);
+}
+
+int main(int argc, char** argv) {
+  doctest::Context runner(argc, argv);
+  const int rc = runner.run();
+  if (runner.shouldExit() || rc != 0) return rc;
+  if (!gpu_present()) {
+    std::printf("no CUDA device: GPU backend tests skipped\n");
+    return 77;
+  }
+  return 0;
+}
