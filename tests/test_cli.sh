@@ -57,7 +57,10 @@ expect_bad "--lr 0" --lr 0
 expect_bad "--lr" --lr abc
 expect_bad "--beta1 1" --beta1 1
 expect_bad "--batch-pairs 0" --batch-pairs 0
-expect_bad "--batch-pairs 500" --batch-pairs 500 --train-size 400
+expect_bad "--loss" --loss hinge
+expect_bad "--layers" --layers 784
+expect_bad "--optimizer" --optimizer lbfgs
+expect_bad "--arch" --arch rnn
 expect_bad "--eval-every 0" --eval-every 0
 expect_bad "--train-size 0" --train-size 0
 expect_bad "--test-size" --test-size 5

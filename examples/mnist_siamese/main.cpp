@@ -58,8 +58,26 @@ void add_train_options(CLI::App& app, Options& o, bool have_cuda) {
       ->capture_default_str();
   app.add_option("--batch-pairs", o.batch_pairs, "Random pairs per iteration")
       ->capture_default_str();
-  app.add_option("--margin", o.margin, "Contrastive loss margin")->capture_default_str();
-  app.add_option("--lr", o.lr, "Adam learning rate")->capture_default_str();
+  app.add_option("--arch", o.arch, "Network: mlp (--layers) or cnn (LeNet, 2-D output)")
+      ->capture_default_str();
+  app.add_option("--layers", o.layers, "MLP layer sizes, input first (--arch mlp)")
+      ->capture_default_str();
+  app.add_option("--loss", o.loss, "contrastive, triplet, batch-hard, batch-all or ntxent")
+      ->capture_default_str();
+  app.add_option("--margin", o.margin, "Loss margin (contrastive, triplet, batch-hard/all)")
+      ->capture_default_str();
+  app.add_flag("--soft-margin", o.soft_margin, "batch-hard/all: softplus instead of the hinge");
+  app.add_option("--temperature", o.temperature, "ntxent temperature")->capture_default_str();
+  app.add_option("--optimizer", o.optimizer, "adam, adamw or sgd")->capture_default_str();
+  app.add_option("--lr", o.lr, "Learning rate")->capture_default_str();
+  app.add_option("--weight-decay", o.weight_decay, "adamw (decoupled) or sgd weight decay")
+      ->capture_default_str();
+  app.add_option("--momentum", o.momentum, "sgd momentum")->capture_default_str();
+  app.add_option("--schedule", o.schedule,
+                 "Learning rate: constant, cosine, step, or a spec such as exp:gamma=0.999")
+      ->capture_default_str();
+  app.add_option("--warmup", o.warmup, "Iterations of linear learning-rate warm-up")
+      ->capture_default_str();
   app.add_option("--beta1", o.beta1, "Adam beta1")->capture_default_str();
   app.add_option("--beta2", o.beta2, "Adam beta2")->capture_default_str();
   app.add_option("--device", o.device,
@@ -73,6 +91,8 @@ void add_train_options(CLI::App& app, Options& o, bool have_cuda) {
                  "Write <out>/checkpoint.siam every N iterations (0: off)")
       ->capture_default_str();
   app.add_option("--resume", o.resume, "Continue from a checkpoint up to --iterations");
+  app.add_flag("--allow-settings-change", o.allow_settings_change,
+               "With --resume: accept a checkpoint written under other settings");
   app.add_option("--on-nan", o.on_nan,
                  "NaN/Inf in the loss or a gradient: stop (save the last good model, exit 1) "
                  "or skip the batch")
@@ -82,6 +102,9 @@ void add_train_options(CLI::App& app, Options& o, bool have_cuda) {
 void add_query_options(CLI::App& query, Options& o) {
   add_data_options(query, o);
   query.add_option("--model", o.model, "Model file (model.siam or checkpoint.siam)")->required();
+  query.add_option("--layers", o.layers,
+                   "MLP layer sizes, for a weights-only model file of an earlier version")
+      ->capture_default_str();
   query.add_option("--index", o.index,
                    "Test image to query (default: the one of the training run's retrieval.png)");
 }

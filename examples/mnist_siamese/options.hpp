@@ -24,6 +24,16 @@ struct Options {
   // Training. Signed types so that "-1" parses and is rejected with our own message.
   long long iterations = 3000, batch_pairs = 180, eval_every = 100, checkpoint_every = 0;
   double margin = 0.3, lr = 1e-4, beta1 = 0.9, beta2 = 0.99;
+  std::string layers = "784,1024,1024,2";  // the MLP (--arch mlp)
+  std::string arch = "mlp";                // mlp or cnn
+  std::string loss = "contrastive";        // contrastive, triplet, batch-hard, batch-all, ntxent
+  bool soft_margin = false;
+  double temperature = 0.1;
+  std::string optimizer = "adam";  // adam, adamw, sgd
+  double weight_decay = 0, momentum = 0.9;
+  std::string schedule = "constant";  // constant, cosine, step, or a full spec
+  long long warmup = 0;
+  bool allow_settings_change = false;  // --resume under other settings
   std::string device = "auto";
   bool frames = false;
   std::string resume;
@@ -55,6 +65,25 @@ inline std::optional<std::vector<std::string>> parse_class_names(const std::stri
   return names;
 }
 
+/// The layer sizes of --layers ("784,1024,1024,2"), or nullopt if malformed.
+inline std::optional<std::vector<long long>> parse_layers(const std::string& v) {
+  std::vector<long long> out;
+  std::stringstream s(v);
+  for (std::string item; std::getline(s, item, ',');) {
+    std::size_t used = 0;
+    long long n = 0;
+    try {
+      n = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+    if (used != item.size() || n <= 0 || n > (1LL << 24)) return std::nullopt;
+    out.push_back(n);
+  }
+  if (out.size() < 2) return std::nullopt;
+  return out;
+}
+
 /// The first problem with the options shared by training and `query`, as one line.
 inline std::optional<std::string> check_data_options(const Options& o) {
   namespace fs = std::filesystem;
@@ -82,11 +111,30 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
   if (auto e = check_data_options(o)) return e;
   if (o.iterations < 0) return "--iterations " + std::to_string(o.iterations) + ": must be >= 0";
   if (o.batch_pairs <= 0) return "--batch-pairs " + std::to_string(o.batch_pairs) + ": must be > 0";
-  if (o.batch_pairs > o.train_size)
-    return "--batch-pairs " + std::to_string(o.batch_pairs) + ": larger than --train-size " +
-           std::to_string(o.train_size);
+  if (o.batch_pairs > (1LL << 20))
+    return "--batch-pairs " + std::to_string(o.batch_pairs) + ": at most 1048576";
+  if (o.arch != "mlp" && o.arch != "cnn") return "--arch " + o.arch + ": must be mlp or cnn";
+  const auto layers = parse_layers(o.layers);
+  if (!layers)
+    return "--layers " + o.layers + ": expected at least two positive sizes separated by commas";
+  if (o.arch == "mlp" && layers->front() != 784)
+    return "--layers " + o.layers + ": the input size must be 784 (28x28 images)";
+  if (o.loss != "contrastive" && o.loss != "triplet" && o.loss != "batch-hard" &&
+      o.loss != "batch-all" && o.loss != "ntxent")
+    return "--loss " + o.loss + ": must be contrastive, triplet, batch-hard, batch-all or ntxent";
+  if ((o.loss == "batch-hard" || o.loss == "batch-all") && o.batch_pairs < 2)
+    return "--batch-pairs " + std::to_string(o.batch_pairs) + ": " + o.loss +
+           " needs at least 2 (4 images per step)";
+  if (o.optimizer != "adam" && o.optimizer != "adamw" && o.optimizer != "sgd")
+    return "--optimizer " + o.optimizer + ": must be adam, adamw or sgd";
+  if (!(o.weight_decay >= 0) || !std::isfinite(o.weight_decay))
+    return "--weight-decay " + show(o.weight_decay) + ": must be >= 0";
+  if (!(o.temperature > 0) || !std::isfinite(o.temperature))
+    return "--temperature " + show(o.temperature) + ": must be > 0";
+  if (o.warmup < 0) return "--warmup " + std::to_string(o.warmup) + ": must be >= 0";
   if (!(o.margin > 0) || !std::isfinite(o.margin))
     return "--margin " + show(o.margin) + ": must be > 0";
+  if (!(o.momentum >= 0 && o.momentum < 1)) return "--momentum " + show(o.momentum) + ": must be in [0, 1)";
   if (!(o.lr > 0) || !std::isfinite(o.lr)) return "--lr " + show(o.lr) + ": must be > 0";
   if (!(o.beta1 >= 0 && o.beta1 < 1)) return "--beta1 " + show(o.beta1) + ": must be in [0, 1)";
   if (!(o.beta2 >= 0 && o.beta2 < 1)) return "--beta2 " + show(o.beta2) + ": must be in [0, 1)";

@@ -39,14 +39,22 @@ inline std::string loss_csv(const std::vector<float>& losses) {
   return s;
 }
 
-/// emb is n x 2 (row-major).
-inline std::string embedding_csv(const std::vector<float>& emb, const Dataset& set) {
-  std::string s = "index,label,x,y\n";
-  char buf[96];
+/// emb is n x dim (row-major); columns x, y for 2-D embeddings, else e0, e1, ...
+inline std::string embedding_csv(const std::vector<float>& emb, const Dataset& set,
+                                 std::size_t dim = 2) {
+  std::string s = "index,label";
+  for (std::size_t d = 0; d < dim; ++d)
+    s += dim == 2 ? (d == 0 ? ",x" : ",y") : ",e" + std::to_string(d);
+  s += "\n";
+  char buf[64];
   for (std::size_t i = 0; i < set.size(); ++i) {
-    std::snprintf(buf, sizeof buf, "%zu,%d,%.9g,%.9g\n", i, set.labels[i],
-                  static_cast<double>(emb[2 * i]), static_cast<double>(emb[2 * i + 1]));
+    std::snprintf(buf, sizeof buf, "%zu,%d", i, set.labels[i]);
     s += buf;
+    for (std::size_t d = 0; d < dim; ++d) {
+      std::snprintf(buf, sizeof buf, ",%.9g", static_cast<double>(emb[dim * i + d]));
+      s += buf;
+    }
+    s += "\n";
   }
   return s;
 }

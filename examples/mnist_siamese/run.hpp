@@ -30,7 +30,6 @@ namespace mnist_siamese {
 
 // The classic network of the paper's MNIST experiment: 784 -> 1024 -> 1024 -> 2.
 inline const std::vector<siam::index_t> kLayers{784, 1024, 1024, 2};
-inline constexpr std::size_t kDim = 2;
 // The synthetic test set must not share images with the training set.
 inline constexpr std::uint64_t kSyntheticTestSeedOffset = 1000003;
 // --on-nan skip gives up when no batch at all trains any more, and stops repeating itself.
@@ -94,46 +93,84 @@ std::size_t parameter_count(siam::nn::Sequential<float, Backend>& net) {
 /// Embeds every image of `set` with a bare network (no trainer): N x D, row-major.
 template <class Backend>
 std::vector<float> embed(siam::nn::Sequential<float, Backend>& net, const Dataset& set) {
-  using Tensor = siam::Tensor<float, Backend>;
-  const auto pixels = static_cast<siam::index_t>(set.pixels());
-  const auto n = static_cast<siam::index_t>(set.size());
-  std::vector<float> out;
-  siam::Tape<float, Backend> tape;
-  siam::NoGrad<float, Backend> no_grad(tape);
-  Tensor chunk;
-  for (siam::index_t b = 0; b < n; b += 1000) {
-    const siam::index_t m = std::min<siam::index_t>(1000, n - b);
-    chunk.resize(siam::Shape{m, pixels});
-    Backend::from_host(chunk.data(), set.images.data() + b * pixels, m * pixels);
-    tape.reset();
-    const auto e = net.forward(tape.constant(chunk)).value().to_vector();
-    out.insert(out.end(), e.begin(), e.end());
-  }
-  return out;
+  return siam::embed_images(net, set);
 }
 
-inline siam::SiameseConfig make_config(const Options& o) {
+/// The output width of a network (the embedding's dimension).
+template <class Backend>
+std::size_t embedding_dim(siam::nn::Sequential<float, Backend>& net) {
+  siam::Tensor<float, Backend> probe(net.batch_shape(1));
+  return static_cast<std::size_t>(net.embed(probe).size());
+}
+
+/// The layers of --arch cnn: the LeNet of Caffe's mnist_siamese with a 2-D output.
+inline std::vector<siam::nn::LayerSpec> lenet_specs() {
+  std::vector<siam::nn::LayerSpec> l;
+  auto conv = [&](int in, int out) {
+    l.push_back(siam::nn::LayerSpec{"Conv2D", {}}
+                    .set("in", in)
+                    .set("out", out)
+                    .set("kernel", 5)
+                    .set("stride", 1)
+                    .set("padding", 0)
+                    .set("bias", 1));
+    l.push_back({"ReLU", {}});
+    l.push_back(siam::nn::LayerSpec{"MaxPool2D", {}}.set("kernel", 2).set("stride", 2));
+  };
+  conv(1, 20);
+  conv(20, 50);
+  l.push_back({"Flatten", {}});
+  l.push_back(siam::nn::LayerSpec{"Dense", {}}.set("in", 800).set("out", 500));
+  l.push_back({"ReLU", {}});
+  l.push_back(siam::nn::LayerSpec{"Dense", {}}.set("in", 500).set("out", 2));
+  return l;
+}
+
+inline siam::SiameseConfig make_config(const Options& o, const std::string& data_source) {
   siam::SiameseConfig cfg;
-  cfg.layers = kLayers;
+  if (o.arch == "cnn") {
+    cfg.network = lenet_specs();
+    cfg.input_shape = siam::Shape{1, 28, 28};
+  } else {
+    const auto sizes = *parse_layers(o.layers);
+    cfg.layers.assign(sizes.begin(), sizes.end());
+  }
+  cfg.loss = o.loss;
   cfg.margin = o.margin;
   cfg.reduction = siam::Reduction::sum;
+  cfg.soft_margin = o.soft_margin;
+  cfg.temperature = o.temperature;
+  cfg.optimizer = o.optimizer;
   cfg.adam = {o.lr, o.beta1, o.beta2, 1e-8};
+  cfg.weight_decay = o.weight_decay;
+  cfg.momentum = o.momentum;
+  cfg.schedule = o.schedule;
+  cfg.warmup = o.warmup;
+  cfg.iterations = o.iterations;
   cfg.batch_pairs = static_cast<std::size_t>(o.batch_pairs);
   cfg.seed = o.seed;
   cfg.init = siam::nn::Init::he;
   cfg.check_finite = true;
+  cfg.data = data_source;
   return cfg;
 }
 
-inline void print_setup(const Options& o, const char* device, const std::string& describe,
-                        std::size_t params) {
+template <class Backend>
+void print_setup(const Options& o, const char* device, siam::SiameseTrainer<float, Backend>& t,
+                 std::size_t params) {
   std::printf("device: %s (--device %s), %d threads\n", device, o.device.c_str(), o.threads);
-  std::printf("network: %s, %zu parameters, shared by both branches\n", describe.c_str(), params);
-  std::printf(
-      "training: %lld iterations of %lld random pairs, contrastive loss (margin %g, summed), "
-      "Adam (lr %g, betas %g %g), seed %llu\n",
-      o.iterations, o.batch_pairs, o.margin, o.lr, o.beta1, o.beta2,
-      static_cast<unsigned long long>(o.seed));
+  std::printf("network: %s, %zu parameters, shared by both branches\n",
+              t.network().describe().c_str(), params);
+  const auto& c = t.config();
+  std::string loss = c.loss;
+  if (c.loss == "contrastive") loss += " loss (margin " + detail::show(c.margin) + ", summed)";
+  else if (c.loss == "ntxent") loss += " loss (temperature " + detail::show(c.temperature) + ")";
+  else loss += " loss (margin " + detail::show(c.margin) + (c.soft_margin ? ", soft" : "") + ")";
+  std::printf("training: %lld iterations of %zu images (%s), %s, %s, seed %llu\n", o.iterations,
+              t.last_batch_rows(), t.trainer_source().c_str(), loss.c_str(),
+              t.optimizer().describe().c_str(), static_cast<unsigned long long>(o.seed));
+  if (o.schedule != "constant" || o.warmup > 0)
+    std::printf("learning rate: %s\n", c.make_schedule()->describe().c_str());
 }
 
 inline void print_evaluation(const Evaluation& e, double margin) {
@@ -198,12 +235,12 @@ class TrainingRun {
       : o_(o),
         class_names_(*parse_class_names(o.class_names)),
         data_(load_data(o)),
-        trainer_(data_.train, make_config(o)),
-        out_(o.out) {
-    print_setup(o, Backend::name, trainer_.network().describe(),
-                parameter_count(trainer_.network()));
+        trainer_(data_.train, make_config(o, data_.source)),
+        out_(o.out),
+        dim_(embedding_dim(trainer_.network())) {
+    print_setup(o, Backend::name, trainer_, parameter_count(trainer_.network()));
     if (!o.resume.empty()) {
-      losses_ = trainer_.load_checkpoint(o.resume);
+      losses_ = trainer_.load_checkpoint(o.resume, o.allow_settings_change);
       std::printf("resumed from %s at iteration %lld\n", o.resume.c_str(), trainer_.iteration());
     }
     test_pairs_ = fixed_test_pairs(data_.test);
@@ -296,10 +333,10 @@ class TrainingRun {
     const auto emb = trainer_.embed(data_.test);
     const auto& labels = data_.test.labels;
     const auto st =
-        siam::metrics::pair_stats(emb.data(), labels.data(), labels.size(), kDim, test_pairs_.first,
+        siam::metrics::pair_stats(emb.data(), labels.data(), labels.size(), dim_, test_pairs_.first,
                                   test_pairs_.second, test_pairs_.similar, o_.margin);
     progress.eval(it, st.mean_loss);
-    if (o_.frames)
+    if (o_.frames && dim_ == 2)
       plots::write_embedding(out_ / frame_name(it, o_.iterations), emb.data(), labels.data(),
                              labels.size(), "Test embedding, iteration " + std::to_string(it),
                              class_names_);
@@ -307,7 +344,7 @@ class TrainingRun {
 
   /// Everything a stopped run must not lose: the model and the loss history.
   void save_progress() {
-    siam::io::save_model(out_ / "model.siam", trainer_.network().parameters());
+    siam::io::save_model(out_ / "model.siam", trainer_.network());
     write_text(out_ / "loss.csv", loss_csv(losses_));
     plots::write_loss(out_ / "loss.png", losses_, 50);
   }
@@ -317,12 +354,15 @@ class TrainingRun {
     const auto train_emb = trainer_.embed(data_.train);
     const auto& labels = data_.test.labels;
     const Evaluation ev =
-        evaluate(train_emb, data_.train, test_emb, data_.test, kDim, test_pairs_, o_.margin);
-    plots::write_embedding(out_ / "embedding.png", test_emb.data(), labels.data(), labels.size(),
-                           "Test embedding, iteration " + std::to_string(times_.last_iteration),
-                           class_names_);
-    write_text(out_ / "embedding.csv", embedding_csv(test_emb, data_.test));
-    const Retrieval r = retrieve(test_emb, labels.size(), kDim, pick_query(o_.seed, labels.size()));
+        evaluate(train_emb, data_.train, test_emb, data_.test, dim_, test_pairs_, o_.margin);
+    if (dim_ == 2)
+      plots::write_embedding(out_ / "embedding.png", test_emb.data(), labels.data(), labels.size(),
+                             "Test embedding, iteration " + std::to_string(times_.last_iteration),
+                             class_names_);
+    else
+      std::printf("embedding.png: skipped (the embedding has %zu dimensions, the figure 2)\n", dim_);
+    write_text(out_ / "embedding.csv", embedding_csv(test_emb, data_.test, dim_));
+    const Retrieval r = retrieve(test_emb, labels.size(), dim_, pick_query(o_.seed, labels.size()));
     write_retrieval(out_ / "retrieval.png", data_.test, r,
                     class_name(class_names_, labels[r.query]));
     const double wall = seconds_since(wall_start_);
@@ -350,6 +390,7 @@ class TrainingRun {
   Data data_;
   siam::SiameseTrainer<float, Backend> trainer_;
   fs::path out_;
+  std::size_t dim_;  // the embedding's dimension
   TestPairs test_pairs_;
   std::vector<float> losses_;  // one entry per iteration, NaN for a skipped batch
   RunTimes times_;
@@ -364,27 +405,42 @@ int run(const Options& o) {
   return TrainingRun<Backend>(o).run();
 }
 
+/// The network of a model file: self-describing files (model.siam, checkpoint.siam) carry
+/// their architecture; weights-only files of an earlier version load into the MLP of --layers.
+template <class Backend>
+siam::nn::Sequential<float, Backend> load_query_model(const Options& o) {
+  const auto records = siam::io::load_archive(o.model);
+  for (const auto& r : records)
+    if (r.name == "model/format") return siam::io::load_model<float, Backend>(o.model);
+  const auto sizes = parse_layers(o.layers);
+  if (!sizes) throw siam::value_error("--layers " + o.layers + ": malformed");
+  siam::Rng rng(0);  // the initial weights are overwritten by the model's
+  auto net = siam::nn::mlp<float, Backend>(std::vector<siam::index_t>(sizes->begin(), sizes->end()), rng);
+  siam::io::load_model(o.model, net.parameters());
+  return net;
+}
+
 /// `query`: loads a model and shows the nearest test images of one test image.
 template <class Backend>
 int query(const Options& o) {
   const auto class_names = *parse_class_names(o.class_names);
   const Data data = load_data(o);
-  siam::Rng rng(0);  // the initial weights are overwritten by the model's
-  auto net = siam::nn::mlp<float, Backend>(kLayers, rng);
-  siam::io::load_model(o.model, net.parameters());
+  auto net = load_query_model<Backend>(o);
   std::printf("model: %s, %s\n", o.model.c_str(), net.describe().c_str());
+  const std::size_t dim = embedding_dim(net);
 
   const auto emb = embed(net, data.test);
   const std::size_t q =
       o.index >= 0 ? static_cast<std::size_t>(o.index) : pick_query(o.seed, data.test.size());
-  const Retrieval r = retrieve(emb, data.test.size(), kDim, q);
+  const Retrieval r = retrieve(emb, data.test.size(), dim, q);
   const fs::path out = o.out;
   fs::create_directories(out);
   const auto& labels = data.test.labels;
   write_retrieval(out / "retrieval.png", data.test, r, class_name(class_names, labels[q]));
 
-  std::printf("test image %zu (label %s) at (%.4f, %.4f); nearest test images:\n", q,
-              class_name(class_names, labels[q]).c_str(), emb[q * kDim], emb[q * kDim + 1]);
+  std::printf("test image %zu (label %s) at (%.4f, %.4f%s); nearest test images:\n", q,
+              class_name(class_names, labels[q]).c_str(), emb[q * dim], emb[q * dim + 1],
+              dim > 2 ? ", ..." : "");
   for (std::size_t k = 0; k < r.neighbours.size(); ++k)
     std::printf("  #%zu  image %5u  label %-12s distance %.5f\n", k + 1, r.neighbours[k],
                 class_name(class_names, labels[r.neighbours[k]]).c_str(),

@@ -149,8 +149,9 @@ class SiameseTrainer {
   void check_finite() { trainer_.check_finite(); }
   double last_loss() const { return trainer_.last_loss(); }
 
+  /// A checkpoint is also a self-describing model file (io::load_model reads it).
   void save_checkpoint(const std::filesystem::path& path, const std::vector<float>& losses) {
-    trainer_.save_checkpoint(path, losses);
+    trainer_.save_checkpoint(path, losses, io::model_records(net_));
   }
   /// See Trainer::load_checkpoint.
   std::vector<float> load_checkpoint(const std::filesystem::path& path,
@@ -170,8 +171,17 @@ class SiameseTrainer {
   long long iteration() const { return trainer_.iteration(); }
   void set_iteration(long long it) { trainer_.set_iteration(it); }
   const SiameseConfig& config() const { return cfg_; }
-  /// The images per step and the loss's batch layout (see the top of this header).
+  /// The last step's batch (see the top of this header for each loss's layout).
   const Batch<T, B>& last_batch() const { return trainer_.last_batch(); }
+  /// Images per step.
+  std::size_t last_batch_rows() const {
+    return cfg_.loss == "triplet" ? 3 * (2 * cfg_.batch_pairs / 3)
+           : cfg_.loss == "batch-hard" || cfg_.loss == "batch-all"
+               ? pk_size().first * pk_size().second
+               : 2 * cfg_.batch_pairs;
+  }
+  /// The batch source's description ("pairs n=180").
+  std::string trainer_source() const { return source_->describe(); }
 
  private:
   nn::Sequential<T, B> make_network() {
@@ -202,13 +212,19 @@ class SiameseTrainer {
     if (cfg_.loss == "contrastive") return std::make_unique<PairBatches<T, B>>(set_, n, seed);
     if (cfg_.loss == "ntxent") return std::make_unique<PositivePairBatches<T, B>>(set_, n, seed);
     if (cfg_.loss == "triplet") return std::make_unique<TripletBatches<T, B>>(set_, 2 * n / 3, seed);
+    const auto [p, k] = pk_size();
+    return std::make_unique<PKBatches<T, B>>(set_, p, k, seed);
+  }
+  // P classes of K images for the mining losses: all classes up to batch_pairs, K to fill
+  // 2 * batch_pairs images.
+  std::pair<std::size_t, std::size_t> pk_size() const {
     std::vector<std::int64_t> classes(set_.labels());
     std::sort(classes.begin(), classes.end());
     const auto count = static_cast<std::size_t>(
         std::unique(classes.begin(), classes.end()) - classes.begin());
+    const std::size_t n = cfg_.batch_pairs;
     const std::size_t p = std::max<std::size_t>(2, std::min(count, n));
-    const std::size_t k = std::max<std::size_t>(2, 2 * n / p);
-    return std::make_unique<PKBatches<T, B>>(set_, p, k, seed);
+    return {p, std::max<std::size_t>(2, 2 * n / p)};
   }
   LossFn<T, B> make_loss() {
     if (cfg_.loss == "triplet")

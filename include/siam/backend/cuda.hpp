@@ -434,9 +434,11 @@ struct Cuda {
   static void max_cols(T* out, index_t rows, index_t cols, const K& k) {
     if (rows == 0) return;
     namespace dk = detail::kernels;
+    cuda::check_device_of(out, "max_cols");
     const auto grid = static_cast<unsigned>(std::min<index_t>(rows, 65535));
-    dk::max_cols<<<grid, dk::block, 0, cuda::stream()>>>(out, rows, cols, k);
-    dk::check_launch("max_cols kernel");
+    const cudaStream_t st = cuda::stream();
+    dk::max_cols<<<grid, dk::block, 0, st>>>(out, rows, cols, k);
+    dk::check_launch("max_cols kernel", st);
   }
 
   /// dst row idx[i] += src row i (idx on the host). Deterministic: the host groups the
@@ -462,13 +464,13 @@ struct Cuda {
     std::vector<std::uint32_t> plan(order);
     plan.insert(plan.end(), dest.begin(), dest.end());
     plan.insert(plan.end(), starts.begin(), starts.end());
-    const auto len = static_cast<index_t>(plan.size());
-    auto* dplan = allocate<std::uint32_t>(len);
-    from_host(dplan, plan.data(), len);  // pageable: staged before this returns
-    dk::scatter_add_rows<<<dk::grid_for(groups * cols), dk::block, 0, cuda::stream()>>>(
-        dst, src, dplan, n, groups, cols);
-    dk::check_launch("scatter_add_rows kernel");
-    deallocate(dplan, len);
+    cuda::check_device_of(dst, "scatter_add_rows");
+    cuda::DeviceBuffer<std::uint32_t> dplan(plan.size());  // freed in stream order
+    cuda::upload(dplan.data(), plan.data(), plan.size());
+    const cudaStream_t st = cuda::stream();
+    dk::scatter_add_rows<<<dk::grid_for(groups * cols), dk::block, 0, st>>>(dst, src, dplan.data(),
+                                                                            n, groups, cols);
+    dk::check_launch("scatter_add_rows kernel", st);
   }
 
  private:

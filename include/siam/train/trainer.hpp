@@ -114,10 +114,13 @@ class Trainer {
   }
 
   /// Everything needed to continue a run exactly: weights, optimizer state and step count,
-  /// the source's generator, the iteration, the caller's loss history and the settings.
-  /// Written atomically.
-  void save_checkpoint(const std::filesystem::path& path, const std::vector<float>& losses) {
-    auto records = io::parameter_records(params_);
+  /// the source's generator, the iteration, the caller's loss history and the settings,
+  /// plus any `extra` records (a model description). Written atomically.
+  void save_checkpoint(const std::filesystem::path& path, const std::vector<float>& losses,
+                       std::vector<io::Record> extra = {}) {
+    auto records = std::move(extra);
+    for (auto& r : io::parameter_records(params_))
+      records.push_back(std::move(r));
     const auto state = opt_.state_tensors();
     for (std::size_t i = 0; i < state.size(); ++i)
       records.push_back(io::tensor_record("optim/" + std::to_string(i), *state[i]));
