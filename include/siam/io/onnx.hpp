@@ -106,6 +106,18 @@ class OnnxGraph {
   std::map<std::string, int> counts_;
 };
 
+/// Declares an FP32 graph input or output [batch, dims...] with a dynamic batch dimension.
+inline void onnx_value_info(onnx::ValueInfoProto& v, const std::string& name,
+                            const std::vector<std::int64_t>& dims) {
+  v.set_name(name);
+  auto* t = v.mutable_type()->mutable_tensor_type();
+  t->set_elem_type(onnx::TensorProto::FLOAT);
+  auto* s = t->mutable_shape();
+  s->add_dim()->set_dim_param("batch");
+  for (auto d : dims)
+    s->add_dim()->set_dim_value(d);
+}
+
 /// The per-kind emitters. Each takes the name of its input value and returns its output's.
 namespace onnx_emit {
 
@@ -253,8 +265,10 @@ onnx::ModelProto to_onnx(nn::Sequential<T, B>& net, const OnnxOptions& options =
     p->set_value(v);
   };
   std::string shape_text;
-  for (std::size_t i = 0; i < input_shape.size(); ++i)
-    shape_text += (i ? "x" : "") + std::to_string(input_shape[i]);
+  for (const auto d : input_shape) {
+    if (!shape_text.empty()) shape_text += 'x';
+    shape_text += std::to_string(d);
+  }
   add_meta("architecture", net.describe());
   add_meta("input_shape", shape_text);
   for (const auto& [k, v] : options.metadata)
@@ -271,18 +285,8 @@ onnx::ModelProto to_onnx(nn::Sequential<T, B>& net, const OnnxOptions& options =
     for (auto& o : *n.mutable_output())
       if (o == x) o = "embedding";
 
-  auto value_info = [](onnx::ValueInfoProto* v, const std::string& name,
-                       const std::vector<std::int64_t>& dims) {
-    v->set_name(name);
-    auto* t = v->mutable_type()->mutable_tensor_type();
-    t->set_elem_type(onnx::TensorProto::FLOAT);
-    auto* s = t->mutable_shape();
-    s->add_dim()->set_dim_param("batch");
-    for (auto d : dims)
-      s->add_dim()->set_dim_value(d);
-  };
-  value_info(graph->add_input(), "images", input_shape);
-  value_info(graph->add_output(), "embedding", shape);
+  onnx_value_info(*graph->add_input(), "images", input_shape);
+  onnx_value_info(*graph->add_output(), "embedding", shape);
   return model;
 }
 
