@@ -116,6 +116,7 @@ TEST_CASE("every emitter forms a valid graph (Conv, MaxPool, Flatten, Tanh, Sigm
   for (const auto& n : g->node())
     ops.push_back(n.op_type());
   CHECK(ops == std::vector<std::string>{"Conv", "Tanh", "MaxPool", "Flatten", "Gemm", "Sigmoid",
-                                        "ReduceSumSquare", "Add", "Sqrt", "Div", "ReduceL2", "Div"});
+                                        "ReduceSumSquare", "Add", "Sqrt", "Div", "ReduceL2",
+                                        "Div"});
   CHECK_THROWS_AS(b.initializer("w", {2, 2}, {1.0f}), siam::shape_error);
 }
