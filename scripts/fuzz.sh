@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (-fsanitize=fuzzer,address,undefined), makes the
-# seed corpus and runs each target for SECONDS_PER_TARGET (default 60). Fails on any crash,
+# seed corpus and runs each target for SECONDS_PER_TARGET (default 40). Fails on any crash,
 # leak, sanitizer report or out-of-memory (-rss_limit_mb). Prints the executions done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-60}
+secs=${1:-40}
 out=build/ci/fuzz
 mkdir -p "$out"
 cxx=${CLANGXX:-clang++-14}
 flags=(-std=c++20 -O1 -g -Iinclude -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all)
 $cxx -std=c++20 -O1 -Iinclude tests/fuzz/make_corpus.cpp -lz -o "$out/make_corpus"
-rm -rf "$out/corpus" && "$out/make_corpus" "$out/corpus/idx" "$out/corpus/archive"
-for t in idx archive; do
+rm -rf "$out/corpus" && "$out/make_corpus" "$out/corpus/idx" "$out/corpus/archive" "$out/corpus/safetensors"
+for t in idx archive safetensors; do
   $cxx "${flags[@]}" tests/fuzz/fuzz_$t.cpp -lz -o "$out/fuzz_$t"
   mkdir -p "$out/work_$t"
   echo "fuzz_$t: ${secs}s"

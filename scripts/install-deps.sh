@@ -13,6 +13,8 @@ packages=(
   libopenblas-dev libopenblas0-openmp libblis-dev  # optional BLAS backends
   clang-14 libclang-rt-14-dev            # fuzzing (libFuzzer) and sanitizer runtimes
   valgrind
+  libonnx-dev libprotobuf-dev            # ONNX export (siam/io/onnx.hpp), optional
+  python3-numpy python3-onnx python3-opencv  # interop checks (onnx.checker, OpenCV DNN)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -6,7 +6,7 @@
 #   package    cmake --install, then a downstream project via find_package, one via
 #              add_subdirectory, and a plain compile with only include paths
 #   valgrind   a short mnist_siamese run under memcheck
-#   fuzz       the IDX reader and the archive decoder under libFuzzer, 60 s each
+#   fuzz       the IDX reader, the archive and the safetensors decoders under libFuzzer, 40 s each
 # Installs its own Debian dependencies first. Build trees go under build/ci/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,13 +30,11 @@ ctest --test-dir $root/openblas --output-on-failure -R '^test_(expr|autodiff|nn)
 section "sanitize: Debug + ASan/UBSan"
 cmake -S . -B $root/sanitize -DCMAKE_BUILD_TYPE=Debug -DSIAM_SANITIZE=address,undefined \
   -DSIAM_CUDA=OFF -DSIAM_BUILD_EXAMPLES=OFF -DSIAM_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build $root/sanitize -j"$jobs" --target test_expr test_autodiff test_nn test_data test_metrics
+cmake --build $root/sanitize -j"$jobs" --target test_expr test_autodiff test_ops test_losses \
+  test_nn test_optim test_train test_data test_metrics test_safetensors test_png
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --test-dir $root/sanitize --output-on-failure -j"$jobs" -R '^test_(expr|autodiff|nn|data|metrics)$'
-# optimizers, schedules and clipping under the sanitizers
-cmake --build $root/sanitize -j"$jobs" --target test_optim
-ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --test-dir $root/sanitize --output-on-failure -R '^test_optim$'
+  ctest --test-dir $root/sanitize --output-on-failure -j"$jobs" \
+  -R '^test_(expr|autodiff|ops|losses|nn|optim|train|data|metrics|safetensors|png)$'
 
 section "package: install, find_package, add_subdirectory, plain compile"
 rm -rf $root/prefix $root/down-pkg $root/down-sub
@@ -58,7 +56,7 @@ valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=de
   $root/valgrind/examples/mnist_siamese/mnist_siamese --train-size 100 --test-size 20 \
   --batch-pairs 10 --iterations 3 --eval-every 3 --threads 1 --out $root/valgrind-out >/dev/null
 
-section "fuzz: IDX reader and archive decoder under libFuzzer + ASan/UBSan"
-scripts/fuzz.sh "${SIAM_FUZZ_SECONDS:-60}"
+section "fuzz: IDX reader, archive and safetensors decoders under libFuzzer + ASan/UBSan"
+scripts/fuzz.sh "${SIAM_FUZZ_SECONDS:-40}"  # 3 targets, 2 minutes in all
 
 section "all tests passed"

@@ -16,6 +16,7 @@
 #include <exception>
 #include <string>
 
+#include "interop.hpp"
 #include "options.hpp"
 #include "run.hpp"
 
@@ -107,6 +108,9 @@ void add_query_options(CLI::App& query, Options& o) {
       ->capture_default_str();
   query.add_option("--index", o.index,
                    "Test image to query (default: the one of the training run's retrieval.png)");
+  query.add_option("--image", o.images, "PNG image(s) to query instead of a test image");
+  query.add_option("--invert", o.invert, "--image ink: auto, yes or no (white on black: no)")
+      ->capture_default_str();
 }
 
 int bad_option(const std::string& line) {
@@ -117,6 +121,9 @@ int bad_option(const std::string& line) {
 int dispatch(Options o, bool is_query) {
   if (o.threads > 0) siam::set_num_threads(o.threads);
   o.threads = siam::num_threads();
+#if defined(SIAM_EXAMPLE_HAS_PNG)
+  if (is_query && !o.images.empty()) return query_images<siam::Cpu>(o);
+#endif
   if (is_query) return query<siam::Cpu>(o);
 #if defined(SIAM_EXAMPLE_HAS_CUDA)
   if (o.device != "cpu") {
@@ -140,6 +147,10 @@ int main(int argc, char** argv) {
   add_train_options(app, o, kHaveCuda);
   CLI::App* q = app.add_subcommand("query", "Nearest test images of one test image under a model");
   add_query_options(*q, o);
+  CLI::App* ex = app.add_subcommand("export", "Write the model as ONNX and/or safetensors");
+  ex->add_option("--model", o.model, "Model file (model.siam)")->required();
+  ex->add_option("--onnx", o.onnx, "ONNX file to write");
+  ex->add_option("--safetensors", o.safetensors, "safetensors file to write");
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);
@@ -150,7 +161,18 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return bad_option(std::string(e.what()) + " (see --help)");
   }
+  if (ex->parsed()) {
+    if (auto problem = check_export_options(o)) return bad_option(*problem);
+    try {
+      return export_model(o);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 1;
+    }
+  }
   const bool is_query = q->parsed();
+  if (is_query)
+    if (auto problem = check_image_options(o)) return bad_option(*problem);
   if (auto problem = is_query ? check_query_options(o) : check_train_options(o, kHaveCuda))
     return bad_option(*problem);
   try {

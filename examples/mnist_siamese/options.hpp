@@ -41,6 +41,10 @@ struct Options {
   // query
   std::string model;
   long long index = -1;  // -1: the test image the training run's retrieval.png shows
+  // interop (interop.hpp): query --image, export
+  std::vector<std::string> images;
+  std::string invert = "auto";
+  std::string onnx, safetensors;
 };
 
 namespace detail {

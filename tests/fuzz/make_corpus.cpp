@@ -6,6 +6,7 @@
 #include <siam/data/idx.hpp>
 #include <siam/data/synthetic_digits.hpp>
 #include <siam/io/archive.hpp>
+#include <siam/io/safetensors.hpp>
 #include <string>
 #include <vector>
 
@@ -21,8 +22,8 @@ static std::vector<unsigned char> slurp(const fs::path& p) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: make_corpus IDX_DIR ARCHIVE_DIR\n");
+  if (argc != 3 && argc != 4) {
+    std::fprintf(stderr, "usage: make_corpus IDX_DIR ARCHIVE_DIR [SAFETENSORS_DIR]\n");
     return 2;
   }
   const fs::path idx = argv[1], arc = argv[2];
@@ -46,6 +47,17 @@ int main(int argc, char** argv) {
                                    siam::io::make_record("state", {2}, s, 2)});
   put(arc / "archive", a);
   put(arc / "archive.cut", {a.begin(), a.begin() + static_cast<long>(a.size() / 2)});
+  if (argc == 4) {
+    const fs::path st = argv[3];
+    fs::create_directories(st);
+    const double d2[2] = {0.5, -1.5};
+    const auto b =
+        siam::io::encode_safetensors({siam::io::make_record("layers.0.weight", {3, 2}, w, 6),
+                                      siam::io::make_record("layers.0.bias", {2}, d2, 2)},
+                                     {{"format", "pt"}});
+    put(st / "safetensors", b);
+    put(st / "safetensors.cut", {b.begin(), b.begin() + static_cast<long>(b.size() / 2)});
+  }
   fs::remove_all(tmp);
   return 0;
 }

@@ -1,0 +1,151 @@
+// The interop subcommands of mnist_siamese:
+//   export  --model FILE --onnx OUT [--safetensors OUT]   the model for other runtimes
+//   query   --model FILE --image PNG [--image PNG ...]    nearest test images of your images
+// See docs/deploy.md. ONNX needs a build with libonnx (SIAM_EXAMPLE_HAS_ONNX), --image one
+// with libpng (SIAM_EXAMPLE_HAS_PNG); without them the options fail with one line.
+#pragma once
+
+#include <siam/io/model_file.hpp>
+#include <siam/io/safetensors.hpp>
+#if defined(SIAM_EXAMPLE_HAS_ONNX)
+#include <siam/io/onnx.hpp>
+#endif
+#if defined(SIAM_EXAMPLE_HAS_PNG)
+#include <siam/data/png.hpp>
+#endif
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "run.hpp"
+
+namespace mnist_siamese {
+
+inline constexpr bool kHaveOnnx =
+#if defined(SIAM_EXAMPLE_HAS_ONNX)
+    true;
+#else
+    false;
+#endif
+inline constexpr bool kHavePng =
+#if defined(SIAM_EXAMPLE_HAS_PNG)
+    true;
+#else
+    false;
+#endif
+
+/// The first problem with `export`'s options, as one line.
+inline std::optional<std::string> check_export_options(const Options& o) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(o.model, ec))
+    return "--model " + o.model + ": no such file";
+  if (o.onnx.empty() && o.safetensors.empty())
+    return "export: give --onnx FILE and/or --safetensors FILE";
+  if (!o.onnx.empty() && !kHaveOnnx)
+    return "--onnx: this build has no ONNX export (libonnx-dev and libprotobuf-dev not found)";
+  return std::nullopt;
+}
+
+/// The first problem with `query --image`'s options, as one line.
+inline std::optional<std::string> check_image_options(const Options& o) {
+  if (o.invert != "auto" && o.invert != "yes" && o.invert != "no")
+    return "--invert " + o.invert + ": must be auto, yes or no";
+  if (o.images.empty()) return std::nullopt;
+  if (!kHavePng) return "--image: this build has no PNG support (libpng not found)";
+  if (o.index >= 0) return "--image and --index: give one or the other";
+  std::error_code ec;
+  for (const auto& f : o.images)
+    if (!std::filesystem::is_regular_file(f, ec)) return "--image " + f + ": no such file";
+  return std::nullopt;
+}
+
+inline siam::nn::Sequential<float, siam::Cpu> load_network(const Options& o) {
+  siam::Rng rng(0);  // the initial weights are overwritten by the model's
+  auto net = siam::nn::mlp<float, siam::Cpu>(kLayers, rng);
+  siam::io::load_model(o.model, net.parameters());
+  return net;
+}
+
+inline int export_model(const Options& o) {
+  auto net = load_network(o);
+  std::printf("model: %s, %s\n", o.model.c_str(), net.describe().c_str());
+#if defined(SIAM_EXAMPLE_HAS_ONNX)
+  if (!o.onnx.empty()) {
+    siam::io::OnnxOptions options;
+    options.metadata["model_file"] = std::filesystem::path(o.model).filename().string();
+    siam::io::export_onnx(net, o.onnx, options);
+    std::printf(
+        "wrote %s (ONNX opset %lld, input 'images' [batch, 784], output 'embedding' "
+        "[batch, %zu])\n",
+        o.onnx.c_str(), static_cast<long long>(options.opset), kDim);
+  }
+#endif
+  if (!o.safetensors.empty()) {
+    siam::io::save_safetensors(o.safetensors, net);
+    std::printf("wrote %s (safetensors, PyTorch names and layout)\n", o.safetensors.c_str());
+  }
+  return 0;
+}
+
+#if defined(SIAM_EXAMPLE_HAS_PNG)
+/// `query --image`: every image is read and checked before anything else happens, so a bad
+/// file costs one error line and leaves no output.
+template <class Backend>
+int query_images(const Options& o) {
+  const auto invert = o.invert == "yes"  ? siam::data::Invert::yes
+                      : o.invert == "no" ? siam::data::Invert::no
+                                         : siam::data::Invert::automatic;
+  std::vector<std::vector<float>> queries;
+  std::vector<bool> inverted;
+  for (const auto& f : o.images) {
+    bool inv = false;
+    queries.push_back(siam::data::load_digit_png(f, invert, &inv));
+    inverted.push_back(inv);
+  }
+  const auto class_names = *parse_class_names(o.class_names);
+  const Data data = load_data(o);
+  auto net = load_network(o);
+  std::printf("model: %s, %s\n", o.model.c_str(), net.describe().c_str());
+  Dataset q;
+  q.images.clear();
+  for (const auto& x : queries) {
+    q.images.insert(q.images.end(), x.begin(), x.end());
+    q.labels.push_back(0);
+  }
+  auto emb = embed(net, data.test);
+  const auto qemb = embed(net, q);
+  const std::size_t n = data.test.size();
+  const fs::path out = o.out;
+  fs::create_directories(out);
+  for (std::size_t k = 0; k < queries.size(); ++k) {
+    // The query's embedding as one more row; its neighbours are the test images.
+    emb.resize(n * kDim);
+    emb.insert(emb.end(), qemb.begin() + static_cast<long>(k * kDim),
+               qemb.begin() + static_cast<long>((k + 1) * kDim));
+    Retrieval r = retrieve(emb, n + 1, kDim, n);
+    std::vector<plots::Image> images;
+    std::vector<int> labels;
+    for (const std::uint32_t j : r.neighbours) {
+      images.push_back(image_of(data.test, j));
+      labels.push_back(data.test.labels[j]);
+    }
+    const fs::path png =
+        out / (k == 0 ? "retrieval.png" : "retrieval_" + std::to_string(k) + ".png");
+    plots::write_retrieval(png, {queries[k].data(), 28, 28}, images, r.distances,
+                           "Nearest test images to " + fs::path(o.images[k]).filename().string(),
+                           labels);
+    std::printf("image %s (%s) at (%.4f, %.4f); nearest test images:\n", o.images[k].c_str(),
+                inverted[k] ? "inverted to white on black" : "white on black", qemb[k * kDim],
+                qemb[k * kDim + 1]);
+    for (std::size_t i = 0; i < r.neighbours.size(); ++i)
+      std::printf("  #%zu  image %5u  label %-12s distance %.5f\n", i + 1, r.neighbours[i],
+                  class_name(class_names, data.test.labels[r.neighbours[i]]).c_str(),
+                  static_cast<double>(r.distances[i]));
+    std::printf("wrote %s\n", png.string().c_str());
+  }
+  return 0;
+}
+#endif
+
+}  // namespace mnist_siamese
