@@ -61,10 +61,7 @@ inline std::optional<std::string> check_image_options(const Options& o) {
 }
 
 inline siam::nn::Sequential<float, siam::Cpu> load_network(const Options& o) {
-  siam::Rng rng(0);  // the initial weights are overwritten by the model's
-  auto net = siam::nn::mlp<float, siam::Cpu>(kLayers, rng);
-  siam::io::load_model(o.model, net.parameters());
-  return net;
+  return load_query_model<siam::Cpu>(o);  // the file's architecture (or --layers, format 1)
 }
 
 inline int export_model(const Options& o) {
@@ -76,9 +73,11 @@ inline int export_model(const Options& o) {
     options.metadata["model_file"] = std::filesystem::path(o.model).filename().string();
     siam::io::export_onnx(net, o.onnx, options);
     std::printf(
-        "wrote %s (ONNX opset %lld, input 'images' [batch, 784], output 'embedding' "
+        "wrote %s (ONNX opset %lld, input 'images' [batch, %s], output 'embedding' "
         "[batch, %zu])\n",
-        o.onnx.c_str(), static_cast<long long>(options.opset), kDim);
+        o.onnx.c_str(), static_cast<long long>(options.opset),
+        net.input_shape().str().substr(1, net.input_shape().str().size() - 2).c_str(),
+        embedding_dim(net));
   }
 #endif
   if (!o.safetensors.empty()) {
@@ -115,6 +114,7 @@ int query_images(const Options& o) {
   }
   auto emb = embed(net, data.test);
   const auto qemb = embed(net, q);
+  const std::size_t kDim = embedding_dim(net);
   const std::size_t n = data.test.size();
   const fs::path out = o.out;
   fs::create_directories(out);

@@ -106,12 +106,9 @@ struct SiameseConfig {
     std::string s;
     auto add = [&s](const std::string& k, const std::string& v) { s += k + "=" + v + "\n"; };
     std::string arch;
-    if (network.empty()) {
-      for (index_t l : layers)
-        arch += (arch.empty() ? "" : ",") + std::to_string(l);
-    } else {
-      for (const auto& l : network)
-        arch += (arch.empty() ? "" : "; ") + l.str();
+    for (std::size_t i = 0; i < (network.empty() ? layers.size() : network.size()); ++i) {
+      if (i) arch += network.empty() ? "," : "; ";
+      arch += network.empty() ? std::to_string(layers[i]) : network[i].str();
     }
     add("network", arch);
     add("loss", loss);

@@ -225,6 +225,10 @@ std::string emit_layer(OnnxGraph& g, nn::Layer<T, B>& layer, std::string x,
                             to_float(d->bias().value.to_vector()));
   }
   if (dynamic_cast<nn::ReLU<T, B>*>(&layer)) return onnx_emit::activation(g, x, "Relu");
+  if (dynamic_cast<nn::Tanh<T, B>*>(&layer)) return onnx_emit::activation(g, x, "Tanh");
+  if (dynamic_cast<nn::Sigmoid<T, B>*>(&layer)) return onnx_emit::activation(g, x, "Sigmoid");
+  if (auto* l = dynamic_cast<nn::L2Normalize<T, B>*>(&layer))  // x / max(|x|, e) as
+    return onnx_emit::l2_normalize(g, x, static_cast<float>(l->eps() * l->eps()));  // x / sqrt(|x|^2 + e^2)
   throw value_error("export_onnx: no ONNX emitter for the layer " + layer.describe());
 }
 
@@ -240,6 +244,9 @@ onnx::ModelProto to_onnx(nn::Sequential<T, B>& net, const OnnxOptions& options =
     throw value_error("export_onnx: opset " + std::to_string(options.opset) +
                       " is outside the supported 13..17");
   std::vector<std::int64_t> shape = options.input_shape;
+  if (shape.empty() && net.input_shape().size() > 0)
+    for (int i = 0; i < net.input_shape().rank(); ++i)
+      shape.push_back(net.input_shape()[i]);
   if (shape.empty()) {
     auto* first = dynamic_cast<nn::Dense<T, B>*>(&net[0]);
     if (!first)

@@ -50,7 +50,8 @@ class Trainer {
         source_(source),
         loss_fn_(std::move(loss)),
         options_(std::move(options)),
-        params_(net.parameters()) {
+        params_(net.parameters()),
+        optimizer_settings_(opt.describe()) {
     if (!loss_fn_) throw value_error("Trainer: no loss function");
     if (options_.clip_norm < 0 || !std::isfinite(options_.clip_norm))
       throw value_error("Trainer: clip_norm must be >= 0, got " + std::to_string(options_.clip_norm));
@@ -107,7 +108,7 @@ class Trainer {
     std::string s = options_.settings;
     if (!s.empty() && s.back() != '\n') s += '\n';
     s += "source=" + source_.describe() + "\n";
-    s += "optimizer=" + opt_.describe() + "\n";
+    s += "optimizer=" + optimizer_settings_ + "\n";  // as constructed (a schedule moves lr)
     s += "schedule=" + (options_.schedule ? options_.schedule->describe() : std::string("none")) + "\n";
     s += "clip_norm=" + std::to_string(options_.clip_norm) + "\n";
     return s;
@@ -212,6 +213,7 @@ class Trainer {
   LossFn<T, B> loss_fn_;
   TrainerOptions options_;
   std::vector<Parameter<T, B>*> params_;
+  std::string optimizer_settings_;
   Batch<T, B> batch_;
   Tape<T, B> tape_;
   Var<T, B> loss_;

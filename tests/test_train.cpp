@@ -1,0 +1,287 @@
+// The general trainer and what users handle around it: any label set, every library loss
+// with the source it needs, a user's own loss, resume (bit-identical, and refused under
+// other settings), zero allocations per steady-state step, tape-free inference, and
+// self-describing model files.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <siam/inference.hpp>
+#include <siam/io/model_file.hpp>
+#include <siam/siamese.hpp>
+#include <siam/train.hpp>
+#include <string>
+#include <vector>
+
+#include "support/alloc_counter.hpp"
+
+using siam::Cpu;
+using siam::index_t;
+using siam::Rng;
+using siam::Shape;
+using Tensor = siam::Tensor<float, Cpu>;
+namespace fs = std::filesystem;
+
+namespace {
+/// n points of `dim` features around one centre per class; labels are `classes` values.
+siam::data::Dataset clusters(std::size_t n, std::size_t dim, const std::vector<int>& classes,
+                             std::uint64_t seed) {
+  Rng rng(seed);
+  std::vector<std::vector<float>> centres;
+  for (std::size_t c = 0; c < classes.size(); ++c) {
+    centres.emplace_back();
+    for (std::size_t d = 0; d < dim; ++d)
+      centres.back().push_back(static_cast<float>(rng.uniform(0, 1)));
+  }
+  siam::data::Dataset d;
+  d.rows = 1;
+  d.cols = dim;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::size_t c = i % classes.size();
+    d.labels.push_back(static_cast<std::uint8_t>(classes[c]));
+    for (std::size_t k = 0; k < dim; ++k)
+      d.images.push_back(centres[c][k] + static_cast<float>(rng.uniform(-0.15, 0.15)));
+  }
+  return d;
+}
+fs::path temp(const std::string& name) { return fs::temp_directory_path() / ("siam_train_" + name); }
+
+siam::nn::Sequential<float, Cpu> load_f32(const fs::path& p) {
+  return siam::io::load_model<float, Cpu>(p);
+}
+void make_trainer(const siam::data::Dataset& d, const siam::SiameseConfig& c) {
+  siam::SiameseTrainer<float, Cpu> t(d, c);
+}
+double mean(const std::vector<double>& v, std::size_t b, std::size_t e) {
+  double s = 0;
+  for (std::size_t i = b; i < e; ++i)
+    s += v[i];
+  return s / double(e - b);
+}
+}  // namespace
+
+TEST_CASE("general trainer: a 20-64-64-3 network on 3-class data with labels 3, 7, 11, every loss") {
+  const auto data = clusters(150, 20, {3, 7, 11}, 1);
+  siam::ImageSet<float, Cpu> set(data);
+  for (const std::string loss : {"contrastive", "triplet", "batch-hard", "batch-all", "ntxent"}) {
+    CAPTURE(loss);
+    siam::SiameseConfig cfg;
+    cfg.layers = {20, 64, 64, 3};
+    cfg.loss = loss;
+    cfg.margin = loss == "contrastive" ? 0.5 : 0.2;
+    cfg.adam.lr = 1e-3;
+    cfg.batch_pairs = 24;
+    siam::SiameseTrainer<float, Cpu> t(data, cfg);
+    std::vector<double> losses;
+    for (int s = 0; s < 80; ++s)
+      losses.push_back(t.step());
+    CHECK(mean(losses, 60, 80) < mean(losses, 0, 20));
+    for (double l : losses)
+      CHECK(std::isfinite(l));
+  }
+}
+
+TEST_CASE("general trainer: a user's network, optimizer, source and loss (written with public ops)") {
+  const auto data = clusters(120, 10, {0, 1, 2, 3}, 2);
+  siam::ImageSet<float, Cpu> set(data);
+  Rng rng(3);
+  siam::nn::Sequential<float, Cpu> net;
+  net.add<siam::nn::Dense<float, Cpu>>(10, 32, rng)
+      .add<siam::nn::Tanh<float, Cpu>>()
+      .add<siam::nn::Dense<float, Cpu>>(32, 4, rng)
+      .add<siam::nn::L2Normalize<float, Cpu>>();
+  net.set_input_shape(Shape{10});
+  siam::optim::SGD<float, Cpu> sgd(net.parameters(), {0.05, 0.9, 0, 1e-4, true});
+  siam::TripletBatches<float, Cpu> source(set, 32, 4);
+  // the triplet loss by hand: relu(|a - p|^2 - |a - n|^2 + 0.3), mean over triplets
+  siam::LossFn<float, Cpu> loss = [](siam::Var<float, Cpu> f, const siam::Batch<float, Cpu>&,
+                                     siam::Tape<float, Cpu>&) {
+    const index_t n = f.shape().rows() / 3;
+    auto a = slice_rows(f, 0, n), p = slice_rows(f, n, n), q = slice_rows(f, 2 * n, n);
+    auto dp = sum(square(a - p), 1), dn = sum(square(a - q), 1);
+    return mean(relu(dp - dn + 0.3f));
+  };
+  siam::optim::Schedule cosine = siam::optim::CosineLR(0.05, 60, 0, 5);
+  siam::Trainer<float, Cpu> trainer(net, sgd, source, loss, {true, 1.0, cosine, "test=1"});
+  std::vector<double> losses;
+  for (int s = 0; s < 60; ++s)
+    losses.push_back(trainer.step());
+  CHECK(mean(losses, 45, 60) < 0.5 * mean(losses, 0, 15));
+  CHECK(sgd.lr() == doctest::Approx(cosine.lr_at(59)));
+}
+
+TEST_CASE("resume is bit-identical (AdamW, cosine schedule); other settings are refused") {
+  const auto data = clusters(90, 12, {5, 6, 9}, 5);
+  siam::SiameseConfig cfg;
+  cfg.layers = {12, 16, 2};
+  cfg.optimizer = "adamw";
+  cfg.weight_decay = 0.01;
+  cfg.schedule = "cosine";
+  cfg.warmup = 3;
+  cfg.iterations = 12;
+  cfg.batch_pairs = 10;
+  cfg.adam.lr = 1e-2;
+  siam::SiameseTrainer<float, Cpu> straight(data, cfg);
+  for (int s = 0; s < 12; ++s)
+    straight.step();
+  siam::SiameseTrainer<float, Cpu> first(data, cfg);
+  std::vector<float> hist;
+  for (int s = 0; s < 5; ++s)
+    hist.push_back(static_cast<float>(first.step()));
+  const fs::path ck = temp("resume.siam");
+  first.save_checkpoint(ck, hist);
+  siam::SiameseTrainer<float, Cpu> second(data, cfg);
+  CHECK(second.load_checkpoint(ck) == hist);
+  CHECK(second.iteration() == 5);
+  for (int s = 5; s < 12; ++s)
+    second.step();
+  const auto a = straight.network().parameters(), b = second.network().parameters();
+  for (std::size_t i = 0; i < a.size(); ++i)
+    CHECK(a[i]->value.to_vector() == b[i]->value.to_vector());
+
+  // a different margin: refused, naming it; accepted with the override
+  siam::SiameseConfig other = cfg;
+  other.margin = 0.5;
+  siam::SiameseTrainer<float, Cpu> third(data, other);
+  try {
+    third.load_checkpoint(ck);
+    FAIL("no error");
+  } catch (const siam::value_error& e) {
+    CHECK(std::string(e.what()).find("margin=0.300000") != std::string::npos);
+    CHECK(std::string(e.what()).find("margin=0.500000") != std::string::npos);
+  }
+  CHECK_NOTHROW(third.load_checkpoint(ck, true));
+  // a checkpoint is a model file too
+  auto net = siam::io::load_model<float, Cpu>(ck);
+  CHECK(net.describe() == first.network().describe());
+  fs::remove(ck);
+}
+
+TEST_CASE("no heap allocation in a steady-state step, for each optimizer") {
+  const auto data = clusters(60, 16, {0, 1}, 6);
+  for (const std::string opt : {"adam", "adamw", "sgd"})
+    for (const std::string sched : {"constant", "cosine"}) {
+      CAPTURE(opt);
+      CAPTURE(sched);
+      siam::SiameseConfig cfg;
+      cfg.layers = {16, 32, 2};
+      cfg.optimizer = opt;
+      cfg.schedule = sched;
+      cfg.batch_pairs = 12;
+      cfg.clip_norm = 10;
+      siam::SiameseTrainer<float, Cpu> t(data, cfg);
+      for (int s = 0; s < 3; ++s)
+        t.step();
+      const long before = alloc_counter::count.load();
+      for (int s = 0; s < 5; ++s)
+        t.step();
+      CHECK(alloc_counter::count.load() - before == 0);
+    }
+}
+
+TEST_CASE("inference: embed() without a tape equals forward(); embed_images batches with progress") {
+  const auto data = clusters(37, 8, {1, 2}, 7);
+  Rng rng(8);
+  auto net = siam::nn::mlp<float, Cpu>({8, 16, 3}, rng);
+  Tensor x = Tensor::from(Shape{37, 8}, std::span<const float>(data.images));
+  siam::Tape<float, Cpu> tape;
+  const auto ref = net.forward(tape.constant(x)).value().to_vector();
+  CHECK(net.embed(x).to_vector() == ref);
+  CHECK(net.embed(x).to_vector() == ref);  // buffers reused, same result
+  std::vector<std::pair<index_t, index_t>> calls;
+  const auto all = siam::embed_images(net, data, 10, [&](index_t done, index_t total) {
+    calls.emplace_back(done, total);
+  });
+  // other batch sizes may take other GEMM kernel paths: equal up to rounding
+  REQUIRE(all.size() == ref.size());
+  for (std::size_t i = 0; i < ref.size(); ++i)
+    CHECK(all[i] == doctest::Approx(ref[i]).epsilon(1e-5));
+  CHECK(siam::embed_images(net, data, 1000) == ref);  // one batch: the same computation
+  REQUIRE(calls.size() == 4);
+  CHECK(calls.back() == std::pair<index_t, index_t>{37, 37});
+  Tensor wrong(Shape{2, 5});
+  CHECK_THROWS_AS(net.embed(wrong), siam::shape_error);
+}
+
+TEST_CASE("model files: self-describing round trip; weights-only, future, other-type and truncated files") {
+  Rng rng(9);
+  auto net = siam::nn::mlp<float, Cpu>({20, 64, 64, 3}, rng);
+  net.add<siam::nn::L2Normalize<float, Cpu>>(1e-9);
+  const fs::path path = temp("model.siam");
+  siam::io::save_model(path, net);
+  auto back = siam::io::load_model<float, Cpu>(path);
+  CHECK(back.describe() == net.describe());
+  CHECK(back.input_shape() == Shape{20});
+  Tensor x(Shape{4, 20});
+  x.fill(0.25f);
+  CHECK(back.embed(x).to_vector() == net.embed(x).to_vector());
+  // float64 asked of a float32 file: the message names both types
+  try {
+    siam::io::load_model<double, Cpu>(path);
+    FAIL("no error");
+  } catch (const siam::io_error& e) {
+    CHECK(std::string(e.what()).find("float32") != std::string::npos);
+    CHECK(std::string(e.what()).find("float64") != std::string::npos);
+  }
+  // another architecture than the network it is loaded into
+  auto other = siam::nn::mlp<float, Cpu>({20, 32, 3}, rng);
+  CHECK_THROWS_AS(siam::io::load_model(path, other), siam::io_error);
+  // a future format version
+  auto records = siam::io::load_archive(path);
+  for (auto& r : records)
+    if (r.name == "model/format") {
+      const std::uint64_t v = 3;
+      r = siam::io::make_record("model/format", {1}, &v, 1);
+    }
+  const fs::path future = temp("future.siam");
+  siam::io::save_archive(future, records);
+  try {
+    siam::io::load_model<float, Cpu>(future);
+    FAIL("no error");
+  } catch (const siam::io_error& e) {
+    CHECK(std::string(e.what()).find("version 3") != std::string::npos);
+  }
+  // weights only (format 1)
+  const fs::path old = temp("old.siam");
+  siam::io::save_model(old, net.parameters());
+  CHECK_THROWS_AS(load_f32(old), siam::io_error);
+  // an unknown layer kind
+  for (auto& r : records)
+    if (r.name == "model/arch") r = siam::io::make_text_record("model/arch", "Dense in=20 out=64\nWarp k=3\n");
+    else if (r.name == "model/format") {
+      const std::uint64_t v = 2;
+      r = siam::io::make_record("model/format", {1}, &v, 1);
+    }
+  siam::io::save_archive(future, records);
+  CHECK_THROWS_AS(load_f32(future), siam::io_error);
+  // truncated
+  {
+    std::FILE* f = std::fopen(path.c_str(), "r+b");
+    REQUIRE(f);
+    std::fclose(f);
+    fs::resize_file(path, fs::file_size(path) / 2);
+  }
+  CHECK_THROWS_AS(load_f32(path), siam::io_error);
+  fs::remove(path);
+  fs::remove(future);
+  fs::remove(old);
+}
+
+TEST_CASE("samplers name real labels: a class with one image, a P x K batch too large") {
+  auto data = clusters(30, 4, {3, 7}, 10);
+  data.labels.push_back(11);
+  data.images.insert(data.images.end(), 4, 0.5f);
+  siam::SiameseConfig cfg;
+  cfg.layers = {4, 8, 2};
+  try {
+    siam::SiameseTrainer<float, Cpu> t(data, cfg);
+    FAIL("no error");
+  } catch (const siam::value_error& e) {
+    CHECK(std::string(e.what()).find("class 11 has 1 image") != std::string::npos);
+  }
+  cfg.loss = "batch-hard";
+  cfg.batch_pairs = 40;  // 80 images: 2 classes of 40 > the 15 images of each
+  auto two = clusters(30, 4, {3, 7}, 11);
+  CHECK_THROWS_AS(make_trainer(two, cfg), siam::value_error);
+}
