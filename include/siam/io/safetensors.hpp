@@ -59,6 +59,8 @@ inline const char* safetensors_dtype(ArrayType t) {
       return "F64";
     case ArrayType::u64:
       return "U64";
+    case ArrayType::text:
+      return "U8";
   }
   return "?";
 }
