@@ -88,7 +88,7 @@ class Loop {
     dp_.step(n, [&](std::size_t b, std::size_t e) { return forward_backward(b, e); });
     adam_.step();
     ++iteration_;
-    losses_.push_back(static_cast<float>(dp_.loss()));
+    losses_.push_back(dp_.loss());
     return dp_.loss();
   }
 
@@ -150,13 +150,13 @@ class Loop {
       if (st.type != io::ArrayType::u64 || st.count() != 8)
         throw io_error(file + ": malformed state record");
       c = st.template as<std::uint64_t>();
-      losses_ = find("losses").template as<float>();
+      losses_ = find("losses").template as<double>();
       nloss = losses_.size();
     });
     comm_.broadcast_host(c.data(), 8 * sizeof(std::uint64_t));
     comm_.broadcast_host(&nloss, sizeof nloss);
     losses_.resize(nloss);
-    comm_.broadcast_host(losses_.data(), nloss * sizeof(float));
+    comm_.broadcast_host(losses_.data(), nloss * sizeof(double));
     dp_.broadcast_parameters();
     if (comm_.size() > 1)
       for (std::size_t i = 0; i < params_.size(); ++i) {
@@ -181,7 +181,7 @@ class Loop {
     }
     return w;
   }
-  const std::vector<float>& losses() const { return losses_; }
+  const std::vector<double>& losses() const { return losses_; }
   long long iteration() const { return iteration_; }
   dist::DataParallel<T, B>& data_parallel() { return dp_; }
   std::vector<Parameter<T, B>*>& parameters() { return params_; }
@@ -235,7 +235,7 @@ class Loop {
   std::vector<std::uint32_t> first_, second_, rows_;
   std::vector<float> similar_;
   std::vector<T> host_labels_;
-  std::vector<float> losses_;
+  std::vector<double> losses_;
   Tape<T, B> tape_;
   long long iteration_ = 0;
 };
