@@ -191,12 +191,18 @@ class MpiCommunicator final : public Communicator {
       if (done) return;
       if (polls >= 64) {
         if ((polls & 63) == 0 && clock::now() > deadline)
-          abort(std::string(call) + " did not complete within " + std::to_string(timeout_) +
-                " s on " + where() +
+          abort(std::string(call) + " did not complete within " + seconds(timeout_) + " s on " +
+                where() +
                 ": another rank died, hangs or stopped calling collectives; ending the job");
         std::this_thread::yield();
       }
     }
+  }
+
+  static std::string seconds(double s) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%g", s);
+    return b;
   }
 
   MPI_Comm comm_ = MPI_COMM_NULL;
