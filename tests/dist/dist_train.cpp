@@ -6,7 +6,7 @@
 //              [--deterministic] [--blocks 8] [--bucket-bytes 0] [--timeout S]
 //              [--save PATH --save-at K] [--resume PATH] [--out PATH]
 //              [--die-at K --die-rank R] [--stop-at K --stop-rank R]
-//              [--bench WARMUP] [--dump-data PATH]
+//              [--bench WARMUP] [--dump-data PATH] [--allreduce-only]
 #include <signal.h>
 #include <unistd.h>
 
@@ -104,6 +104,7 @@ int main(int argc, char** argv) try {
   disttest::LoopConfig cfg;
   int steps = 30, save_at = -1, die_at = -1, die_rank = 1, stop_at = -1, stop_rank = 1;
   int bench = -1;
+  bool allreduce_only = false;
   double timeout = -1;
   std::string save, resume, out, dump;
   for (int i = 1; i < argc; ++i) {
@@ -152,6 +153,8 @@ int main(int argc, char** argv) try {
       bench = std::stoi(next());
     else if (a == "--dump-data")
       dump = next();
+    else if (a == "--allreduce-only")
+      allreduce_only = true;
     else
       throw value_error("unknown option " + a);
   }
@@ -172,6 +175,23 @@ int main(int argc, char** argv) try {
     return 0;
   }
   disttest::Loop<float> loop(comm, cfg);
+  if (allreduce_only) {  // the gradient sum alone, on a buffer of the network's size
+    std::vector<float> buf(loop.data_parallel().parameter_count() + 1, 1.0f);
+    std::vector<double> t;
+    for (int i = 0; i < 45; ++i) {
+      comm.barrier();
+      const auto t0 = clk::now();
+      world.all_reduce_sum(std::span<float>(buf));
+      if (i >= 5) t.push_back(std::chrono::duration<double>(clk::now() - t0).count());
+    }
+    const double s = median(t), bytes = 4.0 * static_cast<double>(buf.size());
+    if (root)
+      std::printf("{\"impl\": \"siam-allreduce\", \"ranks\": %d, \"bytes\": %.0f, "
+                  "\"allreduce_ms\": %.3f, \"bus_GBps\": %.2f, \"timeout_s\": %g}\n",
+                  comm.size(), bytes, 1e3 * s,
+                  2.0 * (comm.size() - 1) / comm.size() * bytes / s / 1e9, world.timeout_seconds());
+    return 0;
+  }
   if (root)
     std::printf("dist_train: %d ranks (%s), %d OpenMP thread(s) each, %s mode\n", comm.size(),
                 world.name().c_str(), omp_get_max_threads(),
