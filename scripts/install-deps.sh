@@ -13,6 +13,7 @@ packages=(
   libopenblas-dev libopenblas0-openmp libblis-dev  # optional BLAS backends
   clang-14 libclang-rt-14-dev            # fuzzing (libFuzzer) and sanitizer runtimes
   valgrind
+  libopenmpi-dev openmpi-bin             # data-parallel training over MPI (siam/dist/mpi.hpp)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -186,10 +186,11 @@ int main(int argc, char** argv) try {
     }
     const double s = median(t), bytes = 4.0 * static_cast<double>(buf.size());
     if (root)
-      std::printf("{\"impl\": \"siam-allreduce\", \"ranks\": %d, \"bytes\": %.0f, "
-                  "\"allreduce_ms\": %.3f, \"bus_GBps\": %.2f, \"timeout_s\": %g}\n",
-                  comm.size(), bytes, 1e3 * s,
-                  2.0 * (comm.size() - 1) / comm.size() * bytes / s / 1e9, world.timeout_seconds());
+      std::printf(
+          "{\"impl\": \"siam-allreduce\", \"ranks\": %d, \"bytes\": %.0f, "
+          "\"allreduce_ms\": %.3f, \"bus_GBps\": %.2f, \"timeout_s\": %g}\n",
+          comm.size(), bytes, 1e3 * s, 2.0 * (comm.size() - 1) / comm.size() * bytes / s / 1e9,
+          world.timeout_seconds());
     return 0;
   }
   if (root)

@@ -16,6 +16,13 @@
 // exit.) A timeout of 0 uses the plain blocking calls, unbounded.
 #pragma once
 
+// The C API only: the deprecated C++ bindings do not compile warning-free.
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
 #include <mpi.h>
 
 #include <chrono>

@@ -102,8 +102,8 @@ class NcclCommunicator final : public Communicator {
       if (limit > 0 && (polls & 63) == 0 && clock::now() > deadline) {
         ncclCommAbort(comm_);
         comm_ = nullptr;
-        mpi_.abort(std::string(call) + " did not complete within the timeout on " +
-                   mpi_.where() + ": another rank died, hangs or stopped calling collectives; "
+        mpi_.abort(std::string(call) + " did not complete within the timeout on " + mpi_.where() +
+                   ": another rank died, hangs or stopped calling collectives; "
                    "ending the job");
       }
       std::this_thread::yield();
