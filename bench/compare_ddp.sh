@@ -3,8 +3,8 @@
 # (bench/compare_ddp.py), alternately, on the same network (784-1024-1024-2), global batch
 # (180 pairs), data and optimizer, RANKS processes x 1 thread each. Per round it also
 # times siam's variants (blocking MPI calls, 1 MB buckets, deterministic mode) and the
-# one-process step on the whole and on half the batch (the model's compute terms, see
-# docs/scaling.md). Builds nothing.
+# one-process step on the whole and on half the batch and the gradient all-reduce alone
+# (the model's terms, see docs/scaling.md). Builds nothing.
 #
 #   bench/compare_ddp.sh BUILD_DIR/tests/dist/dist_train [ROUNDS]
 #
@@ -37,4 +37,5 @@ for r in $(seq "$rounds"); do
   siam "$ranks" --deterministic --blocks 8
   siam 1
   siam 1 --pairs 90 | sed 's/"ranks": 1/"ranks": 1, "pairs": 90/'
+  mpirun -np "$ranks" --oversubscribe --bind-to none "$prog" "${common[@]}" --allreduce-only
 done
