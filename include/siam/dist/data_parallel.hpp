@@ -33,7 +33,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <exception>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
