@@ -15,6 +15,7 @@ packages=(
   valgrind
   libonnx-dev libprotobuf-dev            # ONNX export (siam/io/onnx.hpp), optional
   python3-numpy python3-onnx python3-opencv  # interop checks (onnx.checker, OpenCV DNN)
+  libopenmpi-dev openmpi-bin             # data-parallel training over MPI (siam/dist/mpi.hpp)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -59,4 +59,11 @@ valgrind --quiet --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=de
 section "fuzz: IDX reader, archive and safetensors decoders under libFuzzer + ASan/UBSan"
 scripts/fuzz.sh "${SIAM_FUZZ_SECONDS:-40}"  # 3 targets, 2 minutes in all
 
+section "dist: the data-parallel helper without MPI, under ASan/UBSan"
+# (The MPI tests, test_dist_mpi_np1/2/3 and test_dist_cli, run in the release section.)
+cmake -S . -B $root/dist-nompi -DCMAKE_BUILD_TYPE=Debug -DSIAM_MPI=OFF -DSIAM_CUDA=OFF \
+  -DSIAM_SANITIZE=address,undefined -DSIAM_BUILD_EXAMPLES=OFF -DSIAM_BUILD_BENCHMARKS=OFF >/dev/null
+cmake --build $root/dist-nompi -j"$jobs" --target test_dist
+ctest --test-dir $root/dist-nompi --output-on-failure -R '^test_dist'
+
 section "all tests passed"
