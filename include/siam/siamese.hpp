@@ -3,6 +3,7 @@
 // CUDA backend lives in <siam/backend/cuda.hpp> and needs nvcc.
 #pragma once
 
+#include "siam/autodiff/conv.hpp"
 #include "siam/autodiff/ops.hpp"
 #include "siam/autodiff/tape.hpp"
 #include "siam/backend/cpu.hpp"
@@ -10,6 +11,7 @@
 #include "siam/eval.hpp"
 #include "siam/expr.hpp"
 #include "siam/loss/contrastive.hpp"
+#include "siam/nn/conv.hpp"
 #include "siam/nn/init.hpp"
 #include "siam/nn/layers.hpp"
 #include "siam/optim/adam.hpp"
