@@ -13,6 +13,7 @@ packages=(
   libopenblas-dev libopenblas0-openmp libblis-dev  # optional BLAS backends
   clang-14 libclang-rt-14-dev            # fuzzing (libFuzzer) and sanitizer runtimes
   valgrind
+  libdnnl-dev                            # optional oneDNN convolution engine (SIAM_DNNL)
 )
 missing=()
 for p in "${packages[@]}"; do
