@@ -311,7 +311,7 @@ TEST_CASE("a small CNN (conv, relu, pool, flatten, dense) end to end against cen
        random(Shape{18, 3}, rng), random(Shape{3}, rng)});
 }
 
-TEST_CASE("the im2row engine gives bit-identical results on 1, 2 and 3 threads") {
+TEST_CASE("the im2col engine gives bit-identical results on 1, 2 and 3 threads") {
   Rng rng(10);
   const Tf x = random_f(Shape{37, 20, 12, 12}, rng), w = random_f(Shape{50, 20, 5, 5}, rng),
            b = random_f(Shape{50}, rng), r = random_f(Shape{37, 50, 8, 8}, rng);
@@ -329,7 +329,7 @@ TEST_CASE("the im2row engine gives bit-identical results on 1, 2 and 3 threads")
   set_num_threads(before);
 }
 
-TEST_CASE("engines: im2row in float agrees with the double reference; oneDNN with im2row") {
+TEST_CASE("engines: im2col in float agrees with the double reference; oneDNN with im2col") {
   Rng rng(11);
   struct L {
     Shape x, w;
@@ -369,7 +369,7 @@ TEST_CASE("engines: im2row in float agrees with the double reference; oneDNN wit
 #endif
   }
 #if defined(SIAM_TEST_DNNL)
-  MESSAGE("oneDNN engine compared with im2row");
+  MESSAGE("oneDNN engine compared with im2col");
 #else
   MESSAGE("oneDNN not built in (SIAM_DNNL=OFF or not found): engine agreement skipped");
   CHECK_THROWS_AS(set_conv_engine(ConvEngine::onednn), value_error);

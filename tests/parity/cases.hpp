@@ -27,7 +27,7 @@ inline double tolerance(const std::string& name) {
       {"expr.", 1e-6},          {"reduce.", 1e-5},  {"matmul.", 1e-5},  {"grad.", 1e-5},
       {"loss.", 1e-5},          {"adam.", 1e-5},    {"network.", 1e-4}, {"gather.", 0.0},
       {"trainer.losses", 1e-3}, {"trainer.", 1e-2}, {"zero.", 1e-5},
-      // convolution (cuDNN against im2row: FP32 sums in different orders), max-pooling
+      // convolution (cuDNN against im2col: FP32 sums in different orders), max-pooling
       // (selection and routing are exact), the LeNet Siamese network end to end
       {"conv.", 1e-5},          {"pool.", 1e-6},    {"lenet.", 1e-4}};
   for (const auto& [prefix, tol] : table)

@@ -2,8 +2,8 @@
 // backward side by side with the gradient contract, as in autodiff/ops.hpp.
 //
 // One op name, several engines: on a host backend the float convolution runs on the engine
-// chosen by set_conv_engine() (im2row + the backend's GEMM, always there; oneDNN when
-// <siam/backend/conv_dnnl.hpp> is built in), double always on im2row; on the CUDA backend
+// chosen by set_conv_engine() (im2col + the backend's GEMM, always there; oneDNN when
+// <siam/backend/conv_dnnl.hpp> is built in), double always on im2col; on the CUDA backend
 // conv2d runs on cuDNN and max_pool2d on siam's kernels (<siam/backend/cudnn.hpp>).
 // Scratch memory is a tape slot, so a steady-state step allocates nothing.
 #pragma once
@@ -41,7 +41,7 @@ struct ConvDispatch {
       return DeviceConv<T, B>::workspace(g);
     } else {
       if (onednn()) return onednn_conv_fns()->workspace(g);
-      return Im2Row<T, B>::workspace(g);
+      return Im2Col<T, B>::workspace(g);
     }
   }
   static void forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* y, T* work) {
@@ -50,7 +50,7 @@ struct ConvDispatch {
     } else {
       if constexpr (std::same_as<T, float>)
         if (onednn()) return onednn_conv_fns()->forward(g, x, w, b, y, work);
-      Im2Row<T, B>::forward(g, x, w, b, y, work);
+      Im2Col<T, B>::forward(g, x, w, b, y, work);
     }
   }
   static void backward(const ConvGeometry& g, const T* x, const T* w, const T* dy, T* dx,
@@ -62,7 +62,7 @@ struct ConvDispatch {
         if (onednn())
           return onednn_conv_fns()->backward(g, x, w, dy, dx, acc_dx, dw, acc_dw, db, acc_db,
                                              work);
-      Im2Row<T, B>::backward(g, x, w, dy, dx, acc_dx, dw, acc_dw, db, acc_db, work);
+      Im2Col<T, B>::backward(g, x, w, dy, dx, acc_dx, dw, acc_dw, db, acc_db, work);
     }
   }
   static void pool_forward(const ConvGeometry& g, const T* x, T* y, T* idx) {

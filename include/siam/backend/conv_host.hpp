@@ -1,13 +1,14 @@
 // The host engine of conv2d and max_pool2d (autodiff/conv.hpp), and the switch that lets an
 // optional engine (oneDNN, backend/conv_dnnl.hpp) take over the float convolution.
 //
-// Convolution as im2row + GEMM through the backend's own GEMM (B::gemm): the windows of a
-// group of images become the rows of a matrix R [m*P x C*KH*KW] (P = output pixels per
-// image), so one GEMM per group computes every output channel:
-//   forward   Y^T = R W^T                      ([m*P x O], then transposed to NCHW + bias)
-//   backward  dW += dY^T R,  dR = dY W,  dx += row2im(dR),  db += sum of dY
-// Groups hold about 512 rows, so R stays in the L2 cache and the GEMMs are large enough to
-// run near the machine's FMA peak. Images are split into at most 8 chunks (fixed by the batch
+// Convolution as im2col + GEMM through the backend's own GEMM (B::gemm): the windows of a
+// group of m images become the columns of a matrix X [C*KH*KW x m*P] (P = output pixels per
+// image; for stride 1 each row of X is built from contiguous runs of the input), so one GEMM
+// per group computes every output channel of every image:
+//   forward   Y = W X                    ([O x m*P], copied to NCHW with the bias added)
+//   backward  dW += dY X^T,  dX = W^T dY,  dx += col2im(dX),  db += sum of dY
+// Groups hold about 512 columns, so X stays in the L2 cache and the GEMMs are large enough
+// to run near the machine's FMA peak. Images are split into at most 8 chunks (fixed by the batch
 // size alone); each chunk keeps its own weight- and bias-gradient partials, added in chunk
 // order afterwards, so results do not depend on the thread count. All scratch memory is the
 // caller's workspace (a tape slot): a steady-state step allocates nothing.
@@ -86,22 +87,22 @@ inline const char* conv_engine_name() {
 
 namespace detail {
 
-/// im2row + GEMM on a host backend B (any scalar type B::gemm supports).
+/// im2col + GEMM on a host backend B (any scalar type B::gemm supports).
 template <class T, class B>
-struct Im2Row {
-  static constexpr index_t max_chunks = 8, group_rows = 512;
+struct Im2Col {
+  static constexpr index_t max_chunks = 8, group_cols = 128;
 
   struct Plan {
-    index_t chunks, group;   // image chunks; images per GEMM group
-    index_t rows;            // group * pixels
-    index_t per_chunk;       // workspace elements per chunk
+    index_t chunks, group;  // image chunks; images per GEMM group
+    index_t cols;           // group * pixels: the column count of a group's matrices
+    index_t per_chunk;      // workspace elements per chunk
   };
   static Plan plan(const ConvGeometry& g) {
     Plan p;
     p.chunks = std::min(g.n, max_chunks);
-    p.group = std::max<index_t>(1, group_rows / std::max<index_t>(1, g.pixels()));
-    p.rows = p.group * g.pixels();
-    p.per_chunk = p.rows * g.patch() + p.rows * g.o + g.o * g.patch() + g.o;
+    p.group = std::max<index_t>(1, group_cols / std::max<index_t>(1, g.pixels()));
+    p.cols = p.group * g.pixels();
+    p.per_chunk = p.cols * g.patch() + p.cols * g.o + g.o * g.patch() + g.o;
     return p;
   }
   static index_t workspace(const ConvGeometry& g) {
@@ -112,56 +113,72 @@ struct Im2Row {
     return k * g.n / p.chunks;
   }
 
-  // R[(i, oh, ow), (c, ki, kj)] = x[i0 + i, c, oh*s - pad + ki, ow*s - pad + kj] (0 outside).
-  static void im2row(const ConvGeometry& g, const T* x, index_t i0, index_t m, T* r) {
-    const index_t K = g.patch(), hw = g.h * g.w;
-    for (index_t i = 0; i < m; ++i) {
-      const T* xi = x + (i0 + i) * g.c * hw;
-      for (index_t oy = 0; oy < g.oh; ++oy)
-        for (index_t ox = 0; ox < g.ow; ++ox) {
-          T* row = r + (i * g.pixels() + oy * g.ow + ox) * K;
-          const index_t y0 = oy * g.stride - g.pad, x0 = ox * g.stride - g.pad;
-          const bool inside = y0 >= 0 && x0 >= 0 && y0 + g.kh <= g.h && x0 + g.kw <= g.w;
-          for (index_t c = 0; c < g.c; ++c)
-            for (index_t ki = 0; ki < g.kh; ++ki) {
-              T* dst = row + (c * g.kh + ki) * g.kw;
-              const index_t iy = y0 + ki;
-              const T* src = xi + c * hw + iy * g.w + x0;
-              if (inside) {
-                for (index_t kj = 0; kj < g.kw; ++kj)
-                  dst[kj] = src[kj];
+  // col[(c, ki, kj), i P + oy OW + ox] = x[i0 + i, c, oy s - pad + ki, ox s - pad + kj]
+  // (0 outside), row stride ld. For stride 1 each output row is one contiguous run.
+  static void im2col(const ConvGeometry& g, const T* x, index_t i0, index_t m, T* col,
+                     index_t ld) {
+    const index_t hw = g.h * g.w, P = g.pixels();
+    for (index_t c = 0; c < g.c; ++c)
+      for (index_t ki = 0; ki < g.kh; ++ki)
+        for (index_t kj = 0; kj < g.kw; ++kj) {
+          T* row = col + ((c * g.kh + ki) * g.kw + kj) * ld;
+          // Output columns whose input column lies inside: [lo, hi).
+          index_t lo = 0, hi = g.ow;
+          while (lo < g.ow && lo * g.stride - g.pad + kj < 0)
+            ++lo;
+          while (hi > lo && (hi - 1) * g.stride - g.pad + kj >= g.w)
+            --hi;
+          for (index_t i = 0; i < m; ++i) {
+            const T* xc = x + ((i0 + i) * g.c + c) * hw;
+            for (index_t oy = 0; oy < g.oh; ++oy) {
+              T* dst = row + i * P + oy * g.ow;
+              const index_t iy = oy * g.stride - g.pad + ki;
+              if (iy < 0 || iy >= g.h) {
+                std::fill(dst, dst + g.ow, T(0));
+                continue;
+              }
+              const T* src = xc + iy * g.w - g.pad + kj;
+              std::fill(dst, dst + lo, T(0));
+              if (g.stride == 1) {
+                SIAM_IVDEP for (index_t ox = lo; ox < hi; ++ox) dst[ox] = src[ox];
               } else {
-                for (index_t kj = 0; kj < g.kw; ++kj) {
-                  const index_t ix = x0 + kj;
-                  dst[kj] = iy >= 0 && iy < g.h && ix >= 0 && ix < g.w ? src[kj] : T(0);
-                }
+                for (index_t ox = lo; ox < hi; ++ox)
+                  dst[ox] = src[ox * g.stride];
               }
+              std::fill(dst + hi, dst + g.ow, T(0));
             }
+          }
         }
-    }
   }
-  // dx[i0 + i, c, iy, ix] += dR[(i, oh, ow), (c, ki, kj)] over the windows that read it.
-  static void row2im(const ConvGeometry& g, const T* dr, index_t i0, index_t m, T* dx) {
-    const index_t K = g.patch(), hw = g.h * g.w;
-    for (index_t i = 0; i < m; ++i) {
-      T* xi = dx + (i0 + i) * g.c * hw;
-      for (index_t oy = 0; oy < g.oh; ++oy)
-        for (index_t ox = 0; ox < g.ow; ++ox) {
-          const T* row = dr + (i * g.pixels() + oy * g.ow + ox) * K;
-          const index_t y0 = oy * g.stride - g.pad, x0 = ox * g.stride - g.pad;
-          for (index_t c = 0; c < g.c; ++c)
-            for (index_t ki = 0; ki < g.kh; ++ki) {
-              const index_t iy = y0 + ki;
+  // dx[i0 + i, c, iy, ix] += dcol[(c, ki, kj), i P + oy OW + ox] over the windows reading it.
+  static void col2im(const ConvGeometry& g, const T* col, index_t ld, index_t i0, index_t m,
+                     T* dx) {
+    const index_t hw = g.h * g.w, P = g.pixels();
+    for (index_t i = 0; i < m; ++i)
+      for (index_t c = 0; c < g.c; ++c) {
+        T* xc = dx + ((i0 + i) * g.c + c) * hw;
+        for (index_t ki = 0; ki < g.kh; ++ki)
+          for (index_t kj = 0; kj < g.kw; ++kj) {
+            const T* row = col + ((c * g.kh + ki) * g.kw + kj) * ld + i * P;
+            index_t lo = 0, hi = g.ow;
+            while (lo < g.ow && lo * g.stride - g.pad + kj < 0)
+              ++lo;
+            while (hi > lo && (hi - 1) * g.stride - g.pad + kj >= g.w)
+              --hi;
+            for (index_t oy = 0; oy < g.oh; ++oy) {
+              const index_t iy = oy * g.stride - g.pad + ki;
               if (iy < 0 || iy >= g.h) continue;
-              const T* src = row + (c * g.kh + ki) * g.kw;
-              T* dst = xi + c * hw + iy * g.w;
-              for (index_t kj = 0; kj < g.kw; ++kj) {
-                const index_t ix = x0 + kj;
-                if (ix >= 0 && ix < g.w) dst[ix] += src[kj];
+              T* dst = xc + iy * g.w - g.pad + kj;
+              const T* src = row + oy * g.ow;
+              if (g.stride == 1) {
+                SIAM_IVDEP for (index_t ox = lo; ox < hi; ++ox) dst[ox] += src[ox];
+              } else {
+                for (index_t ox = lo; ox < hi; ++ox)
+                  dst[ox * g.stride] += src[ox];
               }
             }
-        }
-    }
+          }
+      }
   }
 
   static void forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* y, T* work) {
@@ -169,20 +186,19 @@ struct Im2Row {
     const Plan p = plan(g);
     const index_t K = g.patch(), P = g.pixels(), O = g.o;
     parallel_for(p.chunks, true, [&](index_t k) {
-      T* r = work + k * p.per_chunk;
-      T* t = r + p.rows * K;
+      T* col = work + k * p.per_chunk;
+      T* t = col + p.cols * K;
       const index_t e = chunk_begin(g, p, k + 1);
       for (index_t i0 = chunk_begin(g, p, k); i0 < e; i0 += p.group) {
-        const index_t m = std::min(p.group, e - i0);
-        im2row(g, x, i0, m, r);
-        B::gemm(false, true, m * P, O, K, T(1), r, K, w, K, T(0), t, O);  // T = R W^T
-        for (index_t i = 0; i < m; ++i)
+        const index_t m = std::min(p.group, e - i0), n = m * P;
+        im2col(g, x, i0, m, col, n);
+        B::gemm(false, false, O, n, K, T(1), w, K, col, n, T(0), t, n);  // t = W col
+        for (index_t i = 0; i < m; ++i)  // t's image blocks to NCHW, adding the bias
           for (index_t o = 0; o < O; ++o) {
             T* yo = y + ((i0 + i) * O + o) * P;
-            const T* to = t + i * P * O + o;
+            const T* to = t + o * n + i * P;
             const T bo = b ? b[o] : T(0);
-            for (index_t q = 0; q < P; ++q)
-              yo[q] = to[q * O] + bo;
+            SIAM_IVDEP for (index_t q = 0; q < P; ++q) yo[q] = to[q] + bo;
           }
       }
     });
@@ -192,35 +208,38 @@ struct Im2Row {
                        bool acc_dx, T* dw, bool acc_dw, T* db, bool acc_db, T* work) {
     const Plan p = plan(g);
     const index_t K = g.patch(), P = g.pixels(), O = g.o;
-    if (dx && !acc_dx) std::fill(dx, dx + g.in_size(), T(0));
     parallel_for(p.chunks, g.out_size() > 0, [&](index_t k) {
-      T* r = work + k * p.per_chunk;
-      T* t = r + p.rows * K;
-      T* dwp = t + p.rows * O;
+      T* col = work + k * p.per_chunk;
+      T* t = col + p.cols * K;
+      T* dwp = t + p.cols * O;
       T* dbp = dwp + O * K;
       std::fill(dbp, dbp + O, T(0));
       bool first = true;
       const index_t e = chunk_begin(g, p, k + 1);
+      if (dx && !acc_dx) {
+        const index_t b0 = chunk_begin(g, p, k) * g.c * g.h * g.w;
+        std::fill(dx + b0, dx + e * g.c * g.h * g.w, T(0));
+      }
       for (index_t i0 = chunk_begin(g, p, k); i0 < e; i0 += p.group) {
-        const index_t m = std::min(p.group, e - i0);
-        for (index_t i = 0; i < m; ++i)  // t = dY^T for these images; db partial
+        const index_t m = std::min(p.group, e - i0), n = m * P;
+        for (index_t i = 0; i < m; ++i)  // t = dY of these images as [O x m P]; db partial
           for (index_t o = 0; o < O; ++o) {
             const T* d = dy + ((i0 + i) * O + o) * P;
-            T* to = t + i * P * O + o;
+            T* to = t + o * n + i * P;
             T s = 0;
             for (index_t q = 0; q < P; ++q) {
-              to[q * O] = d[q];
+              to[q] = d[q];
               s += d[q];
             }
             dbp[o] += s;
           }
-        if (dw) {
-          im2row(g, x, i0, m, r);
-          B::gemm(true, false, O, K, m * P, T(1), t, O, r, K, first ? T(0) : T(1), dwp, K);
+        if (dw) {  // dW (+)= t col^T
+          im2col(g, x, i0, m, col, n);
+          B::gemm(false, true, O, K, n, T(1), t, n, col, n, first ? T(0) : T(1), dwp, K);
         }
-        if (dx) {
-          B::gemm(false, false, m * P, K, O, T(1), t, O, w, K, T(0), r, K);  // dR = dY W
-          row2im(g, r, i0, m, dx);
+        if (dx) {  // dcol = W^T t, then back to the image
+          B::gemm(true, false, K, n, O, T(1), w, K, t, n, T(0), col, n);
+          col2im(g, col, n, i0, m, dx);
         }
         first = false;
       }
@@ -236,8 +255,8 @@ struct Im2Row {
           out[j] += part[j];
       }
     };
-    total(dw, acc_dw, O * K, p.rows * K + p.rows * O);
-    total(db, acc_db, O, p.rows * K + p.rows * O + O * K);
+    total(dw, acc_dw, O * K, p.cols * K + p.cols * O);
+    total(db, acc_db, O, p.cols * K + p.cols * O + O * K);
   }
 };
 

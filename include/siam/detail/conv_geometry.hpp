@@ -1,5 +1,5 @@
 // The geometry of a 2-D convolution or pooling window over NCHW tensors, shared by the
-// autodiff ops and every engine (host im2row, oneDNN, cuDNN), so that each computes
+// autodiff ops and every engine (host im2col, oneDNN, cuDNN), so that each computes
 // output sizes and workspace the same way.
 #pragma once
 
