@@ -76,8 +76,10 @@ void bm_dense(benchmark::State& state, index_t in, index_t out, bool backward, i
   double flops = 0;
   for (auto _ : state) {
     if (backward) {
-      Cpu::gemm(true, false, in, out, batch, 1.f, x.data(), in, dy.data(), out, 0.f, dw.data(), out);
-      Cpu::gemm(false, true, batch, in, out, 1.f, dy.data(), out, w.data(), out, 0.f, dx.data(), in);
+      Cpu::gemm(true, false, in, out, batch, 1.f, x.data(), in, dy.data(), out, 0.f, dw.data(),
+                out);
+      Cpu::gemm(false, true, batch, in, out, 1.f, dy.data(), out, w.data(), out, 0.f, dx.data(),
+                in);
     } else {
       Cpu::gemm(false, false, batch, out, in, 1.f, x.data(), in, w.data(), out, 0.f, y.data(), out);
     }
@@ -143,12 +145,14 @@ void register_all() {
               ->UseRealTime()
               ->Unit(benchmark::kMillisecond);
     for (bool bwd : {false, true}) {
-      benchmark::RegisterBenchmark(("layer/gemm/dense1_" + std::string(bwd ? "backward" : "forward") + th).c_str(),
-                                   bm_dense, 800, 500, bwd, t)
+      benchmark::RegisterBenchmark(
+          ("layer/gemm/dense1_" + std::string(bwd ? "backward" : "forward") + th).c_str(), bm_dense,
+          800, 500, bwd, t)
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(("layer/gemm/dense2_" + std::string(bwd ? "backward" : "forward") + th).c_str(),
-                                   bm_dense, 500, 2, bwd, t)
+      benchmark::RegisterBenchmark(
+          ("layer/gemm/dense2_" + std::string(bwd ? "backward" : "forward") + th).c_str(), bm_dense,
+          500, 2, bwd, t)
           ->UseRealTime()
           ->Unit(benchmark::kMillisecond);
     }

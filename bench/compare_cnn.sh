@@ -24,10 +24,10 @@ tcmalloc=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 / {print $
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-engines=$("$conv" --benchmark_list_tests --benchmark_filter="^step/.*/threads:${threads}\$" | sed 's|^step/||; s|/.*||')
+engines=$(SIAM_BENCH_THREADS=$threads "$conv" --benchmark_list_tests --benchmark_filter="^step/.*/threads:${threads}/real_time\$" | sed 's|^step/||; s|/.*||')
 
 siam_ms() {  # $1: engine; mean real time per step, ms
-  SIAM_BENCH_THREADS=$threads "$conv" --benchmark_filter="^step/$1/threads:${threads}\$" \
+  SIAM_BENCH_THREADS=$threads "$conv" --benchmark_filter="^step/$1/threads:${threads}/real_time\$" \
     --benchmark_min_time=2 --benchmark_format=json >"$tmp/siam.json" 2>/dev/null
   "$py" -c 'import json,sys; b=[b for b in json.load(open(sys.argv[1]))["benchmarks"]][0]; print("%.2f" % (b["real_time"] * {"ns":1e-6,"us":1e-3,"ms":1,"s":1e3}[b["time_unit"]]))' "$tmp/siam.json"
 }

@@ -60,8 +60,7 @@ struct ConvDispatch {
     } else {
       if constexpr (std::same_as<T, float>)
         if (onednn())
-          return onednn_conv_fns()->backward(g, x, w, dy, dx, acc_dx, dw, acc_dw, db, acc_db,
-                                             work);
+          return onednn_conv_fns()->backward(g, x, w, dy, dx, acc_dx, dw, acc_dw, db, acc_db, work);
       Im2Col<T, B>::backward(g, x, w, dy, dx, acc_dx, dw, acc_dw, db, acc_db, work);
     }
   }
@@ -83,10 +82,9 @@ struct ConvDispatch {
 inline ConvGeometry conv_geometry(const char* op, const Shape& x, const Shape& w, const Shape* b,
                                   index_t stride, index_t padding) {
   auto fail = [&](const std::string& why) {
-    throw shape_error(std::string(op) + ": " + why + " (input " + x.str() + ", weight " +
-                      w.str() + (b ? ", bias " + b->str() : std::string()) +
-                      ", stride " + std::to_string(stride) + ", padding " +
-                      std::to_string(padding) + ")");
+    throw shape_error(std::string(op) + ": " + why + " (input " + x.str() + ", weight " + w.str() +
+                      (b ? ", bias " + b->str() : std::string()) + ", stride " +
+                      std::to_string(stride) + ", padding " + std::to_string(padding) + ")");
   };
   if (x.rank() != 4) fail("the input must be [N x C x H x W]");
   if (w.rank() != 4) fail("the weight must be [O x C x KH x KW]");
@@ -208,8 +206,8 @@ Var<T, B> max_pool2d(Var<T, B> x, index_t kernel, index_t stride) {
             t.shape(n.in[0]), static_cast<index_t>(n.s[0]), static_cast<index_t>(n.s[1]));
         bool acc;
         View<T, B> dx = t.grad_for_write(n.in[0], acc);
-        detail::ConvDispatch<T, B>::pool_backward(g, t.out_grad(n).data(),
-                                                  t.value(n.in[1]).data(), dx.data(), acc);
+        detail::ConvDispatch<T, B>::pool_backward(g, t.out_grad(n).data(), t.value(n.in[1]).data(),
+                                                  dx.data(), acc);
       },
       y, {x.id(), idx.id()}, T(kernel), T(stride));
   return y;
@@ -222,8 +220,8 @@ Var<T, B> reshape(Var<T, B> x, Shape to) {
   auto& t = x.tape();
   const Shape s = x.shape();
   if (to.size() != s.size())
-    throw shape_error("reshape: " + s.str() + " has " + std::to_string(s.size()) +
-                      " values, " + to.str() + " needs " + std::to_string(to.size()));
+    throw shape_error("reshape: " + s.str() + " has " + std::to_string(s.size()) + " values, " +
+                      to.str() + " needs " + std::to_string(to.size()));
   Var<T, B> y = t.alias(x.value().data(), to, x.requires_grad());
   t.record(
       +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {

@@ -1,8 +1,9 @@
 // oneDNN (Intel's Deep Neural Network Library, Debian libdnnl-dev 2.6) as the float
 // convolution engine of the CPU backend. Optional: CMake option SIAM_DNNL (target
 // siam::dnnl); never included by <siam/siamese.hpp>. Including this header registers the
-// engine and makes it the default for float convolutions (it is the faster engine on the
-// LeNet shapes: docs/conv.md); set_conv_engine(ConvEngine::im2col) switches back.
+// engine; set_conv_engine(ConvEngine::onednn) selects it. It is not the default: on the LeNet
+// shapes, with siam's NCHW layouts, oneDNN 2.6 picks its own im2col + GEMM ("gemm:jit") and
+// was slower than siam's im2col engine, and it allocates on every call (docs/conv.md).
 //
 // Primitives (forward, backward-data, backward-weights with the bias gradient) are created
 // once per geometry and thread and cached; tensors stay in siam's NCHW/OIHW layouts; the
@@ -79,9 +80,9 @@ struct DnnlConv {
     e->dx = mem(x_md);
     e->dw = mem(w_md);
     e->db = mem(b_md);
-    std::size_t bytes = std::max({fpd.scratchpad_desc().get_size(),
-                                  dpd.scratchpad_desc().get_size(),
-                                  wpd.scratchpad_desc().get_size()});
+    std::size_t bytes =
+        std::max({fpd.scratchpad_desc().get_size(), dpd.scratchpad_desc().get_size(),
+                  wpd.scratchpad_desc().get_size()});
     e->scratch = dnnl::memory(md({static_cast<index_t>(bytes / sizeof(float) + 1)}, f32, tag::x),
                               c.engine, nullptr);
     e->scratch_floats = static_cast<index_t>(bytes / sizeof(float) + 16);
@@ -109,8 +110,8 @@ struct DnnlConv {
     if (b) {
       e.b.set_data_handle(const_cast<float*>(b));
     } else {  // oneDNN always adds the bias given: a zero one from the workspace
-      float* zb = work + round16(e.scratch_floats) + round16(g.in_size()) +
-                  round16(g.weight_size());
+      float* zb =
+          work + round16(e.scratch_floats) + round16(g.in_size()) + round16(g.weight_size());
       std::fill(zb, zb + g.o, 0.f);
       e.b.set_data_handle(zb);
     }
@@ -172,7 +173,6 @@ struct DnnlConv {
   static bool register_engine() {
     static const HostConvFns fns{"onednn", &workspace, &forward, &backward};
     onednn_conv_fns() = &fns;
-    active_conv_engine() = ConvEngine::onednn;
     return true;
   }
 };

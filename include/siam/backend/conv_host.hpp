@@ -25,8 +25,8 @@
 namespace siam {
 
 /// Which engine runs float convolutions on the CPU. `im2col` is always there; `onednn`
-/// exists when <siam/backend/conv_dnnl.hpp> is included (CMake option SIAM_DNNL), and is
-/// then the default (it is the faster one on the LeNet shapes: see docs/conv.md).
+/// exists when <siam/backend/conv_dnnl.hpp> is included (CMake option SIAM_DNNL). im2col is
+/// the default: it is the faster of the two on the LeNet shapes (docs/conv.md).
 enum class ConvEngine { im2col, onednn };
 
 namespace detail {
@@ -115,8 +115,7 @@ struct Im2Col {
 
   // col[(c, ki, kj), i P + oy OW + ox] = x[i0 + i, c, oy s - pad + ki, ox s - pad + kj]
   // (0 outside), row stride ld. For stride 1 each output row is one contiguous run.
-  static void im2col(const ConvGeometry& g, const T* x, index_t i0, index_t m, T* col,
-                     index_t ld) {
+  static void im2col(const ConvGeometry& g, const T* x, index_t i0, index_t m, T* col, index_t ld) {
     const index_t hw = g.h * g.w, P = g.pixels();
     for (index_t c = 0; c < g.c; ++c)
       for (index_t ki = 0; ki < g.kh; ++ki)

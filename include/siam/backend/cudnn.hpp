@@ -15,8 +15,8 @@
 #include <algorithm>
 #include <memory>
 #include <mutex>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -182,9 +182,8 @@ struct DeviceConv<T, Cuda> {
     cudnnConvolutionDescriptor_t cd = nullptr;
     SIAM_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&cd));
     e->conv.reset(cd);
-    SIAM_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(cd, i(g.pad), i(g.pad), i(g.stride),
-                                                     i(g.stride), 1, 1, CUDNN_CROSS_CORRELATION,
-                                                     dtype));
+    SIAM_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(
+        cd, i(g.pad), i(g.pad), i(g.stride), i(g.stride), 1, 1, CUDNN_CROSS_CORRELATION, dtype));
     SIAM_CUDNN_CHECK(cudnnSetConvolutionMathType(cd, CUDNN_FMA_MATH));
     cudnnHandle_t h = cuda::cudnn_handle();
     e->fwd = pick<cudnnConvolutionFwdAlgo_t, cudnnConvolutionFwdAlgoPerf_t>(
@@ -198,16 +197,16 @@ struct DeviceConv<T, Cuda> {
         });
     e->bwd_filter = pick<cudnnConvolutionBwdFilterAlgo_t, cudnnConvolutionBwdFilterAlgoPerf_t>(
         "backward-filter", [&](auto* p, int n, int* f) {
-          return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, e->x.get(), e->y.get(), cd, fd,
-                                                               n, f, p);
+          return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, e->x.get(), e->y.get(), cd, fd, n,
+                                                               f, p);
         });
     std::size_t a = 0, b = 0, c = 0;
     SIAM_CUDNN_CHECK(
         cudnnGetConvolutionForwardWorkspaceSize(h, e->x.get(), fd, cd, e->y.get(), e->fwd, &a));
-    SIAM_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, fd, e->y.get(), cd,
-                                                                  e->x.get(), e->bwd_data, &b));
-    SIAM_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
-        h, e->x.get(), e->y.get(), cd, fd, e->bwd_filter, &c));
+    SIAM_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, fd, e->y.get(), cd, e->x.get(),
+                                                                  e->bwd_data, &b));
+    SIAM_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, e->x.get(), e->y.get(), cd,
+                                                                    fd, e->bwd_filter, &c));
     e->bytes = std::max({a, b, c});
     cache->push_back(std::move(e));
     return *cache->back();
@@ -234,8 +233,7 @@ struct DeviceConv<T, Cuda> {
     if (g.n == 0) {  // no images: zero weight and bias gradients
       if (dw && !acc_dw)
         SIAM_CUDA_CHECK(cudaMemsetAsync(dw, 0, sizeof(T) * g.weight_size(), cuda::stream()));
-      if (db && !acc_db)
-        SIAM_CUDA_CHECK(cudaMemsetAsync(db, 0, sizeof(T) * g.o, cuda::stream()));
+      if (db && !acc_db) SIAM_CUDA_CHECK(cudaMemsetAsync(db, 0, sizeof(T) * g.o, cuda::stream()));
       return;
     }
     Entry& e = entry(g);

@@ -18,8 +18,8 @@ struct ConvGeometry {
   index_t in_size() const { return n * c * h * w; }
   index_t out_size() const { return n * o * oh * ow; }
   index_t weight_size() const { return o * c * kh * kw; }
-  index_t patch() const { return c * kh * kw; }   // values under one window
-  index_t pixels() const { return oh * ow; }      // output positions per image and channel
+  index_t patch() const { return c * kh * kw; }  // values under one window
+  index_t pixels() const { return oh * ow; }     // output positions per image and channel
   Shape out_shape() const { return Shape{n, o, oh, ow}; }
   bool operator==(const ConvGeometry&) const = default;
 };

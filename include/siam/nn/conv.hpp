@@ -36,9 +36,9 @@ class Conv2D final : public Layer<T, B> {
          index_t padding = 0, bool bias = true, Init init = Init::he)
       : in_(in_channels), out_(out_channels), k_(kernel), stride_(stride), pad_(padding) {
     if (in_ <= 0 || out_ <= 0 || k_ <= 0 || stride_ <= 0 || pad_ < 0)
-      throw value_error("Conv2D: channels " + std::to_string(in_) + " -> " +
-                        std::to_string(out_) + ", kernel " + std::to_string(k_) + ", stride " +
-                        std::to_string(stride_) + ", padding " + std::to_string(pad_) +
+      throw value_error("Conv2D: channels " + std::to_string(in_) + " -> " + std::to_string(out_) +
+                        ", kernel " + std::to_string(k_) + ", stride " + std::to_string(stride_) +
+                        ", padding " + std::to_string(pad_) +
                         ": sizes and stride must be positive, padding not negative");
     const index_t fan_in = in_ * k_ * k_, fan_out = out_ * k_ * k_;
     std::vector<T> w(static_cast<std::size_t>(out_ * fan_in));
@@ -134,8 +134,8 @@ class Reshape final : public Layer<T, B> {
  public:
   Reshape(index_t d1, index_t d2, index_t d3) : d_{d1, d2, d3} {
     if (d1 <= 0 || d2 <= 0 || d3 <= 0)
-      throw value_error("Reshape: dimensions must be positive, got " + std::to_string(d1) +
-                        " x " + std::to_string(d2) + " x " + std::to_string(d3));
+      throw value_error("Reshape: dimensions must be positive, got " + std::to_string(d1) + " x " +
+                        std::to_string(d2) + " x " + std::to_string(d3));
   }
   Var<T, B> forward(Var<T, B> x) override {
     return detail::named(*this, [&] {
