@@ -5,7 +5,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <siam/autodiff/conv.hpp>
+#include <siam/io/model_file.hpp>
 #include <siam/nn/conv.hpp>
 #include <siam/siamese.hpp>
 #include <string>
@@ -482,4 +484,21 @@ TEST_CASE("a steady-state LeNet Siamese training step (float, CPU) allocates not
   CHECK(std::isfinite(last));
   CHECK(last < first);  // it learns on a fixed batch
   MESSAGE("engine: " << std::string(conv_engine_name()));
+}
+
+TEST_CASE("lenet: a model file round-trips its rank-4 weights; a MLP's file is rejected") {
+  Rng rng(15);
+  auto a = nn::lenet<float, Cpu>(rng);
+  auto b = nn::lenet<float, Cpu>(rng);  // other weights
+  const auto path = std::filesystem::temp_directory_path() / "siam_test_conv_lenet.model";
+  io::save_model(path, a.parameters());
+  io::load_model(path, b.parameters());
+  const Tf x = random_f(Shape{3, 784}, rng, 0, 1);
+  Tape<float, Cpu> t;
+  const auto ea = a.forward(t.constant(x)).value().to_vector();
+  const auto eb = b.forward(t.constant(x)).value().to_vector();
+  CHECK(ea == eb);
+  auto mlp = nn::mlp<float, Cpu>({784, 1024, 1024, 2}, rng);
+  CHECK_THROWS_AS(io::load_model(path, mlp.parameters()), io_error);
+  std::filesystem::remove(path);
 }
