@@ -193,13 +193,13 @@ Var<T, B> conv2d(Var<T, B> x, Var<T, B> w, index_t stride = 1, index_t padding =
 // the input.
 template <class T, class B>
 Var<T, B> max_pool2d(Var<T, B> x, index_t kernel, index_t stride) {
-  auto& t = x.tape();
-  const detail::ConvGeometry g = detail::pool_geometry(x.shape(), kernel, stride);
-  Var<T, B> y = t.make(g.out_shape(), x.requires_grad());
-  Var<T, B> idx = t.make(g.out_shape(), false);
-  detail::ConvDispatch<T, B>::pool_forward(g, x.value().data(), y.value().data(),
+  auto& tape = x.tape();
+  const detail::ConvGeometry geo = detail::pool_geometry(x.shape(), kernel, stride);
+  Var<T, B> y = tape.make(geo.out_shape(), x.requires_grad());
+  Var<T, B> idx = tape.make(geo.out_shape(), false);
+  detail::ConvDispatch<T, B>::pool_forward(geo, x.value().data(), y.value().data(),
                                            idx.value().data());
-  t.record(
+  tape.record(
       +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
         if (!t.requires_grad(n.in[0])) return;
         const detail::ConvGeometry g = detail::pool_geometry(
@@ -217,13 +217,13 @@ Var<T, B> max_pool2d(Var<T, B> x, index_t kernel, index_t stride) {
 // over the same memory: no copy).  dx += dy (read with x's shape).
 template <class T, class B>
 Var<T, B> reshape(Var<T, B> x, Shape to) {
-  auto& t = x.tape();
+  auto& tape = x.tape();
   const Shape s = x.shape();
   if (to.size() != s.size())
     throw shape_error("reshape: " + s.str() + " has " + std::to_string(s.size()) + " values, " +
                       to.str() + " needs " + std::to_string(to.size()));
-  Var<T, B> y = t.alias(x.value().data(), to, x.requires_grad());
-  t.record(
+  Var<T, B> y = tape.alias(x.value().data(), to, x.requires_grad());
+  tape.record(
       +[](Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
         t.accumulate(n.in[0], View<T, B>(t.out_grad(n).data(), t.shape(n.in[0])));
       },

@@ -13,7 +13,6 @@
 
 #include <dnnl.hpp>
 #include <memory>
-#include <unordered_map>
 #include <vector>
 
 #include "siam/backend/conv_host.hpp"
