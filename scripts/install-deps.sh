@@ -16,6 +16,7 @@ packages=(
   libonnx-dev libprotobuf-dev            # ONNX export (siam/io/onnx.hpp), optional
   python3-numpy python3-onnx python3-opencv  # interop checks (onnx.checker, OpenCV DNN)
   libopenmpi-dev openmpi-bin             # data-parallel training over MPI (siam/dist/mpi.hpp)
+  libdnnl-dev                            # optional oneDNN convolution engine (SIAM_DNNL)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -24,17 +24,17 @@ ctest --test-dir $root/release --output-on-failure -j"$jobs"
 section "openblas: core tests with EIGEN_USE_BLAS"
 cmake -S . -B $root/openblas -DCMAKE_BUILD_TYPE=Release -DSIAM_BLAS=openblas -DSIAM_CUDA=OFF \
   -DSIAM_BUILD_EXAMPLES=OFF -DSIAM_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build $root/openblas -j"$jobs" --target test_expr test_autodiff test_nn
-ctest --test-dir $root/openblas --output-on-failure -R '^test_(expr|autodiff|nn)$'
+cmake --build $root/openblas -j"$jobs" --target test_expr test_autodiff test_nn test_conv
+ctest --test-dir $root/openblas --output-on-failure -R '^test_(expr|autodiff|nn|conv)$'
 
 section "sanitize: Debug + ASan/UBSan"
 cmake -S . -B $root/sanitize -DCMAKE_BUILD_TYPE=Debug -DSIAM_SANITIZE=address,undefined \
   -DSIAM_CUDA=OFF -DSIAM_BUILD_EXAMPLES=OFF -DSIAM_BUILD_BENCHMARKS=OFF >/dev/null
 cmake --build $root/sanitize -j"$jobs" --target test_expr test_autodiff test_ops test_losses \
-  test_nn test_optim test_train test_data test_metrics test_safetensors test_png
+  test_nn test_optim test_train test_data test_metrics test_safetensors test_png test_conv
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir $root/sanitize --output-on-failure -j"$jobs" \
-  -R '^test_(expr|autodiff|ops|losses|nn|optim|train|data|metrics|safetensors|png)$'
+  -R '^test_(expr|autodiff|ops|losses|nn|optim|train|data|metrics|safetensors|png|conv)$'
 
 section "package: install, find_package, add_subdirectory, plain compile"
 rm -rf $root/prefix $root/down-pkg $root/down-sub

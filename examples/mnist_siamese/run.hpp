@@ -103,33 +103,10 @@ std::size_t embedding_dim(siam::nn::Sequential<float, Backend>& net) {
   return static_cast<std::size_t>(net.embed(probe).size());
 }
 
-/// The layers of --arch cnn: the LeNet of Caffe's mnist_siamese with a 2-D output.
-inline std::vector<siam::nn::LayerSpec> lenet_specs() {
-  std::vector<siam::nn::LayerSpec> l;
-  auto conv = [&](int in, int out) {
-    l.push_back(siam::nn::LayerSpec{"Conv2D", {}}
-                    .set("in", in)
-                    .set("out", out)
-                    .set("kernel", 5)
-                    .set("stride", 1)
-                    .set("padding", 0)
-                    .set("bias", 1));
-    l.push_back({"ReLU", {}});
-    l.push_back(siam::nn::LayerSpec{"MaxPool2D", {}}.set("kernel", 2).set("stride", 2));
-  };
-  conv(1, 20);
-  conv(20, 50);
-  l.push_back({"Flatten", {}});
-  l.push_back(siam::nn::LayerSpec{"Dense", {}}.set("in", 800).set("out", 500));
-  l.push_back({"ReLU", {}});
-  l.push_back(siam::nn::LayerSpec{"Dense", {}}.set("in", 500).set("out", 2));
-  return l;
-}
-
 inline siam::SiameseConfig make_config(const Options& o, const std::string& data_source) {
   siam::SiameseConfig cfg;
   if (o.arch == "cnn") {
-    cfg.network = lenet_specs();
+    cfg.network = siam::nn::lenet_specs();
     cfg.input_shape = siam::Shape{1, 28, 28};
   } else {
     const auto sizes = *parse_layers(o.layers);

@@ -5,6 +5,7 @@
 
 #include "siam/autodiff/elementwise.hpp"
 #include "siam/autodiff/metric.hpp"
+#include "siam/autodiff/conv.hpp"
 #include "siam/autodiff/ops.hpp"
 #include "siam/autodiff/reduce.hpp"
 #include "siam/autodiff/structure.hpp"
@@ -17,6 +18,7 @@
 #include "siam/loss/mining.hpp"
 #include "siam/loss/ntxent.hpp"
 #include "siam/loss/triplet.hpp"
+#include "siam/nn/conv.hpp"
 #include "siam/nn/init.hpp"
 #include "siam/nn/layers.hpp"
 #include "siam/nn/registry.hpp"

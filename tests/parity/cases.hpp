@@ -8,11 +8,13 @@
 #include <map>
 #include <siam/autodiff/elementwise.hpp>
 #include <siam/autodiff/metric.hpp>
+#include <siam/autodiff/conv.hpp>
 #include <siam/autodiff/ops.hpp>
 #include <siam/autodiff/reduce.hpp>
 #include <siam/autodiff/structure.hpp>
 #include <siam/data/synthetic_digits.hpp>
 #include <siam/loss/contrastive.hpp>
+#include <siam/nn/conv.hpp>
 #include <siam/nn/layers.hpp>
 #include <siam/optim/adam.hpp>
 #include <siam/train.hpp>
@@ -27,10 +29,13 @@ using Outputs = std::map<std::string, std::vector<double>>;
 
 /// Normalised error tolerance of each case (FP32, no TF32), by name prefix.
 inline double tolerance(const std::string& name) {
+  // conv. (cuDNN against im2col: FP32 sums in different orders), pool. (selection and
+  // routing are exact), lenet. (the LeNet Siamese network end to end)
   static const std::vector<std::pair<std::string, double>> table = {
       {"expr.", 1e-6},          {"reduce.", 1e-5},  {"matmul.", 1e-5},  {"grad.", 1e-5},
       {"loss.", 1e-5},          {"adam.", 1e-5},    {"network.", 1e-4}, {"gather.", 0.0},
-      {"trainer.losses", 1e-3}, {"trainer.", 1e-2}, {"zero.", 1e-5}};
+      {"trainer.losses", 1e-3}, {"trainer.", 1e-2}, {"zero.", 1e-5},    {"conv.", 1e-5},
+      {"pool.", 1e-6},          {"lenet.", 1e-4}};
   if (name.rfind("optim.", 0) == 0) return 1e-5;  // optimizers, clipping: optim_cases.hpp
   for (const auto& [prefix, tol] : table)
     if (name.rfind(prefix, 0) == 0) return tol;
@@ -247,6 +252,52 @@ Outputs run_all() {
       out["network.grad" + std::to_string(i)] = host(ps[i]->gradient());
     out["zero.network.output_bias_grad"] = host(ps.back()->gradient());
   }
+#if defined(SIAM_HAS_CUDNN)
+  // ---- conv2d (LeNet's second layer on 4 images; a strided, padded one), max_pool2d,
+  // and the LeNet Siamese network: values and every gradient
+  {
+    struct C {
+      const char* name;
+      Shape x, w;
+      index_t s, p;
+    };
+    for (const C& c : {C{"lenet2", Shape{4, 20, 12, 12}, Shape{50, 20, 5, 5}, 1, 0},
+                       C{"strided", Shape{3, 4, 9, 9}, Shape{8, 4, 3, 3}, 2, 1}}) {
+      Parameter<float, B> x("x", random<B>(c.x, 60)), w("w", random<B>(c.w, 61)),
+          b("b", random<B>(Shape{c.w[0]}, 62));
+      Tape<float, B> tape;
+      auto y = conv2d(tape.param(x), tape.param(w), tape.param(b), c.s, c.p);
+      tape.backward(sum(y * tape.constant(random<B>(y.shape(), 63))));
+      const std::string n = std::string("conv.") + c.name;
+      out[n + ".y"] = host(y.value());
+      out[n + ".dx"] = host(x.gradient());
+      out[n + ".dw"] = host(w.gradient());
+      out[n + ".db"] = host(b.gradient());
+    }
+    Parameter<float, B> x("x", random<B>(Shape{4, 20, 24, 24}, 64));
+    Tape<float, B> tape;
+    auto y = max_pool2d(tape.param(x), 2, 2);
+    tape.backward(sum(y * tape.constant(random<B>(y.shape(), 65))));
+    out["pool.y"] = host(y.value());
+    out["pool.dx"] = host(x.gradient());
+  }
+  {
+    Rng rng(66);
+    auto net = nn::lenet<float, B>(rng);
+    Tf x = random<B>(Shape{12, 784}, 67, 0, 1);
+    std::vector<float> lab(6);
+    for (std::size_t i = 0; i < lab.size(); ++i)
+      lab[i] = float(i % 2);
+    Tf y = Tf::from(Shape{6}, std::span<const float>(lab));
+    Tape<float, B> tape;
+    auto f = net.forward(tape.constant(x));
+    tape.backward(contrastive_loss_stacked(f, tape.constant(y), {0.3}));
+    out["lenet.features"] = host(f.value());
+    auto ps = net.parameters();
+    for (std::size_t i = 0; i + 1 < ps.size(); ++i)
+      out["lenet.grad" + std::to_string(i)] = host(ps[i]->gradient());
+  }
+#endif
   // ---- gather and the trainer (a small network, a few steps on synthetic digits)
   {
     Tf src = random<B>(Shape{10, 5}, 60), dst(Shape{4, 5});

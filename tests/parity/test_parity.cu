@@ -10,6 +10,9 @@
 #include <cmath>
 #include <cstdio>
 #include <siam/backend/cuda.hpp>
+#if defined(SIAM_HAS_CUDNN)
+#include <siam/backend/cudnn.hpp>
+#endif
 
 #include "cases.hpp"
 

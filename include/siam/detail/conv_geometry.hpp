@@ -1,0 +1,33 @@
+// The geometry of a 2-D convolution or pooling window over NCHW tensors, shared by the
+// autodiff ops and every engine (host im2col, oneDNN, cuDNN), so that each computes
+// output sizes and workspace the same way.
+#pragma once
+
+#include "siam/shape.hpp"
+
+namespace siam::detail {
+
+/// x [n x c x h x w] -> y [n x o x oh x ow] with a kh x kw window moved by `stride`
+/// over the input padded by `pad` zeros on every side (pooling: o == c, pad == 0).
+struct ConvGeometry {
+  index_t n = 0, c = 0, h = 0, w = 0;  // input
+  index_t o = 0, kh = 0, kw = 0;       // filters (o = c for pooling)
+  index_t stride = 1, pad = 0;
+  index_t oh = 0, ow = 0;  // output
+
+  index_t in_size() const { return n * c * h * w; }
+  index_t out_size() const { return n * o * oh * ow; }
+  index_t weight_size() const { return o * c * kh * kw; }
+  index_t patch() const { return c * kh * kw; }  // values under one window
+  index_t pixels() const { return oh * ow; }     // output positions per image and channel
+  Shape out_shape() const { return Shape{n, o, oh, ow}; }
+  bool operator==(const ConvGeometry&) const = default;
+};
+
+/// Output extent of a window of size k moved by s over an input of size x padded by p on
+/// both sides; -1 when the window does not fit.
+inline index_t window_out(index_t x, index_t k, index_t s, index_t p) {
+  return k > x + 2 * p ? -1 : (x + 2 * p - k) / s + 1;
+}
+
+}  // namespace siam::detail
