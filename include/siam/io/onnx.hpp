@@ -28,6 +28,7 @@
 
 #include "siam/error.hpp"
 #include "siam/io/file.hpp"
+#include "siam/nn/conv.hpp"
 #include "siam/nn/layers.hpp"
 
 #ifndef SIAM_VERSION_STRING
@@ -225,6 +226,41 @@ std::string emit_layer(OnnxGraph& g, nn::Layer<T, B>& layer, std::string x,
                             to_float(d->bias().value.to_vector()));
   }
   if (dynamic_cast<nn::ReLU<T, B>*>(&layer)) return onnx_emit::activation(g, x, "Relu");
+  if (auto* c = dynamic_cast<nn::Conv2D<T, B>*>(&layer)) {
+    if (shape.size() != 3 || shape[0] != c->in_channels())
+      throw shape_error("export_onnx: " + layer.describe() + " needs [" +
+                        std::to_string(c->in_channels()) + " x H x W] inputs per example");
+    const std::int64_t k = c->kernel(), st = c->stride(), p = c->padding();
+    const std::int64_t h = (shape[1] + 2 * p - k) / st + 1, w = (shape[2] + 2 * p - k) / st + 1;
+    if (shape[1] + 2 * p < k || shape[2] + 2 * p < k)
+      throw shape_error("export_onnx: " + layer.describe() + " does not fit its input");
+    auto ps = layer.parameters();
+    const auto bias = c->has_bias() ? to_float(ps[1]->value.to_vector()) : std::vector<float>{};
+    shape = {c->out_channels(), h, w};
+    return onnx_emit::conv2d(g, x, to_float(ps[0]->value.to_vector()), c->out_channels(),
+                             c->in_channels(), k, k, bias, st, p);
+  }
+  if (auto* m = dynamic_cast<nn::MaxPool2D<T, B>*>(&layer)) {
+    if (shape.size() != 3 || shape[1] < m->kernel() || shape[2] < m->kernel())
+      throw shape_error("export_onnx: " + layer.describe() + " does not fit its input");
+    shape = {shape[0], (shape[1] - m->kernel()) / m->stride() + 1,
+             (shape[2] - m->kernel()) / m->stride() + 1};
+    return onnx_emit::max_pool2d(g, x, m->kernel(), m->stride());
+  }
+  if (auto* r = dynamic_cast<nn::Reshape<T, B>*>(&layer)) {
+    const std::vector<std::int64_t> to{r->dims()[0], r->dims()[1], r->dims()[2]};
+    if (shape != to)  // the exported input already has the network's input shape
+      throw value_error("export_onnx: " + layer.describe() +
+                        " is only exported as the network's first layer, on inputs of its shape");
+    return x;
+  }
+  if (dynamic_cast<nn::Flatten<T, B>*>(&layer)) {
+    std::int64_t n = 1;
+    for (auto v : shape)
+      n *= v;
+    shape = {n};
+    return onnx_emit::flatten(g, x);
+  }
   if (dynamic_cast<nn::Tanh<T, B>*>(&layer)) return onnx_emit::activation(g, x, "Tanh");
   if (dynamic_cast<nn::Sigmoid<T, B>*>(&layer)) return onnx_emit::activation(g, x, "Sigmoid");
   if (auto* l = dynamic_cast<nn::L2Normalize<T, B>*>(&layer))  // x / max(|x|, e) as
