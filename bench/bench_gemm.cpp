@@ -2,6 +2,7 @@
 // 360 = 2 x 180 images through 784-1024-1024-2) and of inference (5000 images), in
 // GFLOP/s (counter "flops", a rate), for every CPU GEMM provider siam can use, in one
 // process so that they are measured side by side:
+//   gemm_siam-<p>/...  siam::Cpu::gemm, the provider p this build uses, as siam calls it;
 //   gemm_eigen/...     Eigen's own product (siam::detail::gemm_eigen; absent when siam is
 //                      configured to route Eigen to a BLAS);
 //   gemm_onednn/...    oneDNN's dnnl_sgemm (when the benchmark links oneDNN);
@@ -69,8 +70,8 @@ double flop(const GemmCase& g) {
 }
 
 // ---- providers: one signature, row-major, C = op(A) op(B)
-using GemmFn = std::function<void(const GemmCase&, const float*, index_t, const float*, index_t,
-                                  float*)>;
+using GemmFn =
+    std::function<void(const GemmCase&, const float*, index_t, const float*, index_t, float*)>;
 struct Provider {
   std::string name;
   GemmFn gemm;
@@ -79,8 +80,8 @@ struct Provider {
 
 // A CBLAS loaded privately: dlopen(RTLD_LOCAL) keeps its cblas_sgemm out of the global
 // symbol scope, so OpenBLAS and BLIS can be measured in one process.
-using cblas_sgemm_t = void (*)(int, int, int, int, int, int, float, const float*, int,
-                               const float*, int, float, float*, int);
+using cblas_sgemm_t = void (*)(int, int, int, int, int, int, float, const float*, int, const float*,
+                               int, float, float*, int);
 struct Cblas {
   void* handle = nullptr;
   cblas_sgemm_t sgemm = nullptr;
@@ -128,23 +129,30 @@ GemmFn cblas_gemm(const Cblas& lib) {
 std::vector<Provider> providers() {
   std::vector<Provider> out;
   const auto none = [](int) {};
+  // What the library runs in this build (siam::Cpu::gemm): the provider, as siam calls it.
+  out.push_back(
+      {std::string("siam-") + siam::gemm_provider(),
+       [](const GemmCase& g, const float* a, index_t lda, const float* b, index_t ldb, float* c) {
+         siam::Cpu::gemm(g.trans_a, g.trans_b, g.m, g.n, g.k, 1.0f, a, lda, b, ldb, 0.0f, c, g.n);
+       },
+       none});
 #if !defined(EIGEN_USE_BLAS)
-  out.push_back({"eigen",
-                 [](const GemmCase& g, const float* a, index_t lda, const float* b, index_t ldb,
-                    float* c) {
-                   siam::detail::gemm_eigen<float>(g.trans_a, g.trans_b, g.m, g.n, g.k, 1.0f, a,
-                                                   lda, b, ldb, 0.0f, c, g.n);
-                 },
-                 none});
+  out.push_back(
+      {"eigen",
+       [](const GemmCase& g, const float* a, index_t lda, const float* b, index_t ldb, float* c) {
+         siam::detail::gemm_eigen<float>(g.trans_a, g.trans_b, g.m, g.n, g.k, 1.0f, a, lda, b, ldb,
+                                         0.0f, c, g.n);
+       },
+       none});
 #endif
 #if defined(SIAM_BENCH_ONEDNN)
-  out.push_back({"onednn",
-                 [](const GemmCase& g, const float* a, index_t lda, const float* b, index_t ldb,
-                    float* c) {
-                   dnnl_sgemm(g.trans_a ? 'T' : 'N', g.trans_b ? 'T' : 'N', g.m, g.n, g.k, 1.0f,
-                              a, lda, b, ldb, 0.0f, c, g.n);
-                 },
-                 none});
+  out.push_back(
+      {"onednn",
+       [](const GemmCase& g, const float* a, index_t lda, const float* b, index_t ldb, float* c) {
+         dnnl_sgemm(g.trans_a ? 'T' : 'N', g.trans_b ? 'T' : 'N', g.m, g.n, g.k, 1.0f, a, lda, b,
+                    ldb, 0.0f, c, g.n);
+       },
+       none});
 #endif
   if (openblas().sgemm) {
     auto set = openblas().symbol<void (*)(int)>("openblas_set_num_threads");
@@ -196,8 +204,8 @@ void bm_one(benchmark::State& state, const Provider& p, GemmCase g, int threads)
     benchmark::DoNotOptimize(o.c.data());
     benchmark::ClobberMemory();
   }
-  state.counters["flops"] =
-      benchmark::Counter(flop(g) * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["flops"] = benchmark::Counter(flop(g) * static_cast<double>(state.iterations()),
+                                               benchmark::Counter::kIsRate);
 }
 
 // Several products in a row (the step's eight, inference's two), each on its own operands.
@@ -217,8 +225,8 @@ void bm_group(benchmark::State& state, const Provider& p, bool step, int threads
       p.gemm(gs[i], ops[i].a.data(), ops[i].lda, ops[i].b.data(), ops[i].ldb, ops[i].c.data());
     benchmark::ClobberMemory();
   }
-  state.counters["flops"] =
-      benchmark::Counter(total * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
+  state.counters["flops"] = benchmark::Counter(total * static_cast<double>(state.iterations()),
+                                               benchmark::Counter::kIsRate);
 }
 
 // The floor: what one writes without thinking about caches. Rows split across threads.
@@ -335,19 +343,20 @@ void register_all(const std::vector<Provider>& ps) {
                                         bm_one, std::cref(p), g, t));
     for (const GemmCase& g : cases)
       if (g.step)
-        ms(benchmark::RegisterBenchmark(
-               ("gemm_naive/" + shape_name(g) + ts).c_str(),
-               [](benchmark::State& state, GemmCase gc, int threads) {
-                 Operands o = make_operands(gc);
-                 siam::set_num_threads(threads);
-                 for (auto _ : state) {
-                   naive_gemm(gc, o.a.data(), o.lda, o.b.data(), o.ldb, o.c.data());
-                   benchmark::ClobberMemory();
-                 }
-                 state.counters["flops"] = benchmark::Counter(
-                     flop(gc) * static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
-               },
-               g, t)
+        ms(benchmark::RegisterBenchmark(("gemm_naive/" + shape_name(g) + ts).c_str(),
+                                        [](benchmark::State& state, GemmCase gc, int threads) {
+                                          Operands o = make_operands(gc);
+                                          siam::set_num_threads(threads);
+                                          for (auto _ : state) {
+                                            naive_gemm(gc, o.a.data(), o.lda, o.b.data(), o.ldb,
+                                                       o.c.data());
+                                            benchmark::ClobberMemory();
+                                          }
+                                          state.counters["flops"] = benchmark::Counter(
+                                              flop(gc) * static_cast<double>(state.iterations()),
+                                              benchmark::Counter::kIsRate);
+                                        },
+                                        g, t)
                ->Iterations(1));
   }
 }

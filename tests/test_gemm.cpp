@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "siam/siamese.hpp"
+#include "support/alloc_counter.hpp"
 
 using namespace siam;
 
@@ -50,7 +51,8 @@ void check_case(index_t m, index_t n, index_t k, bool ta, bool tb, float alpha, 
     for (index_t j = 0; j < n; ++j) {
       double acc = 0, mag = 0;
       for (index_t l = 0; l < k; ++l) {
-        const double p = double(ta ? a.at(l, i) : a.at(i, l)) * double(tb ? b.at(j, l) : b.at(l, j));
+        const double p =
+            double(ta ? a.at(l, i) : a.at(i, l)) * double(tb ? b.at(j, l) : b.at(l, j));
         acc += p;
         mag += std::fabs(p);
       }
@@ -72,8 +74,13 @@ TEST_CASE("the CPU GEMM provider matches a double triple loop") {
   const int before = num_threads();
   for (int threads : {1, 2}) {
     set_num_threads(threads);
-    for (auto [m, n, k] : {std::tuple<index_t, index_t, index_t>{1, 1, 1}, {5, 7, 3}, {2, 1, 9},
-                           {64, 33, 129}, {360, 2, 100}, {100, 2, 360}, {37, 300, 2}})
+    for (auto [m, n, k] : {std::tuple<index_t, index_t, index_t>{1, 1, 1},
+                           {5, 7, 3},
+                           {2, 1, 9},
+                           {64, 33, 129},
+                           {360, 2, 100},
+                           {100, 2, 360},
+                           {37, 300, 2}})
       for (int ta = 0; ta < 2; ++ta)
         for (int tb = 0; tb < 2; ++tb) {
           check_case(m, n, k, ta, tb, 1.0f, 0.0f, 0, rng);
@@ -117,4 +124,29 @@ TEST_CASE("matmul in float goes through the provider and matches double") {
   Tensor<double, Cpu> cd = matmul(ad, bd);
   for (index_t i = 0; i < c.size(); ++i)
     REQUIRE(double(c[i]) == doctest::Approx(cd[i]).epsilon(1e-5));
+}
+
+TEST_CASE("a repeated float GEMM allocates nothing through operator new, on 1 and 2 threads") {
+  Rng rng(14);
+  const index_t m = 360, n = 256, k = 300;
+  std::vector<float> a(static_cast<std::size_t>(m * k)), b(static_cast<std::size_t>(k * n)),
+      c(static_cast<std::size_t>(m * n));
+  for (float& x : a)
+    x = static_cast<float>(rng.uniform(-1, 1));
+  for (float& x : b)
+    x = static_cast<float>(rng.uniform(-1, 1));
+  const int before = num_threads();
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (int warm = 0; warm < 2; ++warm)
+      Cpu::gemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);
+    const long news = alloc_counter::count.load();
+    for (int rep = 0; rep < 3; ++rep) {
+      Cpu::gemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);
+      Cpu::gemm(true, true, n, m, k, 1.0f, b.data(), n, a.data(), k, 0.0f, c.data(), m);
+    }
+    CAPTURE(threads);
+    CHECK(alloc_counter::count.load() - news == 0);
+  }
+  set_num_threads(before);
 }

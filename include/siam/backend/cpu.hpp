@@ -1,6 +1,6 @@
 // The CPU backend: aligned host memory, GEMM from the configured provider (oneDNN, a
-// BLAS behind Eigen, or Eigen's own product: cpu_gemm.hpp), and an evaluator that runs an expression kernel as one
-// vectorisable loop, split across OpenMP threads when the tensor is large.
+// BLAS behind Eigen, or Eigen's own product: cpu_gemm.hpp), and an evaluator that runs an
+// expression kernel as one vectorisable loop, split across OpenMP threads when the tensor is large.
 //
 // A backend is a type with static functions; the op code never touches its loops.
 #pragma once

@@ -23,6 +23,12 @@
 
 #if defined(SIAM_GEMM_ONEDNN)
 #include <oneapi/dnnl/dnnl.h>
+
+#include <algorithm>
+#include <exception>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 #endif
 
 namespace siam {
@@ -73,8 +79,23 @@ void gemm_eigen(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T a
 }
 
 #if defined(SIAM_GEMM_ONEDNN)
-/// The same through oneDNN (row-major, like siam). oneDNN threads with the OpenMP
-/// runtime siam uses, so set_num_threads governs both. Its packing buffers come from
+inline void dnnl_sgemm_checked(bool trans_a, bool trans_b, index_t m, index_t n, index_t k,
+                               float alpha, const float* A, index_t lda, const float* B,
+                               index_t ldb, float beta, float* C, index_t ldc) {
+  const dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, A,
+                                      lda, B, ldb, beta, C, ldc);
+  if (st != dnnl_success)
+    throw error("cpu gemm (oneDNN dnnl_sgemm) failed with status " + std::to_string(st) + " for " +
+                std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
+                (st == dnnl_out_of_memory ? " (out of memory)" : ""));
+}
+
+/// The same through oneDNN (row-major, like siam). With several threads siam splits C
+/// itself, into one block of rows per thread (of columns when C is wide and short), and
+/// each thread runs a single-threaded dnnl_sgemm on its block: oneDNN's own threading
+/// allocates a std::function per call, and siam's steady state allocates nothing. Each
+/// thread then packs the whole shared operand (the other one's slice only), which costs
+/// O(k n) against O(m k n / threads) of arithmetic. oneDNN's packing buffers come from
 /// malloc inside the library.
 inline void gemm_onednn(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, float alpha,
                         const float* A, index_t lda, const float* B, index_t ldb, float beta,
@@ -84,12 +105,47 @@ inline void gemm_onednn(bool trans_a, bool trans_b, index_t m, index_t n, index_
     gemm_eigen<float>(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
-  const dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, A,
-                                      lda, B, ldb, beta, C, ldc);
-  if (st != dnnl_success)
-    throw error("cpu gemm (oneDNN dnnl_sgemm) failed with status " + std::to_string(st) + " for " +
-                std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
-                (st == dnnl_out_of_memory ? " (out of memory)" : ""));
+  int threads = 1;
+#if defined(_OPENMP)
+  if (!omp_in_parallel()) threads = omp_get_max_threads();
+#endif
+  // Too little work to share: below about 2 MFLOP a fork/join costs more than it saves.
+  if (threads > 1 && static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < 1e6)
+    threads = 1;
+  if (threads == 1) {
+    dnnl_sgemm_checked(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+#if defined(_OPENMP)
+  const bool by_rows = m >= n || n < 64;
+  const index_t extent = by_rows ? m : n;
+  // Blocks of whole 16-element vectors (a multiple of the AVX-512 width), at least one per thread.
+  const index_t per = ((extent + threads - 1) / threads + 15) / 16 * 16;
+  const int used = static_cast<int>((extent + per - 1) / per);
+  bool failed = false;
+  std::string message;
+#pragma omp parallel num_threads(used)
+  {
+    const index_t b = omp_get_thread_num() * per, e = std::min(extent, b + per);
+    if (b < e) {
+      try {
+        if (by_rows)
+          dnnl_sgemm_checked(trans_a, trans_b, e - b, n, k, alpha, trans_a ? A + b : A + b * lda,
+                             lda, B, ldb, beta, C + b * ldc, ldc);
+        else
+          dnnl_sgemm_checked(trans_a, trans_b, m, e - b, k, alpha, A, lda,
+                             trans_b ? B + b * ldb : B + b, ldb, beta, C + b, ldc);
+      } catch (const std::exception& ex) {  // exceptions must not leave the parallel region
+#pragma omp critical(siam_gemm_error)
+        {
+          failed = true;
+          message = ex.what();
+        }
+      }
+    }
+  }
+  if (failed) throw error(message);
+#endif
 }
 #endif
 
