@@ -144,6 +144,9 @@ TEST_CASE("a repeated float GEMM allocates nothing through operator new, on 1 an
     for (int rep = 0; rep < 3; ++rep) {
       Cpu::gemm(false, false, m, n, k, 1.0f, a.data(), k, b.data(), n, 0.0f, c.data(), n);
       Cpu::gemm(true, true, n, m, k, 1.0f, b.data(), n, a.data(), k, 0.0f, c.data(), m);
+      // skinny products (the step's layer of width 2), too small to split across threads
+      Cpu::gemm(false, false, m, 2, k, 1.0f, a.data(), k, b.data(), 2, 0.0f, c.data(), 2);
+      Cpu::gemm(true, false, k, 2, m, 1.0f, a.data(), k, b.data(), 2, 0.0f, c.data(), 2);
     }
     CAPTURE(threads);
     CHECK(alloc_counter::count.load() - news == 0);

@@ -113,6 +113,14 @@ inline void gemm_onednn(bool trans_a, bool trans_b, index_t m, index_t n, index_
   if (threads > 1 && static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < 1e6)
     threads = 1;
   if (threads == 1) {
+#if defined(_OPENMP)
+    // oneDNN sizes its team from omp_get_max_threads(): one thread here, restored after.
+    struct OneThread {
+      int before = omp_get_max_threads();
+      OneThread() { omp_set_num_threads(1); }
+      ~OneThread() { omp_set_num_threads(before); }
+    } one;
+#endif
     dnnl_sgemm_checked(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
