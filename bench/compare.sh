@@ -59,9 +59,6 @@ b = [b for b in json.load(open(sys.argv[1]))["benchmarks"] if b.get("run_type", 
 print(f'{b["real_time"] * unit[b["time_unit"]]:.2f}')
 EOF
 }
-siam_provider=$("$train" --benchmark_filter=NONE --benchmark_format=json 2>/dev/null |
-  "$py" -c 'import json, sys; print(json.load(sys.stdin)["context"].get("siam_gemm_provider", "?"))' ||
-  echo "?")
 
 torch_ms() {  # $1: label; $2: LD_LIBRARY_PATH prefix (may be empty)
   local ldpath=$2
@@ -137,9 +134,10 @@ echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 
 args=("siam=${results[siam]}")
 for c in "${configs[@]}"; do args+=("$c=${results[$c]}"); done
-"$py" - "$tmp" "$siam_provider" "${args[@]}" <<'EOF'
+"$py" - "$tmp" "${args[@]}" <<'EOF'
 import json, statistics, sys
-tmp, provider, runs = sys.argv[1], sys.argv[2], dict(a.split("=", 1) for a in sys.argv[3:])
+tmp, runs = sys.argv[1], dict(a.split("=", 1) for a in sys.argv[2:])
+provider = json.load(open(f"{tmp}/siam.json"))["context"].get("siam_gemm_provider", "?")
 vals = {k: [float(x) for x in v.split()] for k, v in runs.items()}
 med = {k: statistics.median(v) for k, v in vals.items()}
 def spread(k):
