@@ -3,7 +3,7 @@
 (at hidden width 1024) and against hidden width (at 180 pairs), one line per thread count.
 Plain SVG written by hand: no plotting package needed.
 
-    python3 bench/plot_sweep.py sweep.json docs/images/sweep.svg
+    python3 bench/plot_sweep.py sweep.json docs/images/sweep.svg ["a note: machine, load"]
 """
 import json
 import math
@@ -52,6 +52,7 @@ def panel(x0, y0, title, xlabel, series, xs, ymax):
 
 def main():
     src, dst = sys.argv[1], sys.argv[2]
+    note = sys.argv[3] if len(sys.argv) > 3 else ""
     j = json.load(open(src))
     pts = j["points"]
     threads = sorted({p["threads"] for p in pts})
@@ -64,6 +65,8 @@ def main():
            f'<rect width="{W}" height="{H}" fill="white"/>',
            f'<text x="{W / 2}" y="18" text-anchor="middle" font-size="15">siam step time / PyTorch '
            f'({j["pytorch_config"]}) step time; below 1: siam faster. GEMM: {j["siam_gemm_provider"]}</text>']
+    if note:
+        svg.append(f'<text x="{W / 2}" y="34" text-anchor="middle" font-size="11">{note}</text>')
     svg += panel(70, 55, "over batch size (hidden 1024)", "pairs per step (log scale)", by_pairs,
                  sorted({p for t in threads for p, _ in by_pairs[t]}), ymax)
     svg += panel(490, 55, "over hidden width (180 pairs)", "hidden width (log scale)", by_hidden,
