@@ -80,7 +80,9 @@ TEST_CASE("the CPU GEMM provider matches a double triple loop") {
                            {64, 33, 129},
                            {360, 2, 100},
                            {100, 2, 360},
-                           {37, 300, 2}})
+                           {37, 300, 2},
+                           {16, 16, 4100},
+                           {20, 700, 90}})
       for (int ta = 0; ta < 2; ++ta)
         for (int tb = 0; tb < 2; ++tb) {
           check_case(m, n, k, ta, tb, 1.0f, 0.0f, 0, rng);
@@ -147,6 +149,9 @@ TEST_CASE("a repeated float GEMM allocates nothing through operator new, on 1 an
       // skinny products (the step's layer of width 2), too small to split across threads
       Cpu::gemm(false, false, m, 2, k, 1.0f, a.data(), k, b.data(), 2, 0.0f, c.data(), 2);
       Cpu::gemm(true, false, k, 2, m, 1.0f, a.data(), k, b.data(), 2, 0.0f, c.data(), 2);
+      // enough work to share (over 10^6 multiply-adds) but a single 16-row block: one thread
+      Cpu::gemm(false, true, 16, 16, 4100, 1.0f, a.data(), 4100, b.data(), 4100, 0.0f, c.data(),
+                16);
     }
     CAPTURE(threads);
     CHECK(alloc_counter::count.load() - news == 0);

@@ -94,9 +94,9 @@ inline void dnnl_sgemm_checked(bool trans_a, bool trans_b, index_t m, index_t n,
 /// itself, into one block of rows per thread (of columns when C is wide and short), and
 /// each thread runs a single-threaded dnnl_sgemm on its block: oneDNN's own threading
 /// allocates a std::function per call, and siam's steady state allocates nothing. Each
-/// thread then packs the whole shared operand (the other one's slice only), which costs
-/// O(k n) against O(m k n / threads) of arithmetic. oneDNN's packing buffers come from
-/// malloc inside the library.
+/// thread then packs the whole operand that all blocks share, O(k n) work (O(k m) when
+/// cutting columns) against O(m n k / threads) of arithmetic. oneDNN's packing buffers
+/// come from malloc inside the library.
 inline void gemm_onednn(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, float alpha,
                         const float* A, index_t lda, const float* B, index_t ldb, float beta,
                         float* C, index_t ldc) {
@@ -110,9 +110,14 @@ inline void gemm_onednn(bool trans_a, bool trans_b, index_t m, index_t n, index_
   if (!omp_in_parallel()) threads = omp_get_max_threads();
 #endif
   // Too little work to share: below about 2 MFLOP a fork/join costs more than it saves.
-  if (threads > 1 && static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < 1e6)
-    threads = 1;
-  if (threads == 1) {
+  if (static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < 1e6) threads = 1;
+  // C is cut along its rows (along its columns when it is wide and short) into blocks of
+  // whole 16-float vectors, one per thread.
+  const bool by_rows = m >= n || n < 64;
+  const index_t extent = by_rows ? m : n;
+  const index_t per = ((extent + threads - 1) / threads + 15) / 16 * 16;
+  const int used = static_cast<int>((extent + per - 1) / per);
+  if (used <= 1) {
 #if defined(_OPENMP)
     // oneDNN sizes its team from omp_get_max_threads(): one thread here, restored after.
     struct OneThread {
@@ -125,11 +130,6 @@ inline void gemm_onednn(bool trans_a, bool trans_b, index_t m, index_t n, index_
     return;
   }
 #if defined(_OPENMP)
-  const bool by_rows = m >= n || n < 64;
-  const index_t extent = by_rows ? m : n;
-  // Blocks of whole 16-element vectors (a multiple of the AVX-512 width), at least one per thread.
-  const index_t per = ((extent + threads - 1) / threads + 15) / 16 * 16;
-  const int used = static_cast<int>((extent + per - 1) / per);
   bool failed = false;
   std::string message;
 #pragma omp parallel num_threads(used)
