@@ -52,7 +52,7 @@ c++ -std=c++20 -O1 -I"$PWD/$root/prefix/include" -I/usr/include/eigen3 \
   tests/downstream/main.cpp -o $root/plain-compile && $root/plain-compile
 
 section "valgrind: a short end-to-end run under memcheck (no -march=native: no AVX-512)"
-# Eigen's GEMM: memcheck reports false invalid reads inside oneDNN's JIT-generated kernels.
+# Eigen's GEMM: memcheck reports invalid stack reads inside oneDNN's JIT-generated kernels.
 cmake -S . -B $root/valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSIAM_NATIVE=OFF -DSIAM_CUDA=OFF \
   -DSIAM_BLAS=eigen \
   -DSIAM_BUILD_TESTS=OFF -DSIAM_BUILD_BENCHMARKS=OFF >/dev/null
