@@ -11,6 +11,7 @@
 #include <siam/data/synthetic_digits.hpp>
 #include <siam/siamese.hpp>
 #include <siam/train.hpp>
+#include <string>
 
 #include "../tests/support/alloc_counter.hpp"
 
@@ -137,6 +138,39 @@ BENCHMARK(BM_Embed5000)
     ->Unit(benchmark::kMillisecond)
     ->MinTime(2.0);
 
+// The step over batch size and hidden width (both hidden layers), for bench/sweep.py,
+// which runs each point against PyTorch. Registered only with SIAM_BENCH_SWEEP=1 (the
+// largest points take seconds per step). No finite checks, as in compare.sh.
+void BM_StepSweep(benchmark::State& state) {
+  set_num_threads(static_cast<int>(state.range(2)));
+  SiameseConfig cfg;
+  cfg.check_finite = false;
+  cfg.batch_pairs = static_cast<std::size_t>(state.range(0));
+  const index_t h = state.range(1);
+  cfg.layers = {784, h, h, 2};
+  SiameseTrainer<float, Cpu> trainer(digits(), cfg);
+  for (int i = 0; i < 2; ++i)
+    trainer.step();
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    benchmark::DoNotOptimize(trainer.step());
+    state.SetIterationTime(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+}
+
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("siam_gemm_provider", siam::gemm_provider());
+  if (const char* sweep = std::getenv("SIAM_BENCH_SWEEP"); sweep && std::string(sweep) == "1")
+    benchmark::RegisterBenchmark("BM_StepSweep", BM_StepSweep)
+        ->ArgsProduct({{16, 64, 180, 512, 2048}, {256, 1024, 4096}, {1, 2}})
+        ->ArgNames({"pairs", "hidden", "threads"})
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

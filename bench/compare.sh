@@ -69,26 +69,64 @@ torch_ms() {  # $1: label; $2: LD_LIBRARY_PATH prefix (may be empty)
     "$tmp/torch_$1.json"
 }
 
+# A shared library's path, from the linker cache or the Debian package.
+find_lib() {  # $1: file name, $2: Debian package
+  local lib
+  lib=$(ldconfig -p 2>/dev/null | awk -v n="$1" '$1 == n {print $NF; exit}' || true)
+  if [[ -z $lib ]] && command -v dpkg >/dev/null; then
+    lib=$(dpkg -L "$2" 2>/dev/null | grep -E "/$1\$" | head -n1 || true)
+  fi
+  echo "$lib"
+}
+tcmalloc=$(find_lib libtcmalloc_minimal.so.4 libtcmalloc-minimal4)
+jemalloc=$(find_lib libjemalloc.so.2 libjemalloc2)
+
+torch_ms() {  # $1: configuration; prints the mean ms per step, keeps the JSON
+  local c=$1 ldpath=$omp_dir
+  local -a env=()
+  case $c in
+    tcmalloc) env+=("LD_PRELOAD=$tcmalloc") ;;
+    jemalloc) env+=("LD_PRELOAD=$jemalloc") ;;
+    glibc-tuned) env+=(MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824
+      MALLOC_TOP_PAD_=268435456) ;;
+    default) ldpath="" ;;
+  esac
+  env+=("LD_LIBRARY_PATH=${ldpath}${ldpath:+${LD_LIBRARY_PATH:+:}}${LD_LIBRARY_PATH:-}")
+  env "${env[@]}" "$py" "$here/compare_pytorch.py" --threads "$threads" --steps "${STEPS:-200}" \
+    --warmup "${WARMUP:-20}" >"$tmp/torch_$c.json"
+  "$py" -c 'import json, sys; print("%.2f" % json.load(open(sys.argv[1]))["ms_per_step"])' \
+    "$tmp/torch_$c.json"
+}
+
 configs=()
-if [[ -n $omp_dir ]]; then
-  configs+=("openblas-openmp")
-else
-  echo "compare.sh: OpenMP OpenBLAS not found (Debian: libopenblas0-openmp); PyTorch runs with its default BLAS" >&2
-fi
-if [[ ${PYTORCH_DEFAULT:-0} == 1 || -z $omp_dir ]]; then configs+=("default"); fi
+[[ -n $omp_dir ]] ||
+  echo "compare.sh: OpenMP OpenBLAS not found (Debian: libopenblas0-openmp); PyTorch uses its default BLAS" >&2
+for c in ${CONFIGS:-glibc tcmalloc jemalloc glibc-tuned}; do
+  case $c in
+    tcmalloc) [[ -n $tcmalloc ]] || { echo "compare.sh: no libtcmalloc_minimal.so.4; skipping tcmalloc" >&2; continue; } ;;
+    jemalloc) [[ -n $jemalloc ]] || { echo "compare.sh: no libjemalloc.so.2; skipping jemalloc" >&2; continue; } ;;
+    glibc | glibc-tuned | default) ;;
+    *) echo "compare.sh: unknown configuration '$c'" >&2; exit 1 ;;
+  esac
+  configs+=("$c")
+done
+if [[ ${PYTORCH_DEFAULT:-0} == 1 ]]; then configs+=("default"); fi
+[[ ${#configs[@]} -gt 0 ]] || { echo "compare.sh: no PyTorch configuration to run" >&2; exit 1; }
 
 echo "siam:    $train  ($name)"
 echo "pytorch: $py $here/compare_pytorch.py --threads $threads  (configs: ${configs[*]})"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 declare -A results
+n=${#configs[@]}
 for ((r = 1; r <= rounds; r++)); do
   s=$(siam_ms)
   results[siam]+=" $s"
   line="round $r: siam $s ms"
-  for c in "${configs[@]}"; do
-    if [[ $c == openblas-openmp ]]; then t=$(torch_ms "$c" "$omp_dir"); else t=$(torch_ms "$c" ""); fi
+  for ((j = 0; j < n; j++)); do  # the configurations in a rotated order each round
+    c=${configs[$(((j + r - 1) % n))]}
+    t=$(torch_ms "$c")
     results[$c]+=" $t"
-    line+=", pytorch[$c] $t ms"
+    line+=", $c $t"
   done
   echo "$line"
 done
@@ -99,15 +137,21 @@ for c in "${configs[@]}"; do args+=("$c=${results[$c]}"); done
 "$py" - "$tmp" "${args[@]}" <<'EOF'
 import json, statistics, sys
 tmp, runs = sys.argv[1], dict(a.split("=", 1) for a in sys.argv[2:])
-med = {k: statistics.median(float(x) for x in v.split()) for k, v in runs.items()}
-print(f"median siam: {med['siam']:.2f} ms/step")
-for k in runs:
-    if k == "siam":
-        continue
-    blas = json.load(open(f"{tmp}/torch_{k}.json"))["blas"]
-    ob = blas.get("openblas")
-    used = (f"OpenBLAS {ob['threading']} build, kernel {ob['corename']} ({ob['library']})"
-            if ob else ", ".join(blas["loaded"]) or blas["torch_build_blas"])
-    print(f"median pytorch[{k}]: {med[k]:.2f} ms/step  -- BLAS: {used}")
-    print(f"ratio siam / pytorch[{k}]: {med['siam'] / med[k]:.2f}  (< 1: siam is faster)")
+provider = json.load(open(f"{tmp}/siam.json"))["context"].get("siam_gemm_provider", "?")
+vals = {k: [float(x) for x in v.split()] for k, v in runs.items()}
+med = {k: statistics.median(v) for k, v in vals.items()}
+def spread(k):
+    return f"{min(vals[k]):.2f}-{max(vals[k]):.2f}"
+print(f"median siam (GEMM: {provider}): {med['siam']:.2f} ms/step  (rounds {spread('siam')})")
+torch = [k for k in runs if k != "siam"]
+for k in torch:
+    j = json.load(open(f"{tmp}/torch_{k}.json"))
+    ob = j["blas"].get("openblas")
+    blas = (f"OpenBLAS {ob['threading']} build, kernel {ob['corename']}"
+            if ob else ", ".join(j["blas"]["loaded"]) or j["blas"]["torch_build_blas"])
+    print(f"median pytorch[{k}]: {med[k]:.2f} ms/step  (rounds {spread(k)})  -- BLAS: {blas}; "
+          f"allocator: {j['allocator']}")
+best = min(torch, key=lambda k: med[k])
+print(f"fastest PyTorch configuration: {best}")
+print(f"ratio siam / pytorch[{best}]: {med['siam'] / med[best]:.2f}  (< 1: siam is faster)")
 EOF

@@ -7,8 +7,9 @@ the same contrastive loss (sum reduction, margin 0.3) and Adam(1e-4, (0.9, 0.99)
 Differences from siam's BM_TrainStep: the batch is fixed here, while siam samples new
 pairs and gathers 360 rows every step (a copy of about 1 MB).
 
-    python3 bench/compare_pytorch.py                 # JSON: ms per step, BLAS, threads
+    python3 bench/compare_pytorch.py                 # JSON: ms per step, BLAS, allocator
     python3 bench/compare_pytorch.py --check         # losses of the first steps
+    python3 bench/compare_pytorch.py --pairs 512 --hidden 2048   # another point of the sweep
 
 Run it with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (see bench/README.md);
 bench/compare.sh does, and alternates it with siam.
@@ -28,6 +29,13 @@ from torch import nn
 LAYERS = (784, 1024, 1024, 2)
 PAIRS = 180
 MARGIN = 0.3
+
+
+def set_shape(pairs, hidden):
+    """The batch (pairs per step) and the width of both hidden layers."""
+    global LAYERS, PAIRS
+    PAIRS = pairs
+    LAYERS = (784, hidden, hidden, 2)
 
 
 def make_net():
@@ -88,6 +96,23 @@ def blas_report():
     return report
 
 
+def allocator_report():
+    """The malloc this process really uses (a preloaded tcmalloc/jemalloc shows in its
+    memory maps) and glibc's tuning variables."""
+    with open("/proc/self/maps") as maps:
+        libs = {os.path.basename(line.split()[5]) for line in maps if len(line.split()) >= 6}
+    name = "glibc malloc"
+    for lib in sorted(libs):
+        if "tcmalloc" in lib:
+            name = "tcmalloc (" + lib + ")"
+        elif "jemalloc" in lib:
+            name = "jemalloc (" + lib + ")"
+    tuning = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") and k.endswith("_")}
+    if name == "glibc malloc" and tuning:
+        name += " tuned: " + " ".join(f"{k}={v}" for k, v in sorted(tuning.items()))
+    return name
+
+
 def train_step(net, opt, x, y):
     opt.zero_grad(set_to_none=True)
     f = net(x)
@@ -103,12 +128,15 @@ def main():
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pairs", type=int, default=PAIRS, help="pairs per step (rows: twice that)")
+    ap.add_argument("--hidden", type=int, default=LAYERS[1], help="width of both hidden layers")
     ap.add_argument("--foreach", action="store_true",
                     help="Adam's multi-tensor implementation (CPU default: per-tensor loop)")
     ap.add_argument("--check", action="store_true", help="print the losses of the first steps")
     ap.add_argument("--check-steps", type=int, default=5)
     args = ap.parse_args()
 
+    set_shape(args.pairs, args.hidden)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
@@ -140,10 +168,14 @@ def main():
         "steps": args.steps,
         "warmup": args.warmup,
         "threads": torch.get_num_threads(),
+        "pairs": PAIRS,
+        "hidden": LAYERS[1],
+        "allocator": allocator_report(),
         "adam_foreach": args.foreach,
         "blas": blas_report(),
         "env": {k: os.environ.get(k) for k in
-                ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "LD_LIBRARY_PATH")},
+                ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "LD_LIBRARY_PATH",
+                 "LD_PRELOAD")},
     }))
     return 0
 

@@ -11,6 +11,8 @@ packages=(
   libplplot-dev plplot-driver-cairo      # the example's figures (PNG via cairo)
   fonts-dejavu-core                      # a font for the figures' text
   libopenblas-dev libopenblas0-openmp libblis-dev  # optional BLAS backends
+  libdnnl-dev                            # oneDNN: the default CPU GEMM provider (SIAM_BLAS=auto)
+  libblis-openmp-dev libtcmalloc-minimal4 libjemalloc2  # bench_gemm's BLIS; PyTorch's allocators in bench/compare.sh
   clang-14 libclang-rt-14-dev            # fuzzing (libFuzzer) and sanitizer runtimes
   valgrind
   libonnx-dev libprotobuf-dev            # ONNX export (siam/io/onnx.hpp), optional

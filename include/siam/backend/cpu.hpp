@@ -1,6 +1,6 @@
-// The CPU backend: aligned host memory, Eigen's matrix product for GEMM (or a BLAS
-// through EIGEN_USE_BLAS), and an evaluator that runs an expression kernel as one
-// vectorisable loop, split across OpenMP threads when the tensor is large.
+// The CPU backend: aligned host memory, GEMM from the configured provider (oneDNN, a
+// BLAS behind Eigen, or Eigen's own product: cpu_gemm.hpp), and an evaluator that runs an
+// expression kernel as one vectorisable loop, split across OpenMP threads when the tensor is large.
 //
 // A backend is a type with static functions; the op code never touches its loops.
 #pragma once
@@ -22,6 +22,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "siam/backend/cpu_gemm.hpp"
 #include "siam/detail/config.hpp"
 #include "siam/shape.hpp"
 
@@ -278,30 +279,12 @@ struct Cpu {
   }
 
   /// Row-major C[m x n] = alpha op(A)[m x k] op(B)[k x n] + beta C with row strides
-  /// lda, ldb, ldc. beta == 0 never reads C (it may hold garbage).
+  /// lda, ldb, ldc. beta == 0 never reads C (it may hold garbage). Runs the provider
+  /// the library was configured with (cpu_gemm.hpp, gemm_provider()).
   template <class T>
   static void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha, const T* A,
                    index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
-    using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    using CMap = Eigen::Map<const Mat, Eigen::Unaligned, Eigen::OuterStride<>>;
-    using MMap = Eigen::Map<Mat, Eigen::Unaligned, Eigen::OuterStride<>>;
-    if (m == 0 || n == 0) return;
-    MMap c(C, m, n, Eigen::OuterStride<>(ldc));
-    if (beta == T(0))
-      c.setZero();
-    else if (beta != T(1))
-      c *= beta;
-    if (k == 0) return;
-    CMap a(A, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
-    CMap b(B, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
-    if (!trans_a && !trans_b)
-      c.noalias() += alpha * a * b;
-    else if (trans_a && !trans_b)
-      c.noalias() += alpha * a.transpose() * b;
-    else if (!trans_a && trans_b)
-      c.noalias() += alpha * a * b.transpose();
-    else
-      c.noalias() += alpha * a.transpose() * b.transpose();
+    detail::gemm<T>(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 
  private:
