@@ -135,14 +135,18 @@ inline siam::SiameseConfig make_config(const Options& o, const std::string& data
 template <class Backend>
 void print_setup(const Options& o, const char* device, siam::SiameseTrainer<float, Backend>& t,
                  std::size_t params) {
-  std::printf("device: %s (--device %s), %d threads\n", device, o.device.c_str(), o.threads);
+  std::printf("device: %s (--device %s), %d threads, GEMM by %s\n", device, o.device.c_str(),
+              o.threads, Backend::gemm_name());
   std::printf("network: %s, %zu parameters, shared by both branches\n",
               t.network().describe().c_str(), params);
   const auto& c = t.config();
   std::string loss = c.loss;
-  if (c.loss == "contrastive") loss += " loss (margin " + detail::show(c.margin) + ", summed)";
-  else if (c.loss == "ntxent") loss += " loss (temperature " + detail::show(c.temperature) + ")";
-  else loss += " loss (margin " + detail::show(c.margin) + (c.soft_margin ? ", soft" : "") + ")";
+  if (c.loss == "contrastive")
+    loss += " loss (margin " + detail::show(c.margin) + ", summed)";
+  else if (c.loss == "ntxent")
+    loss += " loss (temperature " + detail::show(c.temperature) + ")";
+  else
+    loss += " loss (margin " + detail::show(c.margin) + (c.soft_margin ? ", soft" : "") + ")";
   std::printf("training: %lld iterations of %zu images (%s), %s, %s, seed %llu\n", o.iterations,
               t.last_batch_rows(), t.trainer_source().c_str(), loss.c_str(),
               t.optimizer().describe().c_str(), static_cast<unsigned long long>(o.seed));
@@ -170,7 +174,8 @@ struct RunTimes {
 };
 
 inline std::string metrics_json(const Options& o, const Data& d, const Evaluation& e,
-                                const RunTimes& t, double wall_seconds, const std::string& device) {
+                                const RunTimes& t, double wall_seconds, const std::string& device,
+                                const char* gemm_provider_name) {
   const long long run = t.last_iteration - t.first_iteration;
   JsonObject j;
   j.add("data_source", d.source)
@@ -187,6 +192,14 @@ inline std::string metrics_json(const Options& o, const Data& d, const Evaluatio
       .add("beta1", o.beta1)
       .add("beta2", o.beta2)
       .add("device", device)
+      .add("gemm_provider", std::string(gemm_provider_name))
+      .add("arch", o.arch)
+      .add("layers", o.arch == "mlp" ? o.layers : std::string("lenet"))
+      .add("loss", o.loss)
+      .add("optimizer", o.optimizer)
+      .add("weight_decay", o.weight_decay)
+      .add("schedule", o.schedule)
+      .add("warmup", o.warmup)
       .add("threads", static_cast<long long>(o.threads))
       .add("test_pairs", static_cast<long long>(e.pairs.n_pairs))
       .add("test_pair_loss", e.pairs.mean_loss)
@@ -337,13 +350,15 @@ class TrainingRun {
                              "Test embedding, iteration " + std::to_string(times_.last_iteration),
                              class_names_);
     else
-      std::printf("embedding.png: skipped (the embedding has %zu dimensions, the figure 2)\n", dim_);
+      std::printf("embedding.png: skipped (the embedding has %zu dimensions, the figure 2)\n",
+                  dim_);
     write_text(out_ / "embedding.csv", embedding_csv(test_emb, data_.test, dim_));
     const Retrieval r = retrieve(test_emb, labels.size(), dim_, pick_query(o_.seed, labels.size()));
     write_retrieval(out_ / "retrieval.png", data_.test, r,
                     class_name(class_names_, labels[r.query]));
     const double wall = seconds_since(wall_start_);
-    write_text(out_ / "metrics.json", metrics_json(o_, data_, ev, times_, wall, Backend::name));
+    write_text(out_ / "metrics.json",
+               metrics_json(o_, data_, ev, times_, wall, Backend::name, Backend::gemm_name()));
     print_evaluation(ev, o_.margin);
     print_summary(wall);
   }
@@ -392,7 +407,8 @@ siam::nn::Sequential<float, Backend> load_query_model(const Options& o) {
   const auto sizes = parse_layers(o.layers);
   if (!sizes) throw siam::value_error("--layers " + o.layers + ": malformed");
   siam::Rng rng(0);  // the initial weights are overwritten by the model's
-  auto net = siam::nn::mlp<float, Backend>(std::vector<siam::index_t>(sizes->begin(), sizes->end()), rng);
+  auto net =
+      siam::nn::mlp<float, Backend>(std::vector<siam::index_t>(sizes->begin(), sizes->end()), rng);
   siam::io::load_model(o.model, net.parameters());
   return net;
 }

@@ -286,6 +286,8 @@ struct Cpu {
                    index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
     detail::gemm<T>(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
   }
+  /// The float GEMM's provider: "onednn", "openblas", "blis" or "eigen".
+  static constexpr const char* gemm_name() { return gemm_provider(); }
 
  private:
   static constexpr index_t chunk = 4096;

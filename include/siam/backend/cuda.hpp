@@ -268,6 +268,7 @@ inline void check_launch(const char* what, cudaStream_t s) {
 struct Cuda {
   static constexpr bool is_host = false;
   static constexpr const char* name = "cuda";
+  static constexpr const char* gemm_name() { return "cublas"; }
 
   /// n elements from the current device's pool (stream-ordered; cuda_out_of_memory when
   /// the device has no room).
