@@ -4,6 +4,8 @@
 #   openblas   the core tests with Eigen's GEMM routed to OpenBLAS (EIGEN_USE_BLAS)
 #   eigen      the GEMM tests with Eigen's own product (release uses oneDNN when installed)
 #   sanitize   Debug + AddressSanitizer/UndefinedBehaviorSanitizer, the CPU tests
+#   headers    every header alone and the templates instantiated, under -Wall -Wextra
+#              -Wshadow -Wconversion -Wpedantic -Werror with GCC and Clang
 #   package    cmake --install, then a downstream project via find_package, one via
 #              add_subdirectory, and a plain compile with only include paths
 #   valgrind   a short mnist_siamese run under memcheck
@@ -43,6 +45,9 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir $root/sanitize --output-on-failure -j"$jobs" \
   -R '^test_(expr|autodiff|ops|losses|nn|optim|train|data|metrics|safetensors|png|conv)$'
 
+section "headers: each alone, and instantiated, warning-free with GCC and Clang"
+scripts/check-headers.sh
+
 section "package: install, find_package, add_subdirectory, plain compile"
 rm -rf $root/prefix $root/down-pkg $root/down-sub
 cmake --install $root/release --prefix "$PWD/$root/prefix" >/dev/null
@@ -51,7 +56,7 @@ cmake --build $root/down-pkg -j"$jobs" && $root/down-pkg/downstream
 cmake -S tests/downstream -B $root/down-sub -DSIAM_SOURCE_DIR="$PWD" >/dev/null
 cmake --build $root/down-sub -j"$jobs" && $root/down-sub/downstream
 c++ -std=c++20 -O1 -I"$PWD/$root/prefix/include" -I/usr/include/eigen3 \
-  tests/downstream/main.cpp -o $root/plain-compile && $root/plain-compile
+  tests/downstream/main.cpp -lz -o $root/plain-compile && $root/plain-compile
 
 section "valgrind: a short end-to-end run under memcheck (no -march=native: no AVX-512)"
 # Eigen's GEMM: memcheck reports invalid stack reads inside oneDNN's JIT-generated kernels.

@@ -1,6 +1,5 @@
-// One generic central-difference gradient checker, in double precision, used for every
-// op, layer and loss. `f` builds a scalar from tape variables; the checker compares
-// the tape's gradient of every input element with (f(x + h) - f(x - h)) / 2h.
+// The library's central-difference gradient checker (siam/testing/gradcheck.hpp), in double
+// precision, wired into doctest, used for every op, layer and loss.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -9,6 +8,7 @@
 #include <cmath>
 #include <functional>
 #include <siam/siamese.hpp>
+#include <siam/testing/gradcheck.hpp>
 #include <vector>
 
 namespace gradcheck {
@@ -32,55 +32,15 @@ struct Result {
   std::size_t checked = 0;
 };
 
-/// Relative error |a - n| / max(1, |a|, |n|) of every input element, which must stay
-/// below `tol`. With h = 1e-6 the central difference is accurate to ~1e-9 for smooth f,
-/// so the default bound 1e-6 leaves room for round-off but catches any wrong formula.
+/// The library's checker (siam/testing/gradcheck.hpp), each mismatch a failed check.
 inline Result check(const Fn& f, std::vector<In> inputs, double tol = 1e-6, double h = 1e-6) {
-  std::vector<siam::Parameter<T, B>> params;
+  std::vector<Tensor> ts;
   for (auto& x : inputs)
-    params.emplace_back("x", std::move(x.t));
-  Tape tape;
-  auto eval = [&]() {
-    tape.reset();
-    std::vector<Var> vs;
-    for (auto& p : params)
-      vs.push_back(tape.param(p));
-    return f(tape, vs);
-  };
-  for (auto& p : params)
-    p.zero_grad();
-  Var loss = eval();
-  REQUIRE(loss.shape().size() == 1);
-  tape.backward(loss);
-  Result r;
-  for (auto& p : params) {
-    const std::vector<double> analytic = p.gradient().to_vector();
-    for (siam::index_t i = 0; i < p.value.size(); ++i) {
-      const double x0 = p.value[i];
-      double fp, fm;
-      {
-        siam::NoGrad ng(tape);
-        p.value[i] = x0 + h;
-        fp = eval().value().item();
-        p.value[i] = x0 - h;
-        fm = eval().value().item();
-      }
-      p.value[i] = x0;
-      const double numeric = (fp - fm) / (2 * h);
-      const double a = analytic[static_cast<std::size_t>(i)];
-      const double err = std::abs(a - numeric);
-      const double rel = err / std::max({1.0, std::abs(a), std::abs(numeric)});
-      r.max_abs_error = std::max(r.max_abs_error, err);
-      r.max_rel_error = std::max(r.max_rel_error, rel);
-      ++r.checked;
-      if (rel > tol) {
-        FAIL_CHECK("gradient mismatch at element " << i << " of " << p.value.shape().str()
-                                                   << ": analytic " << a << ", numeric "
-                                                   << numeric);
-      }
-    }
-  }
-  return r;
+    ts.push_back(std::move(x.t));
+  const auto r = siam::testing::gradcheck(f, std::move(ts), tol, h);
+  for (const auto& m : r.mismatches)
+    FAIL_CHECK("gradient mismatch: " << m);
+  return {r.max_abs_error, r.max_rel_error, r.checked};
 }
 
 /// Whether building f throws the same exception type with and without gradients.

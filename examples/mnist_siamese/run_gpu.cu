@@ -1,5 +1,8 @@
 // The CUDA instantiation of the example's training run, compiled by nvcc without Eigen.
 #include <siam/backend/cuda.hpp>
+#if defined(SIAM_HAS_CUDNN)
+#include <siam/backend/cudnn.hpp>  // --arch cnn
+#endif
 
 #include "run.hpp"
 

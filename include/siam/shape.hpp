@@ -84,7 +84,7 @@ class Shape {
     }
   }
 
-  std::array<index_t, max_rank> dims_{0, 0, 0, 0};
+  index_t dims_[max_rank] = {0, 0, 0, 0};
   int rank_ = 1;
 };
 

@@ -56,7 +56,7 @@ struct Cpu {
   template <class T>
   static T* allocate(index_t n) {
     if (n == 0) return nullptr;
-    return static_cast<T*>(::operator new (sizeof(T) * n, std::align_val_t{64}));
+    return static_cast<T*>(::operator new (sizeof(T) * static_cast<std::size_t>(n), std::align_val_t{64}));
   }
   template <class T>
   static void deallocate(T* p, index_t) noexcept {
@@ -64,7 +64,7 @@ struct Cpu {
   }
   template <class T>
   static void copy(T* dst, const T* src, index_t n) {
-    if (n) std::memcpy(dst, src, sizeof(T) * n);
+    if (n) std::memcpy(dst, src, sizeof(T) * static_cast<std::size_t>(n));
   }
   template <class T>
   static void to_host(T* host_dst, const T* src, index_t n) {
