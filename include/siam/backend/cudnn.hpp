@@ -225,7 +225,7 @@ struct DeviceConv<T, Cuda> {
     SIAM_CUDNN_CHECK(cudnnConvolutionForward(h, &one, e.x.get(), x, e.w.get(), w, e.conv.get(),
                                              e.fwd, work, e.bytes, &zero, e.y.get(), y));
     if (b) SIAM_CUDNN_CHECK(cudnnAddTensor(h, &one, e.b.get(), b, &one, e.y.get(), y));
-    kernels::launch_count() += b ? 2 : 1;
+    cuda::launch_counter().fetch_add(b ? 2 : 1, std::memory_order_relaxed);
   }
 
   static void backward(const ConvGeometry& g, const T* x, const T* w, const T* dy, T* dx,
@@ -250,22 +250,23 @@ struct DeviceConv<T, Cuda> {
       SIAM_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, e.w.get(), w, e.y.get(), dy,
                                                     e.conv.get(), e.bwd_data, work, e.bytes,
                                                     acc_dx ? &one : &zero, e.x.get(), dx));
-    kernels::launch_count() += (db ? 1 : 0) + (dw ? 1 : 0) + (dx ? 1 : 0);
+    cuda::launch_counter().fetch_add((db ? 1u : 0u) + (dw ? 1u : 0u) + (dx ? 1u : 0u),
+                                     std::memory_order_relaxed);
   }
 
   static void pool_forward(const ConvGeometry& g, const T* x, T* y, T* idx) {
     const index_t n = g.out_size();
     if (n == 0) return;
-    pool_kernels::forward<T>
-        <<<kernels::grid_for(n), kernels::block, 0, cuda::stream()>>>(g, x, y, idx);
-    kernels::check_launch("max_pool2d forward kernel");
+    const cudaStream_t st = cuda::stream();
+    pool_kernels::forward<T><<<kernels::grid_for(n), kernels::block, 0, st>>>(g, x, y, idx);
+    kernels::check_launch("max_pool2d forward kernel", st);
   }
   static void pool_backward(const ConvGeometry& g, const T* dy, const T* idx, T* dx, bool acc) {
     const index_t n = g.in_size();
     if (n == 0) return;
-    pool_kernels::backward<T>
-        <<<kernels::grid_for(n), kernels::block, 0, cuda::stream()>>>(g, dy, idx, dx, acc);
-    kernels::check_launch("max_pool2d backward kernel");
+    const cudaStream_t st = cuda::stream();
+    pool_kernels::backward<T><<<kernels::grid_for(n), kernels::block, 0, st>>>(g, dy, idx, dx, acc);
+    kernels::check_launch("max_pool2d backward kernel", st);
   }
 };
 
