@@ -267,7 +267,8 @@ Outputs run_all() {
           b("b", random<B>(Shape{c.w[0]}, 62));
       Tape<float, B> tape;
       auto y = conv2d(tape.param(x), tape.param(w), tape.param(b), c.s, c.p);
-      tape.backward(sum(y * tape.constant(random<B>(y.shape(), 63))));
+      const Tf r = random<B>(y.shape(), 63);
+      tape.backward(sum(y * tape.constant(r)));
       const std::string n = std::string("conv.") + c.name;
       out[n + ".y"] = host(y.value());
       out[n + ".dx"] = host(x.gradient());
@@ -277,7 +278,8 @@ Outputs run_all() {
     Parameter<float, B> x("x", random<B>(Shape{4, 20, 24, 24}, 64));
     Tape<float, B> tape;
     auto y = max_pool2d(tape.param(x), 2, 2);
-    tape.backward(sum(y * tape.constant(random<B>(y.shape(), 65))));
+    const Tf r = random<B>(y.shape(), 65);
+    tape.backward(sum(y * tape.constant(r)));
     out["pool.y"] = host(y.value());
     out["pool.dx"] = host(x.gradient());
   }
