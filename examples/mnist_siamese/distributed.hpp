@@ -87,8 +87,7 @@ inline int run_distributed(const Options& o, bool gpu) {
 /// Training under a launcher with several ranks, or with SIAM_DIST_BLOCKS in one process:
 /// the exit code; none for a plain run. `gpu_unavailable` says why no GPU can run (empty:
 /// one can); null in a build without CUDA.
-inline std::optional<int> run_if_distributed(const Options& o,
-                                             std::string (*gpu_unavailable)()) {
+inline std::optional<int> run_if_distributed(const Options& o, std::string (*gpu_unavailable)()) {
   const int ranks = launched_ranks();
   if (ranks == 1) {
     const auto d = dist_options(1);
@@ -99,8 +98,7 @@ inline std::optional<int> run_if_distributed(const Options& o,
   bool gpu = false;
   if (o.device != "cpu" && gpu_unavailable) {
     const std::string why = gpu_unavailable();
-    if (!why.empty() && o.device == "gpu")
-      throw siam::value_error("--device gpu: " + why);
+    if (!why.empty() && o.device == "gpu") throw siam::value_error("--device gpu: " + why);
     gpu = why.empty();
   }
   return run_distributed(o, gpu);

@@ -73,7 +73,7 @@ class Loop {
         net_(nn::mlp<T, B>(cfg.layers, init_rng_)),
         params_(net_.parameters()),
         adam_(params_, {cfg.lr, 0.9, 0.99, 1e-8}),
-        sampler_(data_.labels, cfg.classes),
+        sampler_(data_.labels),
         dp_(comm, params_, cfg.dp, cfg.settings()) {
     std::vector<T> host(data_.images.begin(), data_.images.end());
     images_ = Tensor<T, B>::from(

@@ -154,9 +154,15 @@ class DataParallelTrainer {
       B::from_host(s->data(), host.data(), s->size());
     }
     const auto st = trainer_.source().rng().state();
-    std::uint64_t c[9] = {st.s[0], st.s[1], st.s[2], st.s[3], 0, st.has_spare ? 1u : 0u,
+    std::uint64_t c[9] = {st.s[0],
+                          st.s[1],
+                          st.s[2],
+                          st.s[3],
+                          0,
+                          st.has_spare ? 1u : 0u,
                           static_cast<std::uint64_t>(trainer_.optimizer().steps()),
-                          static_cast<std::uint64_t>(trainer_.iteration()), losses.size()};
+                          static_cast<std::uint64_t>(trainer_.iteration()),
+                          losses.size()};
     std::memcpy(&c[4], &st.spare, sizeof c[4]);
     comm_.broadcast_host(c, sizeof c, 0);
     Rng::State rs{{c[0], c[1], c[2], c[3]}, 0.0, c[5] != 0};

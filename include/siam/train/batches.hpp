@@ -86,9 +86,12 @@ class ImageSet {
   Shape batch_shape(index_t n) const {
     const Shape s = example_;
     switch (s.rank()) {
-      case 1: return Shape{n, s[0]};
-      case 2: return Shape{n, s[0], s[1]};
-      default: return Shape{n, s[0], s[1], s[2]};
+      case 1:
+        return Shape{n, s[0]};
+      case 2:
+        return Shape{n, s[0], s[1]};
+      default:
+        return Shape{n, s[0], s[1], s[2]};
     }
   }
   /// inputs = the images at `rows`, in order.
@@ -253,31 +256,34 @@ void slice_batch(const Batch<T, B>& full, BatchLayout layout, std::size_t begin,
   const auto rows = static_cast<std::size_t>(full.inputs.rows());
   if (layout.blocks == 0 || rows != layout.blocks * layout.items)
     throw shape_error("slice_batch: a batch of " + std::to_string(rows) + " rows is not " +
-                      std::to_string(layout.blocks) + " blocks of " +
-                      std::to_string(layout.items) + " items");
+                      std::to_string(layout.blocks) + " blocks of " + std::to_string(layout.items) +
+                      " items");
   if (begin > end || end > layout.items)
-    throw shape_error("slice_batch: items [" + std::to_string(begin) + ", " +
-                      std::to_string(end) + ") are not inside [0, " +
-                      std::to_string(layout.items) + ")");
+    throw shape_error("slice_batch: items [" + std::to_string(begin) + ", " + std::to_string(end) +
+                      ") are not inside [0, " + std::to_string(layout.items) + ")");
   const std::size_t m = end - begin;
   const auto cols = static_cast<std::size_t>(full.inputs.cols());
   part.inputs.resize(full.inputs.shape().with_rows(static_cast<index_t>(layout.blocks * m)));
   if (m > 0)
     for (std::size_t k = 0; k < layout.blocks; ++k)
       B::copy(part.inputs.data() + k * m * cols,
-              full.inputs.data() + (k * layout.items + begin) * cols, static_cast<index_t>(m * cols));
+              full.inputs.data() + (k * layout.items + begin) * cols,
+              static_cast<index_t>(m * cols));
   if (static_cast<std::size_t>(full.targets.size()) == layout.items) {
     part.targets.resize(Shape{static_cast<index_t>(m)});
     if (m > 0) B::copy(part.targets.data(), full.targets.data() + begin, static_cast<index_t>(m));
   } else {
     part.targets.resize(full.targets.shape());
-    if (full.targets.size() > 0) B::copy(part.targets.data(), full.targets.data(), full.targets.size());
+    if (full.targets.size() > 0)
+      B::copy(part.targets.data(), full.targets.data(), full.targets.size());
   }
   part.labels.clear();
   if (full.labels.size() == rows)
     for (std::size_t k = 0; k < layout.blocks; ++k)
-      part.labels.insert(part.labels.end(), full.labels.begin() + static_cast<std::ptrdiff_t>(k * layout.items + begin),
-                         full.labels.begin() + static_cast<std::ptrdiff_t>(k * layout.items + end));
+      part.labels.insert(
+          part.labels.end(),
+          full.labels.begin() + static_cast<std::ptrdiff_t>(k * layout.items + begin),
+          full.labels.begin() + static_cast<std::ptrdiff_t>(k * layout.items + end));
   else
     part.labels = full.labels;
 }

@@ -55,7 +55,8 @@ class Trainer {
         optimizer_settings_(opt.describe()) {
     if (!loss_fn_) throw value_error("Trainer: no loss function");
     if (options_.clip_norm < 0 || !std::isfinite(options_.clip_norm))
-      throw value_error("Trainer: clip_norm must be >= 0, got " + std::to_string(options_.clip_norm));
+      throw value_error("Trainer: clip_norm must be >= 0, got " +
+                        std::to_string(options_.clip_norm));
   }
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -71,7 +72,8 @@ class Trainer {
   void step_async() {
     source_.next(batch_);
     if (options_.schedule) opt_.set_lr(options_.schedule->lr_at(iteration_));
-    loss_data_ = (gradient_step_ ? gradient_step_(batch_) : forward_backward(batch_).value()).data();
+    loss_data_ =
+        (gradient_step_ ? gradient_step_(batch_) : forward_backward(batch_).value()).data();
     if (options_.check_finite) check_finite();
     if (options_.clip_norm > 0) optim::clip_grad_norm(params_, options_.clip_norm, clip_);
     opt_.step();
@@ -130,7 +132,8 @@ class Trainer {
     if (!s.empty() && s.back() != '\n') s += '\n';
     s += "source=" + source_.describe() + "\n";
     s += "optimizer=" + optimizer_settings_ + "\n";  // as constructed (a schedule moves lr)
-    s += "schedule=" + (options_.schedule ? options_.schedule->describe() : std::string("none")) + "\n";
+    s += "schedule=" + (options_.schedule ? options_.schedule->describe() : std::string("none")) +
+         "\n";
     s += "clip_norm=" + std::to_string(options_.clip_norm) + "\n";
     return s;
   }
