@@ -143,12 +143,9 @@ void print_setup(const Options& o, const char* device, siam::SiameseTrainer<floa
               t.network().describe().c_str(), params);
   const auto& c = t.config();
   std::string loss = c.loss;
-  if (c.loss == "contrastive")
-    loss += " loss (margin " + detail::show(c.margin) + ", summed)";
-  else if (c.loss == "ntxent")
-    loss += " loss (temperature " + detail::show(c.temperature) + ")";
-  else
-    loss += " loss (margin " + detail::show(c.margin) + (c.soft_margin ? ", soft" : "") + ")";
+  if (c.loss == "contrastive") loss += " loss (margin " + detail::show(c.margin) + ", summed)";
+  else if (c.loss == "ntxent") loss += " loss (temperature " + detail::show(c.temperature) + ")";
+  else loss += " loss (margin " + detail::show(c.margin) + (c.soft_margin ? ", soft" : "") + ")";
   std::printf("training: %lld iterations of %zu images (%s), %s, %s, seed %llu\n", o.iterations,
               t.last_batch_rows(), t.trainer_source().c_str(), loss.c_str(),
               t.optimizer().describe().c_str(), static_cast<unsigned long long>(o.seed));
@@ -361,8 +358,7 @@ class TrainingRun {
                              "Test embedding, iteration " + std::to_string(times_.last_iteration),
                              class_names_);
     else
-      std::printf("embedding.png: skipped (the embedding has %zu dimensions, the figure 2)\n",
-                  dim_);
+      std::printf("embedding.png: skipped (the embedding has %zu dimensions, the figure 2)\n", dim_);
     write_text(out_ / "embedding.csv", embedding_csv(test_emb, data_.test, dim_));
     const Retrieval r = retrieve(test_emb, labels.size(), dim_, pick_query(o_.seed, labels.size()));
     write_retrieval(out_ / "retrieval.png", data_.test, r,
@@ -444,8 +440,7 @@ siam::nn::Sequential<float, Backend> load_query_model(const Options& o) {
   const auto sizes = parse_layers(o.layers);
   if (!sizes) throw siam::value_error("--layers " + o.layers + ": malformed");
   siam::Rng rng(0);  // the initial weights are overwritten by the model's
-  auto net =
-      siam::nn::mlp<float, Backend>(std::vector<siam::index_t>(sizes->begin(), sizes->end()), rng);
+  auto net = siam::nn::mlp<float, Backend>(std::vector<siam::index_t>(sizes->begin(), sizes->end()), rng);
   siam::io::load_model(o.model, net.parameters());
   return net;
 }
