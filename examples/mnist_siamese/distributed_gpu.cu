@@ -2,6 +2,9 @@
 // the local rank, gradients summed by NCCL. Compiled by nvcc, only with MPI and NCCL.
 #include <siam/backend/cuda.hpp>
 #include <siam/dist/nccl.hpp>
+#if defined(SIAM_HAS_CUDNN)
+#include <siam/backend/cudnn.hpp>  // convolutions on the GPU (--arch cnn)
+#endif
 
 #include "run.hpp"
 
