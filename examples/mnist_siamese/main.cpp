@@ -19,6 +19,9 @@
 #include "interop.hpp"
 #include "options.hpp"
 #include "run.hpp"
+#if defined(SIAM_EXAMPLE_HAS_MPI)
+#include "distributed.hpp"
+#endif
 
 namespace mnist_siamese {
 #if defined(SIAM_EXAMPLE_HAS_CUDA)
@@ -121,6 +124,15 @@ int bad_option(const std::string& line) {
 int dispatch(Options o, bool is_query) {
   if (o.threads > 0) siam::set_num_threads(o.threads);
   o.threads = siam::num_threads();
+#if defined(SIAM_EXAMPLE_HAS_MPI)
+  if (!is_query) {  // under mpirun with several ranks: data-parallel (distributed.hpp)
+#if defined(SIAM_EXAMPLE_HAS_CUDA)
+    if (auto status = run_if_distributed(o, &gpu_unavailable_reason)) return *status;
+#else
+    if (auto status = run_if_distributed(o, nullptr)) return *status;
+#endif
+  }
+#endif
 #if defined(SIAM_EXAMPLE_HAS_PNG)
   if (is_query && !o.images.empty()) return query_images<siam::Cpu>(o);
 #endif

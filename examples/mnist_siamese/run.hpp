@@ -8,6 +8,7 @@
 #include <siam/data/idx.hpp>
 #include <siam/data/pairs.hpp>
 #include <siam/data/synthetic_digits.hpp>
+#include <siam/dist/trainer.hpp>
 #include <siam/io/model_file.hpp>
 #include <siam/metrics.hpp>
 #include <siam/train.hpp>
@@ -18,6 +19,8 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -175,7 +178,7 @@ struct RunTimes {
 
 inline std::string metrics_json(const Options& o, const Data& d, const Evaluation& e,
                                 const RunTimes& t, double wall_seconds, const std::string& device,
-                                const char* gemm_provider_name) {
+                                const char* gemm_provider_name, int ranks = 1) {
   const long long run = t.last_iteration - t.first_iteration;
   JsonObject j;
   j.add("data_source", d.source)
@@ -201,6 +204,7 @@ inline std::string metrics_json(const Options& o, const Data& d, const Evaluatio
       .add("schedule", o.schedule)
       .add("warmup", o.warmup)
       .add("threads", static_cast<long long>(o.threads))
+      .add("ranks", static_cast<long long>(ranks))
       .add("test_pairs", static_cast<long long>(e.pairs.n_pairs))
       .add("test_pair_loss", e.pairs.mean_loss)
       .add("mean_similar_distance", e.pairs.mean_similar_distance)
@@ -221,16 +225,26 @@ template <class Backend>
 class TrainingRun {
  public:
   /// Loads the data and builds the trainer; writes nothing, so a failure here leaves no files.
-  explicit TrainingRun(const Options& o)
+  /// With `dist`, trains data-parallel over `comm` (every rank runs this; rank 0 alone
+  /// evaluates and writes files).
+  explicit TrainingRun(const Options& o, siam::dist::Communicator& comm,
+                       std::optional<siam::dist::DataParallelOptions> dist = std::nullopt)
       : o_(o),
         class_names_(*parse_class_names(o.class_names)),
         data_(load_data(o)),
         trainer_(data_.train, make_config(o, data_.source)),
         out_(o.out),
-        dim_(embedding_dim(trainer_.network())) {
+        dim_(embedding_dim(trainer_.network())),
+        comm_(comm),
+        root_(comm.rank() == 0) {
+    if (dist)
+      dp_ = std::make_unique<siam::dist::DataParallelTrainer<float, Backend>>(
+          trainer_.trainer(), comm, siam::dist::options_for(trainer_.config(), *dist));
     print_setup(o, Backend::name, trainer_, parameter_count(trainer_.network()));
+    if (dp_) print_ranks();
     if (!o.resume.empty()) {
-      losses_ = trainer_.load_checkpoint(o.resume, o.allow_settings_change);
+      losses_ = dp_ ? dp_->load_checkpoint(o.resume, o.allow_settings_change)
+                    : trainer_.load_checkpoint(o.resume, o.allow_settings_change);
       std::printf("resumed from %s at iteration %lld\n", o.resume.c_str(), trainer_.iteration());
     }
     test_pairs_ = fixed_test_pairs(data_.test);
@@ -238,9 +252,11 @@ class TrainingRun {
   }
 
   int run() {
-    fs::create_directories(out_);
-    write_samples(out_ / "samples.png", data_.train, o_.seed);
-    write_pair_examples(out_ / "pairs.png", data_.train, o_.seed);
+    if (root_) {
+      fs::create_directories(out_);
+      write_samples(out_ / "samples.png", data_.train, o_.seed);
+      write_pair_examples(out_ / "pairs.png", data_.train, o_.seed);
+    }
     Progress progress(times_.first_iteration, std::max(o_.iterations, times_.first_iteration),
                       static_cast<std::size_t>(o_.batch_pairs), ::isatty(::fileno(stdout)) != 0);
     std::signal(SIGINT, on_signal);
@@ -267,7 +283,8 @@ class TrainingRun {
   int train(Progress& progress) {
     evaluate_test(progress, trainer_.iteration());
     while (trainer_.iteration() < o_.iterations) {
-      if (g_interrupted) return interrupted(progress);
+      if (dp_ ? siam::dist::any_rank(comm_, g_interrupted != 0) : g_interrupted != 0)
+        return interrupted(progress);
       const auto t0 = Clock::now();
       double loss = NAN;  // stays NaN for a skipped batch
       try {
@@ -283,7 +300,7 @@ class TrainingRun {
       progress.step(it, loss);
       if (it % o_.eval_every == 0 || it == o_.iterations) evaluate_test(progress, it);
       if (o_.checkpoint_every > 0 && (it % o_.checkpoint_every == 0 || it == o_.iterations))
-        trainer_.save_checkpoint(out_ / "checkpoint.siam", losses_);
+        save_checkpoint(out_ / "checkpoint.siam");
     }
     return 0;
   }
@@ -311,7 +328,7 @@ class TrainingRun {
   int interrupted(Progress& progress) {
     progress.finish();
     const fs::path checkpoint = out_ / "checkpoint.siam";
-    trainer_.save_checkpoint(checkpoint, losses_);
+    save_checkpoint(checkpoint);
     save_progress();
     std::fprintf(stderr, "interrupted after iteration %lld: saved %s (continue with --resume)\n",
                  trainer_.iteration(), checkpoint.string().c_str());
@@ -320,6 +337,7 @@ class TrainingRun {
 
   /// The held-out pair loss (cheap: one forward pass over the test set), and a frame.
   void evaluate_test(Progress& progress, long long it) {
+    if (!root_) return;
     const auto emb = trainer_.embed(data_.test);
     const auto& labels = data_.test.labels;
     const auto st =
@@ -334,12 +352,14 @@ class TrainingRun {
 
   /// Everything a stopped run must not lose: the model and the loss history.
   void save_progress() {
+    if (!root_) return;
     siam::io::save_model(out_ / "model.siam", trainer_.network());
     write_text(out_ / "loss.csv", loss_csv(losses_));
     plots::write_loss(out_ / "loss.png", losses_, 50);
   }
 
   void write_results() {
+    if (!root_) return;
     const auto test_emb = trainer_.embed(data_.test);
     const auto train_emb = trainer_.embed(data_.train);
     const auto& labels = data_.test.labels;
@@ -358,7 +378,8 @@ class TrainingRun {
                     class_name(class_names_, labels[r.query]));
     const double wall = seconds_since(wall_start_);
     write_text(out_ / "metrics.json",
-               metrics_json(o_, data_, ev, times_, wall, Backend::name, Backend::gemm_name()));
+               metrics_json(o_, data_, ev, times_, wall, Backend::name, Backend::gemm_name(),
+                            comm_.size()));
     print_evaluation(ev, o_.margin);
     print_summary(wall);
   }
@@ -376,6 +397,23 @@ class TrainingRun {
         o_.checkpoint_every > 0 ? " checkpoint.siam" : "");
   }
 
+  /// A checkpoint: written by rank 0 alone when data-parallel (every rank learns the outcome).
+  void save_checkpoint(const fs::path& path) {
+    if (dp_)
+      dp_->save_checkpoint(path, losses_, siam::io::model_records(trainer_.network()));
+    else
+      trainer_.save_checkpoint(path, losses_);
+  }
+
+  void print_ranks() const {
+    const auto& d = dp_->options().sum;
+    const std::string how = d.deterministic
+                                ? "deterministic, " + std::to_string(d.blocks) + " blocks"
+                                : "gradients summed by one all-reduce";
+    std::printf("data-parallel: %d rank%s (%s), %s\n", comm_.size(), comm_.size() == 1 ? "" : "s",
+                comm_.name().c_str(), how.c_str());
+  }
+
   Clock::time_point wall_start_ = Clock::now();  // first member: the wall time includes loading
   const Options& o_;
   std::vector<std::string> class_names_;
@@ -388,13 +426,22 @@ class TrainingRun {
   RunTimes times_;
   long long last_good_ = 0;  // the model is the one after this iteration
   int consecutive_skips_ = 0;
+  siam::dist::Communicator& comm_;
+  bool root_;                                                            // writes the files
+  std::unique_ptr<siam::dist::DataParallelTrainer<float, Backend>> dp_;  // null: one process
 };
 
 /// Trains, evaluates and writes every output. Templated on the backend so that a GPU build
 /// only has to instantiate it with another one.
 template <class Backend>
 int run(const Options& o) {
-  return TrainingRun<Backend>(o).run();
+  siam::dist::LocalCommunicator one;
+  return TrainingRun<Backend>(o, one).run();
+}
+/// The same on every rank of `comm`, data-parallel (see distributed.hpp).
+template <class Backend>
+int run(const Options& o, siam::dist::Communicator& comm, siam::dist::DataParallelOptions d) {
+  return TrainingRun<Backend>(o, comm, d).run();
 }
 
 /// The network of a model file: self-describing files (model.siam, checkpoint.siam) carry

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -29,6 +30,14 @@ struct Batch {
   std::vector<std::int64_t> labels;  ///< class label of each input row (host), or empty
 };
 
+/// How a batch's rows are stacked, for cutting it into independent parts (data-parallel
+/// training): `blocks` blocks of `items` rows each, item i's rows being i, items + i, ...
+/// ([first; second] pairs: 2 x n, triplets: 3 x n). Pair targets hold one value per item;
+/// labels, when present, one per row.
+struct BatchLayout {
+  std::size_t blocks = 0, items = 0;
+};
+
 template <class T, class B>
 class BatchSource {
  public:
@@ -39,6 +48,9 @@ class BatchSource {
   virtual Rng& rng() = 0;
   /// The source's kind and settings, e.g. "pairs n=180" (recorded in checkpoints).
   virtual std::string describe() const = 0;
+  /// The stacked layout of the batches next() fills, or none when the rows cannot be cut
+  /// into independent items (P x K batches, a user's source that does not say).
+  virtual std::optional<BatchLayout> layout() const { return std::nullopt; }
 
  protected:
   BatchSource() = default;
@@ -128,6 +140,7 @@ class PairBatches final : public BatchSource<T, B> {
   }
   Rng& rng() override { return rng_; }
   std::string describe() const override { return "pairs n=" + std::to_string(n_); }
+  std::optional<BatchLayout> layout() const override { return BatchLayout{2, n_}; }
   const std::vector<std::uint32_t>& last_first() const { return first_; }
   const std::vector<std::uint32_t>& last_second() const { return second_; }
 
@@ -164,6 +177,7 @@ class PositivePairBatches final : public BatchSource<T, B> {
   }
   Rng& rng() override { return rng_; }
   std::string describe() const override { return "positive-pairs n=" + std::to_string(n_); }
+  std::optional<BatchLayout> layout() const override { return BatchLayout{2, n_}; }
 
  private:
   const ImageSet<T, B>& set_;
@@ -195,6 +209,7 @@ class TripletBatches final : public BatchSource<T, B> {
   }
   Rng& rng() override { return rng_; }
   std::string describe() const override { return "triplets n=" + std::to_string(n_); }
+  std::optional<BatchLayout> layout() const override { return BatchLayout{3, n_}; }
 
  private:
   const ImageSet<T, B>& set_;
@@ -227,5 +242,47 @@ class PKBatches final : public BatchSource<T, B> {
   Rng rng_;
   std::vector<std::uint32_t> rows_;
 };
+
+/// part = items [begin, end) of `full`, a batch stacked as `layout` says: each block's rows
+/// [begin, end), the targets [begin, end) (when full has one per item) and the labels of
+/// the rows kept (when full has them). Reuses part's buffers. Throws shape_error when full
+/// does not have the layout's rows, or the range is not inside [0, items].
+template <class T, class B>
+void slice_batch(const Batch<T, B>& full, BatchLayout layout, std::size_t begin, std::size_t end,
+                 Batch<T, B>& part) {
+  const auto rows = static_cast<std::size_t>(full.inputs.rows());
+  if (layout.blocks == 0 || rows != layout.blocks * layout.items)
+    throw shape_error("slice_batch: a batch of " + std::to_string(rows) + " rows is not " +
+                      std::to_string(layout.blocks) + " blocks of " + std::to_string(layout.items) +
+                      " items");
+  if (begin > end || end > layout.items)
+    throw shape_error("slice_batch: items [" + std::to_string(begin) + ", " + std::to_string(end) +
+                      ") are not inside [0, " + std::to_string(layout.items) + ")");
+  const std::size_t m = end - begin;
+  const auto cols = static_cast<std::size_t>(full.inputs.cols());
+  part.inputs.resize(full.inputs.shape().with_rows(static_cast<index_t>(layout.blocks * m)));
+  if (m > 0)
+    for (std::size_t k = 0; k < layout.blocks; ++k)
+      B::copy(part.inputs.data() + k * m * cols,
+              full.inputs.data() + (k * layout.items + begin) * cols,
+              static_cast<index_t>(m * cols));
+  if (static_cast<std::size_t>(full.targets.size()) == layout.items) {
+    part.targets.resize(Shape{static_cast<index_t>(m)});
+    if (m > 0) B::copy(part.targets.data(), full.targets.data() + begin, static_cast<index_t>(m));
+  } else {
+    part.targets.resize(full.targets.shape());
+    if (full.targets.size() > 0)
+      B::copy(part.targets.data(), full.targets.data(), full.targets.size());
+  }
+  part.labels.clear();
+  if (full.labels.size() == rows)
+    for (std::size_t k = 0; k < layout.blocks; ++k)
+      part.labels.insert(
+          part.labels.end(),
+          full.labels.begin() + static_cast<std::ptrdiff_t>(k * layout.items + begin),
+          full.labels.begin() + static_cast<std::ptrdiff_t>(k * layout.items + end));
+  else
+    part.labels = full.labels;
+}
 
 }  // namespace siam

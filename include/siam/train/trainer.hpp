@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -54,7 +55,8 @@ class Trainer {
         optimizer_settings_(opt.describe()) {
     if (!loss_fn_) throw value_error("Trainer: no loss function");
     if (options_.clip_norm < 0 || !std::isfinite(options_.clip_norm))
-      throw value_error("Trainer: clip_norm must be >= 0, got " + std::to_string(options_.clip_norm));
+      throw value_error("Trainer: clip_norm must be >= 0, got " +
+                        std::to_string(options_.clip_norm));
   }
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -70,24 +72,45 @@ class Trainer {
   void step_async() {
     source_.next(batch_);
     if (options_.schedule) opt_.set_lr(options_.schedule->lr_at(iteration_));
-    tape_.reset();
-    opt_.zero_grad();
-    Var<T, B> f = net_.forward(tape_.constant(batch_.inputs));
-    loss_ = loss_fn_(f, batch_, tape_);
-    if (loss_.shape().size() != 1)
-      throw shape_error("Trainer: the loss must have one element, got " + loss_.shape().str());
-    tape_.backward(loss_);
+    loss_data_ =
+        (gradient_step_ ? gradient_step_(batch_) : forward_backward(batch_).value()).data();
     if (options_.check_finite) check_finite();
     if (options_.clip_norm > 0) optim::clip_grad_norm(params_, options_.clip_norm, clip_);
     opt_.step();
     ++iteration_;
   }
 
+  /// Zeroes the gradients and runs forward, loss and backward of `batch` on this trainer's
+  /// tape (the network once on the stacked rows); with `scale` != 1 the loss is multiplied
+  /// by it first (so are the gradients). Returns the loss, valid until the next call.
+  /// Throws shape_error unless the loss has one element.
+  Var<T, B> forward_backward(const Batch<T, B>& batch, T scale = T(1)) {
+    tape_.reset();
+    opt_.zero_grad();
+    Var<T, B> f = net_.forward(tape_.constant(batch.inputs));
+    loss_ = loss_fn_(f, batch, tape_);
+    if (loss_.shape().size() != 1)
+      throw shape_error("Trainer: the loss must have one element, got " + loss_.shape().str());
+    if (scale != T(1)) loss_ = loss_ * scale;
+    tape_.backward(loss_);
+    return loss_;
+  }
+
+  /// How a step turns the batch into gradients: it must leave every parameter's gradient
+  /// for the whole batch and return the batch's loss (a view of one element that stays
+  /// valid until the next step). The default is forward_backward(batch); data-parallel training
+  /// (dist/trainer.hpp) computes a slice and sums the gradients across processes.
+  using GradientStep = std::function<View<T, B>(const Batch<T, B>& batch)>;
+  /// Replaces the gradient computation of every following step (an empty function restores
+  /// the default).
+  void set_gradient_step(GradientStep f) { gradient_step_ = std::move(f); }
+
   /// Throws numeric_error naming the iteration and the tensor if the loss or a gradient
   /// holds NaN or Inf (x * 0 is NaN exactly for non-finite x, so one sum per tensor tells).
   void check_finite() {
+    if (!loss_data_) return;  // no step yet
     // All probes accumulate into one scalar so a device backend synchronises once.
-    probe_ = sum_all(loss_.value() * T(0));
+    probe_ = sum_all(loss_view() * T(0));
     for (auto* p : params_)
       probe_ += sum_all(p->gradient() * T(0));
     if (std::isfinite(static_cast<double>(probe_.item()))) return;
@@ -109,7 +132,8 @@ class Trainer {
     if (!s.empty() && s.back() != '\n') s += '\n';
     s += "source=" + source_.describe() + "\n";
     s += "optimizer=" + optimizer_settings_ + "\n";  // as constructed (a schedule moves lr)
-    s += "schedule=" + (options_.schedule ? options_.schedule->describe() : std::string("none")) + "\n";
+    s += "schedule=" + (options_.schedule ? options_.schedule->describe() : std::string("none")) +
+         "\n";
     s += "clip_norm=" + std::to_string(options_.clip_norm) + "\n";
     return s;
   }
@@ -177,14 +201,21 @@ class Trainer {
   }
 
   /// The loss of the last step (synchronises a device backend).
-  double last_loss() const { return static_cast<double>(loss_.value().item()); }
+  double last_loss() const {
+    return loss_data_ ? static_cast<double>(loss_view().item()) : std::nan("");
+  }
   long long iteration() const { return iteration_; }
   void set_iteration(long long it) { iteration_ = it; }
   const Batch<T, B>& last_batch() const { return batch_; }
   Tape<T, B>& tape() { return tape_; }
+  BatchSource<T, B>& source() { return source_; }
+  optim::Optimizer<T, B>& optimizer() { return opt_; }
+  const std::vector<Parameter<T, B>*>& parameters() const { return params_; }
   const TrainerOptions& options() const { return options_; }
 
  private:
+  View<T, B> loss_view() const { return View<T, B>(loss_data_, Shape{1}); }
+
   // Settings are "key=value" lines; the first line that differs is named.
   static void check_settings(const std::string& file, const std::string& saved,
                              const std::string& now) {
@@ -217,6 +248,8 @@ class Trainer {
   Batch<T, B> batch_;
   Tape<T, B> tape_;
   Var<T, B> loss_;
+  T* loss_data_ = nullptr;  // the last step's loss (one element), until the next step
+  GradientStep gradient_step_;
   Tensor<T, B> probe_{Shape{1}};
   optim::ClipWorkspace<T, B> clip_;
   long long iteration_ = 0;
