@@ -10,6 +10,7 @@
 #include "siam/autodiff/elementwise.hpp"
 #include "siam/autodiff/metric.hpp"
 #include "siam/autodiff/ops.hpp"
+#include "siam/autodiff/reduce.hpp"
 #include "siam/autodiff/structure.hpp"
 #include "siam/nn/init.hpp"
 #include "siam/nn/spec.hpp"
