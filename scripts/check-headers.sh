@@ -31,6 +31,7 @@ skip() {  # header that needs something this machine lacks
 extra() {  # include paths a header's dependency needs
   case $1 in
     */dist/mpi.hpp|*/dist/trainer.hpp|*/dist/data_parallel.hpp) mpicxx --showme:compile 2>/dev/null ;;
+    */io/onnx.hpp) echo -DONNX_NAMESPACE=onnx -DONNX_ML=1 ;;  # what libonnx's CMake target sets
   esac
 }
 export -f skip extra

@@ -44,9 +44,9 @@ static int general_trainer() {
   for (auto& c : centre)
     for (auto& v : c)
       v = static_cast<float>(rng.uniform(-1, 1));
-  for (int i = 0; i < 300; ++i) {
-    labels.push_back(10 * (i % 3 + 1));
-    for (int k = 0; k < 20; ++k)
+  for (std::size_t i = 0; i < 300; ++i) {
+    labels.push_back(static_cast<std::int64_t>(10 * (i % 3 + 1)));
+    for (std::size_t k = 0; k < 20; ++k)
       images.push_back(centre[i % 3][k] + static_cast<float>(rng.normal(0, 0.3)));
   }
   ImageSet<float, Cpu> set(images, labels, Shape{20});

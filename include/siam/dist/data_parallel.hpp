@@ -67,8 +67,8 @@ inline PairRange shard(std::size_t n, int part, int parts) {
 /// 64-bit FNV-1a of a string (a settings fingerprint that is the same on every machine).
 inline std::uint64_t fingerprint(std::string_view s) {
   std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : s) {
-    h ^= c;
+  for (const char ch : s) {
+    h ^= static_cast<unsigned char>(ch);
     h *= 0x100000001b3ULL;
   }
   return h;
@@ -87,7 +87,8 @@ inline void handshake(Communicator& comm, std::string_view settings, std::uint64
                                 "parameter count"};
   for (int r = 1; r < comm.size(); ++r)
     for (int k = 0; k < 3; ++k) {
-      const auto a = all[static_cast<std::size_t>(k)], b = all[3 * static_cast<std::size_t>(r) + k];
+      const auto a = all[static_cast<std::size_t>(k)],
+                 b = all[3 * static_cast<std::size_t>(r) + static_cast<std::size_t>(k)];
       if (a != b) {
         char ha[32], hb[32];
         std::snprintf(ha, sizeof ha, k == 0 ? "0x%016llx" : "%llu",
