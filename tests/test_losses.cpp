@@ -32,7 +32,9 @@ double dist(const Tensor& x, index_t i, const Tensor& y, index_t j, Distance d) 
     q += (x(i, c) - y(j, c)) * (x(i, c) - y(j, c));
   return d == Distance::squared ? q : std::sqrt(q + 1e-6);
 }
-double softplus(double x) { return std::max(x, 0.0) + std::log1p(std::exp(-std::abs(x))); }
+double softplus(double x) {
+  return std::max(x, 0.0) + std::log1p(std::exp(-std::abs(x)));
+}
 }  // namespace
 
 TEST_CASE("triplet loss: gradient, value by loop, 1x1, empty, errors") {
@@ -41,11 +43,13 @@ TEST_CASE("triplet loss: gradient, value by loop, 1x1, empty, errors") {
     for (Distance dd : {Distance::euclidean, Distance::squared})
       for (Reduction r : {Reduction::mean, Reduction::sum}) {
         CAPTURE(n);
-        Tensor a = random(Shape{n, d}, rng), p = random(Shape{n, d}, rng), q = random(Shape{n, d}, rng);
+        Tensor a = random(Shape{n, d}, rng), p = random(Shape{n, d}, rng),
+               q = random(Shape{n, d}, rng);
         TripletOptions opt{0.7, dd, r};
         check([opt](Tape&, VarList& v) { return triplet_loss(v[0], v[1], v[2], opt); }, {a, p, q});
         Tape t;
-        const double got = triplet_loss(t.constant(a), t.constant(p), t.constant(q), opt).value().item();
+        const double got =
+            triplet_loss(t.constant(a), t.constant(p), t.constant(q), opt).value().item();
         double want = 0;
         for (index_t i = 0; i < n; ++i)
           want += std::max(dist(a, i, p, i, dd) - dist(a, i, q, i, dd) + 0.7, 0.0);
@@ -105,13 +109,14 @@ TEST_CASE("batch-hard triplet loss: gradient, mined value by loop, soft margin, 
     CHECK(std::string(err.what()).find("anchor 4 (label 7)") != std::string::npos);
   }
   MiningStats st;
-  (void)batch_hard_triplet_loss(t.constant(e), lonely, {0.2, false, Distance::euclidean, true}, &st);
+  (void)batch_hard_triplet_loss(t.constant(e), lonely, {0.2, false, Distance::euclidean, true},
+                                &st);
   CHECK(st.anchors == 4);
   const std::vector<int> one_class{3, 3, 3};
   Tensor e3 = random(Shape{3, 2}, rng);
-  CHECK_THROWS_AS(batch_hard_triplet_loss(t.constant(e3), one_class,
-                                          {0.2, false, Distance::euclidean, true}),
-                  value_error);
+  CHECK_THROWS_AS(
+      batch_hard_triplet_loss(t.constant(e3), one_class, {0.2, false, Distance::euclidean, true}),
+      value_error);
   const std::vector<int> short_labels{0, 1};
   CHECK_THROWS_AS(batch_hard_triplet_loss(t.constant(e3), short_labels), shape_error);
   CHECK_THROWS_AS(batch_hard_triplet_loss(t.constant(e), lonely, {-1.0}), value_error);
@@ -203,9 +208,8 @@ TEST_CASE("NT-Xent: gradient, value by loop, stable at a small temperature, erro
   check_throws_identically<value_error>(
       [](Tape&, VarList& v) { return ntxent_loss(v[0], v[1], {0.0}); },
       {Tensor(Shape{2, 2}), Tensor(Shape{2, 2})});
-  check_throws_identically<shape_error>(
-      [](Tape&, VarList& v) { return ntxent_loss(v[0], v[1]); },
-      {Tensor(Shape{2, 2}), Tensor(Shape{3, 2})});
+  check_throws_identically<shape_error>([](Tape&, VarList& v) { return ntxent_loss(v[0], v[1]); },
+                                        {Tensor(Shape{2, 2}), Tensor(Shape{3, 2})});
   check_throws_identically<shape_error>([](Tape&, VarList& v) { return ntxent_loss_stacked(v[0]); },
                                         {Tensor(Shape{3, 2})});
 }

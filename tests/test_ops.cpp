@@ -135,9 +135,9 @@ TEST_CASE("gradient: sum and mean over all, over rows, over columns, keepdims") 
               {a});
         const index_t len = axis == 0 ? s.rows() : s.cols();
         if (len > 0)
-          check(projected([axis, keep](Tape&, VarList& v) { return mean(v[0], axis, keep); }, out,
-                          2),
-                {a});
+          check(
+              projected([axis, keep](Tape&, VarList& v) { return mean(v[0], axis, keep); }, out, 2),
+              {a});
       }
   }
   // values against loops
@@ -179,8 +179,11 @@ TEST_CASE("gradient: broadcasts of rows, columns and scalars") {
           {row2});
     check(projected([](Tape&, VarList& v) { return broadcast_cols(v[0], 5); }, Shape{r, 5}, 3),
           {col});
-    check(projected([r](Tape&, VarList& v) { return broadcast_scalar(v[0], Shape{r, 2}); },
-                    Shape{r, 2}, 4),
+    check(projected(
+              [r](Tape&, VarList& v) {
+                return broadcast_scalar(v[0], Shape{r, 2});
+              },
+              Shape{r, 2}, 4),
           {sc});
     // a matrix minus its row means: the explicit-broadcast idiom
     Tensor m = random(Shape{r, 4}, rng);
@@ -192,10 +195,10 @@ TEST_CASE("gradient: broadcasts of rows, columns and scalars") {
                 Shape{r, 4}, 5),
             {m});
   }
-  check_throws_identically<shape_error>(
-      [](Tape&, VarList& v) { return broadcast_rows(v[0], 2); }, {Tensor(Shape{2, 3})});
-  check_throws_identically<shape_error>(
-      [](Tape&, VarList& v) { return broadcast_cols(v[0], 2); }, {Tensor(Shape{2, 3})});
+  check_throws_identically<shape_error>([](Tape&, VarList& v) { return broadcast_rows(v[0], 2); },
+                                        {Tensor(Shape{2, 3})});
+  check_throws_identically<shape_error>([](Tape&, VarList& v) { return broadcast_cols(v[0], 2); },
+                                        {Tensor(Shape{2, 3})});
   check_throws_identically<shape_error>(
       [](Tape&, VarList& v) { return broadcast_scalar(v[0], Shape{2}); }, {Tensor(Shape{2})});
 }
@@ -210,10 +213,11 @@ TEST_CASE("gradient: gather_rows with repeats (scatter-add), transpose, reshape"
   check(projected([&none](Tape&, VarList& v) { return gather_rows(v[0], none); }, Shape{0, 3}, 2),
         {x});
   Tensor x4 = random(Shape{3, 2, 2}, rng);  // rows of any trailing shape
-  check(projected([](Tape&, VarList& v) {
-          return gather_rows(v[0], std::vector<std::uint32_t>{1, 1, 0});
-        },
-                  Shape{3, 2, 2}, 3),
+  check(projected(
+            [](Tape&, VarList& v) {
+              return gather_rows(v[0], std::vector<std::uint32_t>{1, 1, 0});
+            },
+            Shape{3, 2, 2}, 3),
         {x4});
   for (Shape s : kShapes) {
     CAPTURE(s.str());
@@ -230,10 +234,12 @@ TEST_CASE("gradient: gather_rows with repeats (scatter-add), transpose, reshape"
   CHECK(gather_rows(t.constant(m), std::vector<std::uint32_t>{1, 0}).value().to_vector() ==
         std::vector<double>{4, 5, 6, 1, 2, 3});
   check_throws_identically<value_error>(
-      [](Tape&, VarList& v) { return gather_rows(v[0], std::vector<std::uint32_t>{0, 4}); },
+      [](Tape&, VarList& v) {
+        return gather_rows(v[0], std::vector<std::uint32_t>{0, 4});
+      },
       {Tensor(Shape{4, 2})});
-  check_throws_identically<shape_error>(
-      [](Tape&, VarList& v) { return reshape(v[0], Shape{5}); }, {Tensor(Shape{2, 3})});
+  check_throws_identically<shape_error>([](Tape&, VarList& v) { return reshape(v[0], Shape{5}); },
+                                        {Tensor(Shape{2, 3})});
   check_throws_identically<shape_error>([](Tape&, VarList& v) { return transpose(v[0]); },
                                         {Tensor(Shape{2, 3, 2})});
 }
@@ -261,8 +267,8 @@ TEST_CASE("gradient: l2_normalize_rows, including a zero row") {
 
 TEST_CASE("gradient: pairwise squared distances and cosine similarities") {
   Rng rng(28);
-  for (auto [n, m, d] : {std::tuple{4, 3, 5}, std::tuple{1, 1, 1}, std::tuple{0, 3, 2},
-                         std::tuple{3, 0, 2}}) {
+  for (auto [n, m, d] :
+       {std::tuple{4, 3, 5}, std::tuple{1, 1, 1}, std::tuple{0, 3, 2}, std::tuple{3, 0, 2}}) {
     CAPTURE(n);
     CAPTURE(m);
     Tensor a = random(Shape{n, d}, rng), b = random(Shape{m, d}, rng);
@@ -276,7 +282,8 @@ TEST_CASE("gradient: pairwise squared distances and cosine similarities") {
     if (n > 1) {
       check(projected(
                 [](Tape&, VarList& v) {
-                  return pairwise_sq_distances(v[0], v[0]) + pairwise_sq_distances(v[0], v[1]).shape().size() * 0.0;
+                  return pairwise_sq_distances(v[0], v[0]) +
+                         pairwise_sq_distances(v[0], v[1]).shape().size() * 0.0;
                 },
                 Shape{n, n}, 3),
             {a, b}, 1e-5);
@@ -284,7 +291,8 @@ TEST_CASE("gradient: pairwise squared distances and cosine similarities") {
   }
   // values against a loop
   Tape t;
-  Tensor a = Tensor::from(Shape{2, 2}, {0, 0, 1, 2}), b = Tensor::from(Shape{3, 2}, {1, 0, 0, 2, 1, 2});
+  Tensor a = Tensor::from(Shape{2, 2}, {0, 0, 1, 2}),
+         b = Tensor::from(Shape{3, 2}, {1, 0, 0, 2, 1, 2});
   const auto dd = pairwise_sq_distances(t.constant(a), t.constant(b)).value().to_vector();
   CHECK(dd == std::vector<double>{1, 4, 5, 4, 1, 0});
   const auto cs = cosine_similarity_matrix(t.constant(b), t.constant(b)).value().to_vector();
@@ -313,8 +321,8 @@ TEST_CASE("tape: a node may name up to max_inputs inputs; a forgotten reset() is
             tp.accumulate(n.in[k], broadcast_scalar(tp.out_grad(n), tp.shape(n.in[k])) *
                                        static_cast<double>(k == 0));
         },
-        y, {v[0].id(), v[1].id(), v[2].id(), v[3].id(), v[4].id(), v[5].id(), v[6].id(),
-            v[7].id()});
+        y,
+        {v[0].id(), v[1].id(), v[2].id(), v[3].id(), v[4].id(), v[5].id(), v[6].id(), v[7].id()});
     return y;
   };
   std::vector<gradcheck::In> ins(xs.begin(), xs.end());

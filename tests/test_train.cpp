@@ -45,7 +45,9 @@ siam::data::Dataset clusters(std::size_t n, std::size_t dim, const std::vector<i
   }
   return d;
 }
-fs::path temp(const std::string& name) { return fs::temp_directory_path() / ("siam_train_" + name); }
+fs::path temp(const std::string& name) {
+  return fs::temp_directory_path() / ("siam_train_" + name);
+}
 
 siam::nn::Sequential<float, Cpu> load_f32(const fs::path& p) {
   return siam::io::load_model<float, Cpu>(p);
@@ -61,7 +63,8 @@ double mean(const std::vector<double>& v, std::size_t b, std::size_t e) {
 }
 }  // namespace
 
-TEST_CASE("general trainer: a 20-64-64-3 network on 3-class data with labels 3, 7, 11, every loss") {
+TEST_CASE(
+    "general trainer: a 20-64-64-3 network on 3-class data with labels 3, 7, 11, every loss") {
   const auto data = clusters(150, 20, {3, 7, 11}, 1);
   siam::ImageSet<float, Cpu> set(data);
   for (const std::string loss : {"contrastive", "triplet", "batch-hard", "batch-all", "ntxent"}) {
@@ -82,7 +85,8 @@ TEST_CASE("general trainer: a 20-64-64-3 network on 3-class data with labels 3, 
   }
 }
 
-TEST_CASE("general trainer: a user's network, optimizer, source and loss (written with public ops)") {
+TEST_CASE(
+    "general trainer: a user's network, optimizer, source and loss (written with public ops)") {
   const auto data = clusters(120, 10, {0, 1, 2, 3}, 2);
   siam::ImageSet<float, Cpu> set(data);
   Rng rng(3);
@@ -180,7 +184,8 @@ TEST_CASE("no heap allocation in a steady-state step, for each optimizer") {
     }
 }
 
-TEST_CASE("inference: embed() without a tape equals forward(); embed_images batches with progress") {
+TEST_CASE(
+    "inference: embed() without a tape equals forward(); embed_images batches with progress") {
   const auto data = clusters(37, 8, {1, 2}, 7);
   Rng rng(8);
   auto net = siam::nn::mlp<float, Cpu>({8, 16, 3}, rng);
@@ -190,9 +195,8 @@ TEST_CASE("inference: embed() without a tape equals forward(); embed_images batc
   CHECK(net.embed(x).to_vector() == ref);
   CHECK(net.embed(x).to_vector() == ref);  // buffers reused, same result
   std::vector<std::pair<index_t, index_t>> calls;
-  const auto all = siam::embed_images(net, data, 10, [&](index_t done, index_t total) {
-    calls.emplace_back(done, total);
-  });
+  const auto all = siam::embed_images(
+      net, data, 10, [&](index_t done, index_t total) { calls.emplace_back(done, total); });
   // other batch sizes may take other GEMM kernel paths: equal up to rounding
   REQUIRE(all.size() == ref.size());
   for (std::size_t i = 0; i < ref.size(); ++i)
@@ -204,7 +208,9 @@ TEST_CASE("inference: embed() without a tape equals forward(); embed_images batc
   CHECK_THROWS_AS(net.embed(wrong), siam::shape_error);
 }
 
-TEST_CASE("model files: self-describing round trip; weights-only, future, other-type and truncated files") {
+TEST_CASE(
+    "model files: self-describing round trip; weights-only, future, other-type and truncated "
+    "files") {
   Rng rng(9);
   auto net = siam::nn::mlp<float, Cpu>({20, 64, 64, 3}, rng);
   net.add<siam::nn::L2Normalize<float, Cpu>>(1e-9);
@@ -248,7 +254,8 @@ TEST_CASE("model files: self-describing round trip; weights-only, future, other-
   CHECK_THROWS_AS(load_f32(old), siam::io_error);
   // an unknown layer kind
   for (auto& r : records)
-    if (r.name == "model/arch") r = siam::io::make_text_record("model/arch", "Dense in=20 out=64\nWarp k=3\n");
+    if (r.name == "model/arch")
+      r = siam::io::make_text_record("model/arch", "Dense in=20 out=64\nWarp k=3\n");
     else if (r.name == "model/format") {
       const std::uint64_t v = 2;
       r = siam::io::make_record("model/format", {1}, &v, 1);

@@ -106,8 +106,9 @@ void add_train_options(CLI::App& app, Options& o, bool have_cuda) {
 void add_query_options(CLI::App& query, Options& o) {
   add_data_options(query, o);
   query.add_option("--model", o.model, "Model file (model.siam or checkpoint.siam)")->required();
-  query.add_option("--layers", o.layers,
-                   "MLP layer sizes, for a weights-only model file of an earlier version")
+  query
+      .add_option("--layers", o.layers,
+                  "MLP layer sizes, for a weights-only model file of an earlier version")
       ->capture_default_str();
   query.add_option("--index", o.index,
                    "Test image to query (default: the one of the training run's retrieval.png)");

@@ -138,7 +138,8 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
   if (o.warmup < 0) return "--warmup " + std::to_string(o.warmup) + ": must be >= 0";
   if (!(o.margin > 0) || !std::isfinite(o.margin))
     return "--margin " + show(o.margin) + ": must be > 0";
-  if (!(o.momentum >= 0 && o.momentum < 1)) return "--momentum " + show(o.momentum) + ": must be in [0, 1)";
+  if (!(o.momentum >= 0 && o.momentum < 1))
+    return "--momentum " + show(o.momentum) + ": must be in [0, 1)";
   if (!(o.lr > 0) || !std::isfinite(o.lr)) return "--lr " + show(o.lr) + ": must be > 0";
   if (!(o.beta1 >= 0 && o.beta1 < 1)) return "--beta1 " + show(o.beta1) + ": must be in [0, 1)";
   if (!(o.beta2 >= 0 && o.beta2 < 1)) return "--beta2 " + show(o.beta2) + ": must be in [0, 1)";

@@ -377,9 +377,8 @@ class TrainingRun {
     write_retrieval(out_ / "retrieval.png", data_.test, r,
                     class_name(class_names_, labels[r.query]));
     const double wall = seconds_since(wall_start_);
-    write_text(out_ / "metrics.json",
-               metrics_json(o_, data_, ev, times_, wall, Backend::name, Backend::gemm_name(),
-                            comm_.size()));
+    write_text(out_ / "metrics.json", metrics_json(o_, data_, ev, times_, wall, Backend::name,
+                                                   Backend::gemm_name(), comm_.size()));
     print_evaluation(ev, o_.margin);
     print_summary(wall);
   }

@@ -3,9 +3,9 @@
 // CUDA backend lives in <siam/backend/cuda.hpp> and needs nvcc.
 #pragma once
 
+#include "siam/autodiff/conv.hpp"
 #include "siam/autodiff/elementwise.hpp"
 #include "siam/autodiff/metric.hpp"
-#include "siam/autodiff/conv.hpp"
 #include "siam/autodiff/ops.hpp"
 #include "siam/autodiff/reduce.hpp"
 #include "siam/autodiff/structure.hpp"
@@ -25,9 +25,9 @@
 #include "siam/optim/adam.hpp"
 #include "siam/optim/adamw.hpp"
 #include "siam/optim/clip.hpp"
+#include "siam/optim/optimizer.hpp"
 #include "siam/optim/schedule.hpp"
 #include "siam/optim/sgd.hpp"
-#include "siam/optim/optimizer.hpp"
 #include "siam/random.hpp"
 #include "siam/shape.hpp"
 #include "siam/tensor.hpp"

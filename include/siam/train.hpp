@@ -6,7 +6,7 @@
 //   loss         batch source (2 * batch_pairs images per step for every loss)
 //   contrastive  batch_pairs balanced random pairs (the seed's setting)
 //   triplet      (2 * batch_pairs) / 3 random triplets
-//   batch-hard   P x K batches: P = min(classes, 2 * batch_pairs / 2) classes, K images each
+//   batch-hard   P x K batches: P = min(classes, batch_pairs) classes, K = 2 batch_pairs / P
 //   batch-all    the same
 //   ntxent       batch_pairs positive pairs (two images of one class)
 //
@@ -36,16 +36,16 @@ struct SiameseConfig {
   /// with `input_shape` the shape of one example.
   std::vector<nn::LayerSpec> network;
   Shape input_shape;
-  std::string loss = "contrastive";  ///< contrastive, triplet, batch-hard, batch-all, ntxent
-  double margin = 0.3;               ///< contrastive, triplet and the mining losses
+  std::string loss = "contrastive";      ///< contrastive, triplet, batch-hard, batch-all, ntxent
+  double margin = 0.3;                   ///< contrastive, triplet and the mining losses
   Reduction reduction = Reduction::sum;  ///< contrastive
   bool soft_margin = false;              ///< batch-hard / batch-all: softplus instead of the hinge
   double temperature = 0.1;              ///< ntxent
   std::string optimizer = "adam";        ///< adam, adamw, sgd
   optim::AdamOptions adam{1e-4, 0.9, 0.99, 1e-8};  ///< lr for every optimizer; betas for Adam(W)
-  double weight_decay = 0;  ///< adamw (decoupled) and sgd (L2)
-  double momentum = 0.9;    ///< sgd
-  /// constant, cosine (to 0 at `iterations`), step (x0.1 at 1/2 and 3/4 of `iterations`), or a
+  double weight_decay = 0;                         ///< adamw (decoupled) and sgd (L2)
+  double momentum = 0.9;                           ///< sgd
+  /// constant, cosine (to 0 at `iterations`), step (x0.1 every half of `iterations`), or a
   /// full spec for optim::Schedule::parse ("exp:gamma=0.999"); `warmup` steps of linear warm-up.
   std::string schedule = "constant";
   long long warmup = 0;
@@ -66,8 +66,8 @@ struct SiameseConfig {
     } else if (input_shape.size() == 0) {
       throw value_error("network: an architecture needs its input_shape");
     }
-    if (loss != "contrastive" && loss != "triplet" && loss != "batch-hard" &&
-        loss != "batch-all" && loss != "ntxent")
+    if (loss != "contrastive" && loss != "triplet" && loss != "batch-hard" && loss != "batch-all" &&
+        loss != "ntxent")
       throw value_error("loss '" + loss +
                         "': expected contrastive, triplet, batch-hard, batch-all or ntxent");
     if (loss == "contrastive" && !(margin > 0))
@@ -208,7 +208,8 @@ class SiameseTrainer {
     const std::size_t n = cfg_.batch_pairs;
     if (cfg_.loss == "contrastive") return std::make_unique<PairBatches<T, B>>(set_, n, seed);
     if (cfg_.loss == "ntxent") return std::make_unique<PositivePairBatches<T, B>>(set_, n, seed);
-    if (cfg_.loss == "triplet") return std::make_unique<TripletBatches<T, B>>(set_, 2 * n / 3, seed);
+    if (cfg_.loss == "triplet")
+      return std::make_unique<TripletBatches<T, B>>(set_, 2 * n / 3, seed);
     const auto [p, k] = pk_size();
     return std::make_unique<PKBatches<T, B>>(set_, p, k, seed);
   }
@@ -217,8 +218,8 @@ class SiameseTrainer {
   std::pair<std::size_t, std::size_t> pk_size() const {
     std::vector<std::int64_t> classes(set_.labels());
     std::sort(classes.begin(), classes.end());
-    const auto count = static_cast<std::size_t>(
-        std::unique(classes.begin(), classes.end()) - classes.begin());
+    const auto count =
+        static_cast<std::size_t>(std::unique(classes.begin(), classes.end()) - classes.begin());
     const std::size_t n = cfg_.batch_pairs;
     const std::size_t p = std::max<std::size_t>(2, std::min(count, n));
     return {p, std::max<std::size_t>(2, 2 * n / p)};

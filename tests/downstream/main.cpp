@@ -76,4 +76,6 @@ static int general_trainer() {
   return (last < first && a == b) ? 0 : 1;
 }
 
-int main() { return readme_loop() | general_trainer(); }
+int main() {
+  return readme_loop() | general_trainer();
+}

@@ -6,9 +6,9 @@
 
 #include <functional>
 #include <map>
+#include <siam/autodiff/conv.hpp>
 #include <siam/autodiff/elementwise.hpp>
 #include <siam/autodiff/metric.hpp>
-#include <siam/autodiff/conv.hpp>
 #include <siam/autodiff/ops.hpp>
 #include <siam/autodiff/reduce.hpp>
 #include <siam/autodiff/structure.hpp>
@@ -193,8 +193,9 @@ Outputs run_all() {
               [](Tp&, V& v) { return broadcast_rows(v[0], 30); });
     grad_case("broadcast_cols", {random<B>(Shape{30, 1}, 74)},
               [](Tp&, V& v) { return broadcast_cols(v[0], 20); });
-    grad_case("broadcast_scalar", {random<B>(Shape{1}, 75)},
-              [](Tp&, V& v) { return broadcast_scalar(v[0], Shape{30, 20}); });
+    grad_case("broadcast_scalar", {random<B>(Shape{1}, 75)}, [](Tp&, V& v) {
+      return broadcast_scalar(v[0], Shape{30, 20});
+    });
     grad_case("gather_rows", {a()}, [](Tp&, V& v) {
       return gather_rows(v[0], std::vector<std::uint32_t>{29, 0, 3, 3, 17, 3, 29});
     });

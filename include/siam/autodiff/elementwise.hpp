@@ -181,7 +181,10 @@ Var<T, B> clamp(Var<T, B> x, S lo, S hi) {
     throw value_error("clamp: lower bound " + std::to_string(lo) + " is above the upper bound " +
                       std::to_string(hi));
   return detail::unary_op(
-      x, [&](View<T, B> out, const View<T, B>& v) { out = clamp(v, static_cast<T>(lo), static_cast<T>(hi)); },
+      x,
+      [&](View<T, B> out, const View<T, B>& v) {
+        out = clamp(v, static_cast<T>(lo), static_cast<T>(hi));
+      },
       +[](Tape<T, B>& tp, const detail::Node<T, B>& n) {
         tp.accumulate(n.in[0], clamp_grad(tp.out_grad(n), tp.value(n.in[0]), n.s[0], n.s[1]));
       },

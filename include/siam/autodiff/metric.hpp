@@ -16,7 +16,8 @@ template <class T, class B>
 Var<T, B> l2_normalize_rows(Var<T, B> x, T eps = T(1e-12)) {
   const Shape s = x.shape();
   if (s.rank() < 2) throw shape_error("l2_normalize_rows: " + s.str() + " has no row axis");
-  if (!(eps > 0)) throw value_error("l2_normalize_rows: eps must be > 0, got " + std::to_string(eps));
+  if (!(eps > 0))
+    throw value_error("l2_normalize_rows: eps must be > 0, got " + std::to_string(eps));
   auto& t = x.tape();
   const index_t r = s.rows(), c = s.cols();
   Var<T, B> norm = t.make(Shape{r, 1}, false);  // |x_i|, kept for the backward

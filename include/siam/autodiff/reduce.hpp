@@ -58,12 +58,12 @@ Var<T, B> scaled_sum_axis(const char* op, Var<T, B> x, int axis, bool keepdims, 
         const Shape xs = tp.shape(n.in[0]);
         const View<T, B> dy = tp.out_grad(n);
         if (n.i[0] == 0)
-          tp.accumulate(n.in[0],
-                       broadcast_rows(View<T, B>(dy.data(), Shape{xs.cols()}), xs.rows()) * n.s[0]);
+          tp.accumulate(
+              n.in[0], broadcast_rows(View<T, B>(dy.data(), Shape{xs.cols()}), xs.rows()) * n.s[0]);
         else
-          tp.accumulate(n.in[0],
-                       broadcast_cols(View<T, B>(dy.data(), Shape{xs.rows(), 1}), xs.cols()) *
-                           n.s[0]);
+          tp.accumulate(
+              n.in[0],
+              broadcast_cols(View<T, B>(dy.data(), Shape{xs.rows(), 1}), xs.cols()) * n.s[0]);
       },
       y, {x.id()}, scale);
   if (node) node->i[0] = axis;
@@ -98,7 +98,9 @@ Var<T, B> sum(Var<T, B> x, int axis, bool keepdims = false) {
 template <class T, class B>
 Var<T, B> mean(Var<T, B> x, int axis, bool keepdims = false) {
   const index_t n = axis == 0 ? x.shape().rows() : x.shape().cols();
-  if (n == 0) throw shape_error("mean: axis " + std::to_string(axis) + " of " + x.shape().str() + " is empty");
+  if (n == 0)
+    throw shape_error("mean: axis " + std::to_string(axis) + " of " + x.shape().str() +
+                      " is empty");
   return detail::scaled_sum_axis("mean", x, axis, keepdims, T(1) / static_cast<T>(n));
 }
 

@@ -118,8 +118,7 @@ class Tape {
   /// temporary tensor is gone before backward() reads it.
   template <class U>
   requires std::is_same_v<std::remove_cvref_t<U>, Tensor<T, B>> &&
-           (!std::is_lvalue_reference_v<U>)
-  Var<T, B> constant(U&&) {
+      (!std::is_lvalue_reference_v<U>)Var<T, B> constant(U&&) {
     static_assert(!sizeof(U),
                   "siam: tape.constant() does not copy its argument and the tape reads it "
                   "until backward(); keep the tensor in a named variable (or use "
@@ -216,8 +215,8 @@ class Tape {
     if (!s.requires_grad) return;
     // A matrix-shaped expression may update a higher-rank value seen as a matrix.
     const Shape es = e.shape();
-    const bool as_matrix = !(es == s.shape) && es.rows() == s.shape.rows() &&
-                           es.cols() == s.shape.cols();
+    const bool as_matrix =
+        !(es == s.shape) && es.rows() == s.shape.rows() && es.cols() == s.shape.cols();
     View<T, B> g(s.grad, as_matrix ? es : s.shape);
     if (fresh(s))
       g = e;

@@ -56,7 +56,8 @@ struct Cpu {
   template <class T>
   static T* allocate(index_t n) {
     if (n == 0) return nullptr;
-    return static_cast<T*>(::operator new (sizeof(T) * static_cast<std::size_t>(n), std::align_val_t{64}));
+    return static_cast<T*>(
+        ::operator new (sizeof(T) * static_cast<std::size_t>(n), std::align_val_t{64}));
   }
   template <class T>
   static void deallocate(T* p, index_t) noexcept {

@@ -186,7 +186,8 @@ __global__ void max_cols(T* out, index_t rows, index_t cols, K k) {
     s[threadIdx.x] = m;
     __syncthreads();
     for (int w = block / 2; w > 0; w /= 2) {
-      if (threadIdx.x < w && s[threadIdx.x + w] > s[threadIdx.x]) s[threadIdx.x] = s[threadIdx.x + w];
+      if (threadIdx.x < w && s[threadIdx.x + w] > s[threadIdx.x])
+        s[threadIdx.x] = s[threadIdx.x + w];
       __syncthreads();
     }
     if (threadIdx.x == 0) out[r] = s[0];

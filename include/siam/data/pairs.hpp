@@ -35,8 +35,8 @@ class ClassIndex {
     labels_ = values;
     by_class_.resize(values.size());
     for (std::size_t i = 0; i < labels.size(); ++i) {
-      const auto c = std::lower_bound(values.begin(), values.end(), std::int64_t(labels[i])) -
-                     values.begin();
+      const auto c =
+          std::lower_bound(values.begin(), values.end(), std::int64_t(labels[i])) - values.begin();
       by_class_[static_cast<std::size_t>(c)].push_back(static_cast<std::uint32_t>(i));
     }
   }

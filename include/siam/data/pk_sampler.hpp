@@ -23,7 +23,8 @@ class PKSampler {
       throw value_error("PKSampler: P = " + std::to_string(p) + " and K = " + std::to_string(k) +
                         " must both be >= 2 (anchors need positives and negatives)");
     if (by_class_.size() < p)
-      throw value_error("PKSampler: P = " + std::to_string(p) + " classes per batch, but the labels hold " +
+      throw value_error("PKSampler: P = " + std::to_string(p) +
+                        " classes per batch, but the labels hold " +
                         std::to_string(by_class_.size()));
     for (std::size_t c = 0; c < by_class_.size(); ++c) {
       const std::size_t have = by_class_[c].size();
@@ -35,7 +36,8 @@ class PKSampler {
     order_.resize(by_class_.size());
   }
   template <std::integral L>
-  PKSampler(const std::vector<L>& labels, std::size_t p, std::size_t k, bool with_replacement = false)
+  PKSampler(const std::vector<L>& labels, std::size_t p, std::size_t k,
+            bool with_replacement = false)
       : PKSampler(std::span<const L>(labels), p, k, with_replacement) {}
 
   std::size_t batch_size() const { return p_ * k_; }

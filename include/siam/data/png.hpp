@@ -251,8 +251,10 @@ inline std::vector<float> prepare_digit(const GrayImage& img, Invert invert = In
     for (std::size_t c = 0; c < w; ++c)
       crop[r * w + c] = x[(r0 + r) * img.cols + c0 + c];
   const double scale = static_cast<double>(box) / static_cast<double>(std::max(h, w));
-  const auto oh = std::clamp<std::size_t>(static_cast<std::size_t>(std::lround(static_cast<double>(h) * scale)), 1, box);
-  const auto ow = std::clamp<std::size_t>(static_cast<std::size_t>(std::lround(static_cast<double>(w) * scale)), 1, box);
+  const auto oh = std::clamp<std::size_t>(
+      static_cast<std::size_t>(std::lround(static_cast<double>(h) * scale)), 1, box);
+  const auto ow = std::clamp<std::size_t>(
+      static_cast<std::size_t>(std::lround(static_cast<double>(w) * scale)), 1, box);
   const auto small = detail::resample_area(crop, h, w, oh, ow);
   double mass = 0, mr = 0, mc = 0;
   for (std::size_t r = 0; r < oh; ++r)
@@ -261,7 +263,8 @@ inline std::vector<float> prepare_digit(const GrayImage& img, Invert invert = In
       mass += v, mr += v * (static_cast<double>(r) + 0.5), mc += v * (static_cast<double>(c) + 0.5);
     }
   auto offset = [&](double com, std::size_t len) {
-    const long o = std::lround(side / 2.0 - (mass > 0 ? com / mass : static_cast<double>(len) / 2.0));
+    const long o =
+        std::lround(side / 2.0 - (mass > 0 ? com / mass : static_cast<double>(len) / 2.0));
     return static_cast<std::size_t>(std::clamp<long>(o, 0, static_cast<long>(side - len)));
   };
   const std::size_t top = offset(mr, oh), left = offset(mc, ow);

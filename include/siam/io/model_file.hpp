@@ -145,11 +145,13 @@ struct ModelDescription {
   Shape input;
   std::string scalar;
 };
-inline ModelDescription describe_model(const std::vector<Record>& records, const std::string& file) {
+inline ModelDescription describe_model(const std::vector<Record>& records,
+                                       const std::string& file) {
   const Record* fmt = detail::find_record(records, "model/format");
   if (!fmt)
-    throw io_error(file + ": a weights-only model file (format 1, no architecture); build the "
-                          "network and load it with load_model(path, net.parameters())");
+    throw io_error(file +
+                   ": a weights-only model file (format 1, no architecture); build the "
+                   "network and load it with load_model(path, net.parameters())");
   if (fmt->type != ArrayType::u64 || fmt->count() != 1)
     throw io_error(file + ": malformed model/format record");
   const auto version = fmt->as<std::uint64_t>()[0];
@@ -225,8 +227,8 @@ void load_model(const std::filesystem::path& path, nn::Sequential<T, B>& net) {
       const std::string a = i < d.layers.size() ? d.layers[i].str() : "(none)";
       const std::string b = i < mine.size() ? mine[i].str() : "(none)";
       if (a != b)
-        throw io_error(file + ": layer " + std::to_string(i) + " is '" + a +
-                       "' in the file but '" + b + "' in the network");
+        throw io_error(file + ": layer " + std::to_string(i) + " is '" + a + "' in the file but '" +
+                       b + "' in the network");
     }
   }
   load_parameters(records, net.parameters(), file);

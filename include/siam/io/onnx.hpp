@@ -264,7 +264,8 @@ std::string emit_layer(OnnxGraph& g, nn::Layer<T, B>& layer, std::string x,
   if (dynamic_cast<nn::Tanh<T, B>*>(&layer)) return onnx_emit::activation(g, x, "Tanh");
   if (dynamic_cast<nn::Sigmoid<T, B>*>(&layer)) return onnx_emit::activation(g, x, "Sigmoid");
   if (auto* l = dynamic_cast<nn::L2Normalize<T, B>*>(&layer))  // x / max(|x|, e) as
-    return onnx_emit::l2_normalize(g, x, static_cast<float>(l->eps() * l->eps()));  // x / sqrt(|x|^2 + e^2)
+    return onnx_emit::l2_normalize(
+        g, x, static_cast<float>(l->eps() * l->eps()));  // x / sqrt(|x|^2 + e^2)
   throw value_error("export_onnx: no ONNX emitter for the layer " + layer.describe());
 }
 

@@ -86,16 +86,16 @@ ContrastiveParts<T, B> contrastive_forward(const char* op, Tape<T, B>& t, const 
   const View<T, B> y(labels.value().data(), Shape{n, 1});
   if constexpr (FusedContrastive<B, T>) {
     if (!opt.squared) {
-      ContrastiveParts<T, B> p{Var<T, B>{}, t.make(Shape{n, 1}, false),
-                               t.make(Shape{1}, requires_grad), m, scale, true};
+      ContrastiveParts<T, B> p{
+          Var<T, B>{}, t.make(Shape{n, 1}, false), t.make(Shape{1}, requires_grad), m, scale, true};
       B::contrastive_forward(f1.data(), f2.data(), y.data(), n, f1.cols(), m, scale,
                              static_cast<T>(contrastive_eps), p.c.value().data(),
                              p.loss.value().data());
       return p;
     }
   }
-  ContrastiveParts<T, B> p{t.make(Shape{n, 1}, false), t.make(Shape{n, 1}, false), Var<T, B>{}, m,
-                           scale, false};
+  ContrastiveParts<T, B> p{
+      t.make(Shape{n, 1}, false), t.make(Shape{n, 1}, false), Var<T, B>{}, m, scale, false};
   View<T, B> dv = p.d.value();
   dv = sum_cols(square(f1 - f2));
   p.loss = t.make(Shape{1}, requires_grad);
@@ -203,9 +203,9 @@ Var<T, B> contrastive_loss_stacked(Var<T, B> f, Var<T, B> labels, ContrastiveOpt
         const index_t half = fvb.rows() / 2;
         bool acc = false;
         const View<T, B> g = tp.grad_for_write(nd.in[0], acc);
-        detail::contrastive_backward(tp, nd, fvb.row_slice(0, half), fvb.row_slice(half, half), nd.in[1],
-                                     nd.in[2], nd.in[3], g.data(), acc, g.row_slice(half, half).data(),
-                                     acc);
+        detail::contrastive_backward(tp, nd, fvb.row_slice(0, half), fvb.row_slice(half, half),
+                                     nd.in[1], nd.in[2], nd.in[3], g.data(), acc,
+                                     g.row_slice(half, half).data(), acc);
       },
       p.loss, {f.id(), labels.id(), p.d.id(), p.c.id()}, p.margin, p.scale);
   if (node) {

@@ -54,14 +54,16 @@ template <class T, class B, class L>
 void check_mining_input(const char* op, const Var<T, B>& e, std::span<const L> labels,
                         const MiningOptions& opt) {
   const Shape s = e.shape();
-  if (s.rank() != 2) throw shape_error(std::string(op) + ": embeddings " + s.str() + " are not n x D");
+  if (s.rank() != 2)
+    throw shape_error(std::string(op) + ": embeddings " + s.str() + " are not n x D");
   if (static_cast<index_t>(labels.size()) != s.rows())
     throw shape_error(std::string(op) + ": " + std::to_string(labels.size()) +
                       " labels for embeddings " + s.str());
   if (!opt.soft && !(opt.margin >= 0))
     throw value_error(std::string(op) + ": margin must be >= 0, got " + std::to_string(opt.margin));
   if (s.rows() > 65535)
-    throw shape_error(std::string(op) + ": batches of more than 65535 embeddings are not supported, got " +
+    throw shape_error(std::string(op) +
+                      ": batches of more than 65535 embeddings are not supported, got " +
                       std::to_string(s.rows()));
 }
 
@@ -71,8 +73,12 @@ Var<T, B> distance_matrix(Var<T, B> e, Distance d) {
   return d == Distance::squared ? q : sqrt(q + static_cast<T>(triplet_eps));
 }
 
-inline double softplus_host(double x) { return std::max(x, 0.0) + std::log1p(std::exp(-std::abs(x))); }
-inline double sigmoid_host(double x) { return 1 / (1 + std::exp(-x)); }
+inline double softplus_host(double x) {
+  return std::max(x, 0.0) + std::log1p(std::exp(-std::abs(x)));
+}
+inline double sigmoid_host(double x) {
+  return 1 / (1 + std::exp(-x));
+}
 
 }  // namespace detail
 

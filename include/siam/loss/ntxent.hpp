@@ -30,7 +30,8 @@ Var<T, B> ntxent_loss_stacked(Var<T, B> z, NTXentOptions opt = {}) {
     throw shape_error("ntxent_loss: embeddings " + s.str() +
                       " must be a 2n x D matrix (n first views, then their partners)");
   if (!(opt.temperature > 0))
-    throw value_error("ntxent_loss: temperature must be > 0, got " + std::to_string(opt.temperature));
+    throw value_error("ntxent_loss: temperature must be > 0, got " +
+                      std::to_string(opt.temperature));
   const index_t m = s.rows(), n = m / 2;
   if (m > 65535)
     throw shape_error("ntxent_loss: more than 65535 embeddings (" + std::to_string(m) +

@@ -164,7 +164,10 @@ class Reshape final : public Layer<T, B> {
            std::to_string(d_[2]) + ")";
   }
   LayerSpec spec() const override {
-    return LayerSpec{"Reshape", {}}.set("d1", double(d_[0])).set("d2", double(d_[1])).set("d3", double(d_[2]));
+    return LayerSpec{"Reshape", {}}
+        .set("d1", double(d_[0]))
+        .set("d2", double(d_[1]))
+        .set("d3", double(d_[2]));
   }
   const index_t* dims() const { return d_; }
 

@@ -193,9 +193,12 @@ class Sequential final : public Layer<T, B> {
   Shape batch_shape(index_t n) const {
     const Shape s = input_shape_;
     switch (s.rank()) {
-      case 1: return Shape{n, s[0]};
-      case 2: return Shape{n, s[0], s[1]};
-      default: return Shape{n, s[0], s[1], s[2]};
+      case 1:
+        return Shape{n, s[0]};
+      case 2:
+        return Shape{n, s[0], s[1]};
+      default:
+        return Shape{n, s[0], s[1], s[2]};
     }
   }
 

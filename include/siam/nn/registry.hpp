@@ -71,7 +71,13 @@ namespace siam::nn {
 inline std::vector<LayerSpec> lenet_specs(index_t embedding = 2) {
   std::vector<LayerSpec> l;
   for (auto [in, out] : {std::pair{1, 20}, std::pair{20, 50}}) {
-    l.push_back(LayerSpec{"Conv2D", {}}.set("in", in).set("out", out).set("kernel", 5).set("stride", 1).set("padding", 0).set("bias", 1));
+    l.push_back(LayerSpec{"Conv2D", {}}
+                    .set("in", in)
+                    .set("out", out)
+                    .set("kernel", 5)
+                    .set("stride", 1)
+                    .set("padding", 0)
+                    .set("bias", 1));
     l.push_back({"ReLU", {}});
     l.push_back(LayerSpec{"MaxPool2D", {}}.set("kernel", 2).set("stride", 2));
   }

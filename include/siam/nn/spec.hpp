@@ -49,7 +49,8 @@ struct LayerSpec {
     std::ostringstream s;
     s.precision(17);
     s << kind;
-    for (const auto& [k, v] : args) s << ' ' << k << '=' << v;
+    for (const auto& [k, v] : args)
+      s << ' ' << k << '=' << v;
     return s.str();
   }
   /// Parses str()'s format; throws value_error naming the line.

@@ -86,9 +86,12 @@ class ImageSet {
   Shape batch_shape(index_t n) const {
     const Shape s = example_;
     switch (s.rank()) {
-      case 1: return Shape{n, s[0]};
-      case 2: return Shape{n, s[0], s[1]};
-      default: return Shape{n, s[0], s[1], s[2]};
+      case 1:
+        return Shape{n, s[0]};
+      case 2:
+        return Shape{n, s[0], s[1]};
+      default:
+        return Shape{n, s[0], s[1], s[2]};
     }
   }
   /// inputs = the images at `rows`, in order.

@@ -15,7 +15,8 @@
 namespace siam {
 
 template <class T, class B>
-using LossFn = std::function<Var<T, B>(Var<T, B> embeddings, const Batch<T, B>& batch, Tape<T, B>& tape)>;
+using LossFn =
+    std::function<Var<T, B>(Var<T, B> embeddings, const Batch<T, B>& batch, Tape<T, B>& tape)>;
 
 namespace losses {
 
@@ -29,7 +30,8 @@ LossFn<T, B> contrastive(ContrastiveOptions opt = {}) {
 /// Triplet loss of stacked triplets (TripletBatches).
 template <class T, class B>
 LossFn<T, B> triplet(TripletOptions opt = {}) {
-  return [opt](Var<T, B> f, const Batch<T, B>&, Tape<T, B>&) { return triplet_loss_stacked(f, opt); };
+  return
+      [opt](Var<T, B> f, const Batch<T, B>&, Tape<T, B>&) { return triplet_loss_stacked(f, opt); };
 }
 /// Batch-hard triplet loss of a labelled batch (PKBatches). `stats`, when given, receives
 /// each step's mining statistics.
@@ -49,7 +51,8 @@ LossFn<T, B> batch_all(MiningOptions opt = {}, MiningStats* stats = nullptr) {
 /// NT-Xent of stacked positive pairs (PositivePairBatches).
 template <class T, class B>
 LossFn<T, B> ntxent(NTXentOptions opt = {}) {
-  return [opt](Var<T, B> f, const Batch<T, B>&, Tape<T, B>&) { return ntxent_loss_stacked(f, opt); };
+  return
+      [opt](Var<T, B> f, const Batch<T, B>&, Tape<T, B>&) { return ntxent_loss_stacked(f, opt); };
 }
 
 }  // namespace losses
