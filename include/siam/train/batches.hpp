@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <span>
 #include <string>
@@ -108,6 +109,14 @@ class ImageSet {
 };
 
 namespace detail {
+/// rows = the index blocks one after another (the stacked-branch layout); capacity reused.
+inline void stack_blocks(std::vector<std::uint32_t>& rows,
+                         std::initializer_list<const std::vector<std::uint32_t>*> blocks) {
+  rows.clear();
+  for (const auto* b : blocks)
+    rows.insert(rows.end(), b->begin(), b->end());
+}
+
 template <class T, class B>
 void upload_pair_labels(const std::vector<float>& host, std::vector<T>& cast, Tensor<T, B>& out) {
   out.resize(Shape{static_cast<index_t>(host.size())});
@@ -132,11 +141,7 @@ class PairBatches final : public BatchSource<T, B> {
   }
   void next(Batch<T, B>& b) override {
     sampler_.sample(rng_, n_, first_, second_, similar_);
-    rows_.resize(2 * n_);
-    for (std::size_t i = 0; i < n_; ++i) {
-      rows_[i] = first_[i];
-      rows_[n_ + i] = second_[i];
-    }
+    detail::stack_blocks(rows_, {&first_, &second_});
     set_.gather(rows_, b.inputs);
     detail::upload_pair_labels(similar_, cast_, b.targets);
     b.labels.clear();
@@ -168,11 +173,7 @@ class PositivePairBatches final : public BatchSource<T, B> {
   }
   void next(Batch<T, B>& b) override {
     sampler_.sample_positive(rng_, n_, first_, second_);
-    rows_.resize(2 * n_);
-    for (std::size_t i = 0; i < n_; ++i) {
-      rows_[i] = first_[i];
-      rows_[n_ + i] = second_[i];
-    }
+    detail::stack_blocks(rows_, {&first_, &second_});
     set_.gather(rows_, b.inputs);
     b.labels.resize(2 * n_);
     for (std::size_t i = 0; i < 2 * n_; ++i)
@@ -201,12 +202,7 @@ class TripletBatches final : public BatchSource<T, B> {
   }
   void next(Batch<T, B>& b) override {
     sampler_.sample(rng_, n_, a_, p_, q_);
-    rows_.resize(3 * n_);
-    for (std::size_t i = 0; i < n_; ++i) {
-      rows_[i] = a_[i];
-      rows_[n_ + i] = p_[i];
-      rows_[2 * n_ + i] = q_[i];
-    }
+    detail::stack_blocks(rows_, {&a_, &p_, &q_});
     set_.gather(rows_, b.inputs);
     b.labels.clear();
   }
