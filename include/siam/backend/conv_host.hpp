@@ -87,6 +87,27 @@ inline const char* conv_engine_name() {
 
 namespace detail {
 
+// dst[0, n) = src[0, n) (or += with Add), in blocks of 8 that the compiler turns into single
+// vector moves: the runs of im2col and col2im are output rows, short (8 and 24 floats
+// for LeNet), where a general loop or a library call costs more than the copy.
+template <bool Add, class T>
+inline void short_run(T* dst, const T* src, index_t n) {
+  index_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (index_t u = 0; u < 8; ++u) {
+      if constexpr (Add)
+        dst[j + u] += src[j + u];
+      else
+        dst[j + u] = src[j + u];
+    }
+  for (; j < n; ++j) {
+    if constexpr (Add)
+      dst[j] += src[j];
+    else
+      dst[j] = src[j];
+  }
+}
+
 /// im2col + GEMM on a host backend B (any scalar type B::gemm supports).
 template <class T, class B>
 struct Im2Col {
@@ -117,6 +138,23 @@ struct Im2Col {
   // (0 outside), row stride ld. For stride 1 each output row is one contiguous run.
   static void im2col(const ConvGeometry& g, const T* x, index_t i0, index_t m, T* col, index_t ld) {
     const index_t hw = g.h * g.w, P = g.pixels();
+    if (g.stride == 1 && g.pad == 0) {  // every window inside: no zeros, runs of a whole row
+      const index_t ow = g.ow, kw = g.kw;
+      for (index_t i = 0; i < m; ++i)
+        for (index_t c = 0; c < g.c; ++c) {
+          const T* xc = x + ((i0 + i) * g.c + c) * hw;
+          for (index_t ki = 0; ki < g.kh; ++ki) {
+            T* rows = col + (c * g.kh + ki) * kw * ld + i * P;  // row (c, ki, 0)
+            for (index_t oy = 0; oy < g.oh; ++oy) {
+              const T* src = xc + (oy + ki) * g.w;  // read once, by all kw rows
+              T* dst = rows + oy * ow;
+              for (index_t kj = 0; kj < kw; ++kj)
+                short_run<false>(dst + kj * ld, src + kj, ow);
+            }
+          }
+        }
+      return;
+    }
     for (index_t c = 0; c < g.c; ++c)
       for (index_t ki = 0; ki < g.kh; ++ki)
         for (index_t kj = 0; kj < g.kw; ++kj) {
@@ -137,14 +175,14 @@ struct Im2Col {
                 continue;
               }
               const T* src = xc + iy * g.w - g.pad + kj;
-              std::fill(dst, dst + lo, T(0));
+              if (lo > 0) std::fill(dst, dst + lo, T(0));
               if (g.stride == 1) {
-                SIAM_IVDEP for (index_t ox = lo; ox < hi; ++ox) dst[ox] = src[ox];
+                short_run<false>(dst + lo, src + lo, hi - lo);
               } else {
                 for (index_t ox = lo; ox < hi; ++ox)
                   dst[ox] = src[ox * g.stride];
               }
-              std::fill(dst + hi, dst + g.ow, T(0));
+              if (hi < g.ow) std::fill(dst + hi, dst + g.ow, T(0));
             }
           }
         }
@@ -170,7 +208,7 @@ struct Im2Col {
               T* dst = xc + iy * g.w - g.pad + kj;
               const T* src = row + oy * g.ow;
               if (g.stride == 1) {
-                SIAM_IVDEP for (index_t ox = lo; ox < hi; ++ox) dst[ox] += src[ox];
+                short_run<true>(dst + lo, src + lo, hi - lo);
               } else {
                 for (index_t ox = lo; ox < hi; ++ox)
                   dst[ox * g.stride] += src[ox];
@@ -224,12 +262,17 @@ struct Im2Col {
         for (index_t i = 0; i < m; ++i)  // t = dY of these images as [O x m P]; db partial
           for (index_t o = 0; o < O; ++o) {
             const T* d = dy + ((i0 + i) * O + o) * P;
-            T* to = t + o * n + i * P;
+            short_run<false>(t + o * n + i * P, d, P);
+            T lane[8] = {};  // 8 partial sums: a sum the compiler can vectorise
+            index_t q = 0;
+            for (; q + 8 <= P; q += 8)
+              for (index_t u = 0; u < 8; ++u)
+                lane[u] += d[q + u];
             T s = 0;
-            for (index_t q = 0; q < P; ++q) {
-              to[q] = d[q];
+            for (; q < P; ++q)
               s += d[q];
-            }
+            for (index_t u = 0; u < 8; ++u)
+              s += lane[u];
             dbp[o] += s;
           }
         if (dw) {  // dW (+)= t col^T
