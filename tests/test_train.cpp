@@ -204,8 +204,23 @@ TEST_CASE(
   CHECK(siam::embed_images(net, data, 1000) == ref);  // one batch: the same computation
   REQUIRE(calls.size() == 4);
   CHECK(calls.back() == std::pair<index_t, index_t>{37, 37});
+  // the same rows already on the backend: no upload, the same values
+  CHECK(siam::embed_rows(net, x, 1000) == ref);
+  CHECK(siam::embed_rows(net, x, 10) == all);
+  CHECK_THROWS_AS(siam::embed_rows(net, x, 0), siam::value_error);
   Tensor wrong(Shape{2, 5});
+  CHECK_THROWS_AS(siam::embed_rows(net, wrong), siam::value_error);
   CHECK_THROWS_AS(net.embed(wrong), siam::shape_error);
+}
+
+TEST_CASE("a trainer embeds its own training set as embed() does the data it was given") {
+  const auto data = clusters(40, 8, {1, 2, 3}, 5);
+  siam::SiameseConfig cfg;
+  cfg.layers = {8, 16, 2};
+  cfg.batch_pairs = 8;
+  siam::SiameseTrainer<float, Cpu> t(data, cfg);
+  t.step();
+  CHECK(t.embed_training_set(16) == t.embed(data, 16));
 }
 
 TEST_CASE(
@@ -273,6 +288,43 @@ TEST_CASE(
   fs::remove(path);
   fs::remove(future);
   fs::remove(old);
+}
+
+TEST_CASE(
+    "archives are written as a stream: the same bytes as encode(); a failure keeps the old file") {
+  std::vector<siam::io::Record> records;
+  std::vector<float> big(300000);
+  for (std::size_t i = 0; i < big.size(); ++i)
+    big[i] = static_cast<float>(i) * 0.5f;
+  records.push_back(siam::io::make_record("w", {300, 1000}, big.data(), big.size()));
+  records.push_back(siam::io::make_text_record("note", "streamed"));
+  const fs::path path = temp("stream.siam");
+  siam::io::save_archive(path, records);
+  const auto bytes = siam::io::read_file(path, "test");
+  CHECK(bytes == siam::io::encode(records));
+  const auto back = siam::io::load_archive(path);
+  REQUIRE(back.size() == 2);
+  CHECK(back[0].as<float>() == big);
+  CHECK(back[1].text() == "streamed");
+  // A producer that fails half-way: its exception passes through, the old file stays
+  // whole and no temporary file is left beside it.
+  CHECK_THROWS_AS(siam::io::write_file_atomic_with(path,
+                                                   [](auto& put) {
+                                                     put("SIAMARCH", 8);
+                                                     throw siam::io_error("stop");
+                                                   }),
+                  siam::io_error);
+  CHECK(siam::io::read_file(path, "test") == bytes);
+  for (const auto& entry : fs::directory_iterator(path.parent_path()))
+    CHECK(entry.path().filename().string().find("stream.siam.tmp") == std::string::npos);
+  // A directory that does not exist: an io_error naming the file.
+  try {
+    siam::io::save_archive(path.parent_path() / "no-such-dir" / "x.siam", records);
+    FAIL("no error");
+  } catch (const siam::io_error& e) {
+    CHECK(std::string(e.what()).find("x.siam") != std::string::npos);
+  }
+  fs::remove(path);
 }
 
 TEST_CASE("samplers name real labels: a class with one image, a P x K batch too large") {

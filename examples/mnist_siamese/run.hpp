@@ -257,6 +257,9 @@ class TrainingRun {
       write_samples(out_ / "samples.png", data_.train, o_.seed);
       write_pair_examples(out_ / "pairs.png", data_.train, o_.seed);
     }
+    // The trainer holds the training images from here on (and embeds them for kNN at the
+    // end): the host copy goes, the labels stay.
+    std::vector<float>().swap(data_.train.images);
     Progress progress(times_.first_iteration, std::max(o_.iterations, times_.first_iteration),
                       static_cast<std::size_t>(o_.batch_pairs), ::isatty(::fileno(stdout)) != 0);
     std::signal(SIGINT, on_signal);
@@ -361,7 +364,7 @@ class TrainingRun {
   void write_results() {
     if (!root_) return;
     const auto test_emb = trainer_.embed(data_.test);
-    const auto train_emb = trainer_.embed(data_.train);
+    const auto train_emb = trainer_.embed_training_set();
     const auto& labels = data_.test.labels;
     const Evaluation ev =
         evaluate(train_emb, data_.train, test_emb, data_.test, dim_, test_pairs_, o_.margin);

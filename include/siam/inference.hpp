@@ -45,4 +45,27 @@ std::vector<float> embed_images(nn::Sequential<T, B>& net, const data::Dataset& 
   return out;
 }
 
+/// Embeds the rows of `images` (N x input size, already on the backend: a trainer's
+/// training set, say), `batch` rows at a time, with no upload; returns an N x D row-major
+/// host array. Throws value_error when the rows do not fit the network's input.
+template <class T, class B>
+std::vector<float> embed_rows(nn::Sequential<T, B>& net, const Tensor<T, B>& images,
+                              index_t batch = 1000, const Progress& progress = {}) {
+  const Shape in = net.input_shape();
+  if (images.shape().rank() != 2 || (in.size() > 0 && images.cols() != in.size()))
+    throw value_error("embed: rows of shape " + images.shape().str() +
+                      " for a network whose input is " + in.str());
+  if (batch <= 0) throw value_error("embed: batch must be > 0, got " + std::to_string(batch));
+  const index_t n = images.rows();
+  const View<T, B> all(const_cast<T*>(images.data()), images.shape());
+  std::vector<float> out;
+  for (index_t b = 0; b < n; b += batch) {
+    const index_t m = std::min(batch, n - b);
+    const auto e = net.embed(all.row_slice(b, m)).to_vector();
+    out.insert(out.end(), e.begin(), e.end());
+    if (progress) progress(b + m, n);
+  }
+  return out;
+}
+
 }  // namespace siam

@@ -161,6 +161,12 @@ class SiameseTrainer {
   std::vector<float> embed(const data::Dataset& set, index_t batch = 1000) {
     return embed_images(net_, set, batch);
   }
+  /// Embeds the training set the trainer holds (in the order it was given), with no
+  /// upload: the caller may drop its own copy of the training images once the trainer
+  /// is built.
+  std::vector<float> embed_training_set(index_t batch = 1000) {
+    return embed_rows(net_, set_.images(), batch);
+  }
 
   nn::Sequential<T, B>& network() { return net_; }
   optim::Optimizer<T, B>& optimizer() { return *opt_; }

@@ -13,6 +13,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -113,24 +114,51 @@ class Reader {
 };
 }  // namespace detail
 
+/// Serialises records piece by piece: put(const void* data, std::size_t n) receives the
+/// archive's bytes in order, the trailing checksum last. Nothing is copied.
+template <class Put>
+void encode_to(const std::vector<Record>& records, Put&& put) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  auto out = [&](const void* data, std::size_t n) {
+    const auto* p = static_cast<const Bytef*>(data);
+    for (std::size_t done = 0; done < n;) {  // zlib takes 32-bit lengths
+      const auto len = static_cast<uInt>(std::min<std::size_t>(n - done, std::size_t{1} << 30));
+      crc = crc32(crc, p + done, len);
+      done += len;
+    }
+    put(data, n);
+  };
+  std::vector<unsigned char> head;  // the fixed-size fields before each payload
+  auto flush = [&] {
+    out(head.data(), head.size());
+    head.clear();
+  };
+  head.assign(archive_magic, archive_magic + 8);
+  detail::put<std::uint32_t>(head, archive_version);
+  detail::put<std::uint32_t>(head, static_cast<std::uint32_t>(records.size()));
+  for (const auto& r : records) {
+    detail::put<std::uint32_t>(head, static_cast<std::uint32_t>(r.name.size()));
+    head.insert(head.end(), r.name.begin(), r.name.end());
+    detail::put<std::uint32_t>(head, static_cast<std::uint32_t>(r.type));
+    detail::put<std::uint32_t>(head, static_cast<std::uint32_t>(r.dims.size()));
+    for (auto d : r.dims)
+      detail::put<std::int64_t>(head, d);
+    detail::put<std::uint64_t>(head, r.bytes.size());
+    flush();
+    out(r.bytes.data(), r.bytes.size());
+  }
+  detail::put<std::uint32_t>(head, static_cast<std::uint32_t>(crc));
+  put(head.data(), head.size());
+}
+
 /// Serialises records to bytes (with the trailing checksum).
 inline std::vector<unsigned char> encode(const std::vector<Record>& records) {
-  std::vector<unsigned char> out(archive_magic, archive_magic + 8);
-  detail::put<std::uint32_t>(out, archive_version);
-  detail::put<std::uint32_t>(out, static_cast<std::uint32_t>(records.size()));
-  for (const auto& r : records) {
-    detail::put<std::uint32_t>(out, static_cast<std::uint32_t>(r.name.size()));
-    out.insert(out.end(), r.name.begin(), r.name.end());
-    detail::put<std::uint32_t>(out, static_cast<std::uint32_t>(r.type));
-    detail::put<std::uint32_t>(out, static_cast<std::uint32_t>(r.dims.size()));
-    for (auto d : r.dims)
-      detail::put<std::int64_t>(out, d);
-    detail::put<std::uint64_t>(out, r.bytes.size());
-    out.insert(out.end(), r.bytes.begin(), r.bytes.end());
-  }
-  const auto crc = static_cast<std::uint32_t>(crc32(0L, out.data(), static_cast<uInt>(out.size())));
-  detail::put<std::uint32_t>(out, crc);
-  return out;
+  std::vector<unsigned char> bytes;
+  encode_to(records, [&](const void* data, std::size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    bytes.insert(bytes.end(), p, p + n);
+  });
+  return bytes;
 }
 
 /// Parses bytes; `name` labels error messages. Throws io_error for anything malformed.
@@ -188,8 +216,10 @@ inline std::vector<Record> decode(const unsigned char* data, std::size_t size,
   return records;
 }
 
+/// Writes records straight to the file (atomically: see io/file.hpp), never holding the
+/// encoded archive in memory.
 inline void save_archive(const std::filesystem::path& path, const std::vector<Record>& records) {
-  write_file_atomic(path, encode(records));
+  write_file_atomic_with(path, [&](auto& put) { encode_to(records, put); });
 }
 
 /// Reads a whole archive; the file size bounds every allocation.

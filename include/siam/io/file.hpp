@@ -36,22 +36,42 @@ inline std::vector<std::uint8_t> read_file(const std::filesystem::path& path, co
   return bytes;
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed
-/// and fsync'ed, then renamed over `path`. A crash leaves the old file or the new one,
-/// never half of one. Throws io_error naming the file; the temporary is removed.
-inline void write_file_atomic(const std::filesystem::path& path,
-                              std::span<const std::uint8_t> bytes) {
+/// Writes a file atomically, its bytes produced by `produce(put)`, which calls
+/// put(const void* data, std::size_t n) for each piece in order: a large file is never
+/// assembled in memory. A temporary file in the same directory is written, flushed and
+/// fsync'ed, then renamed over `path`; a crash leaves the old file or the new one, never
+/// half of one. Throws io_error naming the file (the temporary is removed), or what
+/// `produce` throws.
+template <class Produce>
+void write_file_atomic_with(const std::filesystem::path& path, const Produce& produce) {
   const std::string tmp = path.string() + ".tmp-" + std::to_string(::getpid());
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) throw io_error(path.string() + ": cannot write (" + std::strerror(errno) + ")");
-  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() &&
-                  std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
-  const int err = errno;
+  bool ok = true;
+  int err = 0;
+  auto put = [&](const void* data, std::size_t n) {
+    if (ok && n > 0 && std::fwrite(data, 1, n, f) != n) {
+      ok = false;
+      err = errno;
+    }
+  };
+  try {
+    produce(put);
+  } catch (...) {
+    std::fclose(f);
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    throw;
+  }
+  if (ok && (std::fflush(f) != 0 || ::fsync(fileno(f)) != 0)) {
+    ok = false;
+    err = errno;
+  }
   const bool closed = std::fclose(f) == 0;
   std::error_code ec;
   if (!ok || !closed) {
     std::filesystem::remove(tmp, ec);
-    throw io_error(path.string() + ": write failed (" + std::strerror(err) + ")");
+    throw io_error(path.string() + ": write failed (" + std::strerror(err ? err : errno) + ")");
   }
   std::filesystem::rename(tmp, path, ec);
   if (ec) {
@@ -60,6 +80,12 @@ inline void write_file_atomic(const std::filesystem::path& path,
     throw io_error(path.string() +
                    ": cannot rename the temporary file into place: " + ec.message());
   }
+}
+
+/// Writes `bytes` to `path` atomically (see write_file_atomic_with).
+inline void write_file_atomic(const std::filesystem::path& path,
+                              std::span<const std::uint8_t> bytes) {
+  write_file_atomic_with(path, [&](auto& put) { put(bytes.data(), bytes.size()); });
 }
 
 }  // namespace siam::io

@@ -13,6 +13,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "siam/data/dataset.hpp"
@@ -75,8 +76,12 @@ class ImageSet {
     if (px == 0 || static_cast<index_t>(images.size()) != n * px)
       throw shape_error("ImageSet: " + std::to_string(images.size()) + " values for " +
                         std::to_string(n) + " examples of shape " + example.str());
-    std::vector<T> host(images.begin(), images.end());
-    images_ = Tensor<T, B>::from(Shape{n, px}, std::span<const T>(host));
+    if constexpr (std::is_same_v<T, float>) {
+      images_ = Tensor<T, B>::from(Shape{n, px}, images);
+    } else {
+      const std::vector<T> host(images.begin(), images.end());
+      images_ = Tensor<T, B>::from(Shape{n, px}, std::span<const T>(host));
+    }
   }
   index_t size() const { return images_.rows(); }
   index_t pixels() const { return images_.cols(); }
