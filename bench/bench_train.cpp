@@ -14,6 +14,7 @@
 #include <string>
 
 #include "../tests/support/alloc_counter.hpp"
+#include "bench_peak.hpp"
 
 namespace {
 using namespace siam;
@@ -96,6 +97,12 @@ void BM_TrainStep(benchmark::State& state) {
   state.counters["gemm_GFLOPs"] = 3.425e9 * n / gemm_s / 1e9;
   state.counters["allocs_per_step"] = static_cast<double>(news) / n;
 }
+// The machine's FP32 FMA ceiling in the same run, for the GEMMs' share of it.
+void BM_PeakFma(benchmark::State& state) {
+  bench::peak_fma(state, static_cast<int>(state.range(0)));
+}
+BENCHMARK(BM_PeakFma)->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime();
+
 // args: threads, finite checks on/off
 BENCHMARK(BM_TrainStep)
     ->ArgsProduct({{1, 2}, {0, 1}})
