@@ -82,7 +82,11 @@ TEST_CASE("the CPU GEMM provider matches a double triple loop") {
                            {100, 2, 360},
                            {37, 300, 2},
                            {16, 16, 4100},
-                           {20, 700, 90}})
+                           {20, 700, 90},
+                           // narrow products past the skinny kernel's 512-wide chunks, large
+                           // enough to be split between threads
+                           {1100, 3, 1300},
+                           {1200, 1030, 4}})
       for (int ta = 0; ta < 2; ++ta)
         for (int tb = 0; tb < 2; ++tb) {
           check_case(m, n, k, ta, tb, 1.0f, 0.0f, 0, rng);

@@ -15,9 +15,11 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <Eigen/Core>
+#include <algorithm>
 #include <string>
 #include <type_traits>
 
+#include "siam/detail/config.hpp"
 #include "siam/error.hpp"
 #include "siam/shape.hpp"
 
@@ -78,6 +80,84 @@ void gemm_eigen(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T a
     c.noalias() += alpha * a.transpose() * b.transpose();
 }
 
+/// Row-major C[m x n] = alpha op(A) op(B) + beta C on one thread, for the products where n
+/// or k is at most skinny_max (a network's narrow embedding layer: its forward, its input
+/// gradient and its weight gradient), which a GEMM library spends more time packing than
+/// multiplying. Each element is one sum in an order fixed by the build (the dot products are
+/// vectorised, OpenMP's simd reduction). beta == 0 never reads C. Needs k > 0.
+inline constexpr index_t skinny_max = 4;
+template <class T>
+void gemm_skinny(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha, const T* A,
+                 index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
+  constexpr index_t chunk = 512;  // a block of op(B) (or of C's columns) on the stack: 8 KB
+  T buf[skinny_max][chunk];
+  auto b_at = [&](index_t p, index_t j) { return trans_b ? B[j * ldb + p] : B[p * ldb + j]; };
+  auto store = [&](T* c, T v) { *c = beta == T(0) ? alpha * v : alpha * v + beta * *c; };
+  if (n <= skinny_max && !trans_a) {  // C[i, j] = dot(row i of A, column j of op(B))
+    for (index_t p0 = 0; p0 < k; p0 += chunk) {
+      const index_t kc = std::min(chunk, k - p0);
+      for (index_t j = 0; j < n; ++j)
+        for (index_t q = 0; q < kc; ++q)
+          buf[j][q] = b_at(p0 + q, j);
+      for (index_t i = 0; i < m; ++i) {
+        const T* a = A + i * lda + p0;
+        for (index_t j = 0; j < n; ++j) {
+          const T* b = buf[j];
+          T sum = 0;
+          SIAM_OMP(simd reduction(+ : sum))
+          for (index_t q = 0; q < kc; ++q)
+            sum += a[q] * b[q];
+          T* c = C + i * ldc + j;
+          if (p0 == 0)
+            store(c, sum);
+          else
+            *c += alpha * sum;
+        }
+      }
+    }
+  } else if (n <= skinny_max) {  // op(A) = A^T: C's column j += op(B)[p, j] * row p of A
+    for (index_t i0 = 0; i0 < m; i0 += chunk) {
+      const index_t mc = std::min(chunk, m - i0);
+      for (index_t j = 0; j < n; ++j)
+        std::fill(buf[j], buf[j] + mc, T(0));
+      for (index_t p = 0; p < k; ++p) {
+        const T* a = A + p * lda + i0;
+        for (index_t j = 0; j < n; ++j) {
+          const T b = b_at(p, j);
+          SIAM_IVDEP for (index_t q = 0; q < mc; ++q) buf[j][q] += b * a[q];
+        }
+      }
+      for (index_t q = 0; q < mc; ++q)
+        for (index_t j = 0; j < n; ++j)
+          store(C + (i0 + q) * ldc + j, buf[j][q]);
+    }
+  } else {  // k <= skinny_max: row i of C = sum over p of op(A)[i, p] * row p of op(B)
+    T acc[chunk];
+    for (index_t j0 = 0; j0 < n; j0 += chunk) {
+      const index_t nc = std::min(chunk, n - j0);
+      for (index_t p = 0; p < k; ++p)
+        for (index_t q = 0; q < nc; ++q)
+          buf[p][q] = b_at(p, j0 + q);
+      for (index_t i = 0; i < m; ++i) {
+        for (index_t p = 0; p < k; ++p) {
+          const T a = trans_a ? A[p * lda + i] : A[i * lda + p];
+          if (p == 0) {
+            SIAM_IVDEP for (index_t q = 0; q < nc; ++q) acc[q] = a * buf[0][q];
+          } else {
+            SIAM_IVDEP for (index_t q = 0; q < nc; ++q) acc[q] += a * buf[p][q];
+          }
+        }
+        T* c = C + i * ldc + j0;
+        if (beta == T(0)) {
+          SIAM_IVDEP for (index_t q = 0; q < nc; ++q) c[q] = alpha * acc[q];
+        } else {
+          SIAM_IVDEP for (index_t q = 0; q < nc; ++q) c[q] = alpha * acc[q] + beta * c[q];
+        }
+      }
+    }
+  }
+}
+
 #if defined(SIAM_GEMM_ONEDNN)
 inline void dnnl_sgemm_checked(bool trans_a, bool trans_b, index_t m, index_t n, index_t k,
                                float alpha, const float* A, index_t lda, const float* B,
@@ -109,8 +189,26 @@ inline void gemm_onednn(bool trans_a, bool trans_b, index_t m, index_t n, index_
 #if defined(_OPENMP)
   if (!omp_in_parallel()) threads = omp_get_max_threads();
 #endif
+  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   // Too little work to share: below about 2 MFLOP a fork/join costs more than it saves.
-  if (static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < 1e6) threads = 1;
+  if (work < 1e6) threads = 1;
+  if (n <= skinny_max || k <= skinny_max) {  // narrow products: siam's own kernel, rows split
+    if (threads <= 1 || work < 4e6) {
+      gemm_skinny<float>(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;
+    }
+#if defined(_OPENMP)
+    const index_t per = (m + threads - 1) / threads;
+#pragma omp parallel num_threads(threads)
+    {
+      const index_t b = omp_get_thread_num() * per, e = std::min(m, b + per);
+      if (b < e)
+        gemm_skinny<float>(trans_a, trans_b, e - b, n, k, alpha, trans_a ? A + b : A + b * lda, lda,
+                           B, ldb, beta, C + b * ldc, ldc);
+    }
+#endif
+    return;
+  }
   // C is cut along its rows (along its columns when it is wide and short) into blocks of
   // whole 16-float vectors, one per thread.
   const bool by_rows = m >= n || n < 64;
