@@ -87,12 +87,12 @@ double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 const std::vector<Geo> geometries = {
-    {Shape{2, 3, 6, 5}, Shape{4, 3, 3, 3}, 1, 0},  // plain
-    {Shape{2, 3, 7, 7}, Shape{2, 3, 3, 2}, 2, 1},  // stride 2, padding, non-square kernel
-    {Shape{3, 2, 4, 4}, Shape{3, 2, 1, 1}, 1, 0},  // 1 x 1 kernel
-    {Shape{1, 1, 1, 1}, Shape{1, 1, 1, 1}, 1, 0},  // 1 x 1 everything
-    {Shape{1, 2, 3, 3}, Shape{2, 2, 3, 3}, 1, 2},  // padding wider than half the kernel
-    {Shape{2, 1, 5, 5}, Shape{3, 1, 5, 5}, 3, 0},  // kernel = input
+    {Shape{2, 3, 6, 5}, Shape{4, 3, 3, 3}, 1, 0},   // plain
+    {Shape{2, 3, 7, 7}, Shape{2, 3, 3, 2}, 2, 1},   // stride 2, padding, non-square kernel
+    {Shape{3, 2, 4, 4}, Shape{3, 2, 1, 1}, 1, 0},   // 1 x 1 kernel
+    {Shape{1, 1, 1, 1}, Shape{1, 1, 1, 1}, 1, 0},   // 1 x 1 everything
+    {Shape{1, 2, 3, 3}, Shape{2, 2, 3, 3}, 1, 2},   // padding wider than half the kernel
+    {Shape{2, 1, 5, 5}, Shape{3, 1, 5, 5}, 3, 0},   // kernel = input
     {Shape{2, 2, 4, 13}, Shape{3, 2, 2, 3}, 1, 0},  // rows of 11: a block of 8 and a tail
 };
 
