@@ -7,11 +7,11 @@
 // per group computes every output channel of every image:
 //   forward   Y = W X                    ([O x m*P], copied to NCHW with the bias added)
 //   backward  dW += dY X^T,  dX = W^T dY,  dx += col2im(dX),  db += sum of dY
-// Groups hold about 512 columns, so X stays in the L2 cache and the GEMMs are large enough
-// to run near the machine's FMA peak. Images are split into at most 8 chunks (fixed by the batch
-// size alone); each chunk keeps its own weight- and bias-gradient partials, added in chunk
-// order afterwards, so results do not depend on the thread count. All scratch memory is the
-// caller's workspace (a tape slot): a steady-state step allocates nothing.
+// Groups hold about 128 columns (at least one image), so X stays in the L2 cache; 256 and
+// 512 were measured slower on LeNet's shapes (docs/conv.md). Images are split into at most 8 chunks
+// (fixed by the batch size alone); each chunk keeps its own weight- and bias-gradient partials,
+// added in chunk order afterwards, so results do not depend on the thread count. All scratch memory
+// is the caller's workspace (a tape slot): a steady-state step allocates nothing.
 #pragma once
 
 #include <algorithm>

@@ -255,7 +255,9 @@ inline void gemm_onednn(bool trans_a, bool trans_b, index_t m, index_t n, index_
 }
 #endif
 
-/// What Cpu::gemm runs: the configured provider for float, Eigen for every other type.
+/// What Cpu::gemm runs: the configured provider for float, Eigen for every other type. With
+/// oneDNN, float products whose n or k is at most skinny_max run gemm_skinny instead (the
+/// other providers handle those shapes well themselves; docs/benchmarks.md).
 template <class T>
 void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha, const T* A,
           index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
