@@ -227,6 +227,58 @@ TEST_CASE("AdamW with weight_decay 0 is Adam bit for bit") {
   CHECK(p1.flat() == p2.flat());
 }
 
+TEST_CASE("Adam's replayable update: the reference trajectory, scalars read from memory") {
+  // step_from() with next_scalars()'s apply row is step() with its constants read from a
+  // tensor (what a captured CUDA graph replays): the same reference values, lr changes too.
+  Problem pb;
+  optim::Adam<double, Cpu> adam(pb.params(), {0.05, 0.8, 0.99, 1e-8});
+  REQUIRE(adam.replay_scalars() == 8);
+  RefAdamW ref{0.05, 0.8, 0.99, 1e-8, 0, {}, {}};
+  Vec p = pb.flat();
+  Td rows(Shape{16});
+  for (int s = 0; s < 6; ++s) {
+    CAPTURE(s);
+    if (s == 3) {
+      adam.set_lr(0.02);
+      ref.lr = 0.02;
+    }
+    pb.gradients();
+    adam.next_scalars(rows.data(), rows.data() + 8);
+    adam.step_from(View<double, Cpu>(rows.data(), Shape{8}));
+    ref.step(p, gradient_of(p));
+    check_close(pb.flat(), p);
+  }
+  CHECK(adam.steps() == 6);
+  CHECK_THROWS_AS(adam.step_from(rows.view()), shape_error);  // 16 scalars, not 8
+}
+
+TEST_CASE("Adam's replayable update: the skip row leaves weights and moments as they are, NaN") {
+  Problem pb;
+  optim::Adam<double, Cpu> adam(pb.params(), {0.05, 0.9, 0.99, 1e-8});
+  Td rows(Shape{16});
+  pb.gradients();
+  adam.step();  // non-zero moments
+  const Vec w = pb.flat();
+  const Vec m = adam.first_moments()[0].to_vector(), v = adam.second_moments()[1].to_vector();
+  pb.gradients();
+  pb.a.grad[1] = std::numeric_limits<double>::quiet_NaN();
+  pb.b.grad[0] = std::numeric_limits<double>::infinity();
+  adam.next_scalars(rows.data(), rows.data() + 8);
+  adam.step_from(View<double, Cpu>(rows.data() + 8, Shape{8}));
+  CHECK(pb.flat() == w);
+  CHECK(adam.first_moments()[0].to_vector() == m);
+  CHECK(adam.second_moments()[1].to_vector() == v);
+}
+
+TEST_CASE("optimizers without a replayable update say so") {
+  Problem pb;
+  optim::SGD<double, Cpu> sgd(pb.params(), {0.1});
+  CHECK(sgd.replay_scalars() == 0);
+  double row[2];
+  CHECK_THROWS_WITH_AS(sgd.next_scalars(row, row), doctest::Contains("no replayable update"),
+                       value_error);
+}
+
 // ---- the interface: set_lr, describe, state, resume
 
 TEST_CASE("set_lr takes effect at the next step, for every optimizer") {

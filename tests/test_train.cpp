@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <siam/inference.hpp>
 #include <siam/io/model_file.hpp>
 #include <siam/siamese.hpp>
@@ -182,6 +183,108 @@ TEST_CASE("no heap allocation in a steady-state step, for each optimizer") {
         t.step();
       CHECK(alloc_counter::count.load() - before == 0);
     }
+}
+
+TEST_CASE("graph mode replays the eager step: the same losses and weights, no allocation") {
+  // On the CPU a replay runs the captured work again, so this checks everything the graph mode
+  // adds around the step: scalars uploaded per step, the device-side finite gate, the apply
+  // row picked exactly. The replayed update rounds like the eager one up to FMA contraction.
+  const auto data = clusters(90, 12, {0, 1, 2}, 11);
+  for (const std::string sched : {"constant", "cosine"})
+    for (const bool check : {true, false}) {
+      CAPTURE(sched);
+      CAPTURE(check);
+      siam::SiameseConfig cfg;
+      cfg.layers = {12, 32, 3};
+      cfg.schedule = sched;
+      cfg.iterations = 30;
+      cfg.batch_pairs = 16;
+      cfg.adam.lr = 1e-2;
+      cfg.check_finite = check;
+      siam::SiameseTrainer<float, Cpu> eager(data, cfg);
+      cfg.graph = true;
+      siam::SiameseTrainer<float, Cpu> graph(data, cfg);
+      long news = 0;
+      for (int s = 0; s < 30; ++s) {
+        CAPTURE(s);
+        const double a = eager.step();
+        const long before = alloc_counter::count.load();
+        const double b = graph.step();
+        if (s >= 3) news += alloc_counter::count.load() - before;
+        CHECK(b == doctest::Approx(a).epsilon(1e-4));
+      }
+      CHECK(news == 0);
+      CHECK(graph.trainer().graph_captures() == 1);
+      CHECK(graph.optimizer().steps() == 30);
+      // Weights only: the contrastive loss does not change when every embedding shifts by the
+      // same vector, so the output bias, and the bias of a hidden unit that is active for every
+      // input, get gradients that are rounding noise, which Adam scales to steps of size lr.
+      const auto pe = eager.network().parameters(), pg = graph.network().parameters();
+      for (std::size_t i = 0; i < pe.size(); i += 2) {
+        const auto we = pe[i]->value.to_vector(), wg = pg[i]->value.to_vector();
+        for (std::size_t j = 0; j < we.size(); ++j)
+          CHECK(wg[j] == doctest::Approx(we[j]).epsilon(1e-4).scale(1e-3));
+      }
+    }
+}
+
+TEST_CASE("graph mode: a NaN step is skipped on the device, then named; the model is untouched") {
+  const auto data = clusters(60, 8, {0, 1}, 12);
+  siam::ImageSet<float, Cpu> set(data);
+  Rng rng(13);
+  auto net = siam::nn::mlp<float, Cpu>({8, 16, 2}, rng);
+  siam::optim::Adam<float, Cpu> adam(net.parameters(), {1e-2, 0.9, 0.99, 1e-8});
+  siam::PairBatches<float, Cpu> source(set, 8, 14);
+  // The loss reads a scale from a tensor by address, as the captured work would on a GPU.
+  Tensor scale = Tensor::from(Shape{1}, {1.0f});
+  siam::LossFn<float, Cpu> loss = [&scale](siam::Var<float, Cpu> f, const siam::Batch<float, Cpu>&,
+                                           siam::Tape<float, Cpu>& tape) {
+    return sum(square(f)) * broadcast_scalar(tape.constant(scale), Shape{1});
+  };
+  siam::TrainerOptions opts;
+  opts.graph = true;
+  opts.graph_check_every = 1000;
+  siam::Trainer<float, Cpu> trainer(net, adam, source, loss, opts);
+  for (int s = 0; s < 5; ++s)
+    trainer.step_async();
+  trainer.check_replayed();  // nothing skipped
+  std::vector<std::vector<float>> before;
+  for (auto* p : net.parameters())
+    before.push_back(p->value.to_vector());
+  const auto m_before = adam.first_moments()[0].to_vector();
+  scale[0] = std::numeric_limits<float>::quiet_NaN();
+  trainer.step_async();  // iteration 6: NaN, skipped
+  scale[0] = 1.0f;
+  trainer.step_async();  // 7 and 8 are skipped too: the gate stays shut until the host knows
+  trainer.step_async();
+  CHECK_THROWS_WITH_AS(trainer.check_replayed(), doctest::Contains("iteration 6"),
+                       siam::numeric_error);
+  CHECK(trainer.iteration() == 5);
+  CHECK(adam.steps() == 5);
+  for (std::size_t i = 0; i < before.size(); ++i)
+    CHECK(net.parameters()[i]->value.to_vector() == before[i]);
+  CHECK(adam.first_moments()[0].to_vector() == m_before);
+  // Going on: the next step updates again.
+  const double l = trainer.step();
+  CHECK(std::isfinite(l));
+  CHECK(trainer.iteration() == 6);
+  CHECK(adam.steps() == 6);
+  CHECK(net.parameters()[0]->value.to_vector() != before[0]);
+}
+
+TEST_CASE("graph mode refuses what it cannot replay, naming it") {
+  const auto data = clusters(40, 6, {0, 1}, 15);
+  siam::SiameseConfig cfg;
+  cfg.layers = {6, 8, 2};
+  cfg.batch_pairs = 8;
+  cfg.graph = true;
+  cfg.optimizer = "sgd";
+  siam::SiameseTrainer<float, Cpu> sgd(data, cfg);
+  CHECK_THROWS_WITH_AS(sgd.step(), doctest::Contains("replayable"), siam::value_error);
+  cfg.optimizer = "adam";
+  cfg.clip_norm = 1;
+  siam::SiameseTrainer<float, Cpu> clipped(data, cfg);
+  CHECK_THROWS_WITH_AS(clipped.step(), doctest::Contains("clipping"), siam::value_error);
 }
 
 TEST_CASE(

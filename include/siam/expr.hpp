@@ -347,6 +347,7 @@ SIAM_UNARY_FUNCTION(sqrt)
 SIAM_UNARY_FUNCTION(square)
 SIAM_UNARY_FUNCTION(relu)
 SIAM_UNARY_FUNCTION(step)
+SIAM_UNARY_FUNCTION(finite)
 SIAM_UNARY_FUNCTION(abs)
 SIAM_UNARY_FUNCTION(tanh)
 SIAM_UNARY_FUNCTION(sigmoid)
@@ -390,6 +391,11 @@ template <Expression A, Expression B>
 }
 
 /// max(a, b) and min(a, b) elementwise (same shapes).
+/// a * b elementwise, exactly 0 wherever a is 0 (even where b is NaN or Inf).
+template <Expression A, Expression B>
+[[nodiscard]] auto mul_or_zero(A&& a, B&& b) {
+  return detail::make_binary<fn::mul_or_zero>(std::forward<A>(a), std::forward<B>(b));
+}
 template <Expression A, Expression B>
 [[nodiscard]] auto maximum(A&& a, B&& b) {
   return detail::make_binary<fn::max>(std::forward<A>(a), std::forward<B>(b));

@@ -34,6 +34,15 @@ struct div {
     return a / b;
   }
 };
+/// a * b, but exactly 0 when a is 0, whatever b holds (NaN and Inf included): a coefficient
+/// that can switch a term off, as a skipped optimizer step needs.
+struct mul_or_zero {
+  static constexpr const char* name = "mul_or_zero";
+  template <class T>
+  SIAM_HD T operator()(T a, T b) const {
+    return a == T(0) ? T(0) : a * b;
+  }
+};
 struct max {
   static constexpr const char* name = "max";
   template <class T>
@@ -106,6 +115,15 @@ struct step {
   template <class T>
   SIAM_HD T operator()(T a) const {
     return a > T(0) ? T(1) : T(0);
+  }
+};
+
+/// 1 where a is finite, 0 for NaN and +-Inf (a - a is 0 exactly for finite a, NaN otherwise).
+struct finite {
+  static constexpr const char* name = "finite";
+  template <class T>
+  SIAM_HD T operator()(T a) const {
+    return a - a == T(0) ? T(1) : T(0);
   }
 };
 

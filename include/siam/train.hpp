@@ -55,7 +55,10 @@ struct SiameseConfig {
   nn::Init init = nn::Init::he;
   bool check_finite = true;
   double clip_norm = 0;  ///< global gradient-norm clipping (0: off)
-  std::string data;      ///< a description of the data, recorded in checkpoints
+  /// Capture the step once and replay it (one CUDA graph launch per step on the GPU); see
+  /// TrainerOptions::graph for what it needs and how the finite check changes.
+  bool graph = false;
+  std::string data;  ///< a description of the data, recorded in checkpoints
 
   /// Throws value_error naming the first bad setting.
   void validate() const {
@@ -139,7 +142,7 @@ class SiameseTrainer {
         source_(make_source()),
         trainer_(net_, *opt_, *source_, make_loss(),
                  TrainerOptions{cfg_.check_finite, cfg_.clip_norm, cfg_.make_schedule(),
-                                cfg_.settings()}) {}
+                                cfg_.settings(), cfg_.graph}) {}
 
   double step() { return trainer_.step(); }
   void step_async() { trainer_.step_async(); }

@@ -23,6 +23,7 @@
 #include <type_traits>
 
 #include "siam/backend/cpu_gemm.hpp"
+#include "siam/backend/step_graph.hpp"
 #include "siam/detail/config.hpp"
 #include "siam/shape.hpp"
 
@@ -50,6 +51,8 @@ inline int num_threads() {
 struct Cpu {
   static constexpr bool is_host = true;
   static constexpr const char* name = "cpu";
+  /// Capture-and-replay of a step: on the host, replay simply runs the work again.
+  using StepGraph = detail::ReplayGraph;
   // Below this many elements a loop runs on one thread: a fork/join costs more.
   static constexpr index_t parallel_threshold = 1 << 15;
 

@@ -25,6 +25,7 @@
 
 #include <math_constants.h>
 
+#include "siam/backend/cuda_graph.hpp"
 #include "siam/backend/cuda_runtime.hpp"
 #include "siam/detail/config.hpp"
 #include "siam/shape.hpp"
@@ -269,6 +270,8 @@ inline void check_launch(const char* what, cudaStream_t s) {
 struct Cuda {
   static constexpr bool is_host = false;
   static constexpr const char* name = "cuda";
+  /// Capture-and-replay of a step as one CUDA graph (cuda_graph.hpp).
+  using StepGraph = cuda::Graph;
   static constexpr const char* gemm_name() { return "cublas"; }
 
   /// n elements from the current device's pool (stream-ordered; cuda_out_of_memory when

@@ -523,11 +523,26 @@ namespace siam::cuda {
 ///
 /// Math mode: the handle runs CUBLAS_DEFAULT_MATH and gemm() asks for the _PEDANTIC compute types,
 /// so FP32 products are computed in plain FP32: no TF32 tensor cores and no BF16x9 emulation, not
-/// even when environment variables would allow them. set_tf32(true) opts in to TF32.
+/// even when environment variables would allow them. set_matmul_precision() opts in to TF32 or
+/// BF16 tensor-core products of the same FP32 tensors (set_tf32(true) is the TF32 one).
 ///
 /// Threads: any number of host threads may use one context. Their work interleaves on the one
 /// stream in the order the calls are made; cuBLAS calls and math-mode changes are serialised by a
 /// mutex (enqueueing only: the GPU work itself is not held up).
+/// How FP32 GEMMs may compute (the names of torch.set_float32_matmul_precision). Inputs and
+/// outputs stay FP32 tensors in every mode, and so do the weights and the optimizer state:
+///   highest  plain FP32 (CUBLAS_COMPUTE_32F_PEDANTIC), the default
+///   high     TF32 tensor cores: inputs rounded to 10 mantissa bits, FP32 accumulation
+///            (CUBLAS_COMPUTE_32F_FAST_TF32)
+///   medium   BF16 tensor cores: inputs rounded to 7 mantissa bits, FP32 accumulation
+///            (CUBLAS_COMPUTE_32F_FAST_16BF)
+/// FP64 GEMMs are always FP64.
+enum class MatmulPrecision { highest, high, medium };
+
+inline const char* to_string(MatmulPrecision p) noexcept {
+  return p == MatmulPrecision::high ? "high" : p == MatmulPrecision::medium ? "medium" : "highest";
+}
+
 class Context {
  public:
   explicit Context(int device) : device_(device), staging_(device) {
@@ -554,17 +569,26 @@ class Context {
   detail::DevicePool& pool() noexcept { return *pool_; }
   detail::StagingRing& staging() noexcept { return staging_; }
 
-  /// Whether FP32 GEMMs may use TF32 tensor cores (off by default).
-  bool tf32() const noexcept { return tf32_.load(std::memory_order_acquire); }
+  /// How FP32 GEMMs compute (MatmulPrecision::highest by default).
+  MatmulPrecision matmul_precision() const noexcept {
+    return precision_.load(std::memory_order_acquire);
+  }
+  /// Whether FP32 GEMMs may use TF32 tensor cores.
+  bool tf32() const noexcept { return matmul_precision() == MatmulPrecision::high; }
 
-  /// Opts FP32 GEMMs in to (true) or out of (false) TF32: about 10 mantissa bits per input, so
-  /// relative errors near 1e-3 instead of 1e-6. Affects the handle's math mode too, so cuBLAS
-  /// routines called directly on cublas() follow the same choice.
-  void set_tf32(bool on) {
+  /// Sets how FP32 GEMMs compute. TF32 also sets the handle's math mode, so cuBLAS routines
+  /// called directly on cublas() follow it; BF16 has no handle math mode and applies to gemm().
+  void set_matmul_precision(MatmulPrecision p) {
     std::lock_guard lock(cublas_mutex_);
-    SIAM_CUBLAS_CHECK(
-        cublasSetMathMode(cublas_.get(), on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
-    tf32_.store(on, std::memory_order_release);
+    SIAM_CUBLAS_CHECK(cublasSetMathMode(cublas_.get(), p == MatmulPrecision::high
+                                                           ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                           : CUBLAS_DEFAULT_MATH));
+    precision_.store(p, std::memory_order_release);
+  }
+  /// Opts FP32 GEMMs in to (true) or out of (false) TF32: about 10 mantissa bits per input, so
+  /// relative errors near 1e-3 instead of 1e-6.
+  void set_tf32(bool on) {
+    set_matmul_precision(on ? MatmulPrecision::high : MatmulPrecision::highest);
   }
 
  private:
@@ -576,7 +600,7 @@ class Context {
   detail::UniqueCublas cublas_;
   std::unique_ptr<detail::DevicePool> pool_;
   std::mutex cublas_mutex_;
-  std::atomic<bool> tf32_{false};
+  std::atomic<MatmulPrecision> precision_{MatmulPrecision::highest};
 };
 
 }  // namespace siam::cuda
@@ -655,6 +679,14 @@ inline void set_tf32(bool on) {
 /// Whether the current device's FP32 GEMMs may use TF32.
 inline bool tf32_enabled() {
   return context().tf32();
+}
+
+/// Sets how the current device's FP32 GEMMs compute (Context::set_matmul_precision).
+inline void set_matmul_precision(MatmulPrecision p) {
+  context().set_matmul_precision(p);
+}
+inline MatmulPrecision matmul_precision() {
+  return context().matmul_precision();
 }
 
 /// Blocks the host until all work queued on stream() has finished; rethrows asynchronous errors.
@@ -1034,9 +1066,9 @@ namespace siam::cuda {
 /// k x m when trans_a), op(B) is k x n (stored k x n, or n x k when trans_b), C is m x n.
 /// Sizes are 64-bit and go to cuBLAS's 64-bit entry point (cublasGemmEx_64), so products with a
 /// dimension above 2^31 need no split. m, n or k may be 0: then nothing is launched, except that
-/// k == 0 still sets C = beta * C. float runs in plain FP32 (pedantic) unless set_tf32(true);
-/// double in FP64. Throws value_error for negative sizes or leading dimensions below a row's
-/// length, cuda_error for cuBLAS failures.
+/// k == 0 still sets C = beta * C. float runs in plain FP32 (pedantic) unless
+/// set_matmul_precision() chose TF32 or BF16 tensor cores; double in FP64. Throws value_error for
+/// negative sizes or leading dimensions below a row's length, cuda_error for cuBLAS failures.
 template <class T>
 void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha,
           const T* A, std::int64_t lda, const T* B, std::int64_t ldb, T beta, T* C,
@@ -1053,9 +1085,12 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
   constexpr bool is_float = std::is_same_v<T, float>;
   constexpr cudaDataType_t type = is_float ? CUDA_R_32F : CUDA_R_64F;
   std::lock_guard lock(ctx.cublas_mutex());
+  const MatmulPrecision precision = ctx.matmul_precision();
   const cublasComputeType_t compute =
-      is_float ? (ctx.tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F_PEDANTIC)
-               : CUBLAS_COMPUTE_64F_PEDANTIC;
+      !is_float                              ? CUBLAS_COMPUTE_64F_PEDANTIC
+      : precision == MatmulPrecision::high   ? CUBLAS_COMPUTE_32F_FAST_TF32
+      : precision == MatmulPrecision::medium ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                             : CUBLAS_COMPUTE_32F_PEDANTIC;
   // The one place where row-major meets cuBLAS's column-major: a row-major r x c matrix with row
   // stride ld is, byte for byte, the column-major c x r matrix X^T with leading dimension ld. So
   // row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: pass B before A, n before m,

@@ -7,6 +7,7 @@
 // State for a checkpoint: state_tensors() = [m_0 .. m_{n-1}, v_0 .. v_{n-1}], steps().
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -47,12 +48,39 @@ class Adam final : public Optimizer<T, B> {
 
   void step() override {
     ++t_;
-    const double c1 = 1 - std::pow(opt_.beta1, static_cast<double>(t_));
-    const double c2 = 1 - std::pow(opt_.beta2, static_cast<double>(t_));
-    const Coefficients k{T(opt_.beta1), T(opt_.beta2), T(opt_.lr),
-                         T(opt_.eps),   T(1 / c1),     T(1 / c2)};
+    const Coefficients k = coefficients();
     detail::fused_over<T, B>(params_.size(),
                              [&](std::size_t i) { return update(*params_[i], m_[i], v_[i], k); });
+  }
+
+  /// Replayable update: the scalars are b1, 1 - b1, b2, 1 - b2, lr, 1 / c1, 1 / c2, eps
+  /// (c = bias correction); the skip row is 1, 0, 1, 0, 0, 1, 1, 1.
+  std::size_t replay_scalars() const override { return 8; }
+  void next_scalars(T* apply, T* skip) override {
+    ++t_;
+    const Coefficients k = coefficients();
+    const T a[8] = {k.b1, T(1) - k.b1, k.b2, T(1) - k.b2, k.lr, k.ic1, k.ic2, k.eps};
+    const T s[8] = {1, 0, 1, 0, 0, 1, 1, 1};
+    std::copy(a, a + 8, apply);
+    std::copy(s, s + 8, skip);
+  }
+  // The same update as step(), each constant read from `scalars` instead. mul_or_zero turns
+  // the gradient terms and the weight change off exactly when the skip row is read (a NaN
+  // gradient times 0 would still be NaN).
+  void step_from(View<T, B> scalars) override {
+    if (scalars.size() != 8)
+      throw shape_error("Adam::step_from: expected 8 scalars, got " + scalars.shape().str());
+    detail::fused_over<T, B>(params_.size(), [&](std::size_t i) {
+      Parameter<T, B>& p = *params_[i];
+      const Tensor<T, B>& g = p.gradient();
+      View<T, B> m = m_[i].view(), v = v_[i].view(), w = p.value.view();
+      const auto s = [&](index_t j) {
+        return broadcast_scalar(View<T, B>(scalars.data() + j, Shape{1}), m.shape());
+      };
+      return fused_group(assign_to(m, s(0) * m + mul_or_zero(s(1), g)),
+                         assign_to(v, s(2) * v + mul_or_zero(s(3), square(g))),
+                         assign_to(w, w - mul_or_zero(s(4), m * s(5)) / (sqrt(v * s(6)) + s(7))));
+    });
   }
 
   double lr() const override { return opt_.lr; }
@@ -88,6 +116,11 @@ class Adam final : public Optimizer<T, B> {
   struct Coefficients {
     T b1, b2, lr, eps, ic1, ic2;  // ic = 1 / bias correction
   };
+  Coefficients coefficients() const {
+    const double c1 = 1 - std::pow(opt_.beta1, static_cast<double>(t_));
+    const double c2 = 1 - std::pow(opt_.beta2, static_cast<double>(t_));
+    return {T(opt_.beta1), T(opt_.beta2), T(opt_.lr), T(opt_.eps), T(1 / c1), T(1 / c2)};
+  }
   // m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= lr (m ic1) / (sqrt(v ic2) + eps)
   static auto update(Parameter<T, B>& p, Tensor<T, B>& m_t, Tensor<T, B>& v_t,
                      const Coefficients& k) {

@@ -10,6 +10,10 @@
 //   steps(), set_steps()         the step count (restored from a checkpoint)
 //   state_tensors() the tensors a checkpoint must store, in a fixed order (see each class)
 //   describe()      the settings, e.g. "SGD(lr=0.1, momentum=0.9, ...)"
+//   replay_scalars(), next_scalars(), step_from()
+//                   optional: an update that reads its step-dependent scalars (learning
+//                   rate, bias corrections) from memory on B, so a captured graph can replay
+//                   it (Trainer's graph mode); replay_scalars() is 0 where unsupported
 // A checkpoint that stores the parameters, state_tensors(), steps() and lr() (or the
 // schedule that sets it) resumes bit-identically.
 #pragma once
@@ -40,6 +44,24 @@ class Optimizer {
   virtual std::vector<Tensor<T, B>*> state_tensors() = 0;
   virtual std::string describe() const = 0;
   virtual const std::vector<Parameter<T, B>*>& parameters() const = 0;
+
+  /// How many scalars step_from() reads; 0 (the default) when this optimizer has no
+  /// replayable update.
+  virtual std::size_t replay_scalars() const { return 0; }
+  /// Advances steps() as step() does and writes that step's scalars twice: `apply`, for the
+  /// update, and `skip`, for one that leaves every parameter and state value as it is (each
+  /// replay_scalars() long). The same update reads one row or the other on the device.
+  virtual void next_scalars(T* apply, T* skip) {
+    (void)apply;
+    (void)skip;
+    throw value_error(describe() + " has no replayable update (replay_scalars() is 0)");
+  }
+  /// One update with its scalars read from `scalars` (replay_scalars() values on B, written
+  /// as next_scalars() does). Leaves steps() alone.
+  virtual void step_from(View<T, B> scalars) {
+    (void)scalars;
+    throw value_error(describe() + " has no replayable update (replay_scalars() is 0)");
+  }
 
  protected:
   Optimizer() = default;

@@ -38,6 +38,17 @@ struct TrainerOptions {
   /// The run's settings as "key=value" lines, recorded in checkpoints; resuming under other
   /// settings is an error naming the first difference (see load_checkpoint).
   std::string settings;
+  /// Graph mode: capture the step's device work once (forward, loss, backward, finite check,
+  /// update) and replay it every iteration: one CUDA graph launch per step on the GPU, a
+  /// plain re-run on the CPU. The batch is still drawn and uploaded eagerly before each
+  /// replay, and the update's learning rate and bias corrections are uploaded with it.
+  /// Needs an optimizer with a replayable update (Adam), no clipping and the default
+  /// gradient step. The finite check moves to the device: a step whose loss or gradients
+  /// hold NaN/Inf is skipped there, and so is every later one; the host learns of it at the
+  /// next step() or check_replayed() (after `graph_check_every` step_async() at the latest)
+  /// and throws numeric_error naming the iteration, with the model as it was before it.
+  bool graph = false;
+  long long graph_check_every = 100;
 };
 
 template <class T, class B>
@@ -65,11 +76,13 @@ class Trainer {
   /// use step_async() and last_loss() to read it only now and then).
   double step() {
     step_async();
+    check_replayed();
     return last_loss();
   }
 
   /// One iteration without reading the loss back to the host.
   void step_async() {
+    if (options_.graph) return graph_step();
     source_.next(batch_);
     if (options_.schedule) opt_.set_lr(options_.schedule->lr_at(iteration_));
     loss_data_ =
@@ -107,7 +120,9 @@ class Trainer {
 
   /// Throws numeric_error naming the iteration and the tensor if the loss or a gradient
   /// holds NaN or Inf (x * 0 is NaN exactly for non-finite x, so one sum per tensor tells).
+  /// In graph mode the check runs on the device; this reads its verdict (check_replayed()).
   void check_finite() {
+    if (options_.graph) return check_replayed();
     if (!loss_data_) return;  // no step yet
     // All probes accumulate into one scalar so a device backend synchronises once.
     probe_ = sum_all(loss_view() * T(0));
@@ -126,6 +141,30 @@ class Trainer {
     }
   }
 
+  /// Graph mode: throws numeric_error if a replayed step was skipped for NaN/Inf (naming
+  /// the first such iteration; the optimizer's step count is set back to the updates that
+  /// were applied). Reads one value back from the device. Does nothing in eager mode.
+  void check_replayed() {
+    if (!options_.graph || !options_.check_finite || !replay_state_ready_) return;
+    const auto applied = static_cast<long long>(applied_.item());
+    if (applied == replayed_) return;
+    const long long bad = replay_start_ + applied + 1;
+    opt_.set_steps(opt_.steps() - (replayed_ - applied));
+    iteration_ = bad - 1;
+    replayed_ = applied;
+    ok_.fill(T(1));  // the next step updates again (the caller chose to go on)
+    throw numeric_error("iteration " + std::to_string(bad) +
+                        ": the loss or a gradient holds NaN or Inf (graph mode: that step and "
+                        "the ones queued after it were skipped; the model is as it was before it)");
+  }
+
+  /// Graph mode: device operations in the captured step (0 before the first capture and on
+  /// the CPU, which replays without recording).
+  std::size_t graph_nodes() const { return graph_.nodes(); }
+  /// Graph mode: how many times the step was captured (more than once only when the batch's
+  /// buffers moved).
+  int graph_captures() const { return captures_; }
+
   /// The settings a checkpoint records: the caller's, then the source, optimizer, schedule.
   std::string settings() const {
     std::string s = options_.settings;
@@ -143,6 +182,7 @@ class Trainer {
   /// plus any `extra` records (a model description). Written atomically.
   void save_checkpoint(const std::filesystem::path& path, const std::vector<float>& losses,
                        std::vector<io::Record> extra = {}) {
+    check_replayed();
     auto records = std::move(extra);
     for (auto& r : io::parameter_records(params_))
       records.push_back(std::move(r));
@@ -195,6 +235,7 @@ class Trainer {
     source_.rng().set_state(rs);
     opt_.set_steps(static_cast<long long>(c[6]));
     iteration_ = static_cast<long long>(c[7]);
+    replay_state_ready_ = false;
     const auto& l = find("losses");
     if (l.type != io::ArrayType::f32) throw io_error(file + ": malformed loss history");
     return l.template as<float>();
@@ -205,7 +246,10 @@ class Trainer {
     return loss_data_ ? static_cast<double>(loss_view().item()) : std::nan("");
   }
   long long iteration() const { return iteration_; }
-  void set_iteration(long long it) { iteration_ = it; }
+  void set_iteration(long long it) {
+    iteration_ = it;
+    replay_state_ready_ = false;
+  }
   const Batch<T, B>& last_batch() const { return batch_; }
   Tape<T, B>& tape() { return tape_; }
   BatchSource<T, B>& source() { return source_; }
@@ -215,6 +259,84 @@ class Trainer {
 
  private:
   View<T, B> loss_view() const { return View<T, B>(loss_data_, Shape{1}); }
+
+  // Graph mode. The first step runs the work eagerly (so every buffer it needs exists), the
+  // second captures it; later steps replay. A step recaptures only when the batch's buffers
+  // moved (the captured work reads them by address). Per step: draw the batch, upload the
+  // optimizer's two scalar rows, replay. With the finite check the work computes
+  // ok = finite(probe) * ok (sticky), picks the apply or skip row by it and counts applied
+  // steps, all on the device.
+  void graph_step() {
+    if (options_.graph_check_every < 1)
+      throw value_error("Trainer: graph_check_every must be >= 1, got " +
+                        std::to_string(options_.graph_check_every));
+    if (options_.clip_norm > 0 || gradient_step_)
+      throw value_error(
+          "Trainer: graph mode cannot replay gradient clipping or a custom gradient step");
+    const std::size_t k = opt_.replay_scalars();
+    if (k == 0)
+      throw value_error("Trainer: graph mode needs an optimizer with a replayable update; " +
+                        optimizer_settings_ + " has none");
+    source_.next(batch_);
+    if (options_.schedule) opt_.set_lr(options_.schedule->lr_at(iteration_));
+    if (graph_.captured() &&
+        (captured_inputs_ != batch_.inputs.data() || captured_targets_ != batch_.targets.data())) {
+      check_replayed();  // settle the replays of the old graph first
+      graph_.reset();
+      warm_ = false;
+    }
+    if (!replay_state_ready_) init_replay_state();
+    host_scalars_.resize(2 * k);
+    opt_.next_scalars(host_scalars_.data(), host_scalars_.data() + k);
+    scalars_.resize(Shape{static_cast<index_t>(2 * k)});
+    B::from_host(scalars_.data(), host_scalars_.data(), scalars_.size());
+    const auto rows = static_cast<index_t>(k);
+    if (!warm_) {
+      replay_work(rows);
+      warm_ = true;
+    } else {
+      if (!graph_.captured()) {
+        graph_.capture([this, rows] { replay_work(rows); });
+        captured_inputs_ = batch_.inputs.data();
+        captured_targets_ = batch_.targets.data();
+        ++captures_;
+      }
+      graph_.replay();
+    }
+    ++iteration_;
+    ++replayed_;
+    if (options_.check_finite && replayed_ % options_.graph_check_every == 0) check_replayed();
+  }
+
+  void init_replay_state() {
+    if (ok_.size() == 0) {
+      ok_ = Tensor<T, B>(Shape{1});
+      applied_ = Tensor<T, B>(Shape{1});
+    }
+    ok_.fill(T(1));
+    applied_.fill(T(0));
+    replay_start_ = iteration_;
+    replayed_ = 0;
+    replay_state_ready_ = true;
+  }
+
+  // What the graph holds: forward, loss, backward, finite check and update, reading the batch
+  // and the scalar rows from their fixed buffers.
+  void replay_work(index_t rows) {
+    loss_data_ = forward_backward(batch_).value().data();
+    const View<T, B> apply(scalars_.data(), Shape{rows});
+    if (!options_.check_finite) return opt_.step_from(apply);
+    const View<T, B> skip(scalars_.data() + rows, Shape{rows});
+    probe_ = sum_all(loss_view() * T(0));
+    for (auto* p : params_)
+      probe_ += sum_all(p->gradient() * T(0));
+    ok_ = finite(probe_) * ok_;
+    applied_ += ok_;
+    coefficients_.resize(Shape{rows});
+    const auto ok = broadcast_scalar(ok_.view(), Shape{rows});
+    coefficients_ = apply * ok + skip * (T(1) - ok);  // exact: ok is 0 or 1
+    opt_.step_from(coefficients_.view());
+  }
 
   // Settings are "key=value" lines; the first line that differs is named.
   static void check_settings(const std::string& file, const std::string& saved,
@@ -253,6 +375,18 @@ class Trainer {
   Tensor<T, B> probe_{Shape{1}};
   optim::ClipWorkspace<T, B> clip_;
   long long iteration_ = 0;
+  // graph mode
+  typename B::StepGraph graph_;
+  std::vector<T> host_scalars_;
+  Tensor<T, B> scalars_;       // [apply row, skip row], uploaded before each replay
+  Tensor<T, B> coefficients_;  // the row the device picked
+  Tensor<T, B> ok_;            // 1 until a replayed step saw NaN/Inf, then 0 (sticky)
+  Tensor<T, B> applied_;       // replayed steps that updated the model
+  long long replay_start_ = 0, replayed_ = 0;
+  const T* captured_inputs_ = nullptr;
+  const T* captured_targets_ = nullptr;
+  int captures_ = 0;
+  bool warm_ = false, replay_state_ready_ = false;
 };
 
 }  // namespace siam
