@@ -1,5 +1,6 @@
 // GPU benchmarks: cuBLAS GEMM on the example's shapes (FP32, no TF32), the training
-// step of the example on the CUDA backend (with the pool's peak and steady-state memory),
+// step of the example on the CUDA backend, eager or as one CUDA graph, in each GEMM precision,
+// against its GEMMs alone (with the pool's peak and steady-state memory),
 // embedding 5000 images, the host cost of a pool allocation and of a staged upload. Timed
 // with CUDA events around many queued iterations; without a device it says so and exits 0.
 #include <benchmark/benchmark.h>
@@ -8,6 +9,8 @@
 #include <siam/backend/cuda.hpp>
 #include <siam/data/synthetic_digits.hpp>
 #include <siam/train.hpp>
+
+#include "step_gemms.hpp"
 
 namespace {
 using namespace siam;
@@ -65,15 +68,28 @@ const data::Dataset& digits() {
   return d;
 }
 
+// The example's step: args check_finite (0/1), graph (0 eager, 1 one CUDA graph per step) and
+// the FP32 GEMM precision (0 highest, 1 high = TF32, 2 medium = BF16). Each iteration times 100
+// queued steps, then the step's eight GEMMs alone 100 times (bench/step_gemms.hpp): the
+// step / GEMMs ratio comes from one run.
 void BM_GpuTrainStep(benchmark::State& state) {
+  struct Reset {
+    ~Reset() { cuda::set_matmul_precision(cuda::MatmulPrecision::highest); }
+  } reset;
+  cuda::set_matmul_precision(static_cast<cuda::MatmulPrecision>(state.range(2)));
   SiameseConfig cfg;
   cfg.check_finite = state.range(0) != 0;
+  cfg.graph = state.range(1) != 0;
   SiameseTrainer<float, Cuda> trainer(digits(), cfg);
-  for (int i = 0; i < 10; ++i)
+  bench::StepGemms<Cuda> gemms(2 * static_cast<index_t>(cfg.batch_pairs));
+  for (int i = 0; i < 10; ++i) {
     trainer.step();
+    gemms.run();
+  }
   const int reps = 100;
-  cuda::Event start(true), stop(true);
+  cuda::Event start(true), stop(true), gemm_stop(true);
   std::uint64_t launches = 0;
+  double gemm_s = 0, step_s = 0;
   const cuda::PoolStats warm = cuda::pool_stats();
   for (auto _ : state) {
     const auto l0 = detail::kernels::launch_count();
@@ -83,13 +99,25 @@ void BM_GpuTrainStep(benchmark::State& state) {
     stop.record(cuda::stream());
     stop.synchronize();
     launches += detail::kernels::launch_count() - l0;
-    state.SetIterationTime(stop.elapsed_ms(start) / 1e3 / reps);
+    for (int i = 0; i < reps; ++i)
+      gemms.run();
+    gemm_stop.record(cuda::stream());
+    gemm_stop.synchronize();
+    const double s = stop.elapsed_ms(start) / 1e3 / reps;
+    step_s += s;
+    gemm_s += gemm_stop.elapsed_ms(stop) / 1e3 / reps;
+    state.SetIterationTime(s);
   }
-  state.counters["launches_per_step"] =
-      static_cast<double>(launches) / static_cast<double>(state.iterations() * reps);
+  trainer.trainer().check_replayed();
+  const double its = static_cast<double>(state.iterations());
+  state.counters["step_ms"] = 1e3 * step_s / its;
+  state.counters["gemm_ms"] = 1e3 * gemm_s / its;
+  state.counters["step_over_gemm"] = step_s / gemm_s;
+  state.counters["launches_per_step"] = static_cast<double>(launches) / (its * reps);
+  state.counters["graph_nodes"] = static_cast<double>(trainer.trainer().graph_nodes());
   // Memory: steady state means the pool's reservation did not grow while timing.
   const cuda::PoolStats end = cuda::pool_stats();
-  const double steps = static_cast<double>(state.iterations() * reps);
+  const double steps = its * reps;
   state.counters["reservation_growths"] =
       static_cast<double>(end.cuda_malloc_calls - warm.cuda_malloc_calls);
   state.counters["allocs_per_step"] =
@@ -99,9 +127,13 @@ void BM_GpuTrainStep(benchmark::State& state) {
   state.counters["peak_reserved_MiB"] = static_cast<double>(end.peak_bytes_reserved) / (1 << 20);
 }
 BENCHMARK(BM_GpuTrainStep)
-    ->Arg(0)
-    ->Arg(1)
-    ->ArgName("check_finite")
+    ->Args({0, 0, 0})
+    ->Args({1, 0, 0})
+    ->Args({0, 1, 0})
+    ->Args({1, 1, 0})
+    ->Args({1, 1, 1})
+    ->Args({1, 1, 2})
+    ->ArgNames({"check_finite", "graph", "precision"})
     ->UseManualTime()
     ->Iterations(10)
     ->Unit(benchmark::kMillisecond);

@@ -15,6 +15,7 @@
 
 #include "../tests/support/alloc_counter.hpp"
 #include "bench_peak.hpp"
+#include "step_gemms.hpp"
 
 namespace {
 using namespace siam;
@@ -26,51 +27,12 @@ const data::Dataset& digits() {
   return d;
 }
 
-Tf filled(Shape s, float v) {
-  Tf t(s);
-  t.fill(v);
-  return t;
-}
-
-// The GEMMs of one step of 784-1024-1024-2 on a stacked batch of n rows: three
-// forward products, two input gradients (the input layer's is not needed), three
-// weight gradients. 3.425 GFLOP for n = 360.
-struct StepGemms {
-  index_t n;
-  Tf x, w1, w2, w3, h1, h2, f, dz1, dz2, dz3, g1, g2, g3;
-  explicit StepGemms(index_t rows)
-      : n(rows),
-        x(filled({rows, 784}, 0.5f)),
-        w1(filled({784, 1024}, 0.01f)),
-        w2(filled({1024, 1024}, 0.01f)),
-        w3(filled({1024, 2}, 0.01f)),
-        h1({rows, 1024}),
-        h2({rows, 1024}),
-        f({rows, 2}),
-        dz1(filled({rows, 1024}, 0.1f)),
-        dz2(filled({rows, 1024}, 0.1f)),
-        dz3(filled({rows, 2}, 0.1f)),
-        g1({784, 1024}),
-        g2({1024, 1024}),
-        g3({1024, 2}) {}
-  void run() {
-    h1 = matmul(x, w1);
-    h2 = matmul(h1, w2);
-    f = matmul(h2, w3);
-    dz2 = matmul(dz3, w3, false, true);
-    dz1 = matmul(dz2, w2, false, true);
-    g3 = matmul(h2, dz3, true, false);
-    g2 = matmul(h1, dz2, true, false);
-    g1 = matmul(x, dz1, true, false);
-  }
-};
-
 void BM_TrainStep(benchmark::State& state) {
   set_num_threads(static_cast<int>(state.range(0)));
   SiameseConfig cfg;
   cfg.check_finite = state.range(1) != 0;
   SiameseTrainer<float, Cpu> trainer(digits(), cfg);
-  StepGemms gemms(2 * static_cast<index_t>(cfg.batch_pairs));
+  bench::StepGemms<Cpu> gemms(2 * static_cast<index_t>(cfg.batch_pairs));
   for (int i = 0; i < 5; ++i) {  // reach the steady state: every buffer exists
     trainer.step();
     gemms.run();
@@ -94,7 +56,7 @@ void BM_TrainStep(benchmark::State& state) {
   state.counters["step_ms"] = 1e3 * step_s / n;
   state.counters["gemm_ms"] = 1e3 * gemm_s / n;
   state.counters["step_over_gemm"] = step_s / gemm_s;
-  state.counters["gemm_GFLOPs"] = 3.425e9 * n / gemm_s / 1e9;
+  state.counters["gemm_GFLOPs"] = bench::StepGemms<Cpu>::flops(gemms.n) * n / gemm_s / 1e9;
   state.counters["allocs_per_step"] = static_cast<double>(news) / n;
 }
 // The machine's FP32 FMA ceiling in the same run, for the GEMMs' share of it.
@@ -115,7 +77,7 @@ void BM_Embed5000(benchmark::State& state) {
   set_num_threads(static_cast<int>(state.range(0)));
   SiameseTrainer<float, Cpu> trainer(digits(), SiameseConfig{});
   const index_t batch = 1000;
-  StepGemms gemms(batch);
+  bench::StepGemms<Cpu> gemms(batch);
   double emb_s = 0, gemm_s = 0;
   for (auto _ : state) {
     const auto t0 = Clock::now();

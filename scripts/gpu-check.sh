@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU check, for a machine with an NVIDIA GPU: the GPU tests (runtime, backend, backend
 # parity), the same tests under compute-sanitizer (memcheck, racecheck, initcheck,
-# synccheck; any report fails the check), the GPU benchmarks, and a full 3000-iteration
-# mnist_siamese --device gpu run on the synthetic digits, then a short summary.
+# synccheck; any report fails the check), the GPU benchmarks (the step eager and as one CUDA
+# graph, in FP32, TF32 and BF16), full 3000-iteration mnist_siamese --device gpu runs on the
+# synthetic digits (eager and --graph), PyTorch's same step on this GPU, then a short summary.
 #   GPU_CHECK_SANITIZE=0        skip the sanitizer runs (they take the longest)
 #
 #   scripts/gpu-check.sh BUNDLE   run prebuilt binaries made by scripts/gpu-bundle.sh on a
@@ -74,6 +75,12 @@ fi
 start=$(date +%s%N)
 "$ex" --device gpu --out "$out/example" >"$out/example.log" 2>&1 || status=1
 end=$(date +%s%N)
+"$ex" --device gpu --graph --out "$out/example-graph" >"$out/example-graph.log" 2>&1 || status=1
+end_graph=$(date +%s%N)
+# The same step in PyTorch on this GPU (eager, CUDA graph, torch.compile; FP32, TF32, BF16),
+# when this machine's python3 has torch with CUDA.
+python3 bench/pytorch_gpu_step.py >"$out/pytorch_gpu.jsonl" 2>"$out/pytorch_gpu.log" ||
+  echo "pytorch_gpu_step.py: exit $? (see $out/pytorch_gpu.log)" >>"$out/pytorch_gpu.log"
 
 echo "---- summary"
 tail -n 3 "$out/runtime.log" | head -n 1 | sed 's/^/runtime tests: /'
@@ -88,5 +95,8 @@ grep -E "^BM_(GpuTrainStep|GpuEmbed5000|PoolAllocFree|Upload)" "$out/bench.log"
 grep -E "^BM_CublasGemm" "$out/bench.log" | awk '{print $1, $2, $3, $NF, $(NF-1)}'
 grep -E "ms/iteration|per iteration|kNN|precision" "$out/example.log" | head -6
 echo "mnist_siamese --device gpu, 3000 iterations, data to plots: $(((end - start) / 1000000)) ms wall"
+echo "mnist_siamese --device gpu --graph, the same: $(((end_graph - end) / 1000000)) ms wall"
+grep -E "kNN|precision" "$out/example-graph.log" | head -2
+cat "$out/pytorch_gpu.jsonl" 2>/dev/null
 ls "$out/example" | tr '\n' ' ' && echo
 exit $status

@@ -193,6 +193,98 @@ TEST_CASE("two runs of the training step give bit-identical weights and losses" 
   CHECK(l1.front() != l1.back());  // it did train
 }
 
+TEST_CASE("graph mode: one CUDA graph per step, the eager step's losses, NaN named" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  const auto digits = data::synthetic_digits(300, 9);
+  SiameseConfig cfg;
+  cfg.layers = {784, 128, 64, 2};
+  cfg.batch_pairs = 64;
+  cfg.adam.lr = 1e-3;
+  SiameseTrainer<float, Cuda> eager(digits, cfg);
+  cfg.graph = true;
+  SiameseTrainer<float, Cuda> graph(digits, cfg);
+  std::vector<double> le, lg;
+  for (int s = 0; s < 30; ++s) {
+    le.push_back(eager.step());
+    lg.push_back(graph.step());
+  }
+  for (std::size_t i = 0; i < le.size(); ++i) {
+    CAPTURE(i);
+    CHECK(close(lg[i], le[i], 1e-4));
+  }
+  CHECK(graph.trainer().graph_captures() == 1);
+  CHECK(graph.trainer().graph_nodes() > 10);  // the whole step, not a fragment
+  MESSAGE("graph nodes per step: " << graph.trainer().graph_nodes());
+  // Launches per replayed step: the batch's uploads and gather, the scalars' upload, the graph.
+  const auto before = cuda::launch_count();
+  for (int s = 0; s < 10; ++s)
+    graph.trainer().step_async();
+  graph.trainer().check_replayed();
+  const double per_step = double(cuda::launch_count() - before) / 10;
+  MESSAGE("launches per replayed step (kernels + cuBLAS calls + graphs): " << per_step);
+  CHECK(per_step <= 4);
+  // A NaN weight makes the next step's loss NaN: that step is skipped and named.
+  auto& w = graph.network().parameters()[0]->value;
+  const auto w_before = w.to_vector();
+  std::vector<float> bad = w_before;
+  bad[0] = NAN;
+  w = Tg::from(w.shape(), std::span<const float>(bad));
+  const auto it = graph.iteration();
+  const std::string named = "iteration " + std::to_string(it + 1);
+  CHECK_THROWS_WITH_AS(graph.step(), doctest::Contains(named.c_str()), numeric_error);
+  CHECK(graph.iteration() == it);
+  CHECK(std::isnan(graph.network().parameters()[0]->value.to_vector()[0]));  // left as it was
+}
+
+TEST_CASE("matmul precision: highest is FP32; high (TF32) and medium (BF16) within their bounds" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  struct Reset {
+    ~Reset() { cuda::set_matmul_precision(cuda::MatmulPrecision::highest); }
+  } reset;
+  CHECK(cuda::matmul_precision() == cuda::MatmulPrecision::highest);
+  const index_t m = 96, n = 80, k = 512;
+  const Tg a = random_tensor(Shape{m, k}, 1), b = random_tensor(Shape{k, n}, 2);
+  const auto ha = a.to_vector(), hb = b.to_vector();
+  std::vector<double> ref(static_cast<std::size_t>(m * n));
+  double scale = 0;
+  for (index_t i = 0; i < m; ++i)
+    for (index_t j = 0; j < n; ++j) {
+      double acc = 0, mag = 0;
+      for (index_t l = 0; l < k; ++l) {
+        const double x = double(ha[std::size_t(i * k + l)]) * double(hb[std::size_t(l * n + j)]);
+        acc += x;
+        mag += std::abs(x);
+      }
+      ref[std::size_t(i * n + j)] = acc;
+      scale = std::max(scale, mag);
+    }
+  // Worst error relative to the largest sum of |terms|: FP32 ~ k * 2^-24; TF32 inputs carry
+  // 2^-11 relative rounding, BF16 2^-8 (each of two inputs, FP32 accumulation).
+  auto worst = [&](cuda::MatmulPrecision p) {
+    cuda::set_matmul_precision(p);
+    Tg c(Shape{m, n});
+    c = matmul(a, b);
+    const auto hc = c.to_vector();
+    double e = 0;
+    for (std::size_t i = 0; i < hc.size(); ++i)
+      e = std::max(e, std::abs(double(hc[i]) - ref[i]) / scale);
+    return e;
+  };
+  const double e32 = worst(cuda::MatmulPrecision::highest);
+  const double etf = worst(cuda::MatmulPrecision::high);
+  const double ebf = worst(cuda::MatmulPrecision::medium);
+  MESSAGE("relative error FP32 " << e32 << ", TF32 " << etf << ", BF16 " << ebf);
+  CHECK(e32 < 1e-6);
+  CHECK(etf < 2 * 0x1p-11);
+  CHECK(ebf < 2 * 0x1p-8);
+  CHECK(ebf > e32);  // the mode took effect
+  CHECK(cuda::tf32_enabled() == false);
+  cuda::set_tf32(true);
+  CHECK(cuda::matmul_precision() == cuda::MatmulPrecision::high);
+}
+
 TEST_CASE("several host threads run networks on the backend at once, bit-identically" *
           doctest::skip(!gpu_present())) {
   SKIP_WITHOUT_GPU();

@@ -88,6 +88,13 @@ void add_train_options(CLI::App& app, Options& o, bool have_cuda) {
                  have_cuda ? "auto, cpu or gpu (auto: gpu when one is present)"
                            : "auto, cpu or gpu (this build has no CUDA backend: auto is cpu)")
       ->capture_default_str();
+  app.add_flag("--graph", o.graph,
+               "Capture the training step once and replay it: one CUDA graph launch per step "
+               "on the GPU (NaN steps are skipped on the device and reported)");
+  app.add_option("--matmul-precision", o.matmul_precision,
+                 "GPU FP32 GEMMs: highest (FP32), high (TF32 tensor cores) or medium (BF16 "
+                 "tensor cores); weights and optimizer state stay FP32")
+      ->capture_default_str();
   app.add_option("--eval-every", o.eval_every, "Embed the test set every N iterations")
       ->capture_default_str();
   app.add_flag("--frames", o.frames, "Write embedding_NNNN.png at every evaluation");

@@ -35,6 +35,8 @@ struct Options {
   long long warmup = 0;
   bool allow_settings_change = false;  // --resume under other settings
   std::string device = "auto";
+  bool graph = false;                        // capture the step once, replay it (CUDA graph on gpu)
+  std::string matmul_precision = "highest";  // gpu FP32 GEMMs: highest, high (TF32), medium (BF16)
   bool frames = false;
   std::string resume;
   std::string on_nan = "stop";
@@ -151,6 +153,13 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
   if (o.device == "gpu" && !have_cuda) return "--device gpu: this build has no CUDA backend";
   if (o.on_nan != "stop" && o.on_nan != "skip")
     return "--on-nan " + o.on_nan + ": must be stop or skip";
+  if (o.matmul_precision != "highest" && o.matmul_precision != "high" &&
+      o.matmul_precision != "medium")
+    return "--matmul-precision " + o.matmul_precision + ": must be highest, high or medium";
+  if (o.matmul_precision != "highest" && o.device == "cpu")
+    return "--matmul-precision " + o.matmul_precision + ": only the GPU has TF32/BF16 modes";
+  if (o.graph && o.optimizer != "adam")
+    return "--graph: replays Adam only (got --optimizer " + o.optimizer + ")";
   std::error_code ec;
   if (!o.resume.empty() && !std::filesystem::is_regular_file(o.resume, ec))
     return "--resume " + o.resume + ": no such file";

@@ -131,6 +131,7 @@ inline siam::SiameseConfig make_config(const Options& o, const std::string& data
   cfg.seed = o.seed;
   cfg.init = siam::nn::Init::he;
   cfg.check_finite = true;
+  cfg.graph = o.graph;
   cfg.data = data_source;
   return cfg;
 }
@@ -196,6 +197,8 @@ inline std::string metrics_json(const Options& o, const Data& d, const Evaluatio
       .add("beta2", o.beta2)
       .add("device", device)
       .add("gemm_provider", std::string(gemm_provider_name))
+      .add("matmul_precision", o.matmul_precision)
+      .add("graph", static_cast<long long>(o.graph))
       .add("arch", o.arch)
       .add("layers", o.arch == "mlp" ? o.layers : std::string("lenet"))
       .add("loss", o.loss)

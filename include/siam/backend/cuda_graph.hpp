@@ -36,6 +36,10 @@ class Graph {
   /// capture or the instantiation fails (the graph is then empty), or whatever `work` throws.
   void capture(const std::function<void()>& work) {
     reset();
+    if (sync_check_enabled())
+      throw value_error(
+          "CUDA graph capture is not possible with SIAM_CUDA_SYNC_CHECK=1: it synchronises "
+          "after every launch");
     Context& ctx = context();
     const cudaStream_t s = ctx.stream();
     SIAM_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
