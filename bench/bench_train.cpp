@@ -4,6 +4,7 @@
 // heap allocations (operator new) per steady-state step.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -12,6 +13,7 @@
 #include <siam/siamese.hpp>
 #include <siam/train.hpp>
 #include <string>
+#include <vector>
 
 #include "../tests/support/alloc_counter.hpp"
 #include "bench_peak.hpp"
@@ -64,6 +66,73 @@ void BM_PeakFma(benchmark::State& state) {
   bench::peak_fma(state, static_cast<int>(state.range(0)));
 }
 BENCHMARK(BM_PeakFma)->Arg(1)->Arg(2)->ArgName("threads")->UseRealTime();
+
+// The machine's memory bandwidth on 2 threads in the same run (a = b + s c over 3 x 30 MB,
+// far beyond the caches): what Adam's pass over the weights and both moments is bound by.
+void BM_StreamTriad(benchmark::State& state) {
+  set_num_threads(2);
+  const index_t n = index_t{1} << 23;
+  Tf a(Shape{n}), b(Shape{n}), c(Shape{n});
+  b.fill(1.0f);
+  c.fill(2.0f);
+  for (auto _ : state) {
+    a = b + c * 0.5f;
+    benchmark::DoNotOptimize(a.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GBps"] = benchmark::Counter(3.0 * 4.0 * double(n) * double(state.iterations()),
+                                              benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_StreamTriad)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// Where the step's time goes beyond its GEMMs, phase by phase in the step's own order (so
+// each phase finds the caches as the step leaves them): drawing and gathering the batch,
+// forward and backward (GEMMs plus the elementwise passes and the loss), the NaN/Inf probe,
+// Adam; then the eight GEMMs alone. Medians of the iterations' phase times, 2 threads.
+void BM_StepPhases(benchmark::State& state) {
+  set_num_threads(2);
+  SiameseTrainer<float, Cpu> trainer(digits(), SiameseConfig{});
+  auto& t = trainer.trainer();
+  bench::StepGemms<Cpu> gemms(2 * static_cast<index_t>(SiameseConfig{}.batch_pairs));
+  for (int i = 0; i < 5; ++i) {
+    trainer.step();
+    gemms.run();
+  }
+  Batch<float, Cpu>& batch = const_cast<Batch<float, Cpu>&>(t.last_batch());
+  std::vector<double> ph[6];
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    t.source().next(batch);
+    const auto t1 = Clock::now();
+    benchmark::DoNotOptimize(t.forward_backward(batch));
+    const auto t2 = Clock::now();
+    t.check_finite();
+    const auto t3 = Clock::now();
+    trainer.optimizer().step();
+    const auto t4 = Clock::now();
+    gemms.run();
+    const auto t5 = Clock::now();
+    const Clock::time_point at[6] = {t0, t1, t2, t3, t4, t5};
+    for (int p = 0; p < 5; ++p)
+      ph[p].push_back(std::chrono::duration<double, std::milli>(at[p + 1] - at[p]).count());
+    ph[5].push_back(std::chrono::duration<double, std::milli>(t4 - t0).count());
+    state.SetIterationTime(std::chrono::duration<double>(t4 - t0).count());
+  }
+  const auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  const char* names[6] = {"batch_ms", "fwd_bwd_ms", "probe_ms", "adam_ms", "gemm_ms", "step_ms"};
+  for (int p = 0; p < 6; ++p)
+    state.counters[names[p]] = median(ph[p]);
+  state.counters["step_over_gemm"] = median(ph[5]) / median(ph[4]);
+  double params = 0;
+  for (auto* p : trainer.network().parameters())
+    params += static_cast<double>(p->value.size());
+  // Adam reads weights, gradients and both moments and writes three back: 7 floats each.
+  state.counters["adam_GBps"] = 7.0 * 4.0 * params / (median(ph[3]) * 1e-3) / 1e9;
+}
+BENCHMARK(BM_StepPhases)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
 
 // args: threads, finite checks on/off
 BENCHMARK(BM_TrainStep)

@@ -67,6 +67,8 @@ expect_bad "--test-size" --test-size 5
 expect_bad "--seed" --seed -1
 expect_bad "--on-nan" --on-nan maybe
 expect_bad "--device" --device tpu
+expect_bad "--matmul-precision fp8" --matmul-precision fp8
+expect_bad "--graph: replays Adam only" --graph --optimizer sgd
 if grep -q "no CUDA backend" "$tmp/help.txt"; then  # a CPU-only build says so in --help
   expect_bad "no CUDA backend" --device gpu
 fi
@@ -177,6 +179,24 @@ check "--on-nan stop names the iteration" grep -q "iteration" "$tmp/nan.err"
 check "--on-nan stop saves the last good model" test -s "$tmp/nan/model.siam"
 "$bin" "${fast[@]}" --iterations 50 --lr 1e9 --on-nan skip --out "$tmp/skip" >"$tmp/skip.log" 2>&1
 check "--on-nan skip warns" grep -q "batch skipped" "$tmp/skip.log"
+
+# ---- --graph: the step captured once and replayed (the CPU re-runs it); NaN found on the device
+"$bin" "${fast[@]}" --iterations 100 --graph --out "$tmp/graph" >/dev/null 2>&1
+check "--graph exits 0" test $? -eq 0
+check "--graph is recorded in metrics.json" grep -q '"graph": 1' "$tmp/graph/metrics.json"
+"$bin" "${fast[@]}" --iterations 100 --out "$tmp/eager" >/dev/null 2>&1
+check "--graph losses match the eager run's (relative 1e-3)" awk -F, '
+  NR == FNR { a[FNR] = $2; next }
+  FNR > 1 { d = $2 - a[FNR]; if (d < 0) d = -d; if (d > 1e-3 * (1 + a[FNR])) bad = 1; n++ }
+  END { exit bad || n != 100 }' "$tmp/eager/loss.csv" "$tmp/graph/loss.csv"
+"$bin" "${fast[@]}" --iterations 50 --lr 1e9 --graph --out "$tmp/gnan" >/dev/null 2>"$tmp/gnan.err"
+rc=$?
+check "--graph: a NaN step stops the run naming it (rc $rc: $(cat "$tmp/gnan.err"))" \
+  test $rc -ne 0 -a "$(grep -c iteration "$tmp/gnan.err")" -eq 1
+check "--graph: the last good model is saved" test -s "$tmp/gnan/model.siam"
+"$bin" "${fast[@]}" --iterations 50 --lr 1e9 --graph --on-nan skip --out "$tmp/gskip" \
+  >"$tmp/gskip.log" 2>&1
+check "--graph --on-nan skip warns" grep -q "batch skipped" "$tmp/gskip.log"
 
 # ---- zero iterations: evaluate the initial network only
 "$bin" "${small[@]}" --iterations 0 --out "$tmp/zero" >/dev/null 2>&1

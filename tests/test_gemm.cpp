@@ -162,3 +162,64 @@ TEST_CASE("a repeated float GEMM allocates nothing through operator new, on 1 an
   }
   set_num_threads(before);
 }
+
+TEST_CASE("round_mantissa: to nearest, ties to even, at TF32's 10 and BF16's 7 bits") {
+  CHECK(round_mantissa(1.0f, 7) == 1.0f);
+  // 1 + 2^-8 is halfway between 1 and 1 + 2^-7 (BF16 neighbours): ties go to even (1).
+  CHECK(round_mantissa(1.0f + 0x1p-8f, 7) == 1.0f);
+  CHECK(round_mantissa(1.0f + 3 * 0x1p-8f, 7) == 1.0f + 0x1p-6f);         // halfway, even is up
+  CHECK(round_mantissa(1.0f + 0x1p-8f + 0x1p-20f, 7) == 1.0f + 0x1p-7f);  // above halfway
+  CHECK(round_mantissa(-1.0f - 0x1p-11f - 0x1p-20f, 10) == -1.0f - 0x1p-10f);
+  CHECK(round_mantissa(-1.0f - 0x1p-12f, 10) == -1.0f);
+  CHECK(round_mantissa(0.1f, 23) == 0.1f);
+  CHECK(std::isnan(round_mantissa(std::numeric_limits<float>::quiet_NaN(), 7)));
+  CHECK(round_mantissa(std::numeric_limits<float>::infinity(), 7) ==
+        std::numeric_limits<float>::infinity());
+  CHECK(round_mantissa(std::numeric_limits<float>::max(), 7) ==
+        std::numeric_limits<float>::infinity());  // rounds past the largest finite value
+  CHECK(parse_matmul_precision("medium") == MatmulPrecision::medium);
+  CHECK_THROWS_WITH_AS(parse_matmul_precision("fp16"), doctest::Contains("'fp16'"), value_error);
+}
+
+TEST_CASE("the CPU's TF32 and BF16 emulation: FP32 products of rounded inputs, within bounds") {
+  struct Reset {
+    ~Reset() { Cpu::set_matmul_precision(MatmulPrecision::highest); }
+  } reset;
+  Rng rng(5);
+  const index_t m = 33, n = 17, k = 300;
+  for (const bool ta : {false, true})
+    for (const bool tb : {false, true}) {
+      CAPTURE(ta);
+      CAPTURE(tb);
+      std::vector<float> a(static_cast<std::size_t>(m * k)), b(static_cast<std::size_t>(k * n));
+      for (auto& x : a)
+        x = static_cast<float>(rng.uniform(-1, 1));
+      for (auto& x : b)
+        x = static_cast<float>(rng.uniform(-1, 1));
+      const index_t lda = ta ? m : k, ldb = tb ? k : n;
+      const auto run = [&](MatmulPrecision p, const std::vector<float>& aa,
+                           const std::vector<float>& bb) {
+        Cpu::set_matmul_precision(p);
+        std::vector<float> c(static_cast<std::size_t>(m * n), 0.0f);
+        Cpu::gemm<float>(ta, tb, m, n, k, 1.0f, aa.data(), lda, bb.data(), ldb, 0.0f, c.data(), n);
+        return c;
+      };
+      const auto exact = run(MatmulPrecision::highest, a, b);
+      for (const auto p : {MatmulPrecision::high, MatmulPrecision::medium}) {
+        CAPTURE(to_string(p));
+        auto ra = a, rb = b;
+        for (auto& x : ra)
+          x = round_mantissa(x, mantissa_bits(p));
+        for (auto& x : rb)
+          x = round_mantissa(x, mantissa_bits(p));
+        const auto got = run(p, a, b);
+        CHECK(got == run(MatmulPrecision::highest, ra, rb));  // exactly the rounded product
+        double worst = 0;
+        for (std::size_t i = 0; i < got.size(); ++i)
+          worst = std::max(worst, double(std::abs(got[i] - exact[i])) / k);
+        // each input is off by at most 2^-(bits+1) relative; |terms| <= 1
+        CHECK(worst < 2 * std::ldexp(1.0, -mantissa_bits(p)));
+        CHECK(worst > 0);
+      }
+    }
+}

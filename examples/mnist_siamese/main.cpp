@@ -92,8 +92,9 @@ void add_train_options(CLI::App& app, Options& o, bool have_cuda) {
                "Capture the training step once and replay it: one CUDA graph launch per step "
                "on the GPU (NaN steps are skipped on the device and reported)");
   app.add_option("--matmul-precision", o.matmul_precision,
-                 "GPU FP32 GEMMs: highest (FP32), high (TF32 tensor cores) or medium (BF16 "
-                 "tensor cores); weights and optimizer state stay FP32")
+                 "FP32 GEMMs: highest (FP32), high (TF32) or medium (BF16) inputs, FP32 "
+                 "accumulation, weights and optimizer state; tensor cores on the GPU, an "
+                 "emulation on the CPU (to check results)")
       ->capture_default_str();
   app.add_option("--eval-every", o.eval_every, "Embed the test set every N iterations")
       ->capture_default_str();

@@ -36,7 +36,7 @@ struct Options {
   bool allow_settings_change = false;  // --resume under other settings
   std::string device = "auto";
   bool graph = false;                        // capture the step once, replay it (CUDA graph on gpu)
-  std::string matmul_precision = "highest";  // gpu FP32 GEMMs: highest, high (TF32), medium (BF16)
+  std::string matmul_precision = "highest";  // highest, high (TF32), medium (BF16; CPU: emulated)
   bool frames = false;
   std::string resume;
   std::string on_nan = "stop";
@@ -156,8 +156,6 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
   if (o.matmul_precision != "highest" && o.matmul_precision != "high" &&
       o.matmul_precision != "medium")
     return "--matmul-precision " + o.matmul_precision + ": must be highest, high or medium";
-  if (o.matmul_precision != "highest" && o.device == "cpu")
-    return "--matmul-precision " + o.matmul_precision + ": only the GPU has TF32/BF16 modes";
   if (o.graph && o.optimizer != "adam")
     return "--graph: replays Adam only (got --optimizer " + o.optimizer + ")";
   std::error_code ec;

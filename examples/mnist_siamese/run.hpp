@@ -141,6 +141,11 @@ void print_setup(const Options& o, const char* device, siam::SiameseTrainer<floa
                  std::size_t params) {
   std::printf("device: %s (--device %s), %d threads, GEMM by %s\n", device, o.device.c_str(),
               o.threads, Backend::gemm_name());
+  if (o.matmul_precision != "highest")
+    std::printf("matmul precision: %s (%s)%s\n", o.matmul_precision.c_str(),
+                o.matmul_precision == "high" ? "TF32" : "BF16",
+                Backend::is_host ? ", emulated: GEMM inputs rounded, FP32 products" : "");
+  if (o.graph) std::printf("graph mode: the step is captured once and replayed\n");
   std::printf("network: %s, %zu parameters, shared by both branches\n",
               t.network().describe().c_str(), params);
   const auto& c = t.config();
@@ -440,12 +445,14 @@ class TrainingRun {
 /// only has to instantiate it with another one.
 template <class Backend>
 int run(const Options& o) {
+  Backend::set_matmul_precision(siam::parse_matmul_precision(o.matmul_precision));
   siam::dist::LocalCommunicator one;
   return TrainingRun<Backend>(o, one).run();
 }
 /// The same on every rank of `comm`, data-parallel (see distributed.hpp).
 template <class Backend>
 int run(const Options& o, siam::dist::Communicator& comm, siam::dist::DataParallelOptions d) {
+  Backend::set_matmul_precision(siam::parse_matmul_precision(o.matmul_precision));
   return TrainingRun<Backend>(o, comm, d).run();
 }
 

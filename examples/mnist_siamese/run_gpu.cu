@@ -9,10 +9,6 @@
 namespace mnist_siamese {
 
 int run_gpu(const Options& o) {
-  using siam::cuda::MatmulPrecision;
-  siam::cuda::set_matmul_precision(o.matmul_precision == "high"     ? MatmulPrecision::high
-                                   : o.matmul_precision == "medium" ? MatmulPrecision::medium
-                                                                    : MatmulPrecision::highest);
   return run<siam::Cuda>(o);
 }
 

@@ -209,9 +209,33 @@ Var<T, B> concat_rows(Var<T, B> a, Var<T, B> b) {
   return y;
 }
 
+namespace detail {
+// y = act(x W + 1 b) for the forward passes below: in one GEMM whose epilogue adds the bias
+// (and applies the ReLU) when the backend has one for this case (Cuda: cuBLASLt), else the
+// GEMM into y and one in-place pass.
+template <class T, class B>
+void linear_forward(const View<T, B>& x, const View<T, B>& w, const View<T, B>& b, bool with_relu,
+                    View<T, B>& y) {
+  if constexpr (requires {
+                  B::template gemm_bias<T>(true, 0, 0, 0, x.data(), 0, w.data(), 0, b.data(),
+                                           y.data(), 0);
+                }) {
+    if (B::template gemm_bias<T>(with_relu, y.rows(), y.cols(), w.rows(), x.data(), x.cols(),
+                                 w.data(), w.cols(), b.data(), y.data(), y.cols()))
+      return;
+  }
+  y = matmul(x, w);
+  if (with_relu)
+    y = relu(y + broadcast_rows(b, y.rows()));
+  else
+    y = y + broadcast_rows(b, y.rows());
+}
+}  // namespace detail
+
 // ---- linear: y = x W + 1 b (a dense layer, x [N x in], W [in x out], b [out]).
 // dx += dy W^T;  dW += x^T dy;  db += sum over rows of dy.
-// The GEMM writes y, then the bias is added in place: one extra pass, no temporary.
+// The GEMM writes y, then the bias is added in place: one extra pass, no temporary (or the
+// bias rides in the GEMM's epilogue where the backend has one: detail::linear_forward).
 template <class T, class B>
 Var<T, B> linear(Var<T, B> x, Var<T, B> w, Var<T, B> b) {
   auto& t = x.tape();
@@ -219,11 +243,10 @@ Var<T, B> linear(Var<T, B> x, Var<T, B> w, Var<T, B> b) {
   if (sw.rank() != 2 || b.shape().size() != sw[1] || b.shape().rows() != 1)
     throw shape_error("linear: weight " + sw.str() + " and bias " + b.shape().str() +
                       " do not form a layer");
-  auto prod = matmul(x.value(), w.value());  // checks x against W
-  Var<T, B> y = t.make(prod.shape(), detail::any_grad({x, w, b}));
+  const Shape sy = matmul(x.value(), w.value()).shape();  // checks x against W
+  Var<T, B> y = t.make(sy, detail::any_grad({x, w, b}));
   View<T, B> yv = y.value();
-  yv = prod;
-  yv = yv + broadcast_rows(b.value(), yv.rows());
+  detail::linear_forward(x.value(), w.value(), b.value(), false, yv);
   t.record(
       +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
         auto dy = tp.out_grad(n);
@@ -237,7 +260,8 @@ Var<T, B> linear(Var<T, B> x, Var<T, B> w, Var<T, B> b) {
 
 // ---- linear_relu: h = max(x W + 1 b, 0), a dense layer fused with its ReLU.
 // dz = dh * [h > 0];  dx += dz W^T;  dW += x^T dz;  db += sum over rows of dz.
-// Forward: GEMM into h, then bias and ReLU in one in-place pass. Backward: dz
+// Forward: GEMM into h, then bias and ReLU in one in-place pass (or all in the GEMM's
+// epilogue, detail::linear_forward). Backward: dz
 // overwrites dh in place (dh has no other reader) in the same pass that sums db.
 template <class T, class B>
 Var<T, B> linear_relu(Var<T, B> x, Var<T, B> w, Var<T, B> b) {
@@ -246,11 +270,10 @@ Var<T, B> linear_relu(Var<T, B> x, Var<T, B> w, Var<T, B> b) {
   if (sw.rank() != 2 || b.shape().size() != sw[1] || b.shape().rows() != 1)
     throw shape_error("linear_relu: weight " + sw.str() + " and bias " + b.shape().str() +
                       " do not form a layer");
-  auto prod = matmul(x.value(), w.value());
-  Var<T, B> h = t.make(prod.shape(), detail::any_grad({x, w, b}));
+  const Shape sh = matmul(x.value(), w.value()).shape();  // checks x against W
+  Var<T, B> h = t.make(sh, detail::any_grad({x, w, b}));
   View<T, B> hv = h.value();
-  hv = prod;
-  hv = relu(hv + broadcast_rows(b.value(), hv.rows()));
+  detail::linear_forward(x.value(), w.value(), b.value(), true, hv);
   t.record(
       +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
         View<T, B> dz = tp.out_grad(n);

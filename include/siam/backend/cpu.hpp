@@ -14,6 +14,7 @@
 #endif
 #include <Eigen/Core>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -21,8 +22,10 @@
 #include <new>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "siam/backend/cpu_gemm.hpp"
+#include "siam/backend/precision.hpp"
 #include "siam/backend/step_graph.hpp"
 #include "siam/detail/config.hpp"
 #include "siam/shape.hpp"
@@ -32,6 +35,37 @@
 #endif
 
 namespace siam {
+
+namespace detail {
+inline std::atomic<MatmulPrecision>& cpu_matmul_precision() noexcept {
+  static std::atomic<MatmulPrecision> p{MatmulPrecision::highest};
+  return p;
+}
+
+// The emulation of a reduced-precision mode (precision.hpp): op(A) and op(B) copied with
+// their inputs rounded into per-thread scratch (allocated once, then reused), then the
+// provider's FP32 GEMM on the copies.
+inline void gemm_rounded(MatmulPrecision p, bool trans_a, bool trans_b, index_t m, index_t n,
+                         index_t k, float alpha, const float* A, index_t lda, const float* B,
+                         index_t ldb, float beta, float* C, index_t ldc) {
+  thread_local std::vector<float> a, b;
+  const int bits = mantissa_bits(p);
+  const auto copy = [bits](std::vector<float>& out, const float* x, index_t rows, index_t cols,
+                           index_t ld) {
+    out.resize(static_cast<std::size_t>(rows * cols));
+    float* o = out.data();
+#pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t c = 0; c < cols; ++c)
+        o[r * cols + c] = round_mantissa(x[r * ld + c], bits);
+  };
+  const index_t ra = trans_a ? k : m, ca = trans_a ? m : k;
+  const index_t rb = trans_b ? n : k, cb = trans_b ? k : n;
+  copy(a, A, ra, ca, lda);
+  copy(b, B, rb, cb, ldb);
+  gemm<float>(trans_a, trans_b, m, n, k, alpha, a.data(), ca, b.data(), cb, beta, C, ldc);
+}
+}  // namespace detail
 
 /// Sets the number of threads used by the CPU backend (OpenMP loops and Eigen's GEMM).
 inline void set_num_threads(int n) {
@@ -288,7 +322,23 @@ struct Cpu {
   template <class T>
   static void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha, const T* A,
                    index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
+    if constexpr (std::is_same_v<T, float>) {
+      const MatmulPrecision p = matmul_precision();
+      if (p != MatmulPrecision::highest && m > 0 && n > 0 && k > 0)
+        return detail::gemm_rounded(p, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C,
+                                    ldc);
+    }
     detail::gemm<T>(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+  /// How float GEMMs compute (precision.hpp). On the CPU, high (TF32) and medium (BF16) are
+  /// an emulation for checking what the GPU modes do to results: each GEMM's inputs are
+  /// rounded into scratch copies first, so it is slower and allocates on its first use per
+  /// thread and size. highest (the default) is the plain FP32 GEMM. Process-wide.
+  static MatmulPrecision matmul_precision() noexcept {
+    return detail::cpu_matmul_precision().load(std::memory_order_relaxed);
+  }
+  static void set_matmul_precision(MatmulPrecision p) noexcept {
+    detail::cpu_matmul_precision().store(p, std::memory_order_relaxed);
   }
   /// The float GEMM's provider: "onednn", "openblas", "blis" or "eigen".
   static constexpr const char* gemm_name() { return gemm_provider(); }

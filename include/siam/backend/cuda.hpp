@@ -273,6 +273,9 @@ struct Cuda {
   /// Capture-and-replay of a step as one CUDA graph (cuda_graph.hpp).
   using StepGraph = cuda::Graph;
   static constexpr const char* gemm_name() { return "cublas"; }
+  /// How the current device's FP32 GEMMs compute (cuda::set_matmul_precision).
+  static MatmulPrecision matmul_precision() { return cuda::matmul_precision(); }
+  static void set_matmul_precision(MatmulPrecision p) { cuda::set_matmul_precision(p); }
 
   /// n elements from the current device's pool (stream-ordered; cuda_out_of_memory when
   /// the device has no room).
@@ -391,6 +394,20 @@ struct Cuda {
     dk::check_launch("sum_all kernel", st);
     dk::sum_all_final<<<1, dk::block, 0, st>>>(out, partial.data(), parts, accumulate);
     dk::check_launch("sum_all final kernel", st);
+  }
+
+  /// Row-major Y = act(X W + 1 bias) with the bias (and ReLU) in the GEMM's epilogue
+  /// (cuda::gemm_bias, cuBLASLt). Returns false, doing nothing, for the skinny kernel's
+  /// shapes (a dimension of at most 8) and where cuBLASLt has no algorithm: the caller then
+  /// runs gemm() and one elementwise pass.
+  template <class T>
+  static bool gemm_bias(bool relu, index_t m, index_t n, index_t k, const T* X, index_t ldx,
+                        const T* W, index_t ldw, const T* bias, T* Y, index_t ldy) {
+    if (m <= 8 || n <= 8 || k <= 8) return false;
+    cuda::check_device_of(Y, "gemm_bias");
+    if (!cuda::gemm_bias<T>(relu, m, n, k, X, ldx, W, ldw, bias, Y, ldy)) return false;
+    detail::kernels::check_launch("cuBLASLt gemm with bias epilogue", cuda::stream());
+    return true;
   }
 
   /// Row-major C = alpha op(A) op(B) + beta C (cuda::gemm's contract, 64-bit sizes).

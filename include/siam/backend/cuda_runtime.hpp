@@ -14,6 +14,7 @@
 // sees the CUDA runtime and cuBLAS headers (link with -lcudart -lcublas).
 #pragma once
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -35,6 +36,7 @@
 #include <utility>
 #include <vector>
 
+#include "siam/backend/precision.hpp"
 #include "siam/error.hpp"
 
 /// Evaluates a CUDA runtime call once; throws siam::cuda_error naming the call, the error and the
@@ -195,6 +197,20 @@ struct StreamDeleter {
 struct CublasDeleter {
   void operator()(cublasHandle_t h) const noexcept { (void)cublasDestroy(h); }
 };
+struct CublasLtDeleter {
+  void operator()(cublasLtHandle_t h) const noexcept { (void)cublasLtDestroy(h); }
+};
+struct LtMatmulDescDeleter {
+  void operator()(cublasLtMatmulDesc_t d) const noexcept { (void)cublasLtMatmulDescDestroy(d); }
+};
+struct LtLayoutDeleter {
+  void operator()(cublasLtMatrixLayout_t l) const noexcept { (void)cublasLtMatrixLayoutDestroy(l); }
+};
+struct LtPreferenceDeleter {
+  void operator()(cublasLtMatmulPreference_t p) const noexcept {
+    (void)cublasLtMatmulPreferenceDestroy(p);
+  }
+};
 struct EventDeleter {
   void operator()(cudaEvent_t e) const noexcept { (void)cudaEventDestroy(e); }
 };
@@ -206,6 +222,13 @@ struct PinnedDeleter {
 };
 using UniqueStream = std::unique_ptr<std::remove_pointer_t<cudaStream_t>, StreamDeleter>;
 using UniqueCublas = std::unique_ptr<std::remove_pointer_t<cublasHandle_t>, CublasDeleter>;
+using UniqueCublasLt = std::unique_ptr<std::remove_pointer_t<cublasLtHandle_t>, CublasLtDeleter>;
+using UniqueLtDesc =
+    std::unique_ptr<std::remove_pointer_t<cublasLtMatmulDesc_t>, LtMatmulDescDeleter>;
+using UniqueLtLayout =
+    std::unique_ptr<std::remove_pointer_t<cublasLtMatrixLayout_t>, LtLayoutDeleter>;
+using UniqueLtPreference =
+    std::unique_ptr<std::remove_pointer_t<cublasLtMatmulPreference_t>, LtPreferenceDeleter>;
 using UniqueEvent = std::unique_ptr<std::remove_pointer_t<cudaEvent_t>, EventDeleter>;
 using UniqueMemPool = std::unique_ptr<std::remove_pointer_t<cudaMemPool_t>, MemPoolDeleter>;
 using UniquePinned = std::unique_ptr<void, PinnedDeleter>;
@@ -529,19 +552,9 @@ namespace siam::cuda {
 /// Threads: any number of host threads may use one context. Their work interleaves on the one
 /// stream in the order the calls are made; cuBLAS calls and math-mode changes are serialised by a
 /// mutex (enqueueing only: the GPU work itself is not held up).
-/// How FP32 GEMMs may compute (the names of torch.set_float32_matmul_precision). Inputs and
-/// outputs stay FP32 tensors in every mode, and so do the weights and the optimizer state:
-///   highest  plain FP32 (CUBLAS_COMPUTE_32F_PEDANTIC), the default
-///   high     TF32 tensor cores: inputs rounded to 10 mantissa bits, FP32 accumulation
-///            (CUBLAS_COMPUTE_32F_FAST_TF32)
-///   medium   BF16 tensor cores: inputs rounded to 7 mantissa bits, FP32 accumulation
-///            (CUBLAS_COMPUTE_32F_FAST_16BF)
-/// FP64 GEMMs are always FP64.
-enum class MatmulPrecision { highest, high, medium };
-
-inline const char* to_string(MatmulPrecision p) noexcept {
-  return p == MatmulPrecision::high ? "high" : p == MatmulPrecision::medium ? "medium" : "highest";
-}
+/// How FP32 GEMMs compute on the device (backend/precision.hpp): cuBLAS compute types
+/// CUBLAS_COMPUTE_32F_PEDANTIC, _FAST_TF32 and _FAST_16BF.
+using MatmulPrecision = siam::MatmulPrecision;
 
 class Context {
  public:
@@ -556,6 +569,9 @@ class Context {
     SIAM_CUBLAS_CHECK(cublasSetStream(h, s));
     SIAM_CUBLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST));
     SIAM_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+    cublasLtHandle_t lt = nullptr;
+    SIAM_CUBLAS_CHECK(cublasLtCreate(&lt));
+    cublas_lt_.reset(lt);
     pool_ = std::make_unique<detail::DevicePool>(device, s);
   }
   Context(const Context&) = delete;
@@ -566,6 +582,8 @@ class Context {
   /// The handle, bound to stream(). Callers from several threads hold cublas_mutex() around use.
   cublasHandle_t cublas() const noexcept { return cublas_.get(); }
   std::mutex& cublas_mutex() noexcept { return cublas_mutex_; }
+  /// The cuBLASLt handle (GEMMs with fused epilogues); calls pass stream() explicitly.
+  cublasLtHandle_t cublas_lt() const noexcept { return cublas_lt_.get(); }
   detail::DevicePool& pool() noexcept { return *pool_; }
   detail::StagingRing& staging() noexcept { return staging_; }
 
@@ -598,6 +616,7 @@ class Context {
   detail::StagingRing staging_;
   detail::UniqueStream stream_;
   detail::UniqueCublas cublas_;
+  detail::UniqueCublasLt cublas_lt_;
   std::unique_ptr<detail::DevicePool> pool_;
   std::mutex cublas_mutex_;
   std::atomic<MatmulPrecision> precision_{MatmulPrecision::highest};
@@ -1099,6 +1118,68 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
   SIAM_CUBLAS_CHECK(cublasGemmEx_64(ctx.cublas(), op(trans_b), op(trans_a), n, m, k, &alpha, B,
                                     type, ldb, A, type, lda, &beta, C, type, ldc, compute,
                                     CUBLAS_GEMM_DEFAULT));
+}
+
+/// Row-major Y[m x n] = act(X[m x k] W[k x n] + 1 bias[n]) in one cuBLASLt call whose epilogue
+/// adds the bias and, when `relu`, applies max(., 0) while the tile is still in registers: no
+/// second pass over Y. Same precision modes as gemm(). Returns false, having done nothing, when
+/// cuBLASLt offers no algorithm for this case (the caller then runs gemm() and a pass); throws
+/// cuda_error when the call itself fails. Not for m, n or k of 0.
+template <class T>
+bool gemm_bias(bool relu, std::int64_t m, std::int64_t n, std::int64_t k, const T* X,
+               std::int64_t ldx, const T* W, std::int64_t ldw, const T* bias, T* Y,
+               std::int64_t ldy) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                "siam::cuda::gemm_bias supports float and double");
+  if (m <= 0 || n <= 0 || k <= 0) return false;
+  constexpr bool is_float = std::is_same_v<T, float>;
+  constexpr cudaDataType_t type = is_float ? CUDA_R_32F : CUDA_R_64F;
+  Context& ctx = context();
+  const MatmulPrecision precision = ctx.matmul_precision();
+  const cublasComputeType_t compute =
+      !is_float                              ? CUBLAS_COMPUTE_64F_PEDANTIC
+      : precision == MatmulPrecision::high   ? CUBLAS_COMPUTE_32F_FAST_TF32
+      : precision == MatmulPrecision::medium ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                             : CUBLAS_COMPUTE_32F_PEDANTIC;
+  // Column-major view, as in gemm(): Y^T [n x m] = W^T [n x k] X^T [k x m]; the bias runs along
+  // Y^T's rows, which is what the BIAS epilogues broadcast (a vector of length "M" = n).
+  cublasLtMatmulDesc_t d = nullptr;
+  if (cublasLtMatmulDescCreate(&d, compute, type) != CUBLAS_STATUS_SUCCESS) return false;
+  const detail::UniqueLtDesc desc(d);
+  const cublasLtEpilogue_t epilogue = relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
+  SIAM_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+  SIAM_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  const auto layout = [&](std::int64_t rows, std::int64_t cols, std::int64_t ld) {
+    cublasLtMatrixLayout_t l = nullptr;
+    SIAM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l, type, static_cast<std::uint64_t>(rows),
+                                                 static_cast<std::uint64_t>(cols), ld));
+    return detail::UniqueLtLayout(l);
+  };
+  const auto a = layout(n, k, ldw), b = layout(k, m, ldx), c = layout(n, m, ldy);
+  // Workspace from the pool, in stream order (capturable); 4 MiB covers the split-K kernels.
+  constexpr std::size_t workspace_bytes = std::size_t{4} << 20;
+  cublasLtMatmulPreference_t p = nullptr;
+  SIAM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&p));
+  const detail::UniqueLtPreference pref(p);
+  SIAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof workspace_bytes));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  if (cublasLtMatmulAlgoGetHeuristic(ctx.cublas_lt(), d, a.get(), b.get(), c.get(), c.get(), p, 1,
+                                     &result, &found) != CUBLAS_STATUS_SUCCESS ||
+      found == 0)
+    return false;
+  const std::size_t ws = std::max<std::size_t>(result.workspaceSize, 1);
+  void* workspace = ctx.pool().allocate(ws);
+  const T one = 1, zero = 0;
+  const cublasStatus_t status =
+      cublasLtMatmul(ctx.cublas_lt(), d, &one, W, a.get(), X, b.get(), &zero, Y, c.get(), Y,
+                     c.get(), &result.algo, workspace, result.workspaceSize, ctx.stream());
+  ctx.pool().deallocate(workspace, ws);
+  SIAM_CUBLAS_CHECK(status);
+  return true;
 }
 
 }  // namespace siam::cuda
