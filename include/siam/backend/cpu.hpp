@@ -54,7 +54,7 @@ inline void gemm_rounded(MatmulPrecision p, bool trans_a, bool trans_b, index_t 
                            index_t ld) {
     out.resize(static_cast<std::size_t>(rows * cols));
     float* o = out.data();
-#pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
+    SIAM_OMP(parallel for schedule(static) if (rows * cols > (1 << 16)))
     for (index_t r = 0; r < rows; ++r)
       for (index_t c = 0; c < cols; ++c)
         o[r * cols + c] = round_mantissa(x[r * ld + c], bits);
