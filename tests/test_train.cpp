@@ -270,6 +270,14 @@ TEST_CASE("graph mode: a NaN step is skipped on the device, then named; the mode
   CHECK(trainer.iteration() == 6);
   CHECK(adam.steps() == 6);
   CHECK(net.parameters()[0]->value.to_vector() != before[0]);
+  // A parameter replaced by another tensor (not written in place): the capture read the old
+  // buffer by address, so the next steps warm up and capture again.
+  const int captures = trainer.graph_captures();
+  auto& w = net.parameters()[0]->value;
+  w = Tensor(w);
+  trainer.step();
+  trainer.step();
+  CHECK(trainer.graph_captures() == captures + 1);
 }
 
 TEST_CASE("graph mode refuses what it cannot replay, naming it") {

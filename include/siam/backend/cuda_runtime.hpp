@@ -1080,6 +1080,19 @@ void scale_rows(cuda::Context& ctx, std::int64_t m, std::int64_t n, T beta, T* C
 
 namespace siam::cuda {
 
+/// The cuBLAS compute type of a GEMM in T under `p`: FP64 always for double; FP32 without
+/// tensor cores, TF32 or BF16 tensor cores for float.
+template <class T>
+cublasComputeType_t compute_type(MatmulPrecision p) noexcept {
+  if constexpr (!std::is_same_v<T, float>) {
+    return CUBLAS_COMPUTE_64F_PEDANTIC;
+  } else {
+    return p == MatmulPrecision::high     ? CUBLAS_COMPUTE_32F_FAST_TF32
+           : p == MatmulPrecision::medium ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                          : CUBLAS_COMPUTE_32F_PEDANTIC;
+  }
+}
+
 /// C = alpha * op(A) * op(B) + beta * C on the current device's stream, for float and double.
 /// All matrices are row-major with row strides lda/ldb/ldc; op(A) is m x k (A is stored m x k, or
 /// k x m when trans_a), op(B) is k x n (stored k x n, or n x k when trans_b), C is m x n.
@@ -1104,12 +1117,7 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
   constexpr bool is_float = std::is_same_v<T, float>;
   constexpr cudaDataType_t type = is_float ? CUDA_R_32F : CUDA_R_64F;
   std::lock_guard lock(ctx.cublas_mutex());
-  const MatmulPrecision precision = ctx.matmul_precision();
-  const cublasComputeType_t compute =
-      !is_float                              ? CUBLAS_COMPUTE_64F_PEDANTIC
-      : precision == MatmulPrecision::high   ? CUBLAS_COMPUTE_32F_FAST_TF32
-      : precision == MatmulPrecision::medium ? CUBLAS_COMPUTE_32F_FAST_16BF
-                                             : CUBLAS_COMPUTE_32F_PEDANTIC;
+  const cublasComputeType_t compute = compute_type<T>(ctx.matmul_precision());
   // The one place where row-major meets cuBLAS's column-major: a row-major r x c matrix with row
   // stride ld is, byte for byte, the column-major c x r matrix X^T with leading dimension ld. So
   // row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: pass B before A, n before m,
@@ -1135,12 +1143,8 @@ bool gemm_bias(bool relu, std::int64_t m, std::int64_t n, std::int64_t k, const 
   constexpr bool is_float = std::is_same_v<T, float>;
   constexpr cudaDataType_t type = is_float ? CUDA_R_32F : CUDA_R_64F;
   Context& ctx = context();
-  const MatmulPrecision precision = ctx.matmul_precision();
-  const cublasComputeType_t compute =
-      !is_float                              ? CUBLAS_COMPUTE_64F_PEDANTIC
-      : precision == MatmulPrecision::high   ? CUBLAS_COMPUTE_32F_FAST_TF32
-      : precision == MatmulPrecision::medium ? CUBLAS_COMPUTE_32F_FAST_16BF
-                                             : CUBLAS_COMPUTE_32F_PEDANTIC;
+  const cublasComputeType_t compute = compute_type<T>(ctx.matmul_precision());
+  std::lock_guard lock(ctx.cublas_mutex());  // one cuBLAS(Lt) user of the context at a time
   // Column-major view, as in gemm(): Y^T [n x m] = W^T [n x k] X^T [k x m]; the bias runs along
   // Y^T's rows, which is what the BIAS epilogues broadcast (a vector of length "M" = n).
   cublasLtMatmulDesc_t d = nullptr;

@@ -261,11 +261,11 @@ class Trainer {
   View<T, B> loss_view() const { return View<T, B>(loss_data_, Shape{1}); }
 
   // Graph mode. The first step runs the work eagerly (so every buffer it needs exists), the
-  // second captures it; later steps replay. A step recaptures only when the batch's buffers
-  // moved (the captured work reads them by address). Per step: draw the batch, upload the
-  // optimizer's two scalar rows, replay. With the finite check the work computes
-  // ok = finite(probe) * ok (sticky), picks the apply or skip row by it and counts applied
-  // steps, all on the device.
+  // second captures it; later steps replay. A step recaptures only when the batch's or a
+  // parameter's buffer moved (the captured work reads them by address). Per step: draw the batch,
+  // upload the optimizer's two scalar rows, replay. With the finite check the work computes ok =
+  // finite(probe) * ok (sticky), picks the apply or skip row by it and counts applied steps, all on
+  // the device.
   void graph_step() {
     if (options_.graph_check_every < 1)
       throw value_error("Trainer: graph_check_every must be >= 1, got " +
@@ -279,8 +279,7 @@ class Trainer {
                         optimizer_settings_ + " has none");
     source_.next(batch_);
     if (options_.schedule) opt_.set_lr(options_.schedule->lr_at(iteration_));
-    if (graph_.captured() &&
-        (captured_inputs_ != batch_.inputs.data() || captured_targets_ != batch_.targets.data())) {
+    if (graph_.captured() && buffers_moved()) {
       check_replayed();  // settle the replays of the old graph first
       graph_.reset();
       warm_ = false;
@@ -291,21 +290,47 @@ class Trainer {
     scalars_.resize(Shape{static_cast<index_t>(2 * k)});
     B::from_host(scalars_.data(), host_scalars_.data(), scalars_.size());
     const auto rows = static_cast<index_t>(k);
+    try {
+      run_or_replay(rows);
+    } catch (...) {
+      opt_.set_steps(opt_.steps() - 1);  // next_scalars() counted a step that did not happen
+      throw;
+    }
+    ++iteration_;
+    ++replayed_;
+    if (options_.check_finite && replayed_ % options_.graph_check_every == 0) check_replayed();
+  }
+
+  void run_or_replay(index_t rows) {
     if (!warm_) {
       replay_work(rows);
       warm_ = true;
     } else {
       if (!graph_.captured()) {
         graph_.capture([this, rows] { replay_work(rows); });
-        captured_inputs_ = batch_.inputs.data();
-        captured_targets_ = batch_.targets.data();
+        captured_.clear();
+        captured_.push_back(batch_.inputs.data());
+        captured_.push_back(batch_.targets.data());
+        for (auto* p : params_) {
+          captured_.push_back(p->value.data());
+          captured_.push_back(p->grad.data());
+        }
         ++captures_;
       }
       graph_.replay();
     }
-    ++iteration_;
-    ++replayed_;
-    if (options_.check_finite && replayed_ % options_.graph_check_every == 0) check_replayed();
+  }
+
+  // Whether a buffer the captured work reads by address was replaced since the capture: the
+  // batch's (a new shape), or a parameter's (`p.value = other` instead of an in-place write).
+  bool buffers_moved() const {
+    if (captured_.size() != 2 + 2 * params_.size()) return true;
+    if (captured_[0] != batch_.inputs.data() || captured_[1] != batch_.targets.data()) return true;
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      if (captured_[2 + 2 * i] != params_[i]->value.data() ||
+          captured_[3 + 2 * i] != params_[i]->grad.data())
+        return true;
+    return false;
   }
 
   void init_replay_state() {
@@ -383,8 +408,7 @@ class Trainer {
   Tensor<T, B> ok_;            // 1 until a replayed step saw NaN/Inf, then 0 (sticky)
   Tensor<T, B> applied_;       // replayed steps that updated the model
   long long replay_start_ = 0, replayed_ = 0;
-  const T* captured_inputs_ = nullptr;
-  const T* captured_targets_ = nullptr;
+  std::vector<const T*> captured_;  // what the capture read by address (buffers_moved())
   int captures_ = 0;
   bool warm_ = false, replay_state_ready_ = false;
 };
