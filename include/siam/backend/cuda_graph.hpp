@@ -92,7 +92,7 @@ class Graph {
     detail::UniqueGraph graph(g);
     if (status != cudaSuccess) {
       capture_error_ = std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status);
-      (void)cudaGetLastError();  // clear the sticky-free error so later calls are not blamed
+      (void)cudaGetLastError();  // clear the error state: later calls must not be blamed for it
       return nullptr;
     }
     return graph;

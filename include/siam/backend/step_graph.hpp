@@ -3,6 +3,7 @@
 // graph mode) therefore runs unchanged, and is tested, on the CPU.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <utility>
 
