@@ -68,7 +68,7 @@ expect_bad "--seed" --seed -1
 expect_bad "--on-nan" --on-nan maybe
 expect_bad "--device" --device tpu
 expect_bad "--matmul-precision fp8" --matmul-precision fp8
-expect_bad "--graph: replays Adam only" --graph --optimizer sgd
+expect_bad "--graph: replays Adam and AdamW only" --graph --optimizer sgd
 if grep -q "no CUDA backend" "$tmp/help.txt"; then  # a CPU-only build says so in --help
   expect_bad "no CUDA backend" --device gpu
 fi

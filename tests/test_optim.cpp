@@ -252,6 +252,30 @@ TEST_CASE("Adam's replayable update: the reference trajectory, scalars read from
   CHECK_THROWS_AS(adam.step_from(rows.view()), shape_error);  // 16 scalars, not 8
 }
 
+TEST_CASE("AdamW's replayable update: the reference trajectory; the skip row changes nothing") {
+  Problem pb;
+  optim::AdamW<double, Cpu> adamw(pb.params(), {0.05, 0.8, 0.99, 1e-8, 0.1});
+  REQUIRE(adamw.replay_scalars() == 9);
+  RefAdamW ref{0.05, 0.8, 0.99, 1e-8, 0.1, {}, {}};
+  Vec p = pb.flat();
+  Td rows(Shape{18});
+  for (int s = 0; s < 6; ++s) {
+    CAPTURE(s);
+    pb.gradients();
+    adamw.next_scalars(rows.data(), rows.data() + 9);
+    adamw.step_from(View<double, Cpu>(rows.data(), Shape{9}));
+    ref.step(p, gradient_of(p));
+    check_close(pb.flat(), p);
+  }
+  const Vec w = pb.flat();
+  pb.gradients();
+  pb.b.grad[2] = std::numeric_limits<double>::quiet_NaN();
+  adamw.next_scalars(rows.data(), rows.data() + 9);
+  adamw.step_from(View<double, Cpu>(rows.data() + 9, Shape{9}));
+  CHECK(pb.flat() == w);
+  CHECK_THROWS_AS(adamw.step_from(View<double, Cpu>(rows.data(), Shape{8})), shape_error);
+}
+
 TEST_CASE("Adam's replayable update: the skip row leaves weights and moments as they are, NaN") {
   Problem pb;
   optim::Adam<double, Cpu> adam(pb.params(), {0.05, 0.9, 0.99, 1e-8});

@@ -190,42 +190,46 @@ TEST_CASE("graph mode replays the eager step: the same losses and weights, no al
   // adds around the step: scalars uploaded per step, the device-side finite gate, the apply
   // row picked exactly. The replayed update rounds like the eager one up to FMA contraction.
   const auto data = clusters(90, 12, {0, 1, 2}, 11);
-  for (const std::string sched : {"constant", "cosine"})
-    for (const bool check : {true, false}) {
-      CAPTURE(sched);
-      CAPTURE(check);
-      siam::SiameseConfig cfg;
-      cfg.layers = {12, 32, 3};
-      cfg.schedule = sched;
-      cfg.iterations = 30;
-      cfg.batch_pairs = 16;
-      cfg.adam.lr = 1e-2;
-      cfg.check_finite = check;
-      siam::SiameseTrainer<float, Cpu> eager(data, cfg);
-      cfg.graph = true;
-      siam::SiameseTrainer<float, Cpu> graph(data, cfg);
-      long news = 0;
-      for (int s = 0; s < 30; ++s) {
-        CAPTURE(s);
-        const double a = eager.step();
-        const long before = alloc_counter::count.load();
-        const double b = graph.step();
-        if (s >= 3) news += alloc_counter::count.load() - before;
-        CHECK(b == doctest::Approx(a).epsilon(1e-4));
+  for (const std::string opt : {"adam", "adamw"})
+    for (const std::string sched : {"constant", "cosine"})
+      for (const bool check : {true, false}) {
+        CAPTURE(opt);
+        CAPTURE(sched);
+        CAPTURE(check);
+        siam::SiameseConfig cfg;
+        cfg.optimizer = opt;
+        cfg.weight_decay = opt == "adamw" ? 0.01 : 0.0;
+        cfg.layers = {12, 32, 3};
+        cfg.schedule = sched;
+        cfg.iterations = 30;
+        cfg.batch_pairs = 16;
+        cfg.adam.lr = 1e-2;
+        cfg.check_finite = check;
+        siam::SiameseTrainer<float, Cpu> eager(data, cfg);
+        cfg.graph = true;
+        siam::SiameseTrainer<float, Cpu> graph(data, cfg);
+        long news = 0;
+        for (int s = 0; s < 30; ++s) {
+          CAPTURE(s);
+          const double a = eager.step();
+          const long before = alloc_counter::count.load();
+          const double b = graph.step();
+          if (s >= 3) news += alloc_counter::count.load() - before;
+          CHECK(b == doctest::Approx(a).epsilon(1e-4));
+        }
+        CHECK(news == 0);
+        CHECK(graph.trainer().graph_captures() == 1);
+        CHECK(graph.optimizer().steps() == 30);
+        // Weights only: the contrastive loss does not change when every embedding shifts by the
+        // same vector, so the output bias, and the bias of a hidden unit that is active for every
+        // input, get gradients that are rounding noise, which Adam scales to steps of size lr.
+        const auto pe = eager.network().parameters(), pg = graph.network().parameters();
+        for (std::size_t i = 0; i < pe.size(); i += 2) {
+          const auto we = pe[i]->value.to_vector(), wg = pg[i]->value.to_vector();
+          for (std::size_t j = 0; j < we.size(); ++j)
+            CHECK(wg[j] == doctest::Approx(we[j]).epsilon(1e-4).scale(1e-3));
+        }
       }
-      CHECK(news == 0);
-      CHECK(graph.trainer().graph_captures() == 1);
-      CHECK(graph.optimizer().steps() == 30);
-      // Weights only: the contrastive loss does not change when every embedding shifts by the
-      // same vector, so the output bias, and the bias of a hidden unit that is active for every
-      // input, get gradients that are rounding noise, which Adam scales to steps of size lr.
-      const auto pe = eager.network().parameters(), pg = graph.network().parameters();
-      for (std::size_t i = 0; i < pe.size(); i += 2) {
-        const auto we = pe[i]->value.to_vector(), wg = pg[i]->value.to_vector();
-        for (std::size_t j = 0; j < we.size(); ++j)
-          CHECK(wg[j] == doctest::Approx(we[j]).epsilon(1e-4).scale(1e-3));
-      }
-    }
 }
 
 TEST_CASE("graph mode: a NaN step is skipped on the device, then named; the model is untouched") {

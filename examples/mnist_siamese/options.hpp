@@ -156,8 +156,8 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
   if (o.matmul_precision != "highest" && o.matmul_precision != "high" &&
       o.matmul_precision != "medium")
     return "--matmul-precision " + o.matmul_precision + ": must be highest, high or medium";
-  if (o.graph && o.optimizer != "adam")
-    return "--graph: replays Adam only (got --optimizer " + o.optimizer + ")";
+  if (o.graph && o.optimizer != "adam" && o.optimizer != "adamw")
+    return "--graph: replays Adam and AdamW only (got --optimizer " + o.optimizer + ")";
   std::error_code ec;
   if (!o.resume.empty() && !std::filesystem::is_regular_file(o.resume, ec))
     return "--resume " + o.resume + ": no such file";

@@ -16,6 +16,40 @@
 
 namespace siam::optim {
 
+namespace detail {
+/// The Adam family's update (Adam; AdamW when Decay) with every constant read from `scalars`
+/// on B, for a captured graph to replay: b1, 1 - b1, b2, 1 - b2, lr, 1 / c1, 1 / c2, eps, and
+/// AdamW's 1 - lr wd. The expressions are step()'s; mul_or_zero turns the gradient terms and
+/// the weight change off exactly when a skip row (0 for 1 - b, lr; 1 elsewhere) is read (a
+/// NaN gradient times 0 would still be NaN).
+template <bool Decay, class T, class B>
+void adam_step_from(const char* who, const std::vector<Parameter<T, B>*>& params,
+                    std::vector<Tensor<T, B>>& m_all, std::vector<Tensor<T, B>>& v_all,
+                    const View<T, B>& scalars) {
+  const index_t want = Decay ? 9 : 8;
+  if (scalars.size() != want)
+    throw shape_error(std::string(who) + "::step_from: expected " + std::to_string(want) +
+                      " scalars, got " + scalars.shape().str());
+  fused_over<T, B>(params.size(), [&](std::size_t i) {
+    Parameter<T, B>& p = *params[i];
+    const Tensor<T, B>& g = p.gradient();
+    View<T, B> m = m_all[i].view(), v = v_all[i].view(), w = p.value.view();
+    const auto s = [&](index_t j) {
+      return broadcast_scalar(View<T, B>(scalars.data() + j, Shape{1}), m.shape());
+    };
+    const auto change = mul_or_zero(s(4), m * s(5)) / (sqrt(v * s(6)) + s(7));
+    if constexpr (Decay)
+      return fused_group(assign_to(m, s(0) * m + mul_or_zero(s(1), g)),
+                         assign_to(v, s(2) * v + mul_or_zero(s(3), square(g))),
+                         assign_to(w, w * s(8) - change));
+    else
+      return fused_group(assign_to(m, s(0) * m + mul_or_zero(s(1), g)),
+                         assign_to(v, s(2) * v + mul_or_zero(s(3), square(g))),
+                         assign_to(w, w - change));
+  });
+}
+}  // namespace detail
+
 struct AdamOptions {
   double lr = 1e-3;
   double beta1 = 0.9;
@@ -64,23 +98,9 @@ class Adam final : public Optimizer<T, B> {
     std::copy(a, a + 8, apply);
     std::copy(s, s + 8, skip);
   }
-  // The same update as step(), each constant read from `scalars` instead. mul_or_zero turns
-  // the gradient terms and the weight change off exactly when the skip row is read (a NaN
-  // gradient times 0 would still be NaN).
+  // The same update as step(), each constant read from `scalars` instead (adam_step_from).
   void step_from(View<T, B> scalars) override {
-    if (scalars.size() != 8)
-      throw shape_error("Adam::step_from: expected 8 scalars, got " + scalars.shape().str());
-    detail::fused_over<T, B>(params_.size(), [&](std::size_t i) {
-      Parameter<T, B>& p = *params_[i];
-      const Tensor<T, B>& g = p.gradient();
-      View<T, B> m = m_[i].view(), v = v_[i].view(), w = p.value.view();
-      const auto s = [&](index_t j) {
-        return broadcast_scalar(View<T, B>(scalars.data() + j, Shape{1}), m.shape());
-      };
-      return fused_group(assign_to(m, s(0) * m + mul_or_zero(s(1), g)),
-                         assign_to(v, s(2) * v + mul_or_zero(s(3), square(g))),
-                         assign_to(w, w - mul_or_zero(s(4), m * s(5)) / (sqrt(v * s(6)) + s(7))));
-    });
+    detail::adam_step_from<false>("Adam", params_, m_, v_, scalars);
   }
 
   double lr() const override { return opt_.lr; }

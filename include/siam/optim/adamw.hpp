@@ -12,10 +12,12 @@
 // State for a checkpoint: state_tensors() = [m_0 .. m_{n-1}, v_0 .. v_{n-1}], steps().
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
 
+#include "siam/optim/adam.hpp"
 #include "siam/optim/optimizer.hpp"
 
 namespace siam::optim {
@@ -59,17 +61,24 @@ class AdamW final : public Optimizer<T, B> {
 
   void step() override {
     ++t_;
-    const double c1 = 1 - std::pow(opt_.beta1, static_cast<double>(t_));
-    const double c2 = 1 - std::pow(opt_.beta2, static_cast<double>(t_));
-    const Coefficients k{T(opt_.beta1),
-                         T(opt_.beta2),
-                         T(opt_.lr),
-                         T(opt_.eps),
-                         T(1 / c1),
-                         T(1 / c2),
-                         T(1 - opt_.lr * opt_.weight_decay)};
+    const Coefficients k = coefficients();
     detail::fused_over<T, B>(params_.size(),
                              [&](std::size_t i) { return update(*params_[i], m_[i], v_[i], k); });
+  }
+
+  /// Replayable update (Adam's, detail::adam_step_from): the scalars are Adam's eight and
+  /// 1 - lr wd; the skip row is 1, 0, 1, 0, 0, 1, 1, 1, 1.
+  std::size_t replay_scalars() const override { return 9; }
+  void next_scalars(T* apply, T* skip) override {
+    ++t_;
+    const Coefficients k = coefficients();
+    const T a[9] = {k.b1, T(1) - k.b1, k.b2, T(1) - k.b2, k.lr, k.ic1, k.ic2, k.eps, k.decay};
+    const T s[9] = {1, 0, 1, 0, 0, 1, 1, 1, 1};
+    std::copy(a, a + 9, apply);
+    std::copy(s, s + 9, skip);
+  }
+  void step_from(View<T, B> scalars) override {
+    detail::adam_step_from<true>("AdamW", params_, m_, v_, scalars);
   }
 
   double lr() const override { return opt_.lr; }
@@ -106,6 +115,17 @@ class AdamW final : public Optimizer<T, B> {
     T b1, b2, lr, eps, ic1, ic2;  // ic = 1 / bias correction
     T decay;                      // 1 - lr wd
   };
+  Coefficients coefficients() const {
+    const double c1 = 1 - std::pow(opt_.beta1, static_cast<double>(t_));
+    const double c2 = 1 - std::pow(opt_.beta2, static_cast<double>(t_));
+    return {T(opt_.beta1),
+            T(opt_.beta2),
+            T(opt_.lr),
+            T(opt_.eps),
+            T(1 / c1),
+            T(1 / c2),
+            T(1 - opt_.lr * opt_.weight_decay)};
+  }
   // m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
   // p = p decay - lr (m ic1) / (sqrt(v ic2) + eps)   (p on the right is the old value)
   static auto update(Parameter<T, B>& p, Tensor<T, B>& m_t, Tensor<T, B>& v_t,

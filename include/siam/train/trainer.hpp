@@ -42,7 +42,7 @@ struct TrainerOptions {
   /// update) and replay it every iteration: one CUDA graph launch per step on the GPU, a
   /// plain re-run on the CPU. The batch is still drawn and uploaded eagerly before each
   /// replay, and the update's learning rate and bias corrections are uploaded with it.
-  /// Needs an optimizer with a replayable update (Adam), no clipping and the default
+  /// Needs an optimizer with a replayable update (Adam, AdamW), no clipping and the default
   /// gradient step. The finite check moves to the device: a step whose loss or gradients
   /// hold NaN/Inf is skipped there, and so is every later one; the host learns of it at the
   /// next step() or check_replayed() (after `graph_check_every` step_async() at the latest)
