@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <new>
 #include <siam/siamese.hpp>
 #include <vector>
@@ -39,6 +40,27 @@ TEST_CASE("elementwise expressions match plain loops") {
       REQUIRE(r[i] == doctest::Approx(ref).epsilon(1e-5));
     }
   }
+}
+
+TEST_CASE("finite and mul_or_zero: exact switches, NaN and Inf included") {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const Tf x = Tf::from(Shape{6}, {0.f, -3.5f, 1e30f, inf, -inf, nan});
+  const Tf fin = finite(x);
+  CHECK(fin.to_vector() == std::vector<float>{1, 1, 1, 0, 0, 0});
+  // a == 0 switches the term off whatever b holds; otherwise it is a * b, bit for bit
+  const Tf a = Tf::from(Shape{6}, {0.f, 0.f, 0.f, 2.f, 0.5f, -1.f});
+  const Tf b = Tf::from(Shape{6}, {nan, inf, 7.f, 3.f, -inf, 0.25f});
+  const Tf r = mul_or_zero(a, b);
+  CHECK(r[0] == 0.f);
+  CHECK(r[1] == 0.f);
+  CHECK(r[2] == 0.f);
+  CHECK(r[3] == 6.f);
+  CHECK(r[4] == -inf);
+  CHECK(r[5] == -0.25f);
+  Tf e(Shape{0});
+  const Tf fe = finite(e);  // an empty tensor evaluates to an empty one
+  CHECK(fe.size() == 0);
 }
 
 TEST_CASE("broadcasts and reductions match plain loops") {

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <siam/backend/precision.hpp>
+
 namespace mnist_siamese {
 
 struct Options {
@@ -153,9 +155,11 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
   if (o.device == "gpu" && !have_cuda) return "--device gpu: this build has no CUDA backend";
   if (o.on_nan != "stop" && o.on_nan != "skip")
     return "--on-nan " + o.on_nan + ": must be stop or skip";
-  if (o.matmul_precision != "highest" && o.matmul_precision != "high" &&
-      o.matmul_precision != "medium")
+  try {
+    (void)siam::parse_matmul_precision(o.matmul_precision);
+  } catch (const siam::value_error&) {
     return "--matmul-precision " + o.matmul_precision + ": must be highest, high or medium";
+  }
   if (o.graph && o.optimizer != "adam" && o.optimizer != "adamw")
     return "--graph: replays Adam and AdamW only (got --optimizer " + o.optimizer + ")";
   std::error_code ec;

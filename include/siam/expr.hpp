@@ -390,12 +390,12 @@ template <Expression A, Expression B>
   return detail::make_binary<fn::relu_grad>(std::forward<A>(dy), std::forward<B>(x));
 }
 
-/// max(a, b) and min(a, b) elementwise (same shapes).
 /// a * b elementwise, exactly 0 wherever a is 0 (even where b is NaN or Inf).
 template <Expression A, Expression B>
 [[nodiscard]] auto mul_or_zero(A&& a, B&& b) {
   return detail::make_binary<fn::mul_or_zero>(std::forward<A>(a), std::forward<B>(b));
 }
+/// max(a, b) and min(a, b) elementwise (same shapes).
 template <Expression A, Expression B>
 [[nodiscard]] auto maximum(A&& a, B&& b) {
   return detail::make_binary<fn::max>(std::forward<A>(a), std::forward<B>(b));

@@ -19,6 +19,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -28,8 +29,10 @@
 #include <deque>
 #include <exception>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
@@ -540,6 +543,10 @@ namespace siam::cuda {
 // ---------------------------------------------------------------------------------------------
 // Per-device context
 
+/// How FP32 GEMMs compute on the device (backend/precision.hpp): cuBLAS compute types
+/// CUBLAS_COMPUTE_32F_PEDANTIC, _FAST_TF32 and _FAST_16BF.
+using MatmulPrecision = siam::MatmulPrecision;
+
 /// Everything siam keeps per device: one non-blocking stream (so it never serializes with the
 /// legacy default stream), one cuBLAS handle bound to it, the device's pool and its staging ring.
 /// Use context() rather than constructing one.
@@ -552,10 +559,6 @@ namespace siam::cuda {
 /// Threads: any number of host threads may use one context. Their work interleaves on the one
 /// stream in the order the calls are made; cuBLAS calls and math-mode changes are serialised by a
 /// mutex (enqueueing only: the GPU work itself is not held up).
-/// How FP32 GEMMs compute on the device (backend/precision.hpp): cuBLAS compute types
-/// CUBLAS_COMPUTE_32F_PEDANTIC, _FAST_TF32 and _FAST_16BF.
-using MatmulPrecision = siam::MatmulPrecision;
-
 class Context {
  public:
   explicit Context(int device) : device_(device), staging_(device) {
@@ -584,6 +587,14 @@ class Context {
   std::mutex& cublas_mutex() noexcept { return cublas_mutex_; }
   /// The cuBLASLt handle (GEMMs with fused epilogues); calls pass stream() explicitly.
   cublasLtHandle_t cublas_lt() const noexcept { return cublas_lt_.get(); }
+  /// cuBLASLt's algorithm choice for each GEMM-with-epilogue problem seen (its shape, leading
+  /// dimensions, pointer alignments, epilogue and compute type), so the heuristic runs once
+  /// per problem rather than every call; nullopt where it found none. Guarded by
+  /// cublas_mutex().
+  using LtKey = std::array<std::int64_t, 12>;
+  std::map<LtKey, std::optional<cublasLtMatmulHeuristicResult_t>>& lt_plans() noexcept {
+    return lt_plans_;
+  }
   detail::DevicePool& pool() noexcept { return *pool_; }
   detail::StagingRing& staging() noexcept { return staging_; }
 
@@ -619,6 +630,7 @@ class Context {
   detail::UniqueCublasLt cublas_lt_;
   std::unique_ptr<detail::DevicePool> pool_;
   std::mutex cublas_mutex_;
+  std::map<LtKey, std::optional<cublasLtMatmulHeuristicResult_t>> lt_plans_;
   std::atomic<MatmulPrecision> precision_{MatmulPrecision::highest};
 };
 
@@ -1162,26 +1174,52 @@ bool gemm_bias(bool relu, std::int64_t m, std::int64_t n, std::int64_t k, const 
     return detail::UniqueLtLayout(l);
   };
   const auto a = layout(n, k, ldw), b = layout(k, m, ldx), c = layout(n, m, ldy);
-  // Workspace from the pool, in stream order (capturable); 4 MiB covers the split-K kernels.
-  constexpr std::size_t workspace_bytes = std::size_t{4} << 20;
-  cublasLtMatmulPreference_t p = nullptr;
-  SIAM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&p));
-  const detail::UniqueLtPreference pref(p);
-  SIAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof workspace_bytes));
-  cublasLtMatmulHeuristicResult_t result{};
-  int found = 0;
-  if (cublasLtMatmulAlgoGetHeuristic(ctx.cublas_lt(), d, a.get(), b.get(), c.get(), c.get(), p, 1,
-                                     &result, &found) != CUBLAS_STATUS_SUCCESS ||
-      found == 0)
-    return false;
-  const std::size_t ws = std::max<std::size_t>(result.workspaceSize, 1);
-  void* workspace = ctx.pool().allocate(ws);
+  // The heuristic assumes 256-byte aligned pointers unless told otherwise: tell it what these
+  // pointers really allow (views into a buffer may start anywhere).
+  const auto align = [](const void* ptr) {
+    const auto u = reinterpret_cast<std::uintptr_t>(ptr);
+    std::int64_t a = 256;
+    while (a > 1 && u % static_cast<std::uintptr_t>(a) != 0)
+      a /= 2;
+    return a;
+  };
+  const Context::LtKey key{m,    n,       k,    ldx,      ldw,      ldy,
+                           relu, compute, type, align(X), align(W), align(Y)};
+  auto& plans = ctx.lt_plans();
+  auto plan = plans.find(key);
+  if (plan == plans.end()) {
+    // 4 MiB of workspace at most (split-K kernels); it comes from the pool in stream order.
+    constexpr std::size_t workspace_bytes = std::size_t{4} << 20;
+    cublasLtMatmulPreference_t p = nullptr;
+    SIAM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&p));
+    const detail::UniqueLtPreference pref(p);
+    SIAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes, sizeof workspace_bytes));
+    const std::pair<cublasLtMatmulPreferenceAttributes_t, std::int64_t> aligned[] = {
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key[10]},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key[9]},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key[11]},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key[11]}};
+    for (const auto& [attr, bytes] : aligned) {
+      const auto v = static_cast<std::uint32_t>(bytes);
+      SIAM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(p, attr, &v, sizeof v));
+    }
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const bool ok =
+        cublasLtMatmulAlgoGetHeuristic(ctx.cublas_lt(), d, a.get(), b.get(), c.get(), c.get(), p, 1,
+                                       &result, &found) == CUBLAS_STATUS_SUCCESS &&
+        found > 0;
+    plan = plans.emplace(key, ok ? std::optional(result) : std::nullopt).first;
+  }
+  if (!plan->second) return false;
+  const cublasLtMatmulHeuristicResult_t& result = *plan->second;
+  void* workspace = result.workspaceSize ? ctx.pool().allocate(result.workspaceSize) : nullptr;
   const T one = 1, zero = 0;
   const cublasStatus_t status =
       cublasLtMatmul(ctx.cublas_lt(), d, &one, W, a.get(), X, b.get(), &zero, Y, c.get(), Y,
                      c.get(), &result.algo, workspace, result.workspaceSize, ctx.stream());
-  ctx.pool().deallocate(workspace, ws);
+  if (workspace) ctx.pool().deallocate(workspace, result.workspaceSize);
   SIAM_CUBLAS_CHECK(status);
   return true;
 }

@@ -124,10 +124,7 @@ class Trainer {
   void check_finite() {
     if (options_.graph) return check_replayed();
     if (!loss_data_) return;  // no step yet
-    // All probes accumulate into one scalar so a device backend synchronises once.
-    probe_ = sum_all(loss_view() * T(0));
-    for (auto* p : params_)
-      probe_ += sum_all(p->gradient() * T(0));
+    compute_probe();
     if (std::isfinite(static_cast<double>(probe_.item()))) return;
     const std::string at = "iteration " + std::to_string(iteration_ + 1) + ": ";
     const double l = last_loss();
@@ -147,8 +144,14 @@ class Trainer {
   void check_replayed() {
     if (!options_.graph || !options_.check_finite || !replay_state_ready_) return;
     const auto applied = static_cast<long long>(applied_.item());
-    if (applied == replayed_) return;
-    const long long bad = replay_start_ + applied + 1;
+    if (applied == replayed_) {
+      if (replayed_ >= kRebase) {  // settled: count afresh, far below float's exact 2^24
+        applied_.fill(T(0));
+        replayed_ = 0;
+      }
+      return;
+    }
+    const long long bad = iteration_ - replayed_ + applied + 1;
     opt_.set_steps(opt_.steps() - (replayed_ - applied));
     iteration_ = bad - 1;
     replayed_ = applied;
@@ -162,7 +165,7 @@ class Trainer {
   /// the CPU, which replays without recording).
   std::size_t graph_nodes() const { return graph_.nodes(); }
   /// Graph mode: how many times the step was captured (more than once only when the batch's
-  /// buffers moved).
+  /// or a parameter's buffer moved).
   int graph_captures() const { return captures_; }
 
   /// The settings a checkpoint records: the caller's, then the source, optimizer, schedule.
@@ -260,6 +263,14 @@ class Trainer {
  private:
   View<T, B> loss_view() const { return View<T, B>(loss_data_, Shape{1}); }
 
+  // probe_ = sum of (x * 0) over the loss and every gradient: 0 when all are finite, NaN
+  // otherwise. One scalar, so a device backend synchronises once to read it.
+  void compute_probe() {
+    probe_ = sum_all(loss_view() * T(0));
+    for (auto* p : params_)
+      probe_ += sum_all(p->gradient() * T(0));
+  }
+
   // Graph mode. The first step runs the work eagerly (so every buffer it needs exists), the
   // second captures it; later steps replay. A step recaptures only when the batch's or a
   // parameter's buffer moved (the captured work reads them by address). Per step: draw the batch,
@@ -298,7 +309,10 @@ class Trainer {
     }
     ++iteration_;
     ++replayed_;
-    if (options_.check_finite && replayed_ % options_.graph_check_every == 0) check_replayed();
+    // At least every kRebase steps whatever graph_check_every says: the device counts in T.
+    if (options_.check_finite &&
+        (replayed_ % options_.graph_check_every == 0 || replayed_ >= kRebase))
+      check_replayed();
   }
 
   void run_or_replay(index_t rows) {
@@ -340,7 +354,6 @@ class Trainer {
     }
     ok_.fill(T(1));
     applied_.fill(T(0));
-    replay_start_ = iteration_;
     replayed_ = 0;
     replay_state_ready_ = true;
   }
@@ -352,9 +365,7 @@ class Trainer {
     const View<T, B> apply(scalars_.data(), Shape{rows});
     if (!options_.check_finite) return opt_.step_from(apply);
     const View<T, B> skip(scalars_.data() + rows, Shape{rows});
-    probe_ = sum_all(loss_view() * T(0));
-    for (auto* p : params_)
-      probe_ += sum_all(p->gradient() * T(0));
+    compute_probe();
     ok_ = finite(probe_) * ok_;
     applied_ += ok_;
     coefficients_.resize(Shape{rows});
@@ -407,7 +418,8 @@ class Trainer {
   Tensor<T, B> coefficients_;  // the row the device picked
   Tensor<T, B> ok_;            // 1 until a replayed step saw NaN/Inf, then 0 (sticky)
   Tensor<T, B> applied_;       // replayed steps that updated the model
-  long long replay_start_ = 0, replayed_ = 0;
+  long long replayed_ = 0;     // steps since applied_ was last zeroed (iteration_ counts them too)
+  static constexpr long long kRebase = 1LL << 20;  // applied_ is zeroed past this many
   std::vector<const T*> captured_;  // what the capture read by address (buffers_moved())
   int captures_ = 0;
   bool warm_ = false, replay_state_ready_ = false;
