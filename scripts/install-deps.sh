@@ -7,6 +7,7 @@ packages=(
   libeigen3-dev                          # the CPU backend (Eigen 3.4)
   doctest-dev libbenchmark-dev           # tests and benchmarks
   zlib1g-dev libpng-dev                  # gzip'd IDX files, archives
+  libturbojpeg0-dev                      # JPEG reading (siam/data/jpeg.hpp), optional
   libcli11-dev                           # the example's command line
   libplplot-dev plplot-driver-cairo      # the example's figures (PNG via cairo)
   fonts-dejavu-core                      # a font for the figures' text

@@ -1,0 +1,355 @@
+// Image transforms for training and evaluation, on float images in [0, 1] (rows x cols x
+// channels, interleaved): resize (bilinear, antialiased when shrinking, as PIL and
+// torchvision's antialias=True compute it; or an area average, as OpenCV's INTER_AREA
+// shrinks), resize of the shorter side, centre crop, random resized crop, horizontal flip,
+// brightness and contrast jitter, and normalisation by mean and std into the network's
+// channels x rows x cols layout.
+//
+// Every random choice of apply_transform draws from transform_rng(seed, epoch, index): the
+// same image in the same epoch is transformed the same way whichever thread does it, so a
+// loader gives identical batches for any number of worker threads.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "siam/data/image.hpp"
+#include "siam/error.hpp"
+#include "siam/random.hpp"
+
+namespace siam::data {
+
+/// rows x cols pixels of `channels` float samples, interleaved, row-major.
+struct FloatImage {
+  std::size_t rows = 0, cols = 0, channels = 0;
+  std::vector<float> pixels;
+
+  float& at(std::size_t r, std::size_t c, std::size_t ch) {
+    return pixels[(r * cols + c) * channels + ch];
+  }
+  float at(std::size_t r, std::size_t c, std::size_t ch) const {
+    return pixels[(r * cols + c) * channels + ch];
+  }
+};
+
+/// An 8-bit image as floats k / 255.
+inline FloatImage to_float(const Image& img) {
+  FloatImage out{img.rows, img.cols, img.channels, std::vector<float>(img.pixels.size())};
+  for (std::size_t i = 0; i < img.pixels.size(); ++i)
+    out.pixels[i] = static_cast<float>(img.pixels[i]) / 255.0f;
+  return out;
+}
+
+enum class Filter {
+  bilinear,  ///< triangle filter; widened by the scale when shrinking (antialiased)
+  area       ///< box filter: each output pixel the average of the input area it covers
+};
+
+namespace detail {
+
+/// One axis of a separable resampling: output k reads inputs [first[k], first[k] + n[k])
+/// with weights w[k * width ...] (normalised to sum 1).
+struct ResampleTaps {
+  std::vector<std::size_t> first, n;
+  std::vector<double> w;
+  std::size_t width = 0;
+};
+
+/// The taps mapping the input interval [lo, lo + span) (pixel units) onto n_out outputs.
+inline ResampleTaps resample_taps(std::size_t n_in, double lo, double span, std::size_t n_out,
+                                  Filter filter) {
+  ResampleTaps t;
+  const double scale = span / static_cast<double>(n_out);
+  const bool area = filter == Filter::area && scale >= 1.0;
+  const double fscale = std::max(scale, 1.0);
+  const double support = area ? 0.5 * scale : fscale;  // half-width of the filter
+  t.width = static_cast<std::size_t>(std::ceil(support)) * 2 + 2;
+  t.first.resize(n_out);
+  t.n.resize(n_out);
+  t.w.assign(n_out * t.width, 0.0);
+  const auto in = static_cast<double>(n_in);
+  for (std::size_t k = 0; k < n_out; ++k) {
+    const double centre = lo + (static_cast<double>(k) + 0.5) * scale;
+    // PIL's window for the triangle; every pixel the box overlaps for the area filter.
+    const double a = std::clamp(
+        area ? std::floor(centre - support) : std::floor(centre - support + 0.5), 0.0, in);
+    const double b = std::clamp(
+        area ? std::ceil(centre + support) : std::floor(centre + support + 0.5), 0.0, in);
+    auto first = static_cast<std::size_t>(a);
+    auto count = static_cast<std::size_t>(b) - first;
+    if (count == 0) {  // a window wholly outside (cannot happen for lo >= 0): nearest edge
+      first = std::min(first, n_in - 1);
+      count = 1;
+    }
+    count = std::min(count, t.width);
+    double sum = 0;
+    for (std::size_t j = 0; j < count; ++j) {
+      const double x = static_cast<double>(first + j) + 0.5;  // the input pixel's centre
+      double v;
+      if (area) {  // the overlap of [x - 0.5, x + 0.5) with [centre - support, centre + support)
+        v = std::max(0.0,
+                     std::min(x + 0.5, centre + support) - std::max(x - 0.5, centre - support));
+      } else {
+        v = std::max(0.0, 1.0 - std::abs(x - centre) / fscale);
+      }
+      t.w[k * t.width + j] = v;
+      sum += v;
+    }
+    if (sum > 0)
+      for (std::size_t j = 0; j < count; ++j)
+        t.w[k * t.width + j] /= sum;
+    t.first[k] = first;
+    t.n[k] = count;
+  }
+  return t;
+}
+
+}  // namespace detail
+
+/// The box [top, top + height) x [left, left + width) of `img` (fractional allowed),
+/// resampled to out_rows x out_cols with `filter`; the filter reads the pixels around the
+/// box too (crop first to keep them out). Throws value_error for an empty image,
+/// an empty output or a box outside the image.
+inline FloatImage resize_box(const FloatImage& img, double top, double left, double height,
+                             double width, std::size_t out_rows, std::size_t out_cols,
+                             Filter filter = Filter::bilinear) {
+  if (img.rows == 0 || img.cols == 0 || img.channels == 0 || out_rows == 0 || out_cols == 0)
+    throw value_error("resize: " + std::to_string(img.rows) + " x " + std::to_string(img.cols) +
+                      " x " + std::to_string(img.channels) + " image to " +
+                      std::to_string(out_rows) + " x " + std::to_string(out_cols));
+  if (top < 0 || left < 0 || height <= 0 || width <= 0 ||
+      top + height > static_cast<double>(img.rows) || left + width > static_cast<double>(img.cols))
+    throw value_error("resize: box at (" + std::to_string(top) + ", " + std::to_string(left) +
+                      ") of " + std::to_string(height) + " x " + std::to_string(width) +
+                      " is outside a " + std::to_string(img.rows) + " x " +
+                      std::to_string(img.cols) + " image");
+  const std::size_t ch = img.channels;
+  const auto tc = detail::resample_taps(img.cols, left, width, out_cols, filter);
+  const auto tr = detail::resample_taps(img.rows, top, height, out_rows, filter);
+  // Horizontal pass over the rows the vertical pass reads, then the vertical pass.
+  const std::size_t r0 = tr.first.front(), r1 = tr.first.back() + tr.n.back();
+  std::vector<double> tmp((r1 - r0) * out_cols * ch, 0.0);
+  for (std::size_t r = r0; r < r1; ++r)
+    for (std::size_t k = 0; k < out_cols; ++k) {
+      double* o = &tmp[((r - r0) * out_cols + k) * ch];
+      const float* in = &img.pixels[(r * img.cols + tc.first[k]) * ch];
+      for (std::size_t j = 0; j < tc.n[k]; ++j)
+        for (std::size_t c = 0; c < ch; ++c)
+          o[c] += tc.w[k * tc.width + j] * static_cast<double>(in[j * ch + c]);
+    }
+  FloatImage out{out_rows, out_cols, ch, std::vector<float>(out_rows * out_cols * ch)};
+  std::vector<double> acc(out_cols * ch);
+  for (std::size_t k = 0; k < out_rows; ++k) {
+    std::fill(acc.begin(), acc.end(), 0.0);
+    for (std::size_t j = 0; j < tr.n[k]; ++j) {
+      const double w = tr.w[k * tr.width + j];
+      const double* in = &tmp[(tr.first[k] + j - r0) * out_cols * ch];
+      for (std::size_t i = 0; i < out_cols * ch; ++i)
+        acc[i] += w * in[i];
+    }
+    for (std::size_t i = 0; i < out_cols * ch; ++i)
+      out.pixels[k * out_cols * ch + i] = static_cast<float>(acc[i]);
+  }
+  return out;
+}
+
+/// The whole image resampled to out_rows x out_cols (see resize_box).
+inline FloatImage resize(const FloatImage& img, std::size_t out_rows, std::size_t out_cols,
+                         Filter filter = Filter::bilinear) {
+  return resize_box(img, 0, 0, static_cast<double>(img.rows), static_cast<double>(img.cols),
+                    out_rows, out_cols, filter);
+}
+
+/// Resizes so that the shorter side is `size`, the longer one size * long / short rounded
+/// down (torchvision's Resize(int)).
+inline FloatImage resize_shorter(const FloatImage& img, std::size_t size,
+                                 Filter filter = Filter::bilinear) {
+  if (img.rows == 0 || img.cols == 0 || size == 0)
+    throw value_error("resize_shorter: " + std::to_string(img.rows) + " x " +
+                      std::to_string(img.cols) + " image to a shorter side of " +
+                      std::to_string(size));
+  const std::size_t s = std::min(img.rows, img.cols), l = std::max(img.rows, img.cols);
+  const auto other = static_cast<std::size_t>(static_cast<double>(size) * static_cast<double>(l) /
+                                              static_cast<double>(s));
+  return img.rows <= img.cols ? resize(img, size, other, filter) : resize(img, other, size, filter);
+}
+
+/// The pixels [top, top + height) x [left, left + width). Throws value_error when the box
+/// is not inside the image.
+inline FloatImage crop(const FloatImage& img, std::size_t top, std::size_t left, std::size_t height,
+                       std::size_t width) {
+  if (height == 0 || width == 0 || top + height > img.rows || left + width > img.cols)
+    throw value_error("crop: " + std::to_string(height) + " x " + std::to_string(width) + " at (" +
+                      std::to_string(top) + ", " + std::to_string(left) + ") is not inside a " +
+                      std::to_string(img.rows) + " x " + std::to_string(img.cols) + " image");
+  FloatImage out{height, width, img.channels, std::vector<float>(height * width * img.channels)};
+  for (std::size_t r = 0; r < height; ++r)
+    std::copy_n(&img.pixels[((top + r) * img.cols + left) * img.channels], width * img.channels,
+                &out.pixels[r * width * img.channels]);
+  return out;
+}
+
+/// The central height x width pixels; an odd margin puts the extra pixel where
+/// torchvision's CenterCrop does (round half to even of the margin / 2).
+inline FloatImage center_crop(const FloatImage& img, std::size_t height, std::size_t width) {
+  if (height > img.rows || width > img.cols)
+    throw value_error("center_crop: " + std::to_string(height) + " x " + std::to_string(width) +
+                      " is larger than the " + std::to_string(img.rows) + " x " +
+                      std::to_string(img.cols) + " image");
+  const auto top =
+      static_cast<std::size_t>(std::nearbyint(static_cast<double>(img.rows - height) / 2));
+  const auto left =
+      static_cast<std::size_t>(std::nearbyint(static_cast<double>(img.cols - width) / 2));
+  return crop(img, top, left, height, width);
+}
+
+/// Mirrors left and right.
+inline void hflip(FloatImage& img) {
+  const std::size_t ch = img.channels;
+  for (std::size_t r = 0; r < img.rows; ++r)
+    for (std::size_t a = 0, b = img.cols - 1; a < b; ++a, --b)
+      for (std::size_t c = 0; c < ch; ++c)
+        std::swap(img.at(r, a, c), img.at(r, b, c));
+}
+
+/// Every sample times `factor`, clamped to [0, 1] (torchvision's adjust_brightness).
+inline void adjust_brightness(FloatImage& img, float factor) {
+  for (auto& v : img.pixels)
+    v = std::clamp(v * factor, 0.0f, 1.0f);
+}
+
+/// Blends with the image's mean grey value m: factor * v + (1 - factor) * m, clamped to
+/// [0, 1] (torchvision's adjust_contrast; grey of RGB = 0.299 R + 0.587 G + 0.114 B).
+inline void adjust_contrast(FloatImage& img, float factor) {
+  const std::size_t n = img.rows * img.cols, ch = img.channels;
+  if (n == 0) return;
+  double mean = 0;
+  for (std::size_t i = 0; i < n; ++i)
+    mean += ch >= 3 ? 0.299 * img.pixels[i * ch] + 0.587 * img.pixels[i * ch + 1] +
+                          0.114 * img.pixels[i * ch + 2]
+                    : img.pixels[i * ch];
+  const auto m = static_cast<float>(mean / static_cast<double>(n));
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t c = 0; c < std::min<std::size_t>(ch, 3); ++c) {
+      if (ch == 2 && c == 1) break;  // alpha is left alone
+      float& v = img.pixels[i * ch + c];
+      v = std::clamp(factor * v + (1.0f - factor) * m, 0.0f, 1.0f);
+    }
+}
+
+/// A crop box of a random resized crop.
+struct CropBox {
+  std::size_t top = 0, left = 0, height = 0, width = 0;
+};
+
+/// torchvision's RandomResizedCrop.get_params: up to 10 draws of an area fraction in
+/// [scale_lo, scale_hi] and a log-uniform aspect ratio in [ratio_lo, ratio_hi] until the
+/// box fits, else the largest central box whose aspect ratio is clamped to the range.
+inline CropBox random_resized_crop_box(std::size_t rows, std::size_t cols, Rng& rng,
+                                       double scale_lo = 0.08, double scale_hi = 1.0,
+                                       double ratio_lo = 3.0 / 4.0, double ratio_hi = 4.0 / 3.0) {
+  if (rows == 0 || cols == 0 || !(scale_lo > 0) || scale_lo > scale_hi || !(ratio_lo > 0) ||
+      ratio_lo > ratio_hi)
+    throw value_error("random_resized_crop: image " + std::to_string(rows) + " x " +
+                      std::to_string(cols) + ", scale [" + std::to_string(scale_lo) + ", " +
+                      std::to_string(scale_hi) + "], ratio [" + std::to_string(ratio_lo) + ", " +
+                      std::to_string(ratio_hi) + "]");
+  const double area = static_cast<double>(rows) * static_cast<double>(cols);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target = area * rng.uniform(scale_lo, scale_hi);
+    const double aspect = std::exp(rng.uniform(std::log(ratio_lo), std::log(ratio_hi)));
+    const auto w = static_cast<long>(std::nearbyint(std::sqrt(target * aspect)));
+    const auto h = static_cast<long>(std::nearbyint(std::sqrt(target / aspect)));
+    if (w > 0 && h > 0 && static_cast<std::size_t>(w) <= cols &&
+        static_cast<std::size_t>(h) <= rows) {
+      CropBox b{0, 0, static_cast<std::size_t>(h), static_cast<std::size_t>(w)};
+      b.top = static_cast<std::size_t>(rng.below(rows - b.height + 1));
+      b.left = static_cast<std::size_t>(rng.below(cols - b.width + 1));
+      return b;
+    }
+  }
+  const double in_ratio = static_cast<double>(cols) / static_cast<double>(rows);
+  CropBox b{0, 0, rows, cols};
+  if (in_ratio < ratio_lo)
+    b.height = std::max<std::size_t>(
+        1, static_cast<std::size_t>(std::nearbyint(static_cast<double>(cols) / ratio_lo)));
+  else if (in_ratio > ratio_hi)
+    b.width = std::max<std::size_t>(
+        1, static_cast<std::size_t>(std::nearbyint(static_cast<double>(rows) * ratio_hi)));
+  b.height = std::min(b.height, rows);
+  b.width = std::min(b.width, cols);
+  b.top = (rows - b.height) / 2;
+  b.left = (cols - b.width) / 2;
+  return b;
+}
+
+/// What apply_transform does to a decoded image.
+struct TransformSpec {
+  std::size_t size = 64;  ///< output: size x size
+  /// false (evaluation): shorter side to `size`, centre crop. true (training): random
+  /// resized crop to size x size, then a horizontal flip and jitter as set below.
+  bool augment = false;
+  double crop_scale_lo = 0.5, crop_scale_hi = 1.0;              ///< area fraction of the crop
+  double crop_ratio_lo = 3.0 / 4.0, crop_ratio_hi = 4.0 / 3.0;  ///< aspect ratio range
+  double flip_probability = 0.5;
+  double brightness = 0.2;  ///< factor drawn from [1 - b, 1 + b]
+  double contrast = 0.2;    ///< factor drawn from [1 - c, 1 + c]
+  Filter filter = Filter::bilinear;
+  std::vector<float> mean{0.0f}, std{1.0f};  ///< per channel, or one value for every channel
+};
+
+/// The generator of every random choice for image `index` in `epoch`: a pure function of
+/// the three, so the result does not depend on which thread transforms which image.
+inline Rng transform_rng(std::uint64_t seed, std::uint64_t epoch, std::uint64_t index) {
+  auto mix = [](std::uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  };
+  return Rng(
+      mix(mix(mix(seed) ^ (epoch + 0x9e3779b97f4a7c15ULL)) ^ (index + 0x632be59bd9b4e019ULL)));
+}
+
+/// Transforms `img` as `spec` says and writes channels x size x size values (channel
+/// planes, as the network reads them) to `out`, normalised by the spec's mean and std.
+/// `rng` is used only when spec.augment. Throws value_error for a bad spec.
+inline void apply_transform(const Image& img, const TransformSpec& spec, Rng& rng, float* out) {
+  const std::size_t ch = img.channels, s = spec.size;
+  auto per_channel = [&](const std::vector<float>& v, const char* what) {
+    if (v.size() != 1 && v.size() != ch)
+      throw value_error(std::string("apply_transform: ") + what + " has " +
+                        std::to_string(v.size()) + " values for " + std::to_string(ch) +
+                        " channels");
+  };
+  per_channel(spec.mean, "mean");
+  per_channel(spec.std, "std");
+  if (s == 0) throw value_error("apply_transform: output size 0");
+  const FloatImage f = to_float(img);
+  FloatImage x;
+  if (spec.augment) {
+    const auto b =
+        random_resized_crop_box(f.rows, f.cols, rng, spec.crop_scale_lo, spec.crop_scale_hi,
+                                spec.crop_ratio_lo, spec.crop_ratio_hi);
+    x = resize(crop(f, b.top, b.left, b.height, b.width), s, s, spec.filter);
+    if (rng.bernoulli(spec.flip_probability)) hflip(x);
+    if (spec.brightness > 0)
+      adjust_brightness(x,
+                        static_cast<float>(rng.uniform(1 - spec.brightness, 1 + spec.brightness)));
+    if (spec.contrast > 0)
+      adjust_contrast(x, static_cast<float>(rng.uniform(1 - spec.contrast, 1 + spec.contrast)));
+  } else {
+    x = f.rows == s && f.cols == s ? f : center_crop(resize_shorter(f, s, spec.filter), s, s);
+  }
+  for (std::size_t c = 0; c < ch; ++c) {
+    const float m = spec.mean[spec.mean.size() == 1 ? 0 : c];
+    const float sd = spec.std[spec.std.size() == 1 ? 0 : c];
+    for (std::size_t i = 0; i < s * s; ++i)
+      out[c * s * s + i] = (x.pixels[i * ch + c] - m) / sd;
+  }
+}
+
+}  // namespace siam::data

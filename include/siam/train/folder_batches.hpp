@@ -1,0 +1,132 @@
+// Batch sources that stream from an image folder on disk (siam/data/image_folder.hpp)
+// through the threaded loader (siam/data/loader.hpp) instead of an ImageSet in memory:
+// balanced pairs (the contrastive loss) and P x K batches (the mining losses). Batches are
+// identical for any number of worker threads, and restoring rng() (a checkpoint) replays
+// the same batches.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "siam/data/loader.hpp"
+#include "siam/data/pairs.hpp"
+#include "siam/data/pk_sampler.hpp"
+#include "siam/random.hpp"
+#include "siam/tensor.hpp"
+#include "siam/train/batches.hpp"
+
+namespace siam {
+
+namespace detail {
+/// inputs = [rows x example] from the host batch (example: [C, S, S] or [C S S]).
+template <class T, class B>
+void upload_host_batch(const data::HostBatch& hb, const Shape& example, std::vector<T>& cast,
+                       Tensor<T, B>& inputs) {
+  const auto n = static_cast<index_t>(hb.plan.images.size());
+  inputs.resize(example.rank() == 1 ? Shape{n, example[0]}
+                                    : Shape{n, example[0], example[1], example[2]});
+  if constexpr (std::is_same_v<T, float>) {
+    B::from_host(inputs.data(), hb.inputs.data(), inputs.size());
+  } else {
+    cast.assign(hb.inputs.begin(), hb.inputs.end());
+    B::from_host(inputs.data(), cast.data(), inputs.size());
+  }
+}
+
+inline Shape folder_example_shape(const data::ImageLoader& loader, bool flat) {
+  const auto c = static_cast<index_t>(loader.channels());
+  const auto s = static_cast<index_t>(loader.spec().size);
+  return flat ? Shape{c * s * s} : Shape{c, s, s};
+}
+}  // namespace detail
+
+/// n balanced pairs per batch from an image folder: rows 0..n-1 the first images,
+/// n..2n-1 the second ones, targets the pair labels (1 = same class). Examples are
+/// [channels, size, size], or [channels x size x size] when `flat` (an MLP's input).
+template <class T, class B>
+class FolderPairBatches final : public BatchSource<T, B> {
+ public:
+  /// Throws value_error as PairSampler does (fewer than 2 classes, a class with one image).
+  FolderPairBatches(const data::ImageFolder& folder, const data::TransformSpec& spec,
+                    std::size_t n_pairs, std::uint64_t seed, data::LoaderOptions options = {},
+                    bool flat = false)
+      : labels_(folder.labels()),
+        sampler_(labels_),
+        n_(n_pairs),
+        rng_(seed),
+        loader_(
+            folder, spec, [this](Rng& r, data::BatchPlan& p) { plan(r, p); }, options),
+        example_(detail::folder_example_shape(loader_, flat)) {
+    if (n_pairs == 0) throw value_error("FolderPairBatches: the number of pairs must be > 0");
+  }
+  void next(Batch<T, B>& b) override {
+    const auto& hb = loader_.next(rng_);
+    detail::upload_host_batch(hb, example_, cast_, b.inputs);
+    detail::upload_pair_labels(hb.plan.targets, cast_, b.targets);
+    b.labels.clear();
+  }
+  Rng& rng() override { return rng_; }
+  std::string describe() const override { return "folder-pairs n=" + std::to_string(n_); }
+  std::optional<BatchLayout> layout() const override { return BatchLayout{2, n_}; }
+  Shape example_shape() const { return example_; }
+
+ private:
+  void plan(Rng& r, data::BatchPlan& p) {  // called by the loader, one batch at a time
+    sampler_.sample(r, n_, first_, second_, p.targets);
+    p.images = first_;
+    p.images.insert(p.images.end(), second_.begin(), second_.end());
+  }
+  std::vector<std::int64_t> labels_;
+  data::PairSampler sampler_;
+  std::size_t n_;
+  Rng rng_;
+  std::vector<std::uint32_t> first_, second_;
+  std::vector<T> cast_;
+  data::ImageLoader loader_;  // last: its workers stop before the members they use go
+  Shape example_;
+};
+
+/// P x K batches from an image folder, with their class labels: the mining losses' source.
+template <class T, class B>
+class FolderPKBatches final : public BatchSource<T, B> {
+ public:
+  /// Throws value_error as PKSampler does.
+  FolderPKBatches(const data::ImageFolder& folder, const data::TransformSpec& spec, std::size_t p,
+                  std::size_t k, std::uint64_t seed, data::LoaderOptions options = {},
+                  bool flat = false, bool with_replacement = false)
+      : labels_(folder.labels()),
+        sampler_(std::span<const std::int64_t>(labels_), p, k, with_replacement),
+        p_(p),
+        k_(k),
+        rng_(seed),
+        loader_(
+            folder, spec,
+            [this](Rng& r, data::BatchPlan& pl) { sampler_.sample(r, pl.images, pl.labels); },
+            options),
+        example_(detail::folder_example_shape(loader_, flat)) {}
+  void next(Batch<T, B>& b) override {
+    const auto& hb = loader_.next(rng_);
+    detail::upload_host_batch(hb, example_, cast_, b.inputs);
+    b.labels = hb.plan.labels;
+  }
+  Rng& rng() override { return rng_; }
+  std::string describe() const override {
+    return "folder-pk p=" + std::to_string(p_) + " k=" + std::to_string(k_);
+  }
+  Shape example_shape() const { return example_; }
+
+ private:
+  std::vector<std::int64_t> labels_;
+  data::PKSampler sampler_;
+  std::size_t p_, k_;
+  Rng rng_;
+  std::vector<T> cast_;
+  data::ImageLoader loader_;
+  Shape example_;
+};
+
+}  // namespace siam
