@@ -49,10 +49,28 @@ section "headers: each alone, and instantiated, warning-free with GCC and Clang"
 scripts/check-headers.sh
 
 section "package: install, find_package, add_subdirectory, plain compile"
-rm -rf $root/prefix $root/down-pkg $root/down-sub
+rm -rf $root/prefix $root/down-pkg $root/down-sub $root/down-comp
 cmake --install $root/release --prefix "$PWD/$root/prefix" >/dev/null
+# README's snippet: find_package(siam CONFIG REQUIRED), then siam::onnx and siam::png used
 cmake -S tests/downstream -B $root/down-pkg -DCMAKE_PREFIX_PATH="$PWD/$root/prefix" >/dev/null
-cmake --build $root/down-pkg -j"$jobs" && $root/down-pkg/downstream
+cmake --build $root/down-pkg -j"$jobs"
+$root/down-pkg/downstream | tee $root/down-pkg/out.txt
+if grep skipped $root/down-pkg/out.txt; then
+  echo "package: the installed siam lacks siam::onnx or siam::png"; exit 1
+fi
+# COMPONENTS onnx png resolve; an unknown or unavailable component fails, saying why
+cmake -S tests/downstream -B $root/down-comp -DCMAKE_PREFIX_PATH="$PWD/$root/prefix" \
+  -DSIAM_DOWNSTREAM_COMPONENTS="onnx;png" >/dev/null
+comp_fails() {  # COMPONENTS, the message expected, more cmake arguments
+  rm -rf $root/down-comp
+  if cmake -S tests/downstream -B $root/down-comp -DCMAKE_PREFIX_PATH="$PWD/$root/prefix" \
+    -DSIAM_DOWNSTREAM_COMPONENTS="$1" "${@:3}" >$root/down-comp.log 2>&1 ||
+    ! grep -q "$2" $root/down-comp.log; then
+    cat $root/down-comp.log; echo "package: COMPONENTS $1 should fail saying '$2'"; exit 1
+  fi
+}
+comp_fails "onnx;nosuch" "no component 'nosuch'"
+comp_fails "onnx;png" "png: libpng not found" -DCMAKE_DISABLE_FIND_PACKAGE_PNG=ON
 cmake -S tests/downstream -B $root/down-sub -DSIAM_SOURCE_DIR="$PWD" >/dev/null
 cmake --build $root/down-sub -j"$jobs" && $root/down-sub/downstream
 c++ -std=c++20 -O1 -I"$PWD/$root/prefix/include" -I/usr/include/eigen3 \

@@ -30,10 +30,7 @@
 #include "siam/io/file.hpp"
 #include "siam/nn/conv.hpp"
 #include "siam/nn/layers.hpp"
-
-#ifndef SIAM_VERSION_STRING
-#define SIAM_VERSION_STRING "unknown"
-#endif
+#include "siam/version.hpp"
 
 namespace siam::io {
 
@@ -44,7 +41,7 @@ struct OnnxOptions {
   std::vector<std::int64_t> input_shape;
   std::int64_t opset = 13;  // 13..17 (what libonnx 1.12 knows)
   std::string producer_name = "siam";
-  std::string producer_version = SIAM_VERSION_STRING;
+  std::string producer_version = siam::version_string;
   std::string graph_name = "siam_embedding";
   std::map<std::string, std::string> metadata;  // added to "architecture" and "input_shape"
 };
