@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <siam/autodiff/conv.hpp>
 #include <siam/io/model_file.hpp>
 #include <siam/nn/conv.hpp>
@@ -133,6 +134,101 @@ TEST_CASE("conv2d gradients: x, w and b against central differences") {
     gradcheck::check(
         [&](auto& t, auto& v) { return gradcheck::project(t, conv2d(v[0], v[1], s, p), r); },
         {random(g.x, rng), random(g.w, rng)});
+  }
+}
+
+// Batches that the im2col engine cuts into several GEMM groups per chunk (8 chunks; a group
+// holds max(1, 128 / output pixels) images), so the weight gradient must accumulate across
+// groups: 64 pixels (groups of 2, 3 images a chunk), 16 pixels strided and padded (groups of
+// 8, 9 images a chunk), 144 pixels (groups of 1, up to 2 images a chunk).
+namespace {
+const std::vector<Geo> multi_group = {
+    {Shape{24, 1, 10, 10}, Shape{2, 1, 3, 3}, 1, 0},
+    {Shape{72, 1, 7, 7}, Shape{2, 1, 3, 3}, 2, 1},
+    {Shape{9, 2, 13, 13}, Shape{2, 2, 2, 2}, 1, 0},
+};
+}  // namespace
+
+TEST_CASE(
+    "conv2d gradients of batches spanning several image groups, against central differences") {
+  Rng rng(13);
+  for (const auto& g : multi_group) {
+    CAPTURE(g.x.str());
+    const index_t s = g.stride, p = g.pad;
+    const index_t oh = (g.x[2] + 2 * p - g.w[2]) / s + 1, ow = (g.x[3] + 2 * p - g.w[3]) / s + 1;
+    const Td r = random(Shape{g.x[0], g.w[0], oh, ow}, rng);
+    const Td x = random(g.x, rng), w = random(g.w, rng), b = random(Shape{g.w[0]}, rng);
+    // double, im2col, through the library's checker: w and b (x a constant, so that each
+    // central difference costs one convolution of the whole batch, not one per pixel)
+    auto res = gradcheck::check(
+        [&](auto& t, auto& v) {
+          return gradcheck::project(t, conv2d(t.constant(x), v[0], v[1], s, p), r);
+        },
+        {w, b});
+    CHECK(res.checked == static_cast<std::size_t>(g.w.size() + g.w[0]));
+
+    // Every gradient (x too) against central differences of the direct loop in double:
+    // L = sum(conv(x, w, b) * r) is linear in each input, so a step of 1 is exact up to
+    // round-off.
+    auto loss = [&](const Td& xx, const Td& ww, const Td& bb) {
+      const auto y = naive_conv(xx, ww, bb.data(), s, p);
+      double l = 0;
+      for (std::size_t i = 0; i < y.size(); ++i)
+        l += y[i] * r[static_cast<index_t>(i)];
+      return l;
+    };
+    Td xs(x), ws(w), bs(b);
+    auto numeric = [&](Td& in) {
+      std::vector<double> d(static_cast<std::size_t>(in.size()));
+      for (index_t i = 0; i < in.size(); ++i) {
+        const double v0 = in[i];
+        in[i] = v0 + 0.5;
+        const double lp = loss(xs, ws, bs);
+        in[i] = v0 - 0.5;
+        const double lm = loss(xs, ws, bs);
+        in[i] = v0;
+        d[static_cast<std::size_t>(i)] = lp - lm;
+      }
+      return d;
+    };
+    const std::vector<double> ndx = numeric(xs), ndw = numeric(ws), ndb = numeric(bs);
+    auto max_rel = [](const std::vector<double>& want, const auto& got) {
+      REQUIRE(want.size() == got.size());
+      double scale = 1e-30, diff = 0;
+      for (std::size_t i = 0; i < want.size(); ++i) {
+        scale = std::max(scale, std::abs(want[i]));
+        diff = std::max(diff, std::abs(want[i] - double(got[i])));
+      }
+      return diff / scale;
+    };
+    {  // double, im2col: round-off only
+      Parameter<double, Cpu> px("x", Td(x)), pw("w", Td(w)), pb("b", Td(b));
+      Tape<double, Cpu> t;
+      t.backward(gradcheck::project(t, conv2d(t.param(px), t.param(pw), t.param(pb), s, p), r));
+      CHECK(max_rel(ndx, px.gradient().to_vector()) < 1e-12);
+      CHECK(max_rel(ndw, pw.gradient().to_vector()) < 1e-12);
+      CHECK(max_rel(ndb, pb.gradient().to_vector()) < 1e-12);
+    }
+    // float, every engine built in: float sums of at most a few hundred terms
+    auto to_f = [](const Td& t) {
+      std::vector<float> v(static_cast<std::size_t>(t.size()));
+      for (index_t i = 0; i < t.size(); ++i)
+        v[static_cast<std::size_t>(i)] = static_cast<float>(t[i]);
+      return Tf::from(t.shape(), std::span<const float>(v));
+    };
+    std::vector<ConvEngine> engines{ConvEngine::im2col};
+#if defined(SIAM_TEST_DNNL)
+    engines.push_back(ConvEngine::onednn);
+#endif
+    for (ConvEngine e : engines) {
+      CAPTURE(static_cast<int>(e));
+      set_conv_engine(e);
+      const ConvRun f = run_conv(to_f(x), to_f(w), to_f(b), to_f(r), s, p);
+      set_conv_engine(ConvEngine::im2col);
+      CHECK(max_rel(ndx, f.dx) < 1e-5);
+      CHECK(max_rel(ndw, f.dw) < 1e-5);
+      CHECK(max_rel(ndb, f.db) < 1e-5);
+    }
   }
 }
 
@@ -503,3 +599,18 @@ TEST_CASE("lenet: a model file round-trips its rank-4 weights; a MLP's file is r
   CHECK_THROWS_AS(io::load_model(path, mlp.parameters()), io_error);
   std::filesystem::remove(path);
 }
+  // one bit flipped in a weight: the archive's checksum tells
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    const auto at = static_cast<std::streamoff>(std::filesystem::file_size(path) / 2);
+    f.seekg(at);
+    const char c = static_cast<char>(f.get() ^ 0x10);
+    f.seekp(at);
+    f.put(c);
+  }
+  try {
+    io::load_model(path, b.parameters());
+    FAIL("no error");
+  } catch (const io_error& e) {
+    CHECK(std::string(e.what()).find("checksum mismatch") != std::string::npos);
+  }

@@ -161,6 +161,95 @@ TEST_CASE("batch-all triplet loss: gradient, value by loop, soft margin, stats, 
   CHECK_THROWS_AS(batch_all_triplet_loss(t.constant(e), distinct), value_error);
 }
 
+namespace {
+// The mining losses by their definitions (loss/mining.hpp's header), as plain loops over a
+// batch whose anchors may lack a positive: such anchors are left out of both losses.
+struct Mined {
+  double value;
+  index_t anchors, triplets, active;
+};
+Mined batch_hard_by_definition(const Tensor& e, const std::vector<int>& labels,
+                               const MiningOptions& o) {
+  const auto n = static_cast<index_t>(labels.size());
+  double total = 0;
+  index_t kept = 0, active = 0;
+  for (index_t a = 0; a < n; ++a) {
+    bool has_pos = false, has_neg = false;
+    double hp = 0, hn = 0;
+    for (index_t j = 0; j < n; ++j) {
+      const double v = dist(e, a, e, j, o.distance);
+      if (j != a && labels[j] == labels[a]) {
+        hp = has_pos ? std::max(hp, v) : v;
+        has_pos = true;
+      } else if (labels[j] != labels[a]) {
+        hn = has_neg ? std::min(hn, v) : v;
+        has_neg = true;
+      }
+    }
+    if (!has_pos || !has_neg) continue;
+    ++kept;
+    const double x = hp - hn;
+    total += o.soft ? softplus(x) : std::max(x + o.margin, 0.0);
+    active += o.soft || x + o.margin > 0;
+  }
+  return {total / double(kept), kept, kept, active};
+}
+Mined batch_all_by_definition(const Tensor& e, const std::vector<int>& labels,
+                              const MiningOptions& o) {
+  const auto n = static_cast<index_t>(labels.size());
+  double total = 0;
+  index_t anchors = 0, valid = 0, active = 0;
+  for (index_t a = 0; a < n; ++a) {
+    const index_t before = valid;
+    for (index_t p = 0; p < n; ++p)
+      for (index_t q = 0; q < n; ++q) {
+        if (p == a || labels[p] != labels[a] || labels[q] == labels[a]) continue;
+        ++valid;
+        const double x = dist(e, a, e, p, o.distance) - dist(e, a, e, q, o.distance);
+        if (o.soft || x + o.margin > 0) {
+          total += o.soft ? softplus(x) : x + o.margin;
+          ++active;
+        }
+      }
+    anchors += valid > before;
+  }
+  return {total / double(o.soft ? valid : std::max<index_t>(active, 1)), anchors, valid, active};
+}
+}  // namespace
+
+TEST_CASE("batch-hard and batch-all with anchors lacking a positive: values by definition") {
+  // Classes 2 and 4 have one image each: anchors 4 and 8 have no positive.
+  const std::vector<int> labels{0, 0, 1, 1, 2, 3, 3, 0, 4};
+  Rng rng(44);
+  for (Distance dd : {Distance::euclidean, Distance::squared})
+    for (bool soft : {false, true})
+      for (double margin : {0.3, 2.0}) {  // a small margin and a large one
+        CAPTURE(soft);
+        CAPTURE(margin);
+        const Tensor e = random(Shape{9, 3}, rng);
+        const MiningOptions opt{margin, soft, dd, true};
+        Tape t;
+        MiningStats st;
+        const Mined hard = batch_hard_by_definition(e, labels, opt);
+        CHECK(hard.anchors == 7);
+        CHECK(batch_hard_triplet_loss(t.constant(e), labels, opt, &st).value().item() ==
+              doctest::Approx(hard.value).epsilon(1e-12));
+        CHECK(st.anchors == hard.anchors);
+        CHECK(st.triplets == hard.triplets);
+        CHECK(st.active == hard.active);
+        check([&](Tape&, VarList& v) { return batch_hard_triplet_loss(v[0], labels, opt); }, {e});
+
+        const Mined all = batch_all_by_definition(e, labels, opt);
+        CHECK(all.anchors == 7);
+        CHECK(batch_all_triplet_loss(t.constant(e), labels, opt, &st).value().item() ==
+              doctest::Approx(all.value).epsilon(1e-12));
+        CHECK(st.anchors == all.anchors);
+        CHECK(st.triplets == all.triplets);
+        CHECK(st.active == all.active);
+        check([&](Tape&, VarList& v) { return batch_all_triplet_loss(v[0], labels, opt); }, {e});
+      }
+}
+
 TEST_CASE("NT-Xent: gradient, value by loop, stable at a small temperature, errors") {
   Rng rng(43);
   for (index_t n : {4, 1}) {

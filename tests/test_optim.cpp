@@ -182,6 +182,101 @@ TEST_CASE("SGD momentum: two steps by hand (the first step takes the gradient un
   CHECK(p.value[0] == doctest::Approx(0.52).epsilon(1e-15));
 }
 
+// ---- many parameters: the fused pass runs them 8 to a batch (detail::fused_over)
+
+namespace {
+
+// 19 tensors of 19 different sizes (1 to 19 elements, ranks 1 to 3): batches of 8, 8 and 3,
+// so every position in a batch and a partial last batch are covered. f = 1/2 |p - c|^2.
+struct ManyProblem {
+  static constexpr int count = 19;
+  std::vector<std::unique_ptr<Pd>> ps;
+  std::vector<Vec> cs;
+  ManyProblem() {
+    Rng rng(77);
+    for (int k = 0; k < count; ++k) {
+      const index_t n = k + 1;
+      const Shape s = n % 3 == 0 ? Shape{n / 3, 3} : n % 4 == 0 ? Shape{2, 2, n / 4} : Shape{n};
+      Td v(s);
+      Vec c(static_cast<std::size_t>(n));
+      for (index_t i = 0; i < n; ++i) {
+        v[i] = rng.uniform(-2, 2);
+        c[static_cast<std::size_t>(i)] = rng.uniform(-1, 1);
+      }
+      ps.push_back(std::make_unique<Pd>(std::to_string(k), std::move(v)));
+      cs.push_back(std::move(c));
+    }
+  }
+  std::vector<Pd*> params() {
+    std::vector<Pd*> v;
+    for (auto& p : ps)
+      v.push_back(p.get());
+    return v;
+  }
+  void gradients() {
+    for (std::size_t k = 0; k < ps.size(); ++k) {
+      Pd& p = *ps[k];
+      p.grad = Td(p.value);
+      for (index_t i = 0; i < p.value.size(); ++i)
+        p.grad[i] = p.value[i] - cs[k][static_cast<std::size_t>(i)];
+      p.grad_fresh = false;
+    }
+  }
+};
+
+// Runs `opt` against one reference per tensor, checking every element of every tensor
+// after each step (`replay`: through next_scalars + step_from instead of step()).
+template <class Ref>
+void run_many(optim::Optimizer<double, Cpu>& opt, ManyProblem& pb, const Ref& proto,
+              bool replay = false) {
+  std::vector<Ref> refs(ManyProblem::count, proto);
+  std::vector<Vec> p;
+  for (auto& q : pb.ps)
+    p.push_back(q->value.to_vector());
+  Td rows(Shape{2 * static_cast<index_t>(std::max<std::size_t>(opt.replay_scalars(), 1))});
+  for (int s = 0; s < 4; ++s) {
+    CAPTURE(s);
+    pb.gradients();
+    if (replay) {
+      const auto m = static_cast<index_t>(opt.replay_scalars());
+      opt.next_scalars(rows.data(), rows.data() + m);
+      opt.step_from(View<double, Cpu>(rows.data(), Shape{m}));
+    } else {
+      opt.step();
+    }
+    for (std::size_t k = 0; k < p.size(); ++k) {
+      CAPTURE(k);
+      Vec g(p[k].size());
+      for (std::size_t i = 0; i < g.size(); ++i)
+        g[i] = p[k][i] - pb.cs[k][i];
+      refs[k].step(p[k], g);
+      check_close(pb.ps[k]->value.to_vector(), p[k]);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("every optimizer updates every one of 19 tensors of different sizes as the reference") {
+  for (const optim::SGDOptions& o :
+       {optim::SGDOptions{0.1}, optim::SGDOptions{0.1, 0, 0, 0.05}, optim::SGDOptions{0.1, 0.9},
+        optim::SGDOptions{0.05, 0.8, 0.3, 0.01}, optim::SGDOptions{0.1, 0.9, 0, 0.02, true}}) {
+    CAPTURE(o.momentum);
+    CAPTURE(o.nesterov);
+    ManyProblem pb;
+    optim::SGD<double, Cpu> sgd(pb.params(), o);
+    run_many(sgd, pb, RefSGD{o.lr, o.momentum, o.dampening, o.weight_decay, o.nesterov, {}});
+  }
+  for (bool replay : {false, true}) {
+    CAPTURE(replay);
+    ManyProblem p1, p2;
+    optim::Adam<double, Cpu> adam(p1.params(), {0.05, 0.8, 0.99, 1e-8});
+    run_many(adam, p1, RefAdamW{0.05, 0.8, 0.99, 1e-8, 0, {}, {}}, replay);
+    optim::AdamW<double, Cpu> adamw(p2.params(), {0.05, 0.8, 0.99, 1e-8, 0.1});
+    run_many(adamw, p2, RefAdamW{0.05, 0.8, 0.99, 1e-8, 0.1, {}, {}}, replay);
+  }
+}
+
 // ---- Adam and AdamW
 
 TEST_CASE("Adam against reference code for six steps") {
