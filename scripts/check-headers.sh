@@ -25,6 +25,7 @@ skip() {  # header that needs something this machine lacks
     */io/onnx.hpp) [ -f /usr/include/onnx/onnx_pb.h ] || return 0 ;;
     */backend/conv_dnnl.hpp|*/backend/cpu_gemm_dnnl.hpp) [ -f /usr/include/dnnl.hpp ] || return 0 ;;
     */data/png.hpp) [ -f /usr/include/png.h ] || return 0 ;;
+    */search/hnsw.hpp) [ -f /usr/include/hnswlib/hnswlib.h ] || return 0 ;;
     */data/jpeg.hpp) [ -f /usr/include/turbojpeg.h ] || return 0 ;;
   esac
   return 1

@@ -21,6 +21,8 @@ packages=(
   python3-torch                          # interop check: PyTorch loads the exported safetensors
   libopenmpi-dev openmpi-bin             # data-parallel training over MPI (siam/dist/mpi.hpp)
   libdnnl-dev                            # optional oneDNN convolution engine (SIAM_DNNL)
+  libhnswlib-dev                         # approximate search (siam/search/hnsw.hpp), optional
+  python3-faiss                          # bench/compare_search.sh: exact search against FAISS
 )
 missing=()
 for p in "${packages[@]}"; do
