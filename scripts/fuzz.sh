@@ -19,6 +19,21 @@ for t in idx archive safetensors; do
     "$out/work_$t" "$out/corpus/$t" 2>"$out/fuzz_$t.log" || { tail -40 "$out/fuzz_$t.log"; exit 1; }
   grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$out/fuzz_$t.log" | sed "s/^/  /"
 done
+# The JPEG reader (libjpeg-turbo) when its header is installed: at most 20 s, seeds made by
+# the same source built without libFuzzer.
+if [ -f /usr/include/turbojpeg.h ]; then
+  jsecs=$(( secs < 20 ? secs : 20 ))
+  $cxx -std=c++20 -O1 -Iinclude -DFUZZ_JPEG_SEEDS tests/fuzz/fuzz_jpeg.cpp -lturbojpeg -o "$out/fuzz_jpeg_seeds"
+  rm -rf "$out/corpus/jpeg" && "$out/fuzz_jpeg_seeds" "$out/corpus/jpeg"
+  $cxx "${flags[@]}" tests/fuzz/fuzz_jpeg.cpp -lturbojpeg -o "$out/fuzz_jpeg"
+  mkdir -p "$out/work_jpeg"
+  echo "fuzz_jpeg: ${jsecs}s"
+  "$out/fuzz_jpeg" -max_total_time="$jsecs" -rss_limit_mb=512 -max_len=4096 -print_final_stats=1 \
+    "$out/work_jpeg" "$out/corpus/jpeg" 2>"$out/fuzz_jpeg.log" || { tail -40 "$out/fuzz_jpeg.log"; exit 1; }
+  grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$out/fuzz_jpeg.log" | sed "s/^/  /"
+else
+  echo "fuzz_jpeg: skipped (libturbojpeg not installed)"
+fi
 # The HNSW index file (siam/search/hnsw.hpp) when hnswlib is installed, at most 20 s.
 # NO_MANUAL_VECTORIZATION: hnswlib's SSE search prefetches the slot after a full link list
 # (reading a vector's first float as an id), an address computation UBSan flags inside
