@@ -14,6 +14,7 @@ each under every torch.set_float32_matmul_precision (highest = FP32, high = TF32
 medium = BF16), and prints one JSON line per configuration.
 
     python3 bench/pytorch_gpu_step.py                    # on the GPU
+    python3 bench/pytorch_gpu_step.py --net lenet        # the LeNet Siamese network's step
     python3 bench/pytorch_gpu_step.py --device cpu --steps 5 --modes eager   # a smoke test
 """
 import argparse
@@ -27,6 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare_pytorch import PAIRS, contrastive_loss, make_batch, make_net  # noqa: E402
+import pytorch_cnn  # noqa: E402  (the LeNet Siamese network, --net lenet)
 
 
 def timed(run, steps, rounds, device):
@@ -49,11 +51,17 @@ def timed(run, steps, rounds, device):
     return statistics.median(out)
 
 
+NET = "mlp"  # or "lenet" (--net): siam's nn::lenet, 28 x 28 images
+
+
 def setup(device, seed, fused):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = make_net().to(device)
-    x, y = (t.to(device) for t in make_batch(gen))
+    net = (pytorch_cnn.make_net() if NET == "lenet" else make_net()).to(device)
+    x, y = make_batch(gen)
+    if NET == "lenet":
+        x = x.reshape(2 * PAIRS, 1, 28, 28)
+    x, y = x.to(device), y.to(device)
     kw = {"fused": True} if fused else {}
     return net, x, y, kw
 
@@ -108,7 +116,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", default="eager,graph,compile")
     ap.add_argument("--precisions", default="highest,high,medium")
+    ap.add_argument("--net", default="mlp", choices=["mlp", "lenet"])
     args = ap.parse_args()
+    global NET
+    NET = args.net
     if args.device == "cuda" and not torch.cuda.is_available():
         print("pytorch_gpu_step: no CUDA device", file=sys.stderr)
         return 77
@@ -120,11 +131,11 @@ def main():
                 for _ in range(args.warmup):
                     run()
                 ms = timed(run, args.steps, args.rounds, args.device)
-                row = {"framework": "pytorch", "mode": mode, "precision": precision,
-                       "ms_per_step": ms}
+                row = {"framework": "pytorch", "net": args.net, "mode": mode,
+                       "precision": precision, "ms_per_step": ms}
             except Exception as e:  # one mode failing must not hide the others
-                row = {"framework": "pytorch", "mode": mode, "precision": precision,
-                       "error": f"{type(e).__name__}: {e}"[:300]}
+                row = {"framework": "pytorch", "net": args.net, "mode": mode,
+                       "precision": precision, "error": f"{type(e).__name__}: {e}"[:300]}
             row.update({"torch": torch.__version__, "device": args.device,
                         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None})
             print(json.dumps(row), flush=True)

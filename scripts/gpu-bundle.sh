@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Collects the GPU test, benchmark and example binaries of a CUDA build, with the
 # shared libraries they need that a bare CUDA machine may lack (not the CUDA runtime,
-# cuBLAS or the C library), into one folder that scripts/gpu-check.sh can run from.
+# cuBLAS(Lt), cuDNN, NCCL or the C library, which a CUDA machine has), into one folder that
+# scripts/gpu-check.sh can run from.
 # Usage: scripts/gpu-bundle.sh BUILD_DIR OUT_DIR
 set -euo pipefail
 build=${1:?build directory}
@@ -16,7 +17,7 @@ done
 cp "${bins[@]}" "$out/"
 for b in "${bins[@]}"; do
   ldd "$b" | awk '$3 ~ /^\// {print $3}'
-done | sort -u | grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so|libcuda|libcudart|libcublas|libnvidia' |
+done | sort -u | grep -vE '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*)\.so|libcuda|libcudart|libcublas|libcudnn|libnccl|libnvidia' |
   while read -r lib; do cp -L "$lib" "$out/lib/"; done
 # compute-sanitizer, when this toolkit has it, for gpu-check.sh's sanitizer runs.
 nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)

@@ -296,15 +296,28 @@ TEST_CASE("pool reaches a steady state: no cudaMalloc after the first cycle of b
   CHECK(end.bytes_reserved >= end.bytes_in_use);
   CHECK(end.peak_bytes_in_use >= static_cast<std::size_t>(360) * kFeatures * sizeof(float));
 
+  // With w still in use, its reservation chunk stays (a chunk holding a live block cannot be
+  // returned); with every block of this test freed, the whole cache goes back.
+  cu::release_cached();
+  const cu::PoolStats kept = cu::pool_stats();
+  CHECK(kept.bytes_reserved <= end.bytes_reserved);
+  CHECK(kept.bytes_in_use == end.bytes_in_use);
+  CHECK(kept.bytes_cached < end.bytes_reserved);
+  w.reset();
   cu::release_cached();
   const cu::PoolStats released = cu::pool_stats();
-  CHECK(released.bytes_cached == 0);
-  CHECK(released.bytes_reserved <= end.bytes_reserved);
-  CHECK(released.bytes_in_use == end.bytes_in_use);
+  MESSAGE("after release_cached: " << released.bytes_reserved << " B reserved, "
+                                   << released.bytes_in_use << " B in use, "
+                                   << released.bytes_cached << " B cached");
+  CHECK(released.bytes_in_use == start.bytes_in_use - ones.size() * sizeof(float));
+  if (released.bytes_in_use == 0) {
+    CHECK(released.bytes_cached == 0);
+    CHECK(released.bytes_reserved == 0);
+  }
 }
 
 TEST_CASE("pool: raw allocate/deallocate, misuse and out-of-memory" *
-          doctest::skip(!gpu_present())) {
+          doctest::skip(!gpu_present()) * doctest::test_suite("cuda-errors")) {
   SKIP_WITHOUT_GPU();
   const cu::PoolStats before = cu::pool_stats();
   void* p = cu::allocate(1000);
@@ -523,16 +536,18 @@ int planted_fault_child() {
 }  // namespace
 
 TEST_CASE("a rejected launch becomes a cuda_error naming the kernel" *
-          doctest::skip(!gpu_present())) {
+          doctest::skip(!gpu_present()) * doctest::test_suite("cuda-errors")) {
   SKIP_WITHOUT_GPU();
   const std::uint64_t before = cu::launch_count();
-  tiny_kernel<<<1, 4096, 0, cu::stream()>>>();  // 4096 threads per block: invalid configuration
+  tiny_kernel<<<1, 4096, 0, cu::stream()>>>();  // 4096 threads per block: rejected
   try {
     cu::check_launch("tiny_kernel", cu::stream());
     FAIL("expected siam::cuda_error");
   } catch (const siam::cuda_error& e) {
-    CHECK(contains(e.what(), "tiny_kernel"));
-    CHECK(contains(e.what(), "cudaErrorInvalidConfiguration"));
+    // The error's name depends on the CUDA version (InvalidConfiguration up to 12,
+    // InvalidValue on 13): require the kernel's name and that a CUDA error is named.
+    CHECK(contains(e.what(), "launch of tiny_kernel failed"));
+    CHECK(contains(e.what(), "cudaError"));
   }
   CHECK(cu::launch_count() == before + 1);
   tiny_kernel<<<1, 32, 0, cu::stream()>>>();
@@ -541,7 +556,7 @@ TEST_CASE("a rejected launch becomes a cuda_error naming the kernel" *
 }
 
 TEST_CASE("debug mode: a planted kernel fault becomes a typed exception naming the kernel" *
-          doctest::skip(!gpu_present())) {
+          doctest::skip(!gpu_present()) * doctest::test_suite("cuda-errors")) {
   SKIP_WITHOUT_GPU();
   // A fault poisons the CUDA context of its process, so it is planted in a child process.
   // Everything the child needs is prepared before fork(): it only calls execve.

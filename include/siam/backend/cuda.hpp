@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include <cuda_bf16.h>
 #include <math_constants.h>
 
 #include "siam/backend/cuda_graph.hpp"
@@ -99,16 +100,18 @@ __global__ void sum_rows(T* out, T* dst, index_t rows, index_t cols, K k, bool a
     }
   }
 }
-// Second level: column c's chunk totals added in chunk order (deterministic).
+// Second level: column c's chunk totals added in chunk order (deterministic), in double:
+// a chunk holds at most 64 Ki rows (8 Ki per thread), so the float partials are good to
+// float's level and the double sum keeps them so for any number of chunks.
 template <class T>
 __global__ void sum_rows_final(T* out, const T* partial, index_t chunks, index_t cols,
                                bool accumulate) {
   for (index_t c = blockIdx.x * index_t(blockDim.x) + threadIdx.x; c < cols;
        c += index_t(gridDim.x) * blockDim.x) {
-    T total = 0;
+    double total = 0;
     for (index_t y = 0; y < chunks; ++y)
-      total += partial[y * cols + c];
-    out[c] = accumulate ? out[c] + total : total;
+      total += static_cast<double>(partial[y * cols + c]);
+    out[c] = accumulate ? T(double(out[c]) + total) : T(total);
   }
 }
 
@@ -153,14 +156,15 @@ __global__ void sum_all_partial(T* partial, index_t rows, index_t cols, K k, boo
   const T total = block_sum(acc);
   if (threadIdx.x == 0) partial[blockIdx.x] = accumulate ? partial[blockIdx.x] + total : total;
 }
-// Second level: one block adds the partials in a fixed order.
+// Second level: one block adds the partials in a fixed order, in double (each partial is a
+// block's tree sum of at most 128 strided elements per thread, see Cuda::sum_all).
 template <class T>
 __global__ void sum_all_final(T* out, const T* partial, int nparts, bool accumulate) {
-  T acc = 0;
+  double acc = 0;
   for (int i = threadIdx.x; i < nparts; i += blockDim.x)
-    acc += partial[i];
-  const T total = block_sum(acc);
-  if (threadIdx.x == 0) out[0] = accumulate ? out[0] + total : total;
+    acc += static_cast<double>(partial[i]);
+  const double total = block_sum(acc);
+  if (threadIdx.x == 0) out[0] = accumulate ? T(double(out[0]) + total) : T(total);
 }
 
 template <class T>
@@ -182,12 +186,13 @@ __global__ void max_cols(T* out, index_t rows, index_t cols, K k) {
     T m = sizeof(T) == 4 ? T(-CUDART_INF_F) : T(-CUDART_INF);
     for (index_t c = threadIdx.x; c < cols; c += blockDim.x) {
       const T v = k(r, c);
-      m = v > m ? v : m;
+      m = (v > m || v != v) ? v : m;  // NaN propagates (as the host's max_cols)
     }
     s[threadIdx.x] = m;
     __syncthreads();
     for (int w = block / 2; w > 0; w /= 2) {
-      if (threadIdx.x < w && s[threadIdx.x + w] > s[threadIdx.x])
+      if (threadIdx.x < w &&
+          (s[threadIdx.x + w] > s[threadIdx.x] || s[threadIdx.x + w] != s[threadIdx.x + w]))
         s[threadIdx.x] = s[threadIdx.x + w];
       __syncthreads();
     }
@@ -243,6 +248,63 @@ __global__ void skinny_gemm(bool ta, bool tb, index_t m, index_t n, index_t k, T
         acc += __shfl_down_sync(0xffffffffu, acc, off);
     if (lane == 0)
       C[i * ldc + j] = beta == T(0) ? alpha * acc : alpha * acc + beta * C[i * ldc + j];
+  }
+}
+
+// Batch-hard mining, one block per anchor row a of the n x n distance matrix d: the hardest
+// positive p (largest d[a, j] over j != a with labels[j] == labels[a]) and the hardest negative
+// q (smallest d[a, j] over labels[j] != labels[a]), ties to the smaller j, as the host's loop
+// in loss/mining.hpp (first strict improvement in ascending j). Writes row a of the one-hot
+// matrices pos (1 at p) and neg (1 at q), all zeros where there is none.
+template <class T>
+__global__ void mine_batch_hard(const T* d, const std::int64_t* labels, index_t n, T* pos, T* neg) {
+  __shared__ T pv[block], nv[block];
+  __shared__ index_t pj[block], nj[block];
+  for (index_t a = blockIdx.x; a < n; a += gridDim.x) {
+    const std::int64_t la = labels[a];
+    T bpv = 0, bnv = 0;
+    index_t bpj = -1, bnj = -1;
+    for (index_t j = threadIdx.x; j < n; j += blockDim.x) {  // ascending j per thread
+      const T v = d[a * n + j];
+      if (labels[j] == la) {
+        if (j != a && (bpj < 0 || v > bpv)) bpv = v, bpj = j;
+      } else if (bnj < 0 || v < bnv) {
+        bnv = v, bnj = j;
+      }
+    }
+    pv[threadIdx.x] = bpv, pj[threadIdx.x] = bpj, nv[threadIdx.x] = bnv, nj[threadIdx.x] = bnj;
+    __syncthreads();
+    for (int w = block / 2; w > 0; w /= 2) {
+      if (threadIdx.x < w) {
+        const int o = threadIdx.x + w;
+        // The better of two candidates; equal values: the smaller index.
+        if (pj[o] >= 0 && (pj[threadIdx.x] < 0 || pv[o] > pv[threadIdx.x] ||
+                           (pv[o] == pv[threadIdx.x] && pj[o] < pj[threadIdx.x])))
+          pv[threadIdx.x] = pv[o], pj[threadIdx.x] = pj[o];
+        if (nj[o] >= 0 && (nj[threadIdx.x] < 0 || nv[o] < nv[threadIdx.x] ||
+                           (nv[o] == nv[threadIdx.x] && nj[o] < nj[threadIdx.x])))
+          nv[threadIdx.x] = nv[o], nj[threadIdx.x] = nj[o];
+      }
+      __syncthreads();
+    }
+    const index_t p = pj[0], q = nj[0];
+    for (index_t j = threadIdx.x; j < n; j += blockDim.x) {
+      pos[a * n + j] = j == p ? T(1) : T(0);
+      neg[a * n + j] = j == q ? T(1) : T(0);
+    }
+    __syncthreads();  // the shared arrays are reused by the next row
+  }
+}
+
+// FP32 -> BF16, rounded to nearest (ties to even, as the CPU's emulation of the mode): the
+// rows x cols matrix at src with row stride ld, packed into dst (row stride cols).
+__global__ void round_to_bf16(__nv_bfloat16* dst, const float* src, index_t rows, index_t cols,
+                              index_t ld) {
+  const index_t n = rows * cols;
+  for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < n;
+       i += index_t(gridDim.x) * blockDim.x) {
+    const index_t r = i / cols;
+    dst[i] = __float2bfloat16_rn(src[r * ld + (i - r * cols)]);
   }
 }
 
@@ -388,7 +450,10 @@ struct Cuda {
       dk::check_launch("sum_all kernel", st);
       return;
     }
-    const int parts = dk::grid_for(n, 1024);
+    // Enough blocks that each thread adds at most ~128 elements in T (error at T's level for
+    // any length); the partials are added in double (sum_all_final).
+    const index_t wanted = std::clamp<index_t>(n / (index_t(dk::block) * 128), 1024, 65536);
+    const int parts = dk::grid_for(n, wanted);
     cuda::DeviceBuffer<T> partial(static_cast<std::size_t>(parts));  // freed in stream order
     dk::sum_all_partial<<<parts, dk::block, 0, st>>>(partial.data(), rows, cols, k, false);
     dk::check_launch("sum_all kernel", st);
@@ -426,6 +491,12 @@ struct Cuda {
       dk::check_launch("skinny gemm kernel", st);
       return;
     }
+    if constexpr (std::is_same_v<T, float>) {
+      if (m > 0 && n > 0 && k > 0 && cuda::matmul_precision() == MatmulPrecision::medium) {
+        gemm_bf16(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+      }
+    }
     cuda::gemm<T>(trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
     cuda::launch_counter().fetch_add(1, std::memory_order_relaxed);
     if (cuda::sync_check_enabled()) {
@@ -449,6 +520,24 @@ struct Cuda {
     const cudaStream_t st = cuda::stream();
     dk::gather_rows<<<dk::grid_for(n * cols), dk::block, 0, st>>>(dst, src, idx.data(), n, cols);
     dk::check_launch("gather_rows kernel", st);
+  }
+
+  /// Batch-hard mining on the device (kernels::mine_batch_hard): d is the n x n distance
+  /// matrix, host_labels the n class labels (uploaded like gather_rows' indices); writes the
+  /// n x n one-hot rows of each anchor's hardest positive (pos) and negative (neg), a row of
+  /// zeros where there is none. No host synchronisation.
+  template <class T>
+  static void mine_batch_hard(const T* d, const std::int64_t* host_labels, index_t n, T* pos,
+                              T* neg) {
+    if (n == 0) return;
+    namespace dk = detail::kernels;
+    cuda::check_device_of(d, "mine_batch_hard");
+    cuda::DeviceBuffer<std::int64_t> labels(static_cast<std::size_t>(n));  // stream-ordered
+    cuda::upload(labels.data(), host_labels, static_cast<std::size_t>(n));
+    const cudaStream_t st = cuda::stream();
+    const auto grid = static_cast<unsigned>(std::min<index_t>(n, 65535));
+    dk::mine_batch_hard<<<grid, dk::block, 0, st>>>(d, labels.data(), n, pos, neg);
+    dk::check_launch("mine_batch_hard kernel", st);
   }
 
   /// out[r] = max over row r (a row of none gives -inf).
@@ -496,8 +585,38 @@ struct Cuda {
   }
 
  private:
+  // The BF16 mode: op(A) and op(B) rounded to BF16 into packed scratch (stream-ordered pool
+  // memory), then a BF16-input GEMM accumulating in FP32 (cuda::gemm_bf16_inputs).
+  static void gemm_bf16(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, float alpha,
+                        const float* A, index_t lda, const float* B, index_t ldb, float beta,
+                        float* C, index_t ldc) {
+    namespace dk = detail::kernels;
+    detail::check_gemm_dims(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc);
+    cuda::check_device_of(C, "gemm");
+    const cudaStream_t st = cuda::stream();
+    const index_t ar = trans_a ? k : m, ac = trans_a ? m : k;  // A as stored
+    const index_t br = trans_b ? n : k, bc = trans_b ? k : n;  // B as stored
+    cuda::DeviceBuffer<__nv_bfloat16> a16(static_cast<std::size_t>(ar * ac)),
+        b16(static_cast<std::size_t>(br * bc));
+    dk::round_to_bf16<<<dk::grid_for(ar * ac), dk::block, 0, st>>>(a16.data(), A, ar, ac, lda);
+    dk::check_launch("round_to_bf16 kernel", st);
+    dk::round_to_bf16<<<dk::grid_for(br * bc), dk::block, 0, st>>>(b16.data(), B, br, bc, ldb);
+    dk::check_launch("round_to_bf16 kernel", st);
+    cuda::gemm_bf16_inputs(trans_a, trans_b, m, n, k, alpha, a16.data(), ac, b16.data(), bc, beta,
+                           C, ldc);
+    cuda::launch_counter().fetch_add(1, std::memory_order_relaxed);
+    if (cuda::sync_check_enabled()) {
+      const cudaError_t ran = cudaStreamSynchronize(st);
+      if (ran != cudaSuccess)
+        throw cuda_error(std::string("cuBLAS BF16 gemm failed while running "
+                                     "(SIAM_CUDA_SYNC_CHECK): ") +
+                         cudaGetErrorName(ran));
+    }
+  }
+
   static constexpr index_t small_reduction = 1 << 16;
   static constexpr index_t max_row_blocks = 65536;  // sum_cols: blocks stride over rows beyond
+  static constexpr index_t max_chunk_rows = 65536;  // sum_rows: rows per first-level chunk
 
   // Column totals in two levels when the input is tall: rows are cut into chunks (one grid
   // row of blocks each) whose totals a second kernel adds in chunk order. The chunking
@@ -512,8 +631,14 @@ struct Cuda {
     const index_t tiles = (cols + 31) / 32;
     const index_t grid_x = std::min<index_t>(tiles, 65535);
     index_t chunks = 1;
-    if (rows > 2048 && tiles < 256)  // few blocks for many rows: split the rows too
-      chunks = std::min<index_t>({(rows + 511) / 512, (1024 + tiles - 1) / tiles, 65535});
+    // Few blocks for many rows: split the rows too, into enough chunks to fill the device
+    // and at most 64 Ki rows each (so a thread adds at most 8 Ki values in T; the chunk
+    // totals are added in double by sum_rows_final).
+    if (rows > 2048 && (tiles < 256 || rows > max_chunk_rows))
+      chunks = std::min<index_t>(
+          {(rows + 511) / 512,
+           std::max((1024 + tiles - 1) / tiles, (rows + max_chunk_rows - 1) / max_chunk_rows),
+           65535});
     const index_t chunk_rows = (rows + chunks - 1) / chunks;
     chunks = rows == 0 ? 1 : (rows + chunk_rows - 1) / chunk_rows;
     if (chunks == 1) {

@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "siam/backend/cuda_runtime.hpp"
 
@@ -43,13 +44,18 @@ class Graph {
     Context& ctx = context();
     const cudaStream_t s = ctx.stream();
     SIAM_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    ctx.set_capture_store(&host_data_);  // uploads during the capture are kept here
     try {
       work();
     } catch (...) {
+      ctx.set_capture_store(nullptr);
       end_capture(s);  // discards the partial graph
+      host_data_.clear();
       throw;
     }
+    ctx.set_capture_store(nullptr);
     detail::UniqueGraph graph = end_capture(s);
+    if (!graph) host_data_.clear();
     if (!graph)
       throw cuda_error(
           "CUDA graph capture failed: the captured work synchronised with the host, allocated "
@@ -78,10 +84,21 @@ class Graph {
 
   bool captured() const noexcept { return static_cast<bool>(exec_); }
   void reset() noexcept {
+    if (!host_data_.empty() && exec_) {
+      // A queued replay may still copy from the graph's host data: let it finish first.
+      if (Context* c = detail::existing_context(device_)) (void)cudaStreamSynchronize(c->stream());
+    }
     exec_.reset();
     graph_.reset();
+    host_data_.clear();
     nodes_ = 0;
   }
+  ~Graph() { reset(); }
+  Graph() = default;
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  /// Host uploads made during the capture (page-locked copies that every replay reads again).
+  std::size_t host_data_blocks() const noexcept { return host_data_.size(); }
   /// Operations (kernels, copies, memsets, allocations) in the captured graph.
   std::size_t nodes() const noexcept { return nodes_; }
 
@@ -102,6 +119,7 @@ class Graph {
   detail::UniqueGraphExec exec_;
   std::size_t nodes_ = 0;
   int device_ = 0;
+  std::vector<detail::UniquePinned> host_data_;  // uploads made during the capture
   std::string capture_error_;
 };
 

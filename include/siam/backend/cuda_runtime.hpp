@@ -314,6 +314,16 @@ class DevicePool {
     DeviceGuard guard(device_);
     void* p = nullptr;
     cudaError_t status = cudaMallocFromPoolAsync(&p, bytes, pool_.get(), stream_);
+    const bool in_capture = capturing();
+    if (status == cudaErrorMemoryAllocation && in_capture) {
+      // A capture may not synchronise: no trim-and-retry; the capture fails, typed.
+      (void)cudaGetLastError();
+      throw cuda_out_of_memory("device allocation of " + std::to_string(bytes) +
+                                   " bytes failed on device " + std::to_string(device_) +
+                                   " during a CUDA graph capture (no retry: a capture cannot "
+                                   "synchronise to release the cache)",
+                               device_, bytes, 0, 0);
+    }
     if (status == cudaErrorMemoryAllocation) {
       (void)cudaGetLastError();  // out-of-memory is not sticky; clear it before retrying
       ++stats_.oom_retries;
@@ -343,9 +353,13 @@ class DevicePool {
     ++stats_.allocations;
     stats_.bytes_in_use += bytes;
     stats_.peak_bytes_in_use = std::max(stats_.peak_bytes_in_use, stats_.bytes_in_use);
-    const std::size_t reserved = attribute(cudaMemPoolAttrReservedMemCurrent);
-    if (reserved > reserved_seen_) ++stats_.cuda_malloc_calls;
-    reserved_seen_ = reserved;
+    // The driver refuses pool queries from a capturing thread (cudaErrorStreamCaptureUnsupported):
+    // inside a capture the allocation is a graph node anyway, not a reservation growth.
+    if (!in_capture) {
+      const std::size_t reserved = attribute(cudaMemPoolAttrReservedMemCurrent);
+      if (reserved > reserved_seen_) ++stats_.cuda_malloc_calls;
+      reserved_seen_ = reserved;
+    }
     return p;
   }
 
@@ -406,9 +420,16 @@ class DevicePool {
 
   /// Returns every cached (freed) block to the system; blocks in use are kept. Waits for the
   /// context stream, since its queued frees are only then complete; does not block the device.
+  ///
+  /// The pool reserves device memory in chunks (the driver's granularity, typically 2 or 32 MiB):
+  /// a chunk that still holds a block in use cannot be returned, so bytes_cached reaches 0 only
+  /// when no block is in use, and otherwise stays below one chunk per live block. value_error
+  /// while the stream is being captured (a capture cannot synchronise).
   void release_cached() {
     std::lock_guard lock(mutex_);
     DeviceGuard guard(device_);
+    if (capturing())
+      throw value_error("release_cached: the context stream is being captured into a CUDA graph");
     SIAM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     SIAM_CUDA_CHECK(cudaMemPoolTrimTo(pool_.get(), 0));
     reserved_seen_ = attribute(cudaMemPoolAttrReservedMemCurrent);
@@ -422,14 +443,34 @@ class DevicePool {
     stats_.cache_limit = bytes;
   }
 
+  /// The counters, and the driver's reservation figures as last read. While the context stream
+  /// is being captured the driver refuses pool queries, so the reservation figures are those of
+  /// the last call made outside a capture.
   cuda::PoolStats stats() const {
     std::lock_guard lock(mutex_);
     cuda::PoolStats s = stats_;
+    if (capturing()) {
+      s.bytes_reserved = last_reserved_;
+      s.peak_bytes_reserved = last_peak_reserved_;
+      s.bytes_cached = last_cached_;
+      return s;
+    }
     s.bytes_reserved = attribute(cudaMemPoolAttrReservedMemCurrent);
     s.peak_bytes_reserved = attribute(cudaMemPoolAttrReservedMemHigh);
     const std::size_t used = attribute(cudaMemPoolAttrUsedMemCurrent);
     s.bytes_cached = s.bytes_reserved > used ? s.bytes_reserved - used : 0;
+    last_reserved_ = s.bytes_reserved;
+    last_peak_reserved_ = s.peak_bytes_reserved;
+    last_cached_ = s.bytes_cached;
     return s;
+  }
+
+  /// Whether the context stream is being captured into a CUDA graph (cudaStreamIsCapturing,
+  /// which is legal during a capture). While it is, nothing may synchronise or query the pool.
+  bool capturing() const {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    SIAM_CUDA_CHECK(cudaStreamIsCapturing(stream_, &status));
+    return status != cudaStreamCaptureStatusNone;
   }
 
  private:
@@ -452,6 +493,7 @@ class DevicePool {
   std::unordered_map<void*, Block> live_;
   std::size_t reserved_seen_ = 0;
   cuda::PoolStats stats_;
+  mutable std::size_t last_reserved_ = 0, last_peak_reserved_ = 0, last_cached_ = 0;
 };
 
 /// Pinned host memory through which host-to-device copies go, as a ring: a copy takes the next
@@ -598,6 +640,14 @@ class Context {
   detail::DevicePool& pool() noexcept { return *pool_; }
   detail::StagingRing& staging() noexcept { return staging_; }
 
+  /// While a cuda::Graph captures on this context: where host data uploaded during the capture
+  /// is kept (page-locked copies the graph owns, since every replay copies from them again);
+  /// nullptr otherwise. Set by cuda::Graph only.
+  std::vector<detail::UniquePinned>* capture_store() const noexcept { return capture_store_; }
+  void set_capture_store(std::vector<detail::UniquePinned>* store) noexcept {
+    capture_store_ = store;
+  }
+
   /// How FP32 GEMMs compute (MatmulPrecision::highest by default).
   MatmulPrecision matmul_precision() const noexcept {
     return precision_.load(std::memory_order_acquire);
@@ -632,6 +682,7 @@ class Context {
   std::mutex cublas_mutex_;
   std::map<LtKey, std::optional<cublasLtMatmulHeuristicResult_t>> lt_plans_;
   std::atomic<MatmulPrecision> precision_{MatmulPrecision::highest};
+  std::vector<detail::UniquePinned>* capture_store_ = nullptr;
 };
 
 }  // namespace siam::cuda
@@ -987,12 +1038,33 @@ void copy_to_device(T* dst, const T* src, std::size_t n) {
 /// Host -> device through the context's pinned staging ring (detail::StagingRing): `src` (pageable
 /// or pinned) may be reused as soon as this returns; the DMA is queued on stream() behind earlier
 /// work. The host waits only when 4 MiB or 64 copies are still queued, for the oldest of them.
+///
+/// During a cuda::Graph capture the ring cannot serve (its slots are reused, and a replay would
+/// copy whatever a later upload left there): the data is copied into page-locked memory that the
+/// graph owns, and every replay copies that same data again (it is part of the graph, like a
+/// kernel argument). Data that changes between replays belongs in device memory written before
+/// each replay. cuda_error during a capture that cuda::Graph did not start.
 template <class T>
 void upload(T* dst, const T* src, std::size_t n) {
   static_assert(std::is_trivially_copyable_v<T>);
   if (n == 0) return;
   Context& ctx = context();
-  ctx.staging().upload(dst, src, n * sizeof(T), ctx.stream());
+  if (!ctx.pool().capturing()) return ctx.staging().upload(dst, src, n * sizeof(T), ctx.stream());
+  std::vector<detail::UniquePinned>* store = ctx.capture_store();
+  if (store == nullptr)
+    throw cuda_error("upload of " + std::to_string(n * sizeof(T)) +
+                     " bytes during a stream capture that cuda::Graph did not start");
+  // cudaHostAlloc is not a stream operation, but a capture in thread-local mode refuses it as
+  // potentially unsafe: allow it for this call only (the documented push/pop of the mode).
+  void* h = nullptr;
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  SIAM_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+  const cudaError_t allocated = cudaHostAlloc(&h, n * sizeof(T), cudaHostAllocDefault);
+  SIAM_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+  SIAM_CUDA_CHECK(allocated);
+  store->emplace_back(h);
+  std::memcpy(h, src, n * sizeof(T));
+  SIAM_CUDA_CHECK(cudaMemcpyAsync(dst, h, n * sizeof(T), cudaMemcpyHostToDevice, ctx.stream()));
 }
 
 /// Host -> device without any wait: `src` must be page-locked (PinnedBuffer, cudaHostAlloc or
@@ -1140,11 +1212,35 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
                                     CUBLAS_GEMM_DEFAULT));
 }
 
+/// Row-major C[m x n] (FP32) = alpha * op(A) * op(B) + beta * C where A and B are BF16
+/// (CUDA_R_16BF, 2 bytes an element, e.g. FP32 inputs rounded by a kernel) and products
+/// accumulate in FP32 (CUBLAS_COMPUTE_32F). Layout as in gemm(). This is how the backend runs
+/// the BF16 mode: CUBLAS_COMPUTE_32F_FAST_16BF only *allows* cuBLAS to round FP32 inputs to
+/// BF16, and a kernel it picks may keep TF32 instead, so the rounding is done explicitly.
+inline void gemm_bf16_inputs(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n,
+                             std::int64_t k, float alpha, const void* A, std::int64_t lda,
+                             const void* B, std::int64_t ldb, float beta, float* C,
+                             std::int64_t ldc) {
+  detail::check_gemm_dims(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc);
+  if (m == 0 || n == 0) return;
+  Context& ctx = context();
+  if (k == 0) {
+    detail::scale_rows(ctx, m, n, beta, C, ldc);
+    return;
+  }
+  std::lock_guard lock(ctx.cublas_mutex());
+  const auto op = [](bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; };
+  SIAM_CUBLAS_CHECK(cublasGemmEx_64(ctx.cublas(), op(trans_b), op(trans_a), n, m, k, &alpha, B,
+                                    CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, C, CUDA_R_32F,
+                                    ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 /// Row-major Y[m x n] = act(X[m x k] W[k x n] + 1 bias[n]) in one cuBLASLt call whose epilogue
 /// adds the bias and, when `relu`, applies max(., 0) while the tile is still in registers: no
 /// second pass over Y. Same precision modes as gemm(). Returns false, having done nothing, when
 /// cuBLASLt offers no algorithm for this case (the caller then runs gemm() and a pass); throws
-/// cuda_error when the call itself fails. Not for m, n or k of 0.
+/// cuda_error when the call itself fails. Not for m, n or k of 0. In the BF16 mode (medium) it
+/// always declines for float, so the caller's gemm rounds the inputs to BF16 explicitly.
 template <class T>
 bool gemm_bias(bool relu, std::int64_t m, std::int64_t n, std::int64_t k, const T* X,
                std::int64_t ldx, const T* W, std::int64_t ldw, const T* bias, T* Y,
@@ -1155,6 +1251,7 @@ bool gemm_bias(bool relu, std::int64_t m, std::int64_t n, std::int64_t k, const 
   constexpr bool is_float = std::is_same_v<T, float>;
   constexpr cudaDataType_t type = is_float ? CUDA_R_32F : CUDA_R_64F;
   Context& ctx = context();
+  if (is_float && ctx.matmul_precision() == MatmulPrecision::medium) return false;
   const cublasComputeType_t compute = compute_type<T>(ctx.matmul_precision());
   std::lock_guard lock(ctx.cublas_mutex());  // one cuBLAS(Lt) user of the context at a time
   // Column-major view, as in gemm(): Y^T [n x m] = W^T [n x k] X^T [k x m]; the bias runs along

@@ -6,8 +6,11 @@
 // Handles and descriptors are RAII objects, created once per device (handle, bound to the
 // backend's stream) and per geometry (descriptors and the algorithms cuDNN's heuristics
 // pick), then reused. The workspace is the op's tape slot, i.e. memory from the backend's
-// pool: after the first step nothing is cudaMalloc'd. Math is plain FP32/FP64
-// (CUDNN_FMA_MATH: no TF32 tensor cores), so the CPU/GPU parity tolerances hold.
+// pool: after the first step nothing is cudaMalloc'd. In the highest matmul precision (the
+// default) math is plain FP32/FP64: every descriptor is CUDNN_FMA_MATH and only algorithms of
+// that math type are chosen (no TF32 tensor cores), so the CPU/GPU parity tolerances hold; in
+// high and medium the heuristics may pick tensor-core algorithms. Deterministic algorithms are
+// preferred.
 #pragma once
 
 #include <cudnn.h>
@@ -89,7 +92,7 @@ __global__ void forward(ConvGeometry g, const T* x, T* y, T* idx) {
     for (index_t ki = 0; ki < g.kh; ++ki)
       for (index_t kj = 0; kj < g.kw; ++kj) {
         const index_t at = (y0 + ki) * g.w + x0 + kj;
-        if (xp[at] > v) {
+        if (xp[at] > v || xp[at] != xp[at]) {  // NaN wins and stays (as HostPool)
           v = xp[at];
           best = at;
         }
@@ -131,9 +134,11 @@ struct DeviceConv<T, Cuda> {
   struct Entry {
     int device;
     ConvGeometry g;
+    MatmulPrecision mode;  // the matmul precision the algorithms were chosen for
     cuda::detail::UniqueTensorDesc x, y, b;
     cuda::detail::UniqueFilterDesc w;
-    cuda::detail::UniqueConvDesc conv;
+    // One descriptor per direction: each carries the math type of its chosen algorithm.
+    cuda::detail::UniqueConvDesc conv, conv_bwd_data, conv_bwd_filter;
     cudnnConvolutionFwdAlgo_t fwd;
     cudnnConvolutionBwdDataAlgo_t bwd_data;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter;
@@ -147,16 +152,42 @@ struct DeviceConv<T, Cuda> {
     SIAM_CUDNN_CHECK(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NCHW, dtype, n, c, h, w));
     return u;
   }
-  // The first algorithm cuDNN's heuristics rank that runs in plain FP32 math.
+  // Whether an algorithm's math type is allowed in `mode`: in highest (and always for double)
+  // FMA math (plain FP32/FP64), or an algorithm cuDNN lists under CUDNN_DEFAULT_MATH, which then
+  // runs with the descriptor set to CUDNN_FMA_MATH (the default math type itself would let FP32
+  // convolutions use TF32 on Ampere and later); never CUDNN_TENSOR_OP_MATH or
+  // _ALLOW_CONVERSION. high and medium may use tensor cores, but never _ALLOW_CONVERSION (FP16).
+  static bool plain_only(MatmulPrecision mode) {
+    return !std::is_same_v<T, float> || mode == MatmulPrecision::highest;
+  }
+  static bool math_allowed(cudnnMathType_t math, MatmulPrecision mode) {
+    if (plain_only(mode)) return math == CUDNN_FMA_MATH || math == CUDNN_DEFAULT_MATH;
+    return math != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;  // FP16 down-conversion: never
+  }
+
+  // The first algorithm cuDNN's heuristics rank whose math type `mode` allows, deterministic
+  // ones first (then results are the same run to run) and, in highest, ones listed under FMA
+  // math before those listed under the default math type. The math type it runs with is set
+  // on `cd` (always CUDNN_FMA_MATH in highest).
   template <class Algo, class Perf, class F>
-  static Algo pick(const char* what, F query) {
-    Perf perf[16];
+  static Algo pick(const char* what, cudnnConvolutionDescriptor_t cd, MatmulPrecision mode,
+                   F query) {
+    Perf perf[32];
     int found = 0;
-    SIAM_CUDNN_CHECK(query(perf, 16, &found));
-    for (int i = 0; i < found; ++i)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType != CUDNN_TENSOR_OP_MATH)
-        return perf[i].algo;
-    throw cuda_error(std::string("cuDNN: no ") + what + " algorithm for this convolution");
+    SIAM_CUDNN_CHECK(query(perf, 32, &found));
+    for (const bool need_deterministic : {true, false})
+      for (const bool need_fma : {true, false})
+        for (int i = 0; i < found; ++i) {
+          const Perf& p = perf[i];
+          if (p.status != CUDNN_STATUS_SUCCESS || !math_allowed(p.mathType, mode)) continue;
+          if (need_deterministic && p.determinism != CUDNN_DETERMINISTIC) continue;
+          if (need_fma && plain_only(mode) && p.mathType != CUDNN_FMA_MATH) continue;
+          SIAM_CUDNN_CHECK(
+              cudnnSetConvolutionMathType(cd, plain_only(mode) ? CUDNN_FMA_MATH : p.mathType));
+          return p.algo;
+        }
+    throw cuda_error(std::string("cuDNN: no ") + what + " algorithm for this convolution in " +
+                     (plain_only(mode) ? "FMA (plain FP32/FP64) math" : "any math type"));
   }
 
   // Per device and geometry, created on first use. One thread drives a device's stream.
@@ -164,12 +195,15 @@ struct DeviceConv<T, Cuda> {
     static auto* const cache = new std::vector<std::unique_ptr<Entry>>;
     static std::mutex mutex;
     const int dev = cuda::current_device();
+    const MatmulPrecision mode =
+        std::is_same_v<T, float> ? cuda::matmul_precision() : MatmulPrecision::highest;
     std::lock_guard lock(mutex);
     for (auto& e : *cache)
-      if (e->device == dev && e->g == g) return *e;
+      if (e->device == dev && e->g == g && e->mode == mode) return *e;
     auto e = std::make_unique<Entry>();
     e->device = dev;
     e->g = g;
+    e->mode = mode;
     auto i = [](index_t v) { return static_cast<int>(v); };
     e->x = tensor(i(g.n), i(g.c), i(g.h), i(g.w));
     e->y = tensor(i(g.n), i(g.o), i(g.oh), i(g.ow));
@@ -179,33 +213,41 @@ struct DeviceConv<T, Cuda> {
     e->w.reset(fd);
     SIAM_CUDNN_CHECK(
         cudnnSetFilter4dDescriptor(fd, dtype, CUDNN_TENSOR_NCHW, i(g.o), i(g.c), i(g.kh), i(g.kw)));
-    cudnnConvolutionDescriptor_t cd = nullptr;
-    SIAM_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&cd));
-    e->conv.reset(cd);
-    SIAM_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(
-        cd, i(g.pad), i(g.pad), i(g.stride), i(g.stride), 1, 1, CUDNN_CROSS_CORRELATION, dtype));
-    SIAM_CUDNN_CHECK(cudnnSetConvolutionMathType(cd, CUDNN_FMA_MATH));
+    const auto make_conv = [&](cuda::detail::UniqueConvDesc& slot) {
+      cudnnConvolutionDescriptor_t cd = nullptr;
+      SIAM_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&cd));
+      slot.reset(cd);
+      SIAM_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(
+          cd, i(g.pad), i(g.pad), i(g.stride), i(g.stride), 1, 1, CUDNN_CROSS_CORRELATION, dtype));
+      // Asked with FMA math in highest, so the heuristics rank plain FP32 algorithms; with the
+      // default math type (tensor cores allowed) otherwise. pick() sets the chosen one's.
+      SIAM_CUDNN_CHECK(
+          cudnnSetConvolutionMathType(cd, plain_only(mode) ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH));
+      return cd;
+    };
+    cudnnConvolutionDescriptor_t cf = make_conv(e->conv), cbd = make_conv(e->conv_bwd_data),
+                                 cbf = make_conv(e->conv_bwd_filter);
     cudnnHandle_t h = cuda::cudnn_handle();
     e->fwd = pick<cudnnConvolutionFwdAlgo_t, cudnnConvolutionFwdAlgoPerf_t>(
-        "forward", [&](auto* p, int n, int* f) {
-          return cudnnGetConvolutionForwardAlgorithm_v7(h, e->x.get(), fd, cd, e->y.get(), n, f, p);
+        "forward", cf, mode, [&](auto* p, int n, int* f) {
+          return cudnnGetConvolutionForwardAlgorithm_v7(h, e->x.get(), fd, cf, e->y.get(), n, f, p);
         });
     e->bwd_data = pick<cudnnConvolutionBwdDataAlgo_t, cudnnConvolutionBwdDataAlgoPerf_t>(
-        "backward-data", [&](auto* p, int n, int* f) {
-          return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, fd, e->y.get(), cd, e->x.get(), n,
+        "backward-data", cbd, mode, [&](auto* p, int n, int* f) {
+          return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, fd, e->y.get(), cbd, e->x.get(), n,
                                                              f, p);
         });
     e->bwd_filter = pick<cudnnConvolutionBwdFilterAlgo_t, cudnnConvolutionBwdFilterAlgoPerf_t>(
-        "backward-filter", [&](auto* p, int n, int* f) {
-          return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, e->x.get(), e->y.get(), cd, fd, n,
-                                                               f, p);
+        "backward-filter", cbf, mode, [&](auto* p, int n, int* f) {
+          return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, e->x.get(), e->y.get(), cbf, fd,
+                                                               n, f, p);
         });
     std::size_t a = 0, b = 0, c = 0;
     SIAM_CUDNN_CHECK(
-        cudnnGetConvolutionForwardWorkspaceSize(h, e->x.get(), fd, cd, e->y.get(), e->fwd, &a));
-    SIAM_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, fd, e->y.get(), cd, e->x.get(),
-                                                                  e->bwd_data, &b));
-    SIAM_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, e->x.get(), e->y.get(), cd,
+        cudnnGetConvolutionForwardWorkspaceSize(h, e->x.get(), fd, cf, e->y.get(), e->fwd, &a));
+    SIAM_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, fd, e->y.get(), cbd,
+                                                                  e->x.get(), e->bwd_data, &b));
+    SIAM_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, e->x.get(), e->y.get(), cbf,
                                                                     fd, e->bwd_filter, &c));
     e->bytes = std::max({a, b, c});
     cache->push_back(std::move(e));
@@ -243,13 +285,13 @@ struct DeviceConv<T, Cuda> {
       SIAM_CUDNN_CHECK(cudnnConvolutionBackwardBias(h, &one, e.y.get(), dy, acc_db ? &one : &zero,
                                                     e.b.get(), db));
     if (dw)
-      SIAM_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, e.x.get(), x, e.y.get(), dy,
-                                                      e.conv.get(), e.bwd_filter, work, e.bytes,
-                                                      acc_dw ? &one : &zero, e.w.get(), dw));
+      SIAM_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+          h, &one, e.x.get(), x, e.y.get(), dy, e.conv_bwd_filter.get(), e.bwd_filter, work,
+          e.bytes, acc_dw ? &one : &zero, e.w.get(), dw));
     if (dx)
       SIAM_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, e.w.get(), w, e.y.get(), dy,
-                                                    e.conv.get(), e.bwd_data, work, e.bytes,
-                                                    acc_dx ? &one : &zero, e.x.get(), dx));
+                                                    e.conv_bwd_data.get(), e.bwd_data, work,
+                                                    e.bytes, acc_dx ? &one : &zero, e.x.get(), dx));
     cuda::launch_counter().fetch_add((db ? 1u : 0u) + (dw ? 1u : 0u) + (dx ? 1u : 0u),
                                      std::memory_order_relaxed);
   }

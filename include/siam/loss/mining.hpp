@@ -9,8 +9,9 @@
 //   batch all: every valid triplet (a, p, n) (label p = label a != label n, p != a);
 //     loss = SUM max(D[a, p] - D[a, n] + margin, 0) / (number of active triplets)
 //     soft margin: SUM softplus(D[a, p] - D[a, n]) / (number of valid triplets)
-// Mining reads D on the host (one device-to-host copy on a GPU); the chosen entries are
-// constants of the step, so the gradient is that of the loss for the mined triplets:
+// Mining reads D on the host, except batch hard on a backend that mines on its device
+// (siam::Cuda: no copy, no synchronisation; detail::batch_hard_on_device); the chosen entries
+// are constants of the step, so the gradient is that of the loss for the mined triplets:
 // batch hard gathers them (gather_rows: scatter-add backward); batch all weights D by the
 // per-entry coefficients C = dloss/dD, written as  loss = sum(D * C) + (value - <C, D>).
 #pragma once
@@ -80,6 +81,71 @@ inline double sigmoid_host(double x) {
   return 1 / (1 + std::exp(-x));
 }
 
+// A backend that mines on its device (siam::Cuda): B::mine_batch_hard writes each anchor's
+// one-hot hardest positive and negative rows, with the host loop's tie-breaking.
+template <class T, class B>
+concept device_mining =
+    !B::is_host && requires(const T* d, const std::int64_t* l, index_t n, T* out) {
+  B::template mine_batch_hard<T>(d, l, n, out, out);
+};
+
+// Batch hard without reading D on the host: which anchors are valid follows from the labels
+// alone (host), the mining runs on the device, and the mined entries are picked by one-hot
+// masks: x[a] = sum_j D[a, j] P[a, j] - sum_j D[a, j] N[a, j] (one non-zero term each, so
+// exactly D[a, p*] - D[a, n*], and the gradient reaches exactly those entries, as the
+// gather's). Invalid anchors (skipped) are masked out of the mean. Errors and messages are
+// the host path's. Reads back only when `stats` is asked for (the active count).
+template <class T, class B, class L>
+Var<T, B> batch_hard_on_device(Var<T, B> d, std::span<const L> labels, const MiningOptions& opt,
+                               MiningStats* stats) {
+  const index_t n = d.shape().rows();
+  std::vector<std::int64_t> lab(labels.begin(), labels.end());
+  std::vector<std::int64_t> sorted = lab;
+  std::sort(sorted.begin(), sorted.end());
+  const bool one_class = !sorted.empty() && sorted.front() == sorted.back();
+  std::vector<T> valid(static_cast<std::size_t>(n), T(0));
+  index_t m = 0;
+  for (index_t a = 0; a < n; ++a) {
+    const std::int64_t la = lab[static_cast<std::size_t>(a)];
+    const auto same = std::upper_bound(sorted.begin(), sorted.end(), la) -
+                      std::lower_bound(sorted.begin(), sorted.end(), la);
+    const bool has_p = same > 1, has_q = !one_class;
+    if (!has_p || !has_q) {
+      if (opt.skip_invalid_anchors) continue;
+      throw value_error("batch_hard_triplet_loss: anchor " + std::to_string(a) + " (label " +
+                        std::to_string(labels[static_cast<std::size_t>(a)]) + ") has no " +
+                        (!has_p ? "other image of its class" : "image of another class") +
+                        " in the batch (use a P x K sampler with P >= 2 and K >= 2)");
+    }
+    valid[static_cast<std::size_t>(a)] = T(1);
+    ++m;
+  }
+  if (m == 0)
+    throw value_error("batch_hard_triplet_loss: no anchor of the batch of " + std::to_string(n) +
+                      " has both a positive and a negative");
+  auto& t = d.tape();
+  Var<T, B> pos = t.make(Shape{n, n}, false), neg = t.make(Shape{n, n}, false);
+  B::template mine_batch_hard<T>(d.value().data(), lab.data(), n, pos.value().data(),
+                                 neg.value().data());
+  Var<T, B> x = sum(d * pos, 1) - sum(d * neg, 1);
+  Var<T, B> h = opt.soft ? softplus(x) : relu(x + static_cast<T>(opt.margin));
+  if (m < n) {
+    Var<T, B> mask = t.make(Shape{n}, false);
+    B::from_host(mask.value().data(), valid.data(), n);
+    h = h * mask;
+  }
+  if (stats) {
+    const std::vector<T> xs = x.value().to_vector();
+    index_t active = 0;
+    for (index_t a = 0; a < n; ++a)
+      if (valid[static_cast<std::size_t>(a)] != T(0) &&
+          (opt.soft || double(xs[static_cast<std::size_t>(a)]) + opt.margin > 0))
+        ++active;
+    *stats = {m, m, active};
+  }
+  return sum(h) * static_cast<T>(1.0 / static_cast<double>(m));
+}
+
 }  // namespace detail
 
 /// Batch-hard triplet loss (see the top of this header). Throws shape_error for labels
@@ -91,6 +157,8 @@ Var<T, B> batch_hard_triplet_loss(Var<T, B> e, std::span<const L> labels, Mining
   detail::check_mining_input("batch_hard_triplet_loss", e, labels, opt);
   const index_t n = e.shape().rows();
   Var<T, B> d = detail::distance_matrix(e, opt.distance);
+  if constexpr (detail::device_mining<T, B>)
+    return detail::batch_hard_on_device(d, labels, opt, stats);
   const std::vector<T> dh = d.value().to_vector();
   std::vector<std::uint32_t> pos, neg;
   index_t active = 0;

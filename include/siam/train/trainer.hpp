@@ -325,6 +325,7 @@ class Trainer {
         captured_.clear();
         captured_.push_back(batch_.inputs.data());
         captured_.push_back(batch_.targets.data());
+        captured_shapes_ = {batch_.inputs.shape(), batch_.targets.shape()};
         for (auto* p : params_) {
           captured_.push_back(p->value.data());
           captured_.push_back(p->grad.data());
@@ -340,6 +341,11 @@ class Trainer {
   bool buffers_moved() const {
     if (captured_.size() != 2 + 2 * params_.size()) return true;
     if (captured_[0] != batch_.inputs.data() || captured_[1] != batch_.targets.data()) return true;
+    // A smaller batch may keep the buffer (a shrinking resize does not move it): the captured
+    // work would still run over the old shape.
+    if (captured_shapes_.size() != 2 || !(captured_shapes_[0] == batch_.inputs.shape()) ||
+        !(captured_shapes_[1] == batch_.targets.shape()))
+      return true;
     for (std::size_t i = 0; i < params_.size(); ++i)
       if (captured_[2 + 2 * i] != params_[i]->value.data() ||
           captured_[3 + 2 * i] != params_[i]->grad.data())
@@ -413,6 +419,7 @@ class Trainer {
   long long iteration_ = 0;
   // graph mode
   typename B::StepGraph graph_;
+  std::vector<Shape> captured_shapes_;  // the batch's shapes at the capture
   std::vector<T> host_scalars_;
   Tensor<T, B> scalars_;       // [apply row, skip row], uploaded before each replay
   Tensor<T, B> coefficients_;  // the row the device picked
