@@ -1,13 +1,21 @@
 """Checks siam's exports with independent readers (registered with CTest).
 
-usage: check_interop.py safetensors|onnx FIXTURES_BINARY DEPLOY_MD
+usage: check_interop.py safetensors|onnx|onnxruntime FIXTURES_BINARY DEPLOY_MD
+       check_interop.py cnn FIXTURES_BINARY DEPLOY_MD MNIST_SIAMESE
 
 safetensors: a file written by siam is read with json + numpy only (no siam code), its
   tensors give siam's embeddings; a file written here loads into siam and gives ours.
 onnx: onnx.checker (full check) and OpenCV's DNN module on the exported MLP ([batch, 784]
   and [batch, 1, 28, 28] inputs) and on a graph of every emitter (against NumPy).
-Both run the docs' examples of their kind. Exit 77 (skip) when numpy, or for the onnx
-part onnx or cv2, cannot be imported.
+onnxruntime: the docs' ONNX Runtime example (exit 77, skipped, where onnxruntime is not
+  installed, as on Debian 12).
+cnn: a LeNet trained for a few iterations by mnist_siamese, given an L2-normalised output
+  (fixtures l2) and exported by `mnist_siamese export`: OpenCV DNN runs the ONNX file and a
+  torch.nn.Module of the same structure loads the safetensors file with
+  load_state_dict(strict=True); both must give siam's embeddings within 1e-5. Exit 77 only
+  when cv2 or torch cannot be imported; any failure to load or run is a failure.
+The safetensors and onnx parts run the docs' examples of their kind. Exit 77 (skip) when
+numpy, or for the onnx part onnx or cv2, cannot be imported.
 """
 import json
 import os
@@ -27,6 +35,7 @@ except ImportError:
 
 part, fixtures, deploy_md = sys.argv[1], sys.argv[2], sys.argv[3]
 failures = []
+CNN_TOL = 1e-5
 
 
 def check(name, ok, detail=""):
@@ -35,13 +44,13 @@ def check(name, ok, detail=""):
         failures.append(name)
 
 
-def close(name, got, want):
+def close(name, got, want, tol=TOL):
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     if got.shape != want.shape:
         check(name, False, f"shape {got.shape} vs {want.shape}")
         return
     err = float(np.max(np.abs(got - want))) if got.size else 0.0
-    check(name, err <= TOL, f"max |difference| {err:.3g}, tolerance {TOL}, n = {len(got)}")
+    check(name, err <= tol, f"max |difference| {err:.3g}, tolerance {tol}, n = {len(got)}")
 
 
 def read_safetensors(path):
@@ -98,6 +107,100 @@ def run_examples(kind_modules, work, want):
             os.chdir(cwd)
         close(f"docs example '{name}' gives siam's embeddings", scope["embedding"], want)
 
+
+def cnn_part(work, example):
+    """mnist_siamese --arch cnn -> + L2Normalize -> export -> OpenCV DNN and PyTorch."""
+    try:
+        import cv2
+        import torch
+    except ImportError as e:
+        print(f"skipped: {e.name} is not installed for {sys.executable} (Debian: python3-opencv, python3-torch)")
+        sys.exit(77)
+
+    def run(name, cmd):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        check(name, r.returncode == 0, f"exit {r.returncode}" + (f": {r.stderr.strip()[-300:]}" if r.returncode else ""))
+        return r
+
+    train = os.path.join(work, "train")
+    run("mnist_siamese --arch cnn trains a small model",
+        [example, "--arch", "cnn", "--train-size", "200", "--test-size", "50", "--batch-pairs", "16",
+         "--iterations", "5", "--eval-every", "5", "--out", train])
+    model = os.path.join(work, "cnn_l2.siam")
+    r = run("fixtures appends L2Normalize", [fixtures, "l2", os.path.join(train, "model.siam"), model, work])
+    print("      model:", r.stdout.strip())
+    if failures:
+        return
+    images = np.fromfile(os.path.join(work, "images.f32"), "<f4").reshape(-1, 1, 28, 28)
+    want = np.fromfile(os.path.join(work, "embedding.f32"), "<f4").reshape(len(images), -1)
+    check("siam's embeddings are L2-normalised", np.allclose(np.linalg.norm(want, axis=1), 1, atol=1e-5))
+    onnx_path, st_path = os.path.join(work, "cnn.onnx"), os.path.join(work, "cnn.safetensors")
+    r = subprocess.run([example, "export", "--model", model, "--onnx", onnx_path, "--safetensors", st_path],
+                       capture_output=True, text=True)
+    has_onnx = "no ONNX export" not in r.stdout + r.stderr
+    if not has_onnx:
+        print("skip  OpenCV: this build has no ONNX export")
+        r = subprocess.run([example, "export", "--model", model, "--safetensors", st_path], capture_output=True, text=True)
+    check("mnist_siamese export", r.returncode == 0, (r.stdout + r.stderr).strip()[-400:])
+
+    if has_onnx:
+        try:
+            net = cv2.dnn.readNetFromONNX(onnx_path)
+            net.setInput(images)
+            close("OpenCV DNN runs the CNN with L2 output: siam's embeddings", net.forward(), want, CNN_TOL)
+        except cv2.error as e:
+            check("OpenCV DNN runs the CNN with L2 output: siam's embeddings", False, str(e).strip().splitlines()[-1])
+
+    class Embedding(torch.nn.Module):  # LeNet, as nn::lenet_specs + L2Normalize
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.Sequential(
+                torch.nn.Conv2d(1, 20, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2, 2),
+                torch.nn.Conv2d(20, 50, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2, 2),
+                torch.nn.Flatten(), torch.nn.Linear(800, 500), torch.nn.ReLU(),
+                torch.nn.Linear(500, want.shape[1]))
+
+        def forward(self, x):
+            return torch.nn.functional.normalize(self.layers(x), dim=1, eps=1e-12)
+
+    tensors, _ = read_safetensors(st_path)
+    model_pt = Embedding()
+    try:
+        model_pt.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in tensors.items()}, strict=True)
+        with torch.no_grad():
+            got = model_pt(torch.from_numpy(images.copy())).numpy()
+        close("PyTorch loads the safetensors file (strict): siam's embeddings", got, want, CNN_TOL)
+    except RuntimeError as e:
+        check("PyTorch loads the safetensors file (strict): siam's embeddings", False, str(e).replace("\n", " ")[:400])
+
+
+def onnxruntime_part(work):
+    """The docs' ONNX Runtime example; a skip (77) where onnxruntime is not installed."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print(f"skipped: onnxruntime is not installed for {sys.executable} (Debian 12 does not package it)")
+        sys.exit(77)
+    if not os.path.exists(os.path.join(work, "mlp.onnx")):
+        print("skipped: this build has no ONNX export (libonnx-dev/libprotobuf-dev not found)")
+        sys.exit(77)
+
+
+def finish():
+    if failures:
+        print(f"{len(failures)} check(s) failed")
+        sys.exit(1)
+    print("all checks passed")
+    sys.exit(0)
+
+
+if part == "cnn":
+    work = tempfile.mkdtemp(prefix="siam-interop-")
+    try:
+        cnn_part(work, sys.argv[4])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    finish()
 
 work = tempfile.mkdtemp(prefix="siam-interop-")
 try:
@@ -187,13 +290,13 @@ try:
         ref = h / np.sqrt((h * h).sum(1, keepdims=True))
         close("OpenCV runs the L2 normalisation emitters (eps and none) == NumPy",
               opencv("emitters_l2.onnx", x), ref)
-        run_examples({"opencv": "cv2", "onnxruntime": "onnxruntime"}, work, want)
+        run_examples({"opencv": "cv2"}, work, want)
+    elif part == "onnxruntime":
+        onnxruntime_part(work)
+        shutil.copy(os.path.join(work, "mlp.onnx"), os.path.join(work, "model.onnx"))
+        run_examples({"onnxruntime": "onnxruntime"}, work, want)
     else:
         sys.exit(f"unknown part {part}")
 finally:
     shutil.rmtree(work, ignore_errors=True)
-
-if failures:
-    print(f"{len(failures)} check(s) failed")
-    sys.exit(1)
-print("all checks passed")
+finish()

@@ -5,11 +5,15 @@
 //                                mlp_nchw.onnx (input [batch, 1, 28, 28]),
 //                                emitters_cnn.onnx, emitters_l2.onnx
 //   fixtures embed ST IMAGES OUT loads ST (784-1024-1024-2) and writes the embeddings of IMAGES
+//   fixtures l2 IN OUT DIR       loads the model file IN, appends an L2Normalize layer, saves
+//                                it as OUT, and writes DIR/images.f32 (50 synthetic digits,
+//                                50 x 784) and DIR/embedding.f32 (the new model's embeddings)
 //   fixtures pngs DIR N SEED I   image I of synthetic_digits(N, SEED) as gray8.png, rgb.png,
 //                                rgba.png, gray16.png, inverted.png, big.png (2x), and the
 //                                hostile files empty.png, text.png, truncated.png, huge.png, ...
 #include <siam/data/png.hpp>
 #include <siam/data/synthetic_digits.hpp>
+#include <siam/io/model_file.hpp>
 #include <siam/io/safetensors.hpp>
 #include <siam/siamese.hpp>
 #if defined(SIAM_FIXTURES_ONNX)
@@ -130,6 +134,21 @@ static int embed_file(const fs::path& st, const fs::path& images, const fs::path
   return 0;
 }
 
+static int l2_model(const fs::path& in, const fs::path& out, const fs::path& dir) {
+  auto net = siam::io::load_model<float, siam::Cpu>(in);
+  net.add<siam::nn::L2Normalize<float, siam::Cpu>>();
+  siam::io::save_model(out, net);
+  const auto digits = siam::data::synthetic_digits(50, 11);
+  const auto x = siam::Tensor<float, siam::Cpu>::from(siam::Shape{50, 1, 28, 28},
+                                                      std::span<const float>(digits.images));
+  const auto e = net.embed(x);
+  fs::create_directories(dir);
+  write_floats(dir / "images.f32", digits.images);
+  write_floats(dir / "embedding.f32", std::vector<float>(e.data(), e.data() + e.shape().size()));
+  std::printf("%s\n", net.describe().c_str());
+  return 0;
+}
+
 static int pngs(const fs::path& dir, std::size_t n, std::uint64_t seed, std::size_t index) {
   fs::create_directories(dir);
   const auto d = siam::data::synthetic_digits(n, seed);
@@ -167,12 +186,15 @@ int main(int argc, char** argv) {
   try {
     if (a.size() == 2 && a[0] == "models") return models(a[1]);
     if (a.size() == 4 && a[0] == "embed") return embed_file(a[1], a[2], a[3]);
+    if (a.size() == 4 && a[0] == "l2") return l2_model(a[1], a[2], a[3]);
     if (a.size() == 5 && a[0] == "pngs")
       return pngs(a[1], std::stoul(a[2]), std::stoull(a[3]), std::stoul(a[4]));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
-  std::fprintf(stderr, "usage: fixtures models DIR | embed ST IMAGES OUT | pngs DIR N SEED I\n");
+  std::fprintf(
+      stderr,
+      "usage: fixtures models DIR | embed ST IMAGES OUT | l2 IN OUT DIR | pngs DIR N SEED I\n");
   return 2;
 }
