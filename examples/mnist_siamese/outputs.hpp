@@ -8,6 +8,7 @@
 #include <siam/io/archive.hpp>
 #include <siam/metrics.hpp>
 #include <siam/random.hpp>
+#include <siam/search/accuracy.hpp>
 
 #include <cmath>
 #include <cstdint>
@@ -213,6 +214,8 @@ struct Evaluation {
   siam::metrics::PairStats pairs;  // on the fixed test pairs
   double knn1 = 0, knn5 = 0;       // test classified by the nearest training embeddings
   double precision9 = 0;           // test against the other test images
+  // Retrieval among the test images (siam/search/accuracy.hpp; docs/retrieval.md)
+  double precision1 = 0, r_precision = 0, map_at_r = 0;
 };
 
 inline Evaluation evaluate(const std::vector<float>& train_emb, const Dataset& train,
@@ -228,6 +231,15 @@ inline Evaluation evaluate(const std::vector<float>& train_emb, const Dataset& t
       m::knn_accuracy(train_emb.data(), train.labels.data(), train.size(), test_emb.data(),
                       test.labels.data(), test.size(), dim, std::min<std::size_t>(5, train.size()));
   e.precision9 = m::precision_at_k(test_emb.data(), test.labels.data(), test.size(), dim, 9);
+  const std::vector<std::int64_t> labels(test.labels.begin(), test.labels.end());
+  siam::search::AccuracyOptions ao;
+  ao.recall_at = {1};
+  const auto r = siam::search::accuracy(
+      {test_emb.data(), static_cast<siam::index_t>(test.size()), static_cast<siam::index_t>(dim)},
+      labels.data(), ao);
+  e.precision1 = r.precision_at_1;
+  e.r_precision = r.r_precision;
+  e.map_at_r = r.map_at_r;
   return e;
 }
 

@@ -221,6 +221,9 @@ inline std::string metrics_json(const Options& o, const Data& d, const Evaluatio
       .add("knn_accuracy_k1", e.knn1)
       .add("knn_accuracy_k5", e.knn5)
       .add("precision_at_9", e.precision9)
+      .add("precision_at_1", e.precision1)
+      .add("r_precision", e.r_precision)
+      .add("map_at_r", e.map_at_r)
       .add("ms_per_iteration", run > 0 ? 1000 * t.training_seconds / static_cast<double>(run) : NAN)
       .add("training_seconds", t.training_seconds)
       .add("wall_seconds", wall_seconds);
