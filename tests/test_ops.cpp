@@ -306,27 +306,46 @@ TEST_CASE("gradient: pairwise squared distances and cosine similarities") {
 
 TEST_CASE("tape: a node may name up to max_inputs inputs; a forgotten reset() is caught") {
   static_assert(Tape::max_inputs >= 8);
-  // an op recording eight inputs gets all eight back in its backward
+  // an op recording eight inputs gets all eight back in its backward, in order:
+  // y = sum_k (k + 1) sum(x_k), so input k's gradient is k + 1 in every element
   Rng rng(29);
   std::vector<Tensor> xs;
   for (int i = 0; i < 8; ++i)
-    xs.push_back(random(Shape{2, 2}, rng));
+    xs.push_back(random(Shape{2, i + 1}, rng));  // eight shapes: a mixed-up input shows
   auto f = [](Tape& t, VarList& v) {
     Var y = t.make(Shape{1}, true);
-    y.value() = sum_all(v[0].value());
+    double total = 0;
+    for (std::size_t k = 0; k < 8; ++k)
+      for (double x : v[k].value().to_vector())
+        total += static_cast<double>(k + 1) * x;
+    y.value().data()[0] = total;  // the CPU backend: host memory
     t.record(
         +[](Tape& tp, const Tape::Node& n) {
           REQUIRE(n.n_in == 8);
           for (std::uint32_t k = 0; k < n.n_in; ++k)
             tp.accumulate(n.in[k], broadcast_scalar(tp.out_grad(n), tp.shape(n.in[k])) *
-                                       static_cast<double>(k == 0));
+                                       static_cast<double>(k + 1));
         },
         y,
         {v[0].id(), v[1].id(), v[2].id(), v[3].id(), v[4].id(), v[5].id(), v[6].id(), v[7].id()});
     return y;
   };
   std::vector<gradcheck::In> ins(xs.begin(), xs.end());
-  check(f, ins);
+  const auto res = check(f, ins);
+  CHECK(res.checked == 2 * (1 + 2 + 3 + 4 + 5 + 6 + 7 + 8));
+  {  // the gradients themselves: k + 1 everywhere in input k
+    std::vector<siam::Parameter<double, siam::Cpu>> ps;
+    for (auto& x : xs)
+      ps.emplace_back("x", Tensor(x));
+    Tape t;
+    VarList vs;
+    for (auto& p : ps)
+      vs.push_back(t.param(p));
+    t.backward(f(t, vs));
+    for (std::size_t k = 0; k < 8; ++k)
+      for (double g : ps[k].gradient().to_vector())
+        CHECK(g == static_cast<double>(k + 1));
+  }
 
   Tape t;
   t.set_max_nodes(100);

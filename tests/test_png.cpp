@@ -2,6 +2,8 @@
 // polarity is detected, images are prepared like the training data, hostile files fail.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include <siam/data/png.hpp>
 #include <siam/data/synthetic_digits.hpp>
 
@@ -117,17 +119,24 @@ TEST_CASE("other sizes are prepared like MNIST: ink in a 20 x 20 box, centred by
   CHECK(c1 - c0 + 1 == 13);
   CHECK(mr / mass == doctest::Approx(14).epsilon(0.05));
   CHECK(mc / mass == doctest::Approx(14).epsilon(0.05));
-  // A 2x-upscaled digit comes back close to the original (same ink box, same centre).
+  // A 2x-upscaled digit is prepared exactly as the digit itself (here in a 30 x 30 frame, so
+  // that it is prepared too): the same ink box, and the area average of a pixel-doubled
+  // image is the image's own. The two differ only by float round-off in the area sums;
+  // after the quantisation to k / 255 the bytes are identical (seen at -O0, -O1 and -O3
+  // -march=native).
   const auto g = as_floats(digit_bytes());
   siam::data::GrayImage big{56, 56, std::vector<float>(56 * 56)};
+  siam::data::GrayImage framed{30, 30, std::vector<float>(30 * 30, 0.0f)};
   for (int r = 0; r < 56; ++r)
     for (int c = 0; c < 56; ++c)
       big.pixels[r * 56 + c] = g[(r / 2) * 28 + c / 2];
+  for (int r = 0; r < 28; ++r)
+    for (int c = 0; c < 28; ++c)
+      framed.pixels[(r + 1) * 30 + c + 2] = g[r * 28 + c];
   const auto y = siam::data::prepare_digit(big, Invert::automatic);
-  double diff = 0, norm = 0;
-  for (int i = 0; i < 784; ++i)
-    diff += std::abs(y[i] - g[i]), norm += g[i];
-  CHECK(diff / norm < 0.6);  // the same digit, resampled (not pixel-exact)
+  const auto y1 = siam::data::prepare_digit(framed, Invert::automatic);
+  CHECK(std::count_if(y1.begin(), y1.end(), [](float v) { return v > 0; }) > 50);  // a digit
+  CHECK(y == y1);
   // A blank image stays blank; an empty one is an error.
   CHECK(siam::data::prepare_digit({40, 40, std::vector<float>(1600, 0.0f)}) ==
         std::vector<float>(784, 0.0f));
