@@ -44,7 +44,16 @@ const CLI::Validator non_negative(
 
 void add_data_options(CLI::App& app, Options& o) {
   app.add_option("--data", o.data,
-                 "Directory with MNIST-style IDX files (raw or .gz); default: synthetic digits");
+                 "Directory with MNIST-style IDX files (raw or .gz), or an image folder "
+                 "(DIR/train/<class>/<file>, DIR/test/<class>/<file>, PNG or JPEG); "
+                 "default: synthetic digits");
+  app.add_option("--image-size", o.image_size, "Image folder: side of the grey square images")
+      ->capture_default_str();
+  app.add_option("--channels", o.channels, "Image folder: channels (this example: 1, grey)")
+      ->capture_default_str();
+  app.add_option("--on-bad-image", o.on_bad_image,
+                 "Image folder: fail on a bad file, or skip it (counted and listed)")
+      ->capture_default_str();
   app.add_option("--out", o.out, "Output directory (created if missing)")->capture_default_str();
   app.add_option("--train-size", o.train_size, "Training images")->capture_default_str();
   app.add_option("--test-size", o.test_size, "Test images")->capture_default_str();
@@ -62,7 +71,7 @@ void add_train_options(CLI::App& app, Options& o, bool have_cuda) {
       ->capture_default_str();
   app.add_option("--batch-pairs", o.batch_pairs, "Random pairs per iteration")
       ->capture_default_str();
-  app.add_option("--arch", o.arch, "Network: mlp (--layers) or cnn (LeNet, 2-D output)")
+  app.add_option("--arch", o.arch, "Network: mlp (--layers), cnn (LeNet, 2-D output) or resnet (BatchNorm ResNet, 64-D)")
       ->capture_default_str();
   app.add_option("--layers", o.layers, "MLP layer sizes, input first (--arch mlp)")
       ->capture_default_str();

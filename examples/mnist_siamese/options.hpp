@@ -17,7 +17,10 @@ namespace mnist_siamese {
 
 struct Options {
   // Data (shared by training and `query`).
-  std::string data;  // directory of IDX files; empty: synthetic digits
+  std::string data;  // directory of IDX files or an image folder; empty: synthetic digits
+  long long image_size = 28;          // an image folder's images: grey squares of this side
+  int channels = 1;                   // the networks here take grey images
+  std::string on_bad_image = "fail";  // fail or skip (counted and listed)
   std::string out = "out";
   long long train_size = 5000, test_size = 5000;
   std::uint64_t seed = 0;
@@ -27,7 +30,7 @@ struct Options {
   long long iterations = 3000, batch_pairs = 180, eval_every = 100, checkpoint_every = 0;
   double margin = 0.3, lr = 1e-4, beta1 = 0.9, beta2 = 0.99;
   std::string layers = "784,1024,1024,2";  // the MLP (--arch mlp)
-  std::string arch = "mlp";                // mlp or cnn
+  std::string arch = "mlp";                // mlp, cnn or resnet
   std::string loss = "contrastive";        // contrastive, triplet, batch-hard, batch-all, ntxent
   bool soft_margin = false;
   double temperature = 0.1;
@@ -99,6 +102,12 @@ inline std::optional<std::string> check_data_options(const Options& o) {
   if (!o.data.empty() && !fs::is_directory(o.data, ec))
     return "--data " + o.data + ": not a directory";
   if (o.train_size <= 0) return "--train-size " + std::to_string(o.train_size) + ": must be > 0";
+  if (o.image_size < 8 || o.image_size > 256)
+    return "--image-size " + std::to_string(o.image_size) + ": must be in [8, 256]";
+  if (o.channels != 1)
+    return "--channels " + std::to_string(o.channels) + ": this example trains on grey images (1)";
+  if (o.on_bad_image != "fail" && o.on_bad_image != "skip")
+    return "--on-bad-image " + o.on_bad_image + ": must be fail or skip";
   // Retrieval shows 9 neighbours of a test image and precision@9 needs 9 others.
   if (o.test_size < 10)
     return "--test-size " + std::to_string(o.test_size) + ": must be at least 10";
@@ -121,12 +130,17 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
   if (o.batch_pairs <= 0) return "--batch-pairs " + std::to_string(o.batch_pairs) + ": must be > 0";
   if (o.batch_pairs > (1LL << 20))
     return "--batch-pairs " + std::to_string(o.batch_pairs) + ": at most 1048576";
-  if (o.arch != "mlp" && o.arch != "cnn") return "--arch " + o.arch + ": must be mlp or cnn";
+  if (o.arch != "mlp" && o.arch != "cnn" && o.arch != "resnet")
+    return "--arch " + o.arch + ": must be mlp, cnn or resnet";
   const auto layers = parse_layers(o.layers);
   if (!layers)
     return "--layers " + o.layers + ": expected at least two positive sizes separated by commas";
-  if (o.arch == "mlp" && layers->front() != 784)
-    return "--layers " + o.layers + ": the input size must be 784 (28x28 images)";
+  if (o.arch == "mlp" && layers->front() != o.image_size * o.image_size)
+    return "--layers " + o.layers + ": the input size must be " +
+           std::to_string(o.image_size * o.image_size) + " (" + std::to_string(o.image_size) +
+           "x" + std::to_string(o.image_size) + " images)";
+  if (o.arch == "cnn" && o.image_size != 28)
+    return "--image-size " + std::to_string(o.image_size) + ": --arch cnn takes 28x28 images";
   if (o.loss != "contrastive" && o.loss != "triplet" && o.loss != "batch-hard" &&
       o.loss != "batch-all" && o.loss != "ntxent")
     return "--loss " + o.loss + ": must be contrastive, triplet, batch-hard, batch-all or ntxent";

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "image_data.hpp"
 #include "options.hpp"
 #include "outputs.hpp"
 #include "plots.hpp"
@@ -61,6 +62,22 @@ inline Data load_data(const Options& o) {
     d.train = siam::data::synthetic_digits(ntrain, o.seed);
     d.test = siam::data::synthetic_digits(ntest, o.seed + kSyntheticTestSeedOffset);
     d.source = "synthetic digits";
+  } else if (is_image_folder(o.data)) {
+    auto f = load_image_folder(o, ntrain, ntest);
+    std::string names;
+    for (const auto& c : f.classes)
+      names += (names.empty() ? "" : ", ") + c;
+    std::printf("data: image folder %s, classes (label order): %s\n", o.data.c_str(),
+                names.c_str());
+    if (!f.skipped.empty()) {
+      std::printf("data: %zu bad file(s) skipped:\n", f.skipped.size());
+      for (const auto& s : f.skipped)
+        std::printf("  %s: %s\n", s.path.string().c_str(), s.reason.c_str());
+    }
+    d.train = std::move(f.train);
+    d.test = std::move(f.test);
+    d.source = "image folder " + o.data + " (" + std::to_string(f.skipped.size()) +
+               " bad files skipped)";
   } else {
     auto m = siam::data::load_mnist_dir(o.data, ntrain, ntest);
     std::printf("data: %s (%s)\n", o.data.c_str(), m.note.c_str());
@@ -102,8 +119,7 @@ std::vector<float> embed(siam::nn::Sequential<float, Backend>& net, const Datase
 /// The output width of a network (the embedding's dimension).
 template <class Backend>
 std::size_t embedding_dim(siam::nn::Sequential<float, Backend>& net) {
-  siam::Tensor<float, Backend> probe(net.batch_shape(1));
-  return static_cast<std::size_t>(net.embed(probe).size());
+  return static_cast<std::size_t>(net.output_shape(net.input_shape()).size());
 }
 
 inline siam::SiameseConfig make_config(const Options& o, const std::string& data_source) {
@@ -111,6 +127,9 @@ inline siam::SiameseConfig make_config(const Options& o, const std::string& data
   if (o.arch == "cnn") {
     cfg.network = siam::nn::lenet_specs();
     cfg.input_shape = siam::Shape{1, 28, 28};
+  } else if (o.arch == "resnet") {  // BatchNorm residual network, 64-D L2-normalised output
+    cfg.input_shape = siam::Shape{1, o.image_size, o.image_size};
+    cfg.network = siam::nn::resnet_specs(cfg.input_shape, 32, 64);
   } else {
     const auto sizes = *parse_layers(o.layers);
     cfg.layers.assign(sizes.begin(), sizes.end());
@@ -205,7 +224,7 @@ inline std::string metrics_json(const Options& o, const Data& d, const Evaluatio
       .add("matmul_precision", o.matmul_precision)
       .add("graph", static_cast<long long>(o.graph))
       .add("arch", o.arch)
-      .add("layers", o.arch == "mlp" ? o.layers : std::string("lenet"))
+      .add("layers", o.arch == "mlp" ? o.layers : std::string(o.arch == "cnn" ? "lenet" : "resnet"))
       .add("loss", o.loss)
       .add("optimizer", o.optimizer)
       .add("weight_decay", o.weight_decay)

@@ -36,6 +36,13 @@ class TjDecompressor {
   TjDecompressor(const TjDecompressor&) = delete;
   TjDecompressor& operator=(const TjDecompressor&) = delete;
   tjhandle get() const { return h_; }
+  /// A fresh handle: one that failed mid-decode is not reused.
+  void reset() {
+    tjhandle fresh = tjInitDecompress();
+    if (!fresh) throw io_error("libjpeg-turbo could not be initialised");
+    tjDestroy(h_);
+    h_ = fresh;
+  }
   std::string message() const { return tjGetErrorStr2(h_); }
 
  private:
@@ -59,14 +66,20 @@ inline Image read_jpeg(const std::uint8_t* data, std::size_t size, const std::st
   if (!detail::is_jpeg(data, size))
     throw io_error(name + ": not a JPEG image (no JPEG SOI marker)");
   if (size > 0x7fffffffu) throw io_error(name + ": the JPEG file is larger than 2 GiB");
-  detail::TjDecompressor tj;
+  // One decompressor per thread, reused: creating one costs as much as decoding a small image.
+  thread_local detail::TjDecompressor tj;
   int w = 0, h = 0, subsamp = 0, colorspace = 0;
+  auto fail = [&](const std::string& what) {
+    const std::string msg = name + ": " + what + tj.message();
+    tj.reset();
+    throw io_error(msg);
+  };
   if (tjDecompressHeader3(tj.get(), data, static_cast<unsigned long>(size), &w, &h, &subsamp,
                           &colorspace) != 0)
-    throw io_error(name + ": truncated or corrupt JPEG (header): " + tj.message());
+    fail("truncated or corrupt JPEG (header): ");
   if (w <= 0 || h <= 0)
-    throw io_error(name + ": the JPEG header claims " + std::to_string(w) + " x " +
-                   std::to_string(h) + " pixels");
+    throw io_error(name + ": truncated or corrupt JPEG: the header claims " + std::to_string(w) +
+                   " x " + std::to_string(h) + " pixels");
   detail::check_pixel_limit(static_cast<std::uint64_t>(h), static_cast<std::uint64_t>(w), limits,
                             name, "JPEG");
   if (channels == 0) channels = colorspace == TJCS_GRAY ? 1 : 3;
@@ -83,7 +96,7 @@ inline Image read_jpeg(const std::uint8_t* data, std::size_t size, const std::st
 #endif
   if (tjDecompress2(tj.get(), data, static_cast<unsigned long>(size), img.pixels.data(), w,
                     w * static_cast<int>(decoded), h, format, flags) != 0)
-    throw io_error(name + ": truncated or corrupt JPEG: " + tj.message());
+    fail("truncated or corrupt JPEG: ");
   if (channels == 2)  // grey + opaque alpha, expanded in place from the back
     for (std::size_t i = img.rows * img.cols; i-- > 0;) {
       img.pixels[2 * i] = img.pixels[i];

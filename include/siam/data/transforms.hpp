@@ -55,7 +55,7 @@ namespace detail {
 /// with weights w[k * width ...] (normalised to sum 1).
 struct ResampleTaps {
   std::vector<std::size_t> first, n;
-  std::vector<double> w;
+  std::vector<float> w;
   std::size_t width = 0;
 };
 
@@ -70,7 +70,7 @@ inline ResampleTaps resample_taps(std::size_t n_in, double lo, double span, std:
   t.width = static_cast<std::size_t>(std::ceil(support)) * 2 + 2;
   t.first.resize(n_out);
   t.n.resize(n_out);
-  t.w.assign(n_out * t.width, 0.0);
+  t.w.assign(n_out * t.width, 0.0f);
   const auto in = static_cast<double>(n_in);
   for (std::size_t k = 0; k < n_out; ++k) {
     const double centre = lo + (static_cast<double>(k) + 0.5) * scale;
@@ -96,12 +96,12 @@ inline ResampleTaps resample_taps(std::size_t n_in, double lo, double span, std:
       } else {
         v = std::max(0.0, 1.0 - std::abs(x - centre) / fscale);
       }
-      t.w[k * t.width + j] = v;
+      t.w[k * t.width + j] = static_cast<float>(v);
       sum += v;
     }
     if (sum > 0)
       for (std::size_t j = 0; j < count; ++j)
-        t.w[k * t.width + j] /= sum;
+        t.w[k * t.width + j] = static_cast<float>(t.w[k * t.width + j] / sum);
     t.first[k] = first;
     t.n[k] = count;
   }
@@ -132,27 +132,27 @@ inline FloatImage resize_box(const FloatImage& img, double top, double left, dou
   const auto tr = detail::resample_taps(img.rows, top, height, out_rows, filter);
   // Horizontal pass over the rows the vertical pass reads, then the vertical pass.
   const std::size_t r0 = tr.first.front(), r1 = tr.first.back() + tr.n.back();
-  std::vector<double> tmp((r1 - r0) * out_cols * ch, 0.0);
+  std::vector<float> tmp((r1 - r0) * out_cols * ch, 0.0f);
   for (std::size_t r = r0; r < r1; ++r)
     for (std::size_t k = 0; k < out_cols; ++k) {
-      double* o = &tmp[((r - r0) * out_cols + k) * ch];
+      float* o = &tmp[((r - r0) * out_cols + k) * ch];
       const float* in = &img.pixels[(r * img.cols + tc.first[k]) * ch];
       for (std::size_t j = 0; j < tc.n[k]; ++j)
         for (std::size_t c = 0; c < ch; ++c)
-          o[c] += tc.w[k * tc.width + j] * static_cast<double>(in[j * ch + c]);
+          o[c] += tc.w[k * tc.width + j] * in[j * ch + c];
     }
   FloatImage out{out_rows, out_cols, ch, std::vector<float>(out_rows * out_cols * ch)};
-  std::vector<double> acc(out_cols * ch);
+  std::vector<float> acc(out_cols * ch);
   for (std::size_t k = 0; k < out_rows; ++k) {
-    std::fill(acc.begin(), acc.end(), 0.0);
+    std::fill(acc.begin(), acc.end(), 0.0f);
     for (std::size_t j = 0; j < tr.n[k]; ++j) {
-      const double w = tr.w[k * tr.width + j];
-      const double* in = &tmp[(tr.first[k] + j - r0) * out_cols * ch];
+      const float w = tr.w[k * tr.width + j];
+      const float* in = &tmp[(tr.first[k] + j - r0) * out_cols * ch];
       for (std::size_t i = 0; i < out_cols * ch; ++i)
         acc[i] += w * in[i];
     }
     for (std::size_t i = 0; i < out_cols * ch; ++i)
-      out.pixels[k * out_cols * ch + i] = static_cast<float>(acc[i]);
+      out.pixels[k * out_cols * ch + i] = acc[i];
   }
   return out;
 }
