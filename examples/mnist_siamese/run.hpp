@@ -119,7 +119,8 @@ std::vector<float> embed(siam::nn::Sequential<float, Backend>& net, const Datase
 /// The output width of a network (the embedding's dimension).
 template <class Backend>
 std::size_t embedding_dim(siam::nn::Sequential<float, Backend>& net) {
-  return static_cast<std::size_t>(net.output_shape(net.input_shape()).size());
+  siam::Tensor<float, Backend> probe(net.batch_shape(1));
+  return static_cast<std::size_t>(net.embed(probe).size());
 }
 
 inline siam::SiameseConfig make_config(const Options& o, const std::string& data_source) {
@@ -127,9 +128,6 @@ inline siam::SiameseConfig make_config(const Options& o, const std::string& data
   if (o.arch == "cnn") {
     cfg.network = siam::nn::lenet_specs();
     cfg.input_shape = siam::Shape{1, 28, 28};
-  } else if (o.arch == "resnet") {  // BatchNorm residual network, 64-D L2-normalised output
-    cfg.input_shape = siam::Shape{1, o.image_size, o.image_size};
-    cfg.network = siam::nn::resnet_specs(cfg.input_shape, 32, 64);
   } else {
     const auto sizes = *parse_layers(o.layers);
     cfg.layers.assign(sizes.begin(), sizes.end());
@@ -224,7 +222,7 @@ inline std::string metrics_json(const Options& o, const Data& d, const Evaluatio
       .add("matmul_precision", o.matmul_precision)
       .add("graph", static_cast<long long>(o.graph))
       .add("arch", o.arch)
-      .add("layers", o.arch == "mlp" ? o.layers : std::string(o.arch == "cnn" ? "lenet" : "resnet"))
+      .add("layers", o.arch == "mlp" ? o.layers : std::string("lenet"))
       .add("loss", o.loss)
       .add("optimizer", o.optimizer)
       .add("weight_decay", o.weight_decay)
