@@ -309,6 +309,14 @@ template <class Op, class A>
 template <class S>
 concept ScalarValue = std::is_arithmetic_v<S>;
 
+namespace detail {
+/// An expression E next to something that is neither an expression nor a scalar: the
+/// operators below reject it with a readable message instead of a list of candidates.
+template <class E, class X>
+concept NonOperand =
+    Expression<E> && !Expression<X> && !ScalarValue<std::remove_cvref_t<X>>;
+}  // namespace detail
+
 #define SIAM_BINARY_OPERATOR(sym, op)                                           \
   template <Expression A, Expression B>                                         \
   [[nodiscard]] auto operator sym(A&& a, B&& b) {                               \
@@ -323,6 +331,13 @@ concept ScalarValue = std::is_arithmetic_v<S>;
   [[nodiscard]] auto operator sym(S s, B&& b) {                                 \
     auto c = detail::constant_like(b, s);                                       \
     return detail::make_binary<fn::op>(std::move(c), std::forward<B>(b));       \
+  }                                                                             \
+  template <class A, class B>                                                   \
+    requires detail::NonOperand<A, B> || detail::NonOperand<B, A>               \
+  void operator sym(A&&, B&&) {                                                 \
+    static_assert(!std::is_same_v<A, A>, "siam: an expression combines only "   \
+                  "with a siam expression (Tensor, View, or an expression of "  \
+                  "them) or an arithmetic scalar");                             \
   }
 
 SIAM_BINARY_OPERATOR(+, add)

@@ -1,4 +1,4 @@
-// expect: tape.constant\(\) does not copy its argument
+// expect: siam: tape\.constant\(\) does not copy its argument
 // A tape keeps a pointer to a constant's storage until backward(): binding a temporary
 // tensor, which is destroyed at the end of the statement, must not compile.
 #include <siam/siamese.hpp>

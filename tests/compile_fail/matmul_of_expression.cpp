@@ -1,4 +1,4 @@
-// expect: matmul operands must be tensors or views
+// expect: siam: matmul operands must be tensors or views
 #include <siam/siamese.hpp>
 void f() {
   siam::Tensor<float, siam::Cpu> a(siam::Shape{2, 2});

@@ -1,4 +1,4 @@
-// expect: operands live on different backends
+// expect: siam: operands live on different backends
 #include <siam/siamese.hpp>
 struct OtherBackend : siam::Cpu {};
 void f() {

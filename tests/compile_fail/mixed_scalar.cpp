@@ -1,4 +1,4 @@
-// expect: operands have different scalar types
+// expect: siam: operands have different scalar types
 #include <siam/siamese.hpp>
 void f() {
   siam::Tensor<float, siam::Cpu> a(siam::Shape{2});

@@ -1,4 +1,4 @@
-// expect: no match for.*operator\+
+// expect: siam: an expression combines only with a siam expression
 #include <siam/siamese.hpp>
 #include <string>
 void f() {
