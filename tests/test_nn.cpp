@@ -1,8 +1,13 @@
-// Layers, initialisation and Adam.
+// Layers, initialisation and Adam; the layer registry (every kind: spec -> build -> save
+// -> load, output_shape against a real forward) and the shape checks that name a layer.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <map>
+#include <siam/io/model_file.hpp>
 #include <siam/siamese.hpp>
+#include <unistd.h>
 
 using namespace siam;
 using Td = Tensor<double, Cpu>;
@@ -144,4 +149,151 @@ TEST_CASE("a small Siamese network learns: the contrastive loss falls") {
     if (it >= 190) last += loss.value().item();
   }
   CHECK(last < 0.3f * first);
+}
+
+namespace {
+// One case per layer kind: its spec, a network around it (layers before it make its input
+// fit) and the per-example input shape of that network.
+struct KindCase {
+  std::vector<nn::LayerSpec> layers;
+  Shape input;
+};
+std::map<std::string, KindCase> kind_cases() {
+  using S = nn::LayerSpec;
+  const S conv = S{"Conv2D", {}}
+                     .set("in", 2)
+                     .set("out", 3)
+                     .set("kernel", 3)
+                     .set("stride", 2)
+                     .set("padding", 1)
+                     .set("bias", 1);
+  const S conv_nb = S{"Conv2D", {}}
+                        .set("in", 3)
+                        .set("out", 1)
+                        .set("kernel", 1)
+                        .set("stride", 1)
+                        .set("padding", 0)
+                        .set("bias", 0);
+  return {
+      {"Dense", {{S{"Dense", {}}.set("in", 6).set("out", 4)}, Shape{6}}},
+      {"ReLU", {{S{"ReLU", {}}}, Shape{5}}},
+      {"Tanh", {{S{"Tanh", {}}}, Shape{2, 3}}},
+      {"Sigmoid", {{S{"Sigmoid", {}}}, Shape{1, 2, 3}}},
+      {"L2Normalize", {{S{"L2Normalize", {}}.set("eps", 1e-6)}, Shape{7}}},
+      {"Conv2D", {{conv, conv_nb}, Shape{2, 5, 6}}},
+      {"MaxPool2D", {{S{"MaxPool2D", {}}.set("kernel", 3).set("stride", 2)}, Shape{2, 7, 5}}},
+      {"Flatten", {{S{"Flatten", {}}}, Shape{2, 3, 2}}},
+      {"Reshape", {{S{"Reshape", {}}.set("d1", 2).set("d2", 3).set("d3", 2)}, Shape{12}}},
+  };
+}
+Shape batch_of(index_t n, const Shape& s) {
+  switch (s.rank()) {
+    case 1:
+      return Shape{n, s[0]};
+    case 2:
+      return Shape{n, s[0], s[1]};
+    default:
+      return Shape{n, s[0], s[1], s[2]};
+  }
+}
+}  // namespace
+
+TEST_CASE("registry: every layer kind round-trips spec -> build -> save -> load") {
+  const auto cases = kind_cases();
+  // A kind added to the registry without a case here fails this test.
+  for (const auto& k : nn::layer_kind_names<double, Cpu>())
+    CHECK_MESSAGE(cases.count(k) == 1, "no registry test case for the layer kind " << k);
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("siam-registry-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  for (const auto& [kind, c] : cases) {
+    CAPTURE(kind);
+    Rng rng(11);
+    auto net = nn::build<double, Cpu>(c.layers, c.input, rng);
+    REQUIRE(net.size() == c.layers.size());
+    for (std::size_t i = 0; i < net.size(); ++i) {
+      CHECK(net[i].spec().str() == c.layers[i].str());  // the spec rebuilds the same layer
+      CHECK(net[i].tensor_names().size() == net[i].parameters().size());
+    }
+    // output_shape agrees with a real forward, layer by layer, on a batch of 3.
+    Rng rx(12);
+    Td x(batch_of(3, c.input));
+    for (index_t i = 0; i < x.size(); ++i)
+      x[i] = rx.uniform(-1, 1);
+    Tape<double, Cpu> t;
+    Var<double, Cpu> y = t.constant(x);
+    Shape s = c.input;
+    for (std::size_t i = 0; i < net.size(); ++i) {
+      y = net[i].forward(y);
+      s = net[i].output_shape(s);
+      CHECK(y.shape() == batch_of(3, s));
+    }
+    CHECK(net.output_shape(c.input) == s);
+    // save -> load: the same specs, parameters and outputs.
+    const auto file = dir / (kind + ".siam");
+    io::save_model(file, net);
+    auto back = io::load_model<double, Cpu>(file);
+    REQUIRE(back.size() == net.size());
+    for (std::size_t i = 0; i < net.size(); ++i)
+      CHECK(back[i].spec().str() == net[i].spec().str());
+    CHECK(back.input_shape() == c.input);
+    const auto p1 = net.parameters(), p2 = back.parameters();
+    REQUIRE(p1.size() == p2.size());
+    for (std::size_t i = 0; i < p1.size(); ++i)
+      CHECK(p1[i]->value.to_vector() == p2[i]->value.to_vector());
+    CHECK(back.embed(x).to_vector() == net.embed(x).to_vector());
+  }
+  std::filesystem::remove_all(dir);
+  Rng rng(1);
+  CHECK_THROWS_WITH_AS((nn::make_layer<double, Cpu>(nn::LayerSpec{"NoSuchLayer", {}}, rng)),
+                       doctest::Contains("known: Dense, ReLU"), value_error);
+}
+
+TEST_CASE("shape errors name the layer and both shapes, at build and in forward") {
+  // LeNet's specs with a 16-D output and a wrong Dense input (800 where 1250 arrive: the
+  // input is 32 x 32, not 28 x 28).
+  auto specs = nn::lenet_specs(16);
+  specs[7] = nn::LayerSpec{"Dense", {}}.set("in", 800).set("out", 16);
+  specs.resize(8);
+  Rng rng(2);
+  auto build = [&](Shape in) { return nn::build<float, Cpu>(specs, in, rng); };
+  CHECK_THROWS_WITH_AS(
+      build(Shape{1, 32, 32}),
+      "layers.7 Dense(800, 16): input [1250] has 1250 features, expected 800", shape_error);
+  CHECK_NOTHROW(build(Shape{1, 28, 28}));
+  {  // without the Flatten the Dense sees image-shaped examples: both shapes are named
+    auto no_flatten = specs;
+    no_flatten.erase(no_flatten.begin() + 6);
+    CHECK_THROWS_WITH_AS(
+        (nn::build<float, Cpu>(no_flatten, Shape{1, 32, 32}, rng)),
+        "layers.6 Dense(800, 16): input [50 x 5 x 5] has 1250 features, expected 800",
+        shape_error);
+  }
+  // A convolution on too few channels, a pool larger than its input.
+  CHECK_THROWS_WITH_AS(build(Shape{3, 28, 28}),
+                       doctest::Contains("layers.0 Conv2D(1, 20, 5, stride 1, padding 0): input "
+                                         "[3 x 28 x 28], expected [1 x H x W]"),
+                       shape_error);
+  CHECK_THROWS_WITH_AS(build(Shape{1, 14, 14}),
+                       doctest::Contains("layers.5 MaxPool2D(2, stride 2): input [50 x 1 x 1]"),
+                       shape_error);
+  // Without an input shape nothing is checked at build; forward names the layer.
+  auto net = build(Shape{});
+  Tensor<float, Cpu> x(Shape{4, 1, 32, 32});
+  Tape<float, Cpu> t;
+  CHECK_THROWS_WITH_AS(
+      net.forward(t.constant(x)),
+      "layers.7 Dense(800, 16): input [4 x 1250] has 1250 features per example, "
+      "expected 800",
+      shape_error);
+  // A Dense followed by ReLU runs fused; its error names the Dense.
+  auto mlp = nn::mlp<float, Cpu>({6, 5, 2}, rng);
+  Tensor<float, Cpu> x7(Shape{2, 7});
+  CHECK_THROWS_WITH_AS(mlp.forward(t.constant(x7)),
+                       "layers.0 Dense(6, 5): input [2 x 7] has 7 features per example, "
+                       "expected 6",
+                       shape_error);
+  CHECK_THROWS_WITH_AS(mlp.output_shape(Shape{7}),
+                       "layers.0 Dense(6, 5): input [7] has 7 features, expected 6", shape_error);
+  CHECK(mlp.output_shape(Shape{6}) == Shape{2});
 }

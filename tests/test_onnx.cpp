@@ -78,7 +78,8 @@ TEST_CASE("NCHW input in front of an MLP is flattened; options and errors") {
   CHECK(m.graph().input(0).type().tensor_type().shape().dim_size() == 4);
   opt.input_shape = {1, 3, 5};
   CHECK_THROWS_WITH_AS(siam::io::to_onnx(net, opt),
-                       doctest::Contains("takes 12 inputs, the previous layer gives 15"),
+                       doctest::Contains("export_onnx: layers.0 Dense(12, 3): input [1 x 3 x 5] "
+                                         "has 15 features, expected 12"),
                        siam::shape_error);
   opt.input_shape = {};
   opt.opset = 9;
@@ -119,4 +120,72 @@ TEST_CASE("every emitter forms a valid graph (Conv, MaxPool, Flatten, Tanh, Sigm
                                         "ReduceSumSquare", "Add", "Sqrt", "Div", "ReduceL2",
                                         "Div"});
   CHECK_THROWS_AS(b.initializer("w", {2, 2}, {1.0f}), siam::shape_error);
+}
+
+namespace {
+// The ops of a graph, in order.
+std::vector<std::string> ops_of(const onnx::ModelProto& m) {
+  std::vector<std::string> ops;
+  for (const auto& n : m.graph().node())
+    ops.push_back(n.op_type());
+  return ops;
+}
+// L2 normalisation must end the graph as ReduceL2(x, axes 1, keepdims) -> Div(x, norm): the
+// form OpenCV 4.6's importer fuses into its Normalize layer (with an epsilon, Clip, Max or
+// after reshaping, it fails to import after a Flatten or Gemm).
+void check_l2_tail(const onnx::ModelProto& m) {
+  const auto& g = m.graph();
+  REQUIRE(g.node_size() >= 2);
+  const auto& norm = g.node(g.node_size() - 2);
+  const auto& div = g.node(g.node_size() - 1);
+  REQUIRE(norm.op_type() == "ReduceL2");
+  REQUIRE(div.op_type() == "Div");
+  CHECK(div.input(0) == norm.input(0));
+  CHECK(div.input(1) == norm.output(0));
+  CHECK(div.output(0) == "embedding");
+  bool axes = false, keep = false;
+  for (const auto& a : norm.attribute()) {
+    if (a.name() == "axes") axes = a.ints_size() == 1 && a.ints(0) == 1;
+    if (a.name() == "keepdims") keep = a.i() == 1;
+  }
+  CHECK(axes);
+  CHECK(keep);
+}
+}  // namespace
+
+TEST_CASE("L2 normalisation exports in the form OpenCV imports: a CNN and an MLP on images") {
+  using namespace siam::nn;
+  siam::Rng rng(4);
+  Sequential<float, Cpu> cnn;
+  cnn.add<Conv2D<float, Cpu>>(1, 4, 3, rng);
+  cnn.add<ReLU<float, Cpu>>();
+  cnn.add<MaxPool2D<float, Cpu>>(2);
+  cnn.add<Flatten<float, Cpu>>();
+  cnn.add<Dense<float, Cpu>>(4 * 13 * 13, 8, rng);
+  cnn.add<L2Normalize<float, Cpu>>();
+  cnn.set_input_shape(siam::Shape{1, 28, 28});
+  const auto m = round_trip(siam::io::to_onnx(cnn));
+  CHECK_NOTHROW(onnx::checker::check_model(m));
+  CHECK(ops_of(m) ==
+        std::vector<std::string>{"Conv", "Relu", "MaxPool", "Flatten", "Gemm", "ReduceL2", "Div"});
+  check_l2_tail(m);
+  CHECK(m.graph().output(0).type().tensor_type().shape().dim(1).dim_value() == 8);
+
+  auto mlp = siam::nn::mlp<float, Cpu>({784, 16, 4}, rng);
+  mlp.add<L2Normalize<float, Cpu>>();
+  siam::io::OnnxOptions opt;
+  opt.input_shape = {1, 28, 28};
+  const auto m2 = round_trip(siam::io::to_onnx(mlp, opt));
+  CHECK_NOTHROW(onnx::checker::check_model(m2));
+  CHECK(ops_of(m2) ==
+        std::vector<std::string>{"Flatten", "Gemm", "Relu", "Gemm", "ReduceL2", "Div"});
+  check_l2_tail(m2);
+
+  // L2 normalisation of image-shaped examples has no exported form: said, with the layer.
+  Sequential<float, Cpu> bad;
+  bad.add<L2Normalize<float, Cpu>>();
+  bad.set_input_shape(siam::Shape{1, 4, 4});
+  CHECK_THROWS_WITH_AS(siam::io::to_onnx(bad),
+                       doctest::Contains("export_onnx: layers.0 L2Normalize: examples [1 x 4 x 4]"),
+                       siam::value_error);
 }

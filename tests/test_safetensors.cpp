@@ -115,6 +115,68 @@ TEST_CASE("round trip and PyTorch layout") {
   fs::remove_all(dir);
 }
 
+TEST_CASE("a CNN's tensors carry PyTorch's names; siam's older W / b names still load") {
+  const auto dir = temp_dir();
+  siam::Rng rng(7);
+  using namespace siam::nn;
+  Sequential<float, Cpu> net;
+  net.add<Conv2D<float, Cpu>>(1, 2, 3, rng);
+  net.add<ReLU<float, Cpu>>();
+  net.add<Conv2D<float, Cpu>>(2, 2, 1, rng, 1, 0, false);  // no bias: weight only
+  net.add<Flatten<float, Cpu>>();
+  net.add<Dense<float, Cpu>>(8, 3, rng);
+  net.set_input_shape(siam::Shape{1, 4, 4});
+  for (auto* p : net.parameters()) {  // distinct values everywhere
+    std::vector<float> v(static_cast<std::size_t>(p->value.size()));
+    for (std::size_t k = 0; k < v.size(); ++k)
+      v[k] = 0.25f * static_cast<float>(k) - 0.5f + static_cast<float>(p->value.size()) * 0.01f;
+    Cpu::from_host(p->value.data(), v.data(), p->value.size());
+  }
+  const fs::path f = dir / "cnn.safetensors";
+  siam::io::save_safetensors(f, net);
+  const auto raw = siam::io::read_file(f, "test");
+  const auto file = siam::io::decode_safetensors(raw.data(), raw.size(), f.string());
+  std::vector<std::string> names;
+  for (const auto& t : file.tensors)
+    names.push_back(t.name);
+  CHECK(names == std::vector<std::string>{"layers.0.weight", "layers.0.bias", "layers.2.weight",
+                                          "layers.4.weight", "layers.4.bias"});
+  // Conv2d's layout is siam's: [O x C x K x K], values as they are.
+  CHECK(file.tensors[0].dims == std::vector<std::int64_t>{2, 1, 3, 3});
+  CHECK(file.tensors[0].as<float>() == net.parameters()[0]->value.to_vector());
+  CHECK(file.tensors[3].dims == std::vector<std::int64_t>{3, 8});  // Linear: [out x in]
+
+  Sequential<float, Cpu> back;
+  siam::Rng rng2(8);
+  back.add<Conv2D<float, Cpu>>(1, 2, 3, rng2);
+  back.add<ReLU<float, Cpu>>();
+  back.add<Conv2D<float, Cpu>>(2, 2, 1, rng2, 1, 0, false);
+  back.add<Flatten<float, Cpu>>();
+  back.add<Dense<float, Cpu>>(8, 3, rng2);
+  siam::io::load_safetensors(f, back);
+  for (std::size_t i = 0; i < 5; ++i)
+    CHECK(back.parameters()[i]->value.to_vector() == net.parameters()[i]->value.to_vector());
+
+  // A file of the older naming (Conv2D as layers.<i>.W / .b) loads the same values.
+  auto records = siam::io::detail::safetensors_records(net);
+  for (auto& r : records)
+    if (r.name.rfind("layers.0.", 0) == 0 || r.name.rfind("layers.2.", 0) == 0)
+      r.name = r.name.substr(0, 9) + (r.name.ends_with("weight") ? "W" : "b");
+  const fs::path old = dir / "old.safetensors";
+  siam::io::write_file_atomic(old, siam::io::encode_safetensors(records, {}));
+  Sequential<float, Cpu> again;
+  siam::Rng rng3(9);
+  again.add<Conv2D<float, Cpu>>(1, 2, 3, rng3);
+  again.add<ReLU<float, Cpu>>();
+  again.add<Conv2D<float, Cpu>>(2, 2, 1, rng3, 1, 0, false);
+  again.add<Flatten<float, Cpu>>();
+  again.add<Dense<float, Cpu>>(8, 3, rng3);
+  siam::io::load_safetensors(old, again);
+  for (std::size_t i = 0; i < 5; ++i)
+    CHECK(again.parameters()[i]->value.to_vector() == net.parameters()[i]->value.to_vector());
+  fs::remove_all(dir);
+}
+
 TEST_CASE("1x1 and empty tensors round trip through encode/decode") {
   const float one = 3.5f;
   const std::vector<siam::io::Record> recs = {siam::io::make_record("a", {1, 1}, &one, 1),

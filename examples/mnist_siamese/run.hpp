@@ -119,8 +119,7 @@ std::vector<float> embed(siam::nn::Sequential<float, Backend>& net, const Datase
 /// The output width of a network (the embedding's dimension).
 template <class Backend>
 std::size_t embedding_dim(siam::nn::Sequential<float, Backend>& net) {
-  siam::Tensor<float, Backend> probe(net.batch_shape(1));
-  return static_cast<std::size_t>(net.embed(probe).size());
+  return static_cast<std::size_t>(net.output_shape(net.input_shape()).size());
 }
 
 inline siam::SiameseConfig make_config(const Options& o, const std::string& data_source) {

@@ -192,8 +192,8 @@ inline ModelDescription describe_model(const std::vector<Record>& records,
 
 /// Loads a self-describing model file as a ready network of scalar type T on backend B.
 /// Throws io_error naming the file for a weights-only file, another format version, a
-/// file of the other scalar type (saying which types), an unknown layer or weights that
-/// do not fit the architecture.
+/// file of the other scalar type (saying which types), an unknown layer, layers whose
+/// shapes do not fit the input shape, or weights that do not fit the architecture.
 template <class T, class B>
 nn::Sequential<T, B> load_model(const std::filesystem::path& path) {
   const std::string file = path.string();
@@ -205,8 +205,10 @@ nn::Sequential<T, B> load_model(const std::filesystem::path& path) {
   Rng rng(0);
   nn::Sequential<T, B> net;
   try {
-    net = nn::build<T, B>(d.layers, d.input, rng);
+    net = nn::build<T, B>(d.layers, d.input, rng);  // checks every layer's shapes
   } catch (const value_error& e) {
+    throw io_error(file + ": " + e.what());
+  } catch (const shape_error& e) {
     throw io_error(file + ": " + e.what());
   }
   load_parameters(records, net.parameters(), file);

@@ -7,15 +7,18 @@
 // [batch, <embedding size>], FP32 initializers (a double network is rounded to float),
 // the producer's name and version, and the architecture (net.describe()) in the metadata.
 //
-// One small emitter per layer kind, each appending its nodes and returning the name of
-// its output; export_onnx dispatches on the layer's dynamic type. The emitters are written
-// in the subset of ONNX that OpenCV's DNN importer (4.6) and ONNX Runtime both accept:
+// Each layer writes its own ops (Layer::emit, through the neutral nn::GraphEmitter of
+// nn/emitter.hpp, which OnnxGraph implements here); shapes come from Layer::output_shape.
+// The layers keep to the subset of ONNX that OpenCV's DNN importer (4.6) and ONNX Runtime
+// both accept:
 //   Dense           Gemm(x, W^T, b, transB = 1): W stored [out x in] as PyTorch's Linear
 //   ReLU/Tanh/...   Relu, Tanh, Sigmoid
 //   Conv (NCHW)     Conv, weight [O x C x KH x KW], bias [O], strides and symmetric pads
 //   max pooling     MaxPool, kernel, strides and symmetric pads
 //   flatten         Flatten(axis = 1)
-//   L2 normalise    x / sqrt(ReduceSumSquare(x, axis 1) + eps)  (eps = 0: ReduceL2 + Div)
+//   L2 normalise    ReduceL2(axis 1) + Div: x / |x| (the form OpenCV fuses into its
+//                   Normalize layer; see nn::L2Normalize)
+// onnx_emit below keeps the same ops as free functions for graphs built by hand.
 #pragma once
 
 #include <onnx/onnx_pb.h>
@@ -28,7 +31,7 @@
 
 #include "siam/error.hpp"
 #include "siam/io/file.hpp"
-#include "siam/nn/conv.hpp"
+#include "siam/nn/emitter.hpp"
 #include "siam/nn/layers.hpp"
 #include "siam/version.hpp"
 
@@ -47,9 +50,26 @@ struct OnnxOptions {
 };
 
 /// Appends nodes and FP32 initializers to a GraphProto; value names are made unique.
-class OnnxGraph {
+/// It is the ONNX implementation of the layers' nn::GraphEmitter.
+class OnnxGraph final : public nn::GraphEmitter {
  public:
   explicit OnnxGraph(onnx::GraphProto& g) : g_(g) {}
+
+  std::string constant(const std::string& stem, const std::vector<std::int64_t>& dims,
+                       const std::vector<float>& values) override {
+    return initializer(stem, dims, values);
+  }
+  std::string op(const std::string& type, const std::vector<std::string>& inputs,
+                 const std::vector<nn::OpAttr>& attrs, const std::string& stem) override {
+    auto& n = node(type, inputs, stem);
+    for (const auto& a : attrs) {
+      if (a.scalar)
+        attr(n, a.name, a.ints.at(0));
+      else
+        attr(n, a.name, a.ints);
+    }
+    return n.output(0);
+  }
 
   /// A fresh value name "<stem>" or "<stem>_<k>".
   std::string fresh(const std::string& stem) {
@@ -193,81 +213,6 @@ inline std::string l2_normalize(OnnxGraph& g, const std::string& x, float eps) {
 
 }  // namespace onnx_emit
 
-namespace detail {
-
-template <class T>
-std::vector<float> to_float(const std::vector<T>& v) {
-  return std::vector<float>(v.begin(), v.end());
-}
-
-/// Emits one layer; `shape` is the per-sample shape of x, updated to the layer's output's.
-/// Adding a layer kind is one more branch here calling its emitter.
-template <class T, class B>
-std::string emit_layer(OnnxGraph& g, nn::Layer<T, B>& layer, std::string x,
-                       std::vector<std::int64_t>& shape) {
-  if (auto* d = dynamic_cast<nn::Dense<T, B>*>(&layer)) {
-    const auto& w = d->weight().value;
-    const std::int64_t in = w.shape()[0], out = w.shape()[1];
-    if (shape.size() > 1) {
-      x = onnx_emit::flatten(g, x);
-      std::int64_t n = 1;
-      for (auto s : shape)
-        n *= s;
-      shape = {n};
-    }
-    if (shape[0] != in)
-      throw shape_error("export_onnx: " + layer.describe() + " takes " + std::to_string(in) +
-                        " inputs, the previous layer gives " + std::to_string(shape[0]));
-    shape = {out};
-    return onnx_emit::dense(g, x, to_float(w.to_vector()), in, out,
-                            to_float(d->bias().value.to_vector()));
-  }
-  if (dynamic_cast<nn::ReLU<T, B>*>(&layer)) return onnx_emit::activation(g, x, "Relu");
-  if (auto* c = dynamic_cast<nn::Conv2D<T, B>*>(&layer)) {
-    if (shape.size() != 3 || shape[0] != c->in_channels())
-      throw shape_error("export_onnx: " + layer.describe() + " needs [" +
-                        std::to_string(c->in_channels()) + " x H x W] inputs per example");
-    const std::int64_t k = c->kernel(), st = c->stride(), p = c->padding();
-    const std::int64_t h = (shape[1] + 2 * p - k) / st + 1, w = (shape[2] + 2 * p - k) / st + 1;
-    if (shape[1] + 2 * p < k || shape[2] + 2 * p < k)
-      throw shape_error("export_onnx: " + layer.describe() + " does not fit its input");
-    auto ps = layer.parameters();
-    const auto bias = c->has_bias() ? to_float(ps[1]->value.to_vector()) : std::vector<float>{};
-    shape = {c->out_channels(), h, w};
-    return onnx_emit::conv2d(g, x, to_float(ps[0]->value.to_vector()), c->out_channels(),
-                             c->in_channels(), k, k, bias, st, p);
-  }
-  if (auto* m = dynamic_cast<nn::MaxPool2D<T, B>*>(&layer)) {
-    if (shape.size() != 3 || shape[1] < m->kernel() || shape[2] < m->kernel())
-      throw shape_error("export_onnx: " + layer.describe() + " does not fit its input");
-    shape = {shape[0], (shape[1] - m->kernel()) / m->stride() + 1,
-             (shape[2] - m->kernel()) / m->stride() + 1};
-    return onnx_emit::max_pool2d(g, x, m->kernel(), m->stride());
-  }
-  if (auto* r = dynamic_cast<nn::Reshape<T, B>*>(&layer)) {
-    const std::vector<std::int64_t> to{r->dims()[0], r->dims()[1], r->dims()[2]};
-    if (shape != to)  // the exported input already has the network's input shape
-      throw value_error("export_onnx: " + layer.describe() +
-                        " is only exported as the network's first layer, on inputs of its shape");
-    return x;
-  }
-  if (dynamic_cast<nn::Flatten<T, B>*>(&layer)) {
-    std::int64_t n = 1;
-    for (auto v : shape)
-      n *= v;
-    shape = {n};
-    return onnx_emit::flatten(g, x);
-  }
-  if (dynamic_cast<nn::Tanh<T, B>*>(&layer)) return onnx_emit::activation(g, x, "Tanh");
-  if (dynamic_cast<nn::Sigmoid<T, B>*>(&layer)) return onnx_emit::activation(g, x, "Sigmoid");
-  if (auto* l = dynamic_cast<nn::L2Normalize<T, B>*>(&layer))  // x / max(|x|, e) as
-    return onnx_emit::l2_normalize(
-        g, x, static_cast<float>(l->eps() * l->eps()));  // x / sqrt(|x|^2 + e^2)
-  throw value_error("export_onnx: no ONNX emitter for the layer " + layer.describe());
-}
-
-}  // namespace detail
-
 /// The network as an ONNX ModelProto (see the file comment). Throws value_error for an
 /// empty network, a layer kind without an emitter or a bad option, shape_error when
 /// options.input_shape does not fit the first layer.
@@ -317,10 +262,23 @@ onnx::ModelProto to_onnx(nn::Sequential<T, B>& net, const OnnxOptions& options =
 
   auto* graph = model.mutable_graph();
   graph->set_name(options.graph_name);
+  const Shape in = nn::detail::shape_of(input_shape);
+  Shape out;
+  try {
+    out = net.output_shape(in);  // throws naming the first layer that does not fit
+  } catch (const shape_error& e) {
+    throw shape_error(std::string("export_onnx: ") + e.what());
+  }
+  shape.clear();
+  for (int i = 0; i < out.rank(); ++i)
+    shape.push_back(out[i]);
   OnnxGraph g(*graph);
   std::string x = g.fresh("images");
-  for (std::size_t i = 0; i < net.size(); ++i)
-    x = detail::emit_layer(g, net[i], x, shape);
+  try {
+    x = net.emit(g, x, in);
+  } catch (const value_error& e) {
+    throw value_error(std::string("export_onnx: ") + e.what());
+  }
   // Name the last value "embedding" (an Identity would cost a node in every runtime).
   for (auto& n : *graph->mutable_node())
     for (auto& o : *n.mutable_output())

@@ -8,12 +8,14 @@
 //   data             raw little-endian tensors, [b, e) relative to the data's start
 //
 // Naming and layout follow PyTorch, so that `model.load_state_dict(...)` works on a module
-// whose `layers` attribute is the matching nn.Sequential: layer i of a Sequential writes
-// `layers.<i>.weight` and `layers.<i>.bias` (indices count every layer, parameter-free ones
-// too, as torch.nn.Sequential does). A Dense layer's weight is written transposed, as
-// PyTorch's Linear stores it ([out x in]; siam keeps W as [in x out] for y = x W + b).
-// Parameters of other layer kinds are written under `layers.<i>.<parameter name>` in siam's
-// own layout. Element types: F32 for float networks, F64 for double networks.
+// whose `layers` attribute is the matching nn.Sequential: each layer names its parameters
+// as torch.nn does (Layer::tensor_names: `weight`, `bias`), and layer i of a Sequential
+// writes them as `layers.<i>.weight`, `layers.<i>.bias` (indices count every layer,
+// parameter-free ones too, as torch.nn.Sequential does). A Dense layer's weight is written
+// transposed, as PyTorch's Linear stores it ([out x in]; siam keeps W as [in x out] for
+// y = x W + b); Conv2D's weight [O x C x K x K] is PyTorch's layout already. Element types:
+// F32 for float networks, F64 for double networks. Files written before Conv2D's tensors
+// were renamed (`layers.<i>.W`, `layers.<i>.b`) still load.
 //
 // Loading reads the whole file (its size bounds every allocation) and checks every field
 // before copying: the header length against the file size, the JSON syntax, dtypes, shapes
@@ -420,27 +422,56 @@ inline SafetensorsFile decode_safetensors(const unsigned char* data, std::size_t
 
 namespace detail {
 
+/// The name, PyTorch shape and parameter of every tensor a network writes, in order.
+template <class T, class B>
+struct SafetensorsEntry {
+  nn::TensorName name;
+  Parameter<T, B>* param;
+  std::vector<std::int64_t> dims;  // as written (transposed ones swapped)
+};
+template <class T, class B>
+std::vector<SafetensorsEntry<T, B>> safetensors_entries(nn::Sequential<T, B>& net) {
+  const auto params = net.parameters();
+  const auto names = net.tensor_names();
+  if (names.size() != params.size())
+    throw value_error("safetensors: the network " + net.describe() + " names " +
+                      std::to_string(names.size()) + " tensors for its " +
+                      std::to_string(params.size()) + " parameters");
+  std::vector<SafetensorsEntry<T, B>> out;
+  for (std::size_t k = 0; k < params.size(); ++k) {
+    const Shape s = params[k]->value.shape();
+    std::vector<std::int64_t> dims;
+    for (int i = 0; i < s.rank(); ++i)
+      dims.push_back(s[i]);
+    if (names[k].transposed) {
+      if (dims.size() != 2)
+        throw value_error("safetensors: '" + names[k].name + "' of shape " + s.str() +
+                          " is marked transposed but is not 2-D");
+      std::swap(dims[0], dims[1]);
+    }
+    out.push_back({names[k], params[k], dims});
+  }
+  return out;
+}
+
+// [r x c] row-major -> [c x r] row-major.
+template <class T>
+std::vector<T> transposed(const std::vector<T>& v, std::int64_t r, std::int64_t c) {
+  std::vector<T> t(v.size());
+  for (std::int64_t i = 0; i < r; ++i)
+    for (std::int64_t j = 0; j < c; ++j)
+      t[static_cast<std::size_t>(j * r + i)] = v[static_cast<std::size_t>(i * c + j)];
+  return t;
+}
+
 /// The tensors a network writes, in PyTorch's naming and layout (see the file comment).
 template <class T, class B>
 std::vector<Record> safetensors_records(nn::Sequential<T, B>& net) {
   std::vector<Record> out;
-  for (std::size_t i = 0; i < net.size(); ++i) {
-    const std::string prefix = "layers." + std::to_string(i) + ".";
-    if (auto* dense = dynamic_cast<nn::Dense<T, B>*>(&net[i])) {
-      const auto& w = dense->weight().value;
-      const index_t in = w.shape()[0], out_dim = w.shape()[1];
-      const auto v = w.to_vector();
-      std::vector<T> wt(v.size());
-      for (index_t r = 0; r < in; ++r)
-        for (index_t c = 0; c < out_dim; ++c)
-          wt[static_cast<std::size_t>(c * in + r)] = v[static_cast<std::size_t>(r * out_dim + c)];
-      out.push_back(make_record(prefix + "weight", {out_dim, in}, wt.data(), wt.size()));
-      const auto b = dense->bias().value.to_vector();
-      out.push_back(make_record(prefix + "bias", {out_dim}, b.data(), b.size()));
-    } else {
-      for (auto* p : net[i].parameters())
-        out.push_back(tensor_record(prefix + p->name, p->value));
-    }
+  for (const auto& e : safetensors_entries(net)) {
+    auto v = e.param->value.to_vector();
+    if (e.name.transposed) v = transposed(v, e.dims[1], e.dims[0]);
+    out.push_back(make_record(e.name.name, e.dims, v.data(), v.size()));
   }
   if constexpr (std::endian::native == std::endian::big)
     for (auto& r : out)
@@ -448,6 +479,17 @@ std::vector<Record> safetensors_records(nn::Sequential<T, B>& net) {
         std::reverse(r.bytes.begin() + static_cast<std::ptrdiff_t>(k),
                      r.bytes.begin() + static_cast<std::ptrdiff_t>(k + r.element_size()));
   return out;
+}
+
+/// The name siam wrote a tensor under before Conv2D's were renamed ("layers.3.weight" ->
+/// "layers.3.W", "bias" -> "b"); empty when there was none.
+inline std::string legacy_tensor_name(const std::string& name) {
+  const auto dot = name.rfind('.');
+  if (dot == std::string::npos) return {};
+  const std::string last = name.substr(dot + 1);
+  if (last == "weight") return name.substr(0, dot + 1) + "W";
+  if (last == "bias") return name.substr(0, dot + 1) + "b";
+  return {};
 }
 
 }  // namespace detail
@@ -474,9 +516,23 @@ void load_safetensors(const std::filesystem::path& path, nn::Sequential<T, B>& n
   std::map<std::string, const Record*> have;
   for (const auto& r : f.tensors)
     have.emplace(r.name, &r);
-  for (const auto& r : f.tensors)
-    if (std::none_of(want.begin(), want.end(), [&](const Record& w) { return w.name == r.name; }))
-      throw io_error(file + ": holds the tensor '" + r.name + "', which the network " +
+  // An older file of siam's own: Conv2D tensors under W / b. Read under today's names when
+  // the file holds none of today's names for that tensor.
+  // (Dense always wrote weight / bias: its transposed weight has no older name.)
+  const auto entries = detail::safetensors_entries(net);
+  std::map<std::string, std::string> renamed;  // old name -> today's
+  for (const auto& e : entries) {
+    const std::string old = e.name.transposed ? "" : detail::legacy_tensor_name(e.name.name);
+    if (!old.empty() && !have.count(e.name.name) && have.count(old))
+      renamed.emplace(old, e.name.name);
+  }
+  for (const auto& [old, now] : renamed) {
+    have.emplace(now, have.at(old));
+    have.erase(old);
+  }
+  for (const auto& [n, r] : have)
+    if (std::none_of(want.begin(), want.end(), [&](const Record& w) { return w.name == n; }))
+      throw io_error(file + ": holds the tensor '" + r->name + "', which the network " +
                      net.describe() + " does not have");
   for (const auto& w : want) {
     const auto it = have.find(w.name);
@@ -492,31 +548,12 @@ void load_safetensors(const std::filesystem::path& path, nn::Sequential<T, B>& n
                      detail::safetensors_dtype(w.type));
   }
   // Every check passed: copy.
-  for (std::size_t i = 0; i < net.size(); ++i) {
-    const std::string prefix = "layers." + std::to_string(i) + ".";
-    auto host = [&](const std::string& n) {
-      const Record& r = *have.at(prefix + n);
-      std::vector<T> v(r.count());
-      detail::from_little_endian(v.data(), r.bytes.data(), v.size());
-      return v;
-    };
-    if (auto* dense = dynamic_cast<nn::Dense<T, B>*>(&net[i])) {
-      auto& w = dense->weight().value;
-      const index_t in = w.shape()[0], out_dim = w.shape()[1];
-      const auto wt = host("weight");  // [out x in]
-      std::vector<T> v(wt.size());
-      for (index_t r = 0; r < in; ++r)
-        for (index_t c = 0; c < out_dim; ++c)
-          v[static_cast<std::size_t>(r * out_dim + c)] = wt[static_cast<std::size_t>(c * in + r)];
-      B::from_host(w.data(), v.data(), w.size());
-      const auto b = host("bias");
-      B::from_host(dense->bias().value.data(), b.data(), dense->bias().value.size());
-    } else {
-      for (auto* p : net[i].parameters()) {
-        const auto v = host(p->name);
-        B::from_host(p->value.data(), v.data(), p->value.size());
-      }
-    }
+  for (const auto& e : entries) {
+    const Record& r = *have.at(e.name.name);
+    std::vector<T> v(r.count());
+    detail::from_little_endian(v.data(), r.bytes.data(), v.size());
+    if (e.name.transposed) v = detail::transposed(v, e.dims[0], e.dims[1]);
+    B::from_host(e.param->value.data(), v.data(), e.param->value.size());
   }
 }
 

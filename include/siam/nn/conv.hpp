@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -13,15 +14,10 @@
 namespace siam::nn {
 
 namespace detail {
-// Rethrows a shape_error of an op with the layer's description in front (built only then:
-// a forward pass allocates nothing).
-template <class L, class F>
-auto named(const L& layer, const F& f) {
-  try {
-    return f();
-  } catch (const shape_error& e) {
-    throw shape_error(layer.describe() + ": " + e.what());
-  }
+// Output extent of a window of k moved by s over x padded by p on both sides; -1 when it
+// does not fit.
+inline index_t window_extent(index_t x, index_t k, index_t s, index_t p) {
+  return x + 2 * p < k ? -1 : (x + 2 * p - k) / s + 1;
 }
 }  // namespace detail
 
@@ -32,6 +28,14 @@ auto named(const L& layer, const F& f) {
 template <class T, class B>
 class Conv2D final : public Layer<T, B> {
  public:
+  static constexpr const char* kind = "Conv2D";
+  static std::unique_ptr<Layer<T, B>> from_spec(const LayerSpec& s, Rng& rng) {
+    return std::make_unique<Conv2D>(
+        s.get_int("in", 1, LayerSpec::max_size), s.get_int("out", 1, LayerSpec::max_size),
+        s.get_int("kernel", 1, 4096), rng, s.get_int("stride", 1, 4096),
+        s.get_int("padding", 0, 4096), s.get_int("bias", 0, 1) == 1);
+  }
+
   Conv2D(index_t in_channels, index_t out_channels, index_t kernel, Rng& rng, index_t stride = 1,
          index_t padding = 0, bool bias = true, Init init = Init::he)
       : in_(in_channels), out_(out_channels), k_(kernel), stride_(stride), pad_(padding) {
@@ -65,9 +69,34 @@ class Conv2D final : public Layer<T, B> {
                         : conv2d(x, t.param(w_), stride_, pad_);
     });
   }
+  Shape output_shape(const Shape& in) const override {
+    const index_t h = in.rank() == 3 ? detail::window_extent(in[1], k_, stride_, pad_) : -1;
+    const index_t w = in.rank() == 3 ? detail::window_extent(in[2], k_, stride_, pad_) : -1;
+    if (in.rank() != 3 || in[0] != in_ || h < 1 || w < 1)
+      throw shape_error(describe() + ": input " + in.str() + ", expected [" + std::to_string(in_) +
+                        " x H x W] with H and W + 2 padding at least " + std::to_string(k_));
+    return Shape{out_, h, w};
+  }
   std::vector<Parameter<T, B>*> parameters() override {
     if (has_bias()) return {&w_, &b_};
     return {&w_};
+  }
+  /// PyTorch's Conv2d: weight [O x C x K x K], bias [O], both in siam's layout.
+  std::vector<TensorName> tensor_names() const override {
+    if (has_bias()) return {{"weight"}, {"bias"}};
+    return {{"weight"}};
+  }
+  /// Conv with strides and symmetric pads.
+  std::string emit(GraphEmitter& g, const std::string& x, const Shape&) const override {
+    std::vector<std::string> inputs{
+        x, g.constant("conv_weight", {out_, in_, k_, k_}, detail::to_float(w_.value.to_vector()))};
+    if (has_bias())
+      inputs.push_back(g.constant("conv_bias", {out_}, detail::to_float(b_.value.to_vector())));
+    return g.op("Conv", inputs,
+                {OpAttr::integers("kernel_shape", {k_, k_}),
+                 OpAttr::integers("strides", {stride_, stride_}),
+                 OpAttr::integers("pads", {pad_, pad_, pad_, pad_})},
+                "conv");
   }
   std::string describe() const override {
     return "Conv2D(" + std::to_string(in_) + ", " + std::to_string(out_) + ", " +
@@ -75,7 +104,7 @@ class Conv2D final : public Layer<T, B> {
            std::to_string(pad_) + (has_bias() ? ")" : ", no bias)");
   }
   LayerSpec spec() const override {
-    return LayerSpec{"Conv2D", {}}
+    return LayerSpec{kind, {}}
         .set("in", double(in_))
         .set("out", double(out_))
         .set("kernel", double(k_))
@@ -104,8 +133,13 @@ class Conv2D final : public Layer<T, B> {
 /// Max pooling over kernel x kernel windows moved by `stride` (no padding); the gradient
 /// goes to each window's first maximum.
 template <class T, class B>
-class MaxPool2D final : public Layer<T, B> {
+class MaxPool2D final : public ParameterFree<T, B> {
  public:
+  static constexpr const char* kind = "MaxPool2D";
+  static std::unique_ptr<Layer<T, B>> from_spec(const LayerSpec& s, Rng&) {
+    return std::make_unique<MaxPool2D>(s.get_int("kernel", 1, 4096), s.get_int("stride", 1, 4096));
+  }
+
   explicit MaxPool2D(index_t kernel, index_t stride) : k_(kernel), stride_(stride) {
     if (k_ <= 0 || stride_ <= 0)
       throw value_error("MaxPool2D: kernel " + std::to_string(k_) + " and stride " +
@@ -116,11 +150,26 @@ class MaxPool2D final : public Layer<T, B> {
   Var<T, B> forward(Var<T, B> x) override {
     return detail::named(*this, [&] { return max_pool2d(x, k_, stride_); });
   }
+  Shape output_shape(const Shape& in) const override {
+    const index_t h = in.rank() == 3 ? detail::window_extent(in[1], k_, stride_, 0) : -1;
+    const index_t w = in.rank() == 3 ? detail::window_extent(in[2], k_, stride_, 0) : -1;
+    if (h < 1 || w < 1)
+      throw shape_error(describe() + ": input " + in.str() + ", expected [C x H x W] with H and W" +
+                        " at least " + std::to_string(k_));
+    return Shape{in[0], h, w};
+  }
+  std::string emit(GraphEmitter& g, const std::string& x, const Shape&) const override {
+    return g.op("MaxPool", {x},
+                {OpAttr::integers("kernel_shape", {k_, k_}),
+                 OpAttr::integers("strides", {stride_, stride_}),
+                 OpAttr::integers("pads", {0, 0, 0, 0})},
+                "pool");
+  }
   std::string describe() const override {
     return "MaxPool2D(" + std::to_string(k_) + ", stride " + std::to_string(stride_) + ")";
   }
   LayerSpec spec() const override {
-    return LayerSpec{"MaxPool2D", {}}.set("kernel", double(k_)).set("stride", double(stride_));
+    return LayerSpec{kind, {}}.set("kernel", double(k_)).set("stride", double(stride_));
   }
   index_t kernel() const { return k_; }
   index_t stride() const { return stride_; }
@@ -131,20 +180,36 @@ class MaxPool2D final : public Layer<T, B> {
 
 /// [N x ...] -> [N x (product of the rest)], no copy.
 template <class T, class B>
-class Flatten final : public Layer<T, B> {
+class Flatten final : public ParameterFree<T, B> {
  public:
+  static constexpr const char* kind = "Flatten";
+  static std::unique_ptr<Layer<T, B>> from_spec(const LayerSpec&, Rng&) {
+    return std::make_unique<Flatten>();
+  }
+
   Var<T, B> forward(Var<T, B> x) override {
     return detail::named(*this, [&] { return flatten(x); });
   }
-  std::string describe() const override { return "Flatten"; }
-  LayerSpec spec() const override { return {"Flatten", {}}; }
+  Shape output_shape(const Shape& in) const override { return Shape{in.size()}; }
+  std::string describe() const override { return kind; }
+  LayerSpec spec() const override { return {kind, {}}; }
+  std::string emit(GraphEmitter& g, const std::string& x, const Shape&) const override {
+    return g.op("Flatten", {x}, {OpAttr::integer("axis", 1)}, "flatten");
+  }
 };
 
 /// [N x ...] -> [N x d1 x d2 x d3] with the same values (no copy): lets a network of images
 /// take the [N x 784] rows the data sets and the trainer hand out.
 template <class T, class B>
-class Reshape final : public Layer<T, B> {
+class Reshape final : public ParameterFree<T, B> {
  public:
+  static constexpr const char* kind = "Reshape";
+  static std::unique_ptr<Layer<T, B>> from_spec(const LayerSpec& s, Rng&) {
+    return std::make_unique<Reshape>(s.get_int("d1", 1, LayerSpec::max_size),
+                                     s.get_int("d2", 1, LayerSpec::max_size),
+                                     s.get_int("d3", 1, LayerSpec::max_size));
+  }
+
   Reshape(index_t d1, index_t d2, index_t d3) : d_{d1, d2, d3} {
     if (d1 <= 0 || d2 <= 0 || d3 <= 0)
       throw value_error("Reshape: dimensions must be positive, got " + std::to_string(d1) + " x " +
@@ -159,12 +224,26 @@ class Reshape final : public Layer<T, B> {
       return reshape(x, Shape{s.rows(), d_[0], d_[1], d_[2]});
     });
   }
+  Shape output_shape(const Shape& in) const override {
+    if (in.size() != d_[0] * d_[1] * d_[2])
+      throw shape_error(describe() + ": input " + in.str() + " has " + std::to_string(in.size()) +
+                        " values, expected " + std::to_string(d_[0] * d_[1] * d_[2]));
+    return Shape{d_[0], d_[1], d_[2]};
+  }
+  /// Exported only where it changes nothing (the network's first layer, on inputs of its
+  /// shape): the graph's input then has that shape.
+  std::string emit(GraphEmitter&, const std::string& x, const Shape& in) const override {
+    if (!(in == Shape{d_[0], d_[1], d_[2]}))
+      throw value_error(describe() +
+                        ": exported only as the network's first layer, on inputs of its shape");
+    return x;
+  }
   std::string describe() const override {
     return "Reshape(" + std::to_string(d_[0]) + ", " + std::to_string(d_[1]) + ", " +
            std::to_string(d_[2]) + ")";
   }
   LayerSpec spec() const override {
-    return LayerSpec{"Reshape", {}}
+    return LayerSpec{kind, {}}
         .set("d1", double(d_[0]))
         .set("d2", double(d_[1]))
         .set("d3", double(d_[2]));

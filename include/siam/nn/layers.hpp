@@ -1,8 +1,25 @@
 // Layers composed at run time. A network is a Sequential holding concrete layers
 // behind one small virtual interface: no network is ever encoded in nested template
 // types, so models build fast and error messages stay short.
+//
+// A layer kind is registered once, in its own class (see nn/registry.hpp for the list):
+//   static constexpr const char* kind = "Dense";           the spec's kind name
+//   static std::unique_ptr<Layer<T, B>> from_spec(spec, rng)   the builder
+// and overrides every pure function of Layer:
+//   forward(x)             the op, on a batch [N x <per-example shape>]
+//   output_shape(in)       per-example output shape for a per-example input shape;
+//                          throws shape_error naming the layer and both shapes
+//   spec()                 kind and settings (what a model file stores)
+//   describe()             a short human description, "Dense(784, 64)"
+//   emit(g, x, in)         the forward pass as ops of an exported graph (nn/emitter.hpp)
+//   parameters()           the trainable tensors, in a fixed order
+//   tensor_names()         one TensorName per parameter: PyTorch's name and layout
+// A layer without parameters derives from ParameterFree, which supplies the last two.
+// A missing piece does not compile: the functions are pure, and the registry checks the
+// two static members (LayerKind in nn/registry.hpp).
 #pragma once
 
+#include <cctype>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,6 +29,7 @@
 #include "siam/autodiff/ops.hpp"
 #include "siam/autodiff/reduce.hpp"
 #include "siam/autodiff/structure.hpp"
+#include "siam/nn/emitter.hpp"
 #include "siam/nn/init.hpp"
 #include "siam/nn/spec.hpp"
 
@@ -22,13 +40,20 @@ class Layer {
  public:
   virtual ~Layer() = default;
   virtual Var<T, B> forward(Var<T, B> x) = 0;
-  virtual std::vector<Parameter<T, B>*> parameters() { return {}; }
+  /// The shape of one output example for one input example of shape `in` (no batch
+  /// axis: [784], [1 x 28 x 28]). Throws shape_error naming the layer and both shapes.
+  virtual Shape output_shape(const Shape& in) const = 0;
+  virtual std::vector<Parameter<T, B>*> parameters() = 0;
+  /// One entry per parameters() entry, in the same order (see TensorName).
+  virtual std::vector<TensorName> tensor_names() const = 0;
   virtual std::string describe() const = 0;
   /// Kind and settings, for self-describing model files (see nn/registry.hpp). A layer
   /// that cannot be rebuilt from settings alone throws value_error.
-  virtual LayerSpec spec() const {
-    throw value_error("layer " + describe() + " cannot be saved in a model file (no spec())");
-  }
+  virtual LayerSpec spec() const = 0;
+  /// Appends the layer's forward pass to an exported graph: `x` names its input, whose
+  /// per-example shape is `in` (already checked with output_shape); returns the name of
+  /// its output. Throws value_error if the layer has no exported form.
+  virtual std::string emit(GraphEmitter& g, const std::string& x, const Shape& in) const = 0;
 
  protected:
   Layer() = default;
@@ -36,29 +61,96 @@ class Layer {
   Layer& operator=(const Layer&) = default;
 };
 
-/// y = x W + b with W [in x out], b [out]. Default initialisation: He (b = 0).
+/// Base of the layers that hold no parameters.
+template <class T, class B>
+class ParameterFree : public Layer<T, B> {
+ public:
+  std::vector<Parameter<T, B>*> parameters() override { return {}; }
+  std::vector<TensorName> tensor_names() const override { return {}; }
+};
+
+namespace detail {
+// Rethrows a shape_error of an op with the layer's description in front (built only then:
+// a forward pass allocates nothing).
+template <class L, class F>
+auto named(const L& layer, const F& f) {
+  try {
+    return f();
+  } catch (const shape_error& e) {
+    throw shape_error(layer.describe() + ": " + e.what());
+  }
+}
+// A per-example shape from its dimensions (rank 1 to 3).
+inline Shape shape_of(const std::vector<index_t>& d) {
+  switch (d.size()) {
+    case 1:
+      return Shape{d[0]};
+    case 2:
+      return Shape{d[0], d[1]};
+    case 3:
+      return Shape{d[0], d[1], d[2]};
+    default:
+      throw shape_error("a per-example shape has rank 1 to 3, got " + std::to_string(d.size()));
+  }
+}
+template <class T>
+std::vector<float> to_float(const std::vector<T>& v) {
+  return std::vector<float>(v.begin(), v.end());
+}
+}  // namespace detail
+
+/// y = x W + b with W [in x out], b [out]. Default initialisation: He (b = 0). Any input
+/// whose examples hold `in` values is taken ([N x in], or [N x C x H x W] with C H W = in).
 template <class T, class B>
 class Dense final : public Layer<T, B> {
  public:
+  static constexpr const char* kind = "Dense";
+  static std::unique_ptr<Layer<T, B>> from_spec(const LayerSpec& s, Rng& rng) {
+    return std::make_unique<Dense>(s.get_int("in", 1, LayerSpec::max_size),
+                                   s.get_int("out", 1, LayerSpec::max_size), rng);
+  }
+
   Dense(index_t in, index_t out, Rng& rng, Init init = Init::he)
       : w_("W", init_weights<T, B>(in, out, init, rng)), b_("b", Tensor<T, B>(Shape{out})) {}
 
   Var<T, B> forward(Var<T, B> x) override {
+    check(x.shape());
     return linear(x, x.tape().param(w_), x.tape().param(b_));
   }
   /// relu(x W + b) as one fused op (what Sequential uses for Dense followed by ReLU).
   Var<T, B> forward_relu(Var<T, B> x) {
+    check(x.shape());
     return linear_relu(x, x.tape().param(w_), x.tape().param(b_));
   }
+  Shape output_shape(const Shape& in) const override {
+    if (in.size() != in_features())
+      throw shape_error(describe() + ": input " + in.str() + " has " + std::to_string(in.size()) +
+                        " features, expected " + std::to_string(in_features()));
+    return Shape{out_features()};
+  }
   std::vector<Parameter<T, B>*> parameters() override { return {&w_, &b_}; }
+  std::vector<TensorName> tensor_names() const override { return {{"weight", true}, {"bias"}}; }
   std::string describe() const override {
-    return "Dense(" + std::to_string(w_.value.shape()[0]) + ", " +
-           std::to_string(w_.value.shape()[1]) + ")";
+    return "Dense(" + std::to_string(in_features()) + ", " + std::to_string(out_features()) + ")";
   }
   LayerSpec spec() const override {
-    return LayerSpec{"Dense", {}}
-        .set("in", double(w_.value.shape()[0]))
-        .set("out", double(w_.value.shape()[1]));
+    return LayerSpec{kind, {}}.set("in", double(in_features())).set("out", double(out_features()));
+  }
+  /// Gemm(x, W^T, b, transB = 1), W stored [out x in] as PyTorch's Linear (the layout
+  /// OpenCV's Gemm import needs); a multi-dimensional input is flattened first.
+  std::string emit(GraphEmitter& g, const std::string& x, const Shape& in) const override {
+    const std::string flat =
+        in.rank() > 1 ? g.op("Flatten", {x}, {OpAttr::integer("axis", 1)}, "flatten") : x;
+    const index_t n_in = in_features(), n_out = out_features();
+    const auto w = w_.value.to_vector();
+    std::vector<float> wt(w.size());
+    for (index_t r = 0; r < n_in; ++r)
+      for (index_t c = 0; c < n_out; ++c)
+        wt[static_cast<std::size_t>(c * n_in + r)] =
+            static_cast<float>(w[static_cast<std::size_t>(r * n_out + c)]);
+    const std::string wn = g.constant("weight", {n_out, n_in}, wt);
+    const std::string bn = g.constant("bias", {n_out}, detail::to_float(b_.value.to_vector()));
+    return g.op("Gemm", {flat, wn, bn}, {OpAttr::integer("transB", 1)}, "dense");
   }
   index_t in_features() const { return w_.value.shape()[0]; }
   index_t out_features() const { return w_.value.shape()[1]; }
@@ -66,44 +158,108 @@ class Dense final : public Layer<T, B> {
   Parameter<T, B>& bias() { return b_; }
 
  private:
+  void check(const Shape& s) const {
+    if (s.cols() != in_features())
+      throw shape_error(describe() + ": input " + s.str() + " has " + std::to_string(s.cols()) +
+                        " features per example, expected " + std::to_string(in_features()));
+  }
   Parameter<T, B> w_, b_;
 };
 
+namespace detail {
+// An elementwise activation: the same shape out, one ONNX op.
 template <class T, class B>
-class ReLU final : public Layer<T, B> {
+class Activation : public ParameterFree<T, B> {
  public:
+  Shape output_shape(const Shape& in) const override { return in; }
+  std::string describe() const override { return name(); }
+  LayerSpec spec() const override { return {name(), {}}; }
+  std::string emit(GraphEmitter& g, const std::string& x, const Shape&) const override {
+    std::string stem = onnx_op();
+    for (auto& c : stem)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return g.op(onnx_op(), {x}, {}, stem);
+  }
+
+ private:
+  virtual std::string name() const = 0;
+  virtual std::string onnx_op() const = 0;
+};
+}  // namespace detail
+
+template <class T, class B>
+class ReLU final : public detail::Activation<T, B> {
+ public:
+  static constexpr const char* kind = "ReLU";
+  static std::unique_ptr<Layer<T, B>> from_spec(const LayerSpec&, Rng&) {
+    return std::make_unique<ReLU>();
+  }
   Var<T, B> forward(Var<T, B> x) override { return relu(x); }
-  std::string describe() const override { return "ReLU"; }
-  LayerSpec spec() const override { return {"ReLU", {}}; }
+
+ private:
+  std::string name() const override { return kind; }
+  std::string onnx_op() const override { return "Relu"; }
 };
 
 template <class T, class B>
-class Tanh final : public Layer<T, B> {
+class Tanh final : public detail::Activation<T, B> {
  public:
+  static constexpr const char* kind = "Tanh";
+  static std::unique_ptr<Layer<T, B>> from_spec(const LayerSpec&, Rng&) {
+    return std::make_unique<Tanh>();
+  }
   Var<T, B> forward(Var<T, B> x) override { return tanh(x); }
-  std::string describe() const override { return "Tanh"; }
-  LayerSpec spec() const override { return {"Tanh", {}}; }
+
+ private:
+  std::string name() const override { return kind; }
+  std::string onnx_op() const override { return "Tanh"; }
 };
 
 template <class T, class B>
-class Sigmoid final : public Layer<T, B> {
+class Sigmoid final : public detail::Activation<T, B> {
  public:
+  static constexpr const char* kind = "Sigmoid";
+  static std::unique_ptr<Layer<T, B>> from_spec(const LayerSpec&, Rng&) {
+    return std::make_unique<Sigmoid>();
+  }
   Var<T, B> forward(Var<T, B> x) override { return sigmoid(x); }
-  std::string describe() const override { return "Sigmoid"; }
-  LayerSpec spec() const override { return {"Sigmoid", {}}; }
+
+ private:
+  std::string name() const override { return kind; }
+  std::string onnx_op() const override { return "Sigmoid"; }
 };
 
 /// Each row scaled to unit L2 norm, x / max(|x|, eps): embeddings on the sphere (what
 /// cosine-based losses and retrieval by cosine expect).
+///
+/// Exported as ReduceL2(axis 1) followed by Div: x / |x|. That is the form OpenCV's DNN
+/// importer (4.6) fuses into its Normalize layer; any other form (an epsilon added, Clip,
+/// Max, LpNormalization) fails to import there after a Flatten or a Gemm. It differs from
+/// siam only for rows with |x| < eps (a zero row: ONNX gives 0/0, siam 0; OpenCV adds its
+/// own epsilon).
 template <class T, class B>
-class L2Normalize final : public Layer<T, B> {
+class L2Normalize final : public ParameterFree<T, B> {
  public:
+  static constexpr const char* kind = "L2Normalize";
+  static std::unique_ptr<Layer<T, B>> from_spec(const LayerSpec& s, Rng&) {
+    return std::make_unique<L2Normalize>(s.get("eps"));
+  }
+
   explicit L2Normalize(double eps = 1e-12) : eps_(eps) {
     if (!(eps > 0)) throw value_error("L2Normalize: eps must be > 0, got " + std::to_string(eps));
   }
   Var<T, B> forward(Var<T, B> x) override { return l2_normalize_rows(x, static_cast<T>(eps_)); }
-  std::string describe() const override { return "L2Normalize"; }
-  LayerSpec spec() const override { return LayerSpec{"L2Normalize", {}}.set("eps", eps_); }
+  Shape output_shape(const Shape& in) const override { return in; }
+  std::string describe() const override { return kind; }
+  LayerSpec spec() const override { return LayerSpec{kind, {}}.set("eps", eps_); }
+  std::string emit(GraphEmitter& g, const std::string& x, const Shape& in) const override {
+    if (in.rank() != 1)
+      throw value_error(describe() + ": examples " + in.str() +
+                        " have no exported form; put a Flatten in front of it");
+    const std::string norm = g.op(
+        "ReduceL2", {x}, {OpAttr::integers("axes", {1}), OpAttr::integer("keepdims", 1)}, "norm");
+    return g.op("Div", {x, norm}, {}, "normalized");
+  }
   double eps() const { return eps_; }
 
  private:
@@ -127,17 +283,31 @@ class Sequential final : public Layer<T, B> {
     return *this;
   }
 
+  /// Shape errors name the layer: "layers.3 Dense(800, 16): input ... expected 800".
   Var<T, B> forward(Var<T, B> x) override {
-    for (std::size_t i = 0; i < layers_.size(); ++i) {
-      auto* dense = dynamic_cast<Dense<T, B>*>(layers_[i].get());
-      if (dense && i + 1 < layers_.size() && dynamic_cast<ReLU<T, B>*>(layers_[i + 1].get())) {
-        x = dense->forward_relu(x);
-        ++i;
-      } else {
-        x = layers_[i]->forward(x);
+    std::size_t i = 0;
+    try {
+      for (; i < layers_.size(); ++i) {
+        auto* dense = dynamic_cast<Dense<T, B>*>(layers_[i].get());
+        if (dense && i + 1 < layers_.size() && dynamic_cast<ReLU<T, B>*>(layers_[i + 1].get())) {
+          x = dense->forward_relu(x);
+          ++i;
+        } else {
+          x = layers_[i]->forward(x);
+        }
       }
+    } catch (const shape_error& e) {
+      throw shape_error(where(i, e.what()));
     }
     return x;
+  }
+  /// The per-example output shape; throws shape_error naming the first layer that does
+  /// not fit ("layers.<i> <layer>: ...") with its input shape.
+  Shape output_shape(const Shape& in) const override {
+    Shape s = in;
+    for (std::size_t i = 0; i < layers_.size(); ++i)
+      s = output_shape_of(i, s);
+    return s;
   }
   std::vector<Parameter<T, B>*> parameters() override {
     std::vector<Parameter<T, B>*> ps;
@@ -145,6 +315,30 @@ class Sequential final : public Layer<T, B> {
       for (auto* p : l->parameters())
         ps.push_back(p);
     return ps;
+  }
+  /// "layers.<i>.<name>" for every parameter (indices count every layer, parameter-free
+  /// ones too, as torch.nn.Sequential does), in parameters() order.
+  std::vector<TensorName> tensor_names() const override {
+    std::vector<TensorName> out;
+    for (std::size_t i = 0; i < layers_.size(); ++i)
+      for (auto& t : layers_[i]->tensor_names())
+        out.push_back({"layers." + std::to_string(i) + "." + t.name, t.transposed});
+    return out;
+  }
+  /// Every layer's ops in order (shapes from output_shape).
+  std::string emit(GraphEmitter& g, const std::string& x, const Shape& in) const override {
+    std::string v = x;
+    Shape s = in;
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      const Shape next = output_shape_of(i, s);
+      try {
+        v = layers_[i]->emit(g, v, s);
+      } catch (const value_error& e) {
+        throw value_error(where(i, e.what()));
+      }
+      s = next;
+    }
+    return v;
   }
   std::string describe() const override {
     std::string s = "Sequential(";
@@ -203,6 +397,19 @@ class Sequential final : public Layer<T, B> {
   }
 
  private:
+  std::string where(std::size_t i, const std::string& what) const {
+    const std::string d = i < layers_.size() ? layers_[i]->describe() : std::string("?");
+    const std::string head = "layers." + std::to_string(i) + " ";
+    return what.rfind(d, 0) == 0 ? head + what : head + d + ": " + what;
+  }
+  Shape output_shape_of(std::size_t i, const Shape& in) const {
+    try {
+      return layers_[i]->output_shape(in);
+    } catch (const shape_error& e) {
+      throw shape_error(where(i, e.what()));
+    }
+  }
+
   std::vector<std::unique_ptr<Layer<T, B>>> layers_;
   Shape input_shape_;
   std::unique_ptr<Tape<T, B>> infer_;

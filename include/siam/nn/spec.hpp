@@ -15,6 +15,9 @@
 namespace siam::nn {
 
 struct LayerSpec {
+  /// The largest size a setting may give (channels, features, dimensions).
+  static constexpr std::int64_t max_size = std::int64_t{1} << 31;
+
   std::string kind;
   std::vector<std::pair<std::string, double>> args;  // in order
 
