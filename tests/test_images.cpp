@@ -16,6 +16,7 @@
 #include <siam/data/loader.hpp>
 #include <siam/data/transforms.hpp>
 #include <siam/siamese.hpp>
+#include <siam/train.hpp>
 #include <siam/train/folder_batches.hpp>
 #include <string>
 #include <vector>
@@ -636,6 +637,42 @@ TEST_CASE("loader: a file gone bad after the scan is rethrown in the consumer na
     CHECK(message_of([&] { src.next(b); }).find("1.jpg") != std::string::npos);  // again
   }  // the destructor stops the workers (a hang would time the test out)
   CHECK_THROWS_AS(siam::data::ImageLoader(f, spec, {}, {0, 1}), siam::value_error);
+}
+TEST_CASE("the general trainer learns from a folder pair source (dark against light images)") {
+  TempDir t;
+  siam::Rng noise(9);
+  for (int i = 0; i < 12; ++i)
+    for (const auto& [cls, level] :
+         {std::pair<const char*, unsigned>{"dark", 40}, {"light", 200}}) {
+      std::vector<unsigned> v;
+      for (int p = 0; p < 16 * 16; ++p)
+        v.push_back(level + static_cast<unsigned>(noise.below(30)));
+      write_bytes(t.path / cls / (std::to_string(i) + ".png"),
+                  test_png::encode(16, 16, PNG_COLOR_TYPE_GRAY, 8, v));
+    }
+  const siam::data::ImageFolder f(t.path, codecs(1));
+  siam::data::TransformSpec spec;
+  spec.size = 8;
+  spec.augment = true;
+  siam::FolderPairBatches<float, siam::Cpu> source(f, spec, 16, 2, {2, 2}, true);
+  siam::Rng rng(4);
+  siam::nn::Sequential<float, siam::Cpu> net;
+  net.add<siam::nn::Dense<float, siam::Cpu>>(64, 8, rng)
+      .add<siam::nn::Tanh<float, siam::Cpu>>()
+      .add<siam::nn::Dense<float, siam::Cpu>>(8, 2, rng);
+  net.set_input_shape(siam::Shape{64});
+  siam::optim::Adam<float, siam::Cpu> adam(net.parameters(), {0.02, 0.9, 0.999, 1e-8});
+  siam::Trainer<float, siam::Cpu> trainer(net, adam, source,
+                                          siam::losses::contrastive<float, siam::Cpu>(), {});
+  std::vector<double> losses;
+  for (int s = 0; s < 60; ++s)
+    losses.push_back(trainer.step());
+  double first = 0, last = 0;
+  for (int s = 0; s < 10; ++s)
+    first += losses[static_cast<std::size_t>(s)], last += losses[static_cast<std::size_t>(50 + s)];
+  MESSAGE("mean loss of the first 10 steps " << first / 10 << ", of the last 10 " << last / 10);
+  CHECK(std::isfinite(last));
+  CHECK(last < 0.5 * first);
 }
 #else
 TEST_CASE("image folder and loader cases skipped: they need libpng and libturbojpeg") {
