@@ -7,6 +7,9 @@
 
 #include <cstdio>
 #include <siam/backend/cuda.hpp>
+#if defined(SIAM_HAS_CUDNN)
+#include <siam/backend/cudnn.hpp>  // the LeNet rows
+#endif
 #include <siam/data/synthetic_digits.hpp>
 #include <siam/train.hpp>
 
@@ -68,10 +71,11 @@ const data::Dataset& digits() {
   return d;
 }
 
-// The example's step: args check_finite (0/1), graph (0 eager, 1 one CUDA graph per step) and
-// the FP32 GEMM precision (0 highest, 1 high = TF32, 2 medium = BF16). Each iteration times 100
-// queued steps, then the step's eight GEMMs alone 100 times (bench/step_gemms.hpp): the
-// step / GEMMs ratio comes from one run.
+// The example's step: args check_finite (0/1), graph (0 eager, 1 one CUDA graph per step),
+// the FP32 GEMM precision (0 highest, 1 high = TF32, 2 medium = BF16) and the network (0 the
+// MLP 784-1024-1024-2, 1 LeNet as --arch cnn). Each iteration times 100 queued steps, then (MLP)
+// the step's eight GEMMs alone 100 times (bench/step_gemms.hpp): the step / GEMMs ratio comes
+// from one run. 20 iterations, 3 repetitions: compare the medians.
 void BM_GpuTrainStep(benchmark::State& state) {
   struct Reset {
     ~Reset() { cuda::set_matmul_precision(cuda::MatmulPrecision::highest); }
@@ -80,11 +84,17 @@ void BM_GpuTrainStep(benchmark::State& state) {
   SiameseConfig cfg;
   cfg.check_finite = state.range(0) != 0;
   cfg.graph = state.range(1) != 0;
+  const bool lenet = state.range(3) != 0;
+  if (lenet) {
+    cfg.network = nn::lenet_specs();
+    cfg.input_shape = Shape{1, 28, 28};
+  }
   SiameseTrainer<float, Cuda> trainer(digits(), cfg);
   bench::StepGemms<Cuda> gemms(2 * static_cast<index_t>(cfg.batch_pairs));
+  const int gemm_reps = lenet ? 0 : 100;  // the eight GEMMs are the MLP's
   for (int i = 0; i < 10; ++i) {
     trainer.step();
-    gemms.run();
+    if (!lenet) gemms.run();
   }
   const int reps = 100;
   cuda::Event start(true), stop(true), gemm_stop(true);
@@ -99,20 +109,20 @@ void BM_GpuTrainStep(benchmark::State& state) {
     stop.record(cuda::stream());
     stop.synchronize();
     launches += detail::kernels::launch_count() - l0;
-    for (int i = 0; i < reps; ++i)
+    for (int i = 0; i < gemm_reps; ++i)
       gemms.run();
     gemm_stop.record(cuda::stream());
     gemm_stop.synchronize();
     const double s = stop.elapsed_ms(start) / 1e3 / reps;
     step_s += s;
-    gemm_s += gemm_stop.elapsed_ms(stop) / 1e3 / reps;
+    if (gemm_reps > 0) gemm_s += gemm_stop.elapsed_ms(stop) / 1e3 / gemm_reps;
     state.SetIterationTime(s);
   }
   trainer.trainer().check_replayed();
   const double its = static_cast<double>(state.iterations());
   state.counters["step_ms"] = 1e3 * step_s / its;
   state.counters["gemm_ms"] = 1e3 * gemm_s / its;
-  state.counters["step_over_gemm"] = step_s / gemm_s;
+  state.counters["step_over_gemm"] = gemm_s > 0 ? step_s / gemm_s : 0.0;
   state.counters["launches_per_step"] = static_cast<double>(launches) / (its * reps);
   state.counters["graph_nodes"] = static_cast<double>(trainer.trainer().graph_nodes());
   // Memory: steady state means the pool's reservation did not grow while timing.
@@ -126,16 +136,18 @@ void BM_GpuTrainStep(benchmark::State& state) {
   state.counters["reserved_MiB"] = static_cast<double>(end.bytes_reserved) / (1 << 20);
   state.counters["peak_reserved_MiB"] = static_cast<double>(end.peak_bytes_reserved) / (1 << 20);
 }
+// Every row of eager/graph x FP32/TF32/BF16 x probe off/on for the MLP; LeNet eager and graph
+// in each precision with the probe on (the example's default).
 BENCHMARK(BM_GpuTrainStep)
-    ->Args({0, 0, 0})
-    ->Args({1, 0, 0})
-    ->Args({0, 1, 0})
-    ->Args({1, 1, 0})
-    ->Args({1, 1, 1})
-    ->Args({1, 1, 2})
-    ->ArgNames({"check_finite", "graph", "precision"})
+    ->ArgsProduct({{0, 1}, {0, 1}, {0, 1, 2}, {0}})
+#if defined(SIAM_HAS_CUDNN)
+    ->ArgsProduct({{1}, {0, 1}, {0, 1, 2}, {1}})
+#endif
+    ->ArgNames({"check_finite", "graph", "precision", "lenet"})
     ->UseManualTime()
-    ->Iterations(10)
+    ->Iterations(20)
+    ->Repetitions(3)
+    ->ReportAggregatesOnly(true)
     ->Unit(benchmark::kMillisecond);
 
 void BM_GpuEmbed5000(benchmark::State& state) {
