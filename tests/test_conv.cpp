@@ -364,6 +364,38 @@ TEST_CASE("max_pool2d: values, gradients, overlapping windows, and ties to the f
   CHECK(z.gradient()[5] == 4.0);
 }
 
+namespace {
+// A NaN in a window is the window's result and takes its gradient (PyTorch's max-pool
+// propagates NaN); windows without one are unchanged.
+template <class S>
+void check_pool_nan() {
+  const S nan = std::numeric_limits<S>::quiet_NaN();
+  Tape<S, Cpu> t;
+  Parameter<S, Cpu> x("x", Tensor<S, Cpu>(Shape{1, 1, 4, 4}));
+  for (index_t i = 0; i < 16; ++i)
+    x.value[i] = S(i);
+  x.value[5] = nan;   // window (0, 0): not its first position, and below the window's max 5
+  x.value[10] = nan;  // window (1, 1): its first position, above the numbers before it
+  auto y = max_pool2d(t.param(x), 2, 2);
+  const auto v = y.value().to_vector();
+  CHECK(std::isnan(v[0]));
+  CHECK(v[1] == S(7));
+  CHECK(v[2] == S(13));
+  CHECK(std::isnan(v[3]));
+  t.backward(sum(y));
+  const auto g = x.gradient().to_vector();
+  for (index_t i = 0; i < 16; ++i) {
+    CAPTURE(i);
+    CHECK(g[static_cast<std::size_t>(i)] == ((i == 5 || i == 7 || i == 13 || i == 10) ? S(1) : S(0)));
+  }
+}
+}  // namespace
+
+TEST_CASE("max_pool2d: a NaN in a window is its result and takes the gradient") {
+  check_pool_nan<float>();
+  check_pool_nan<double>();
+}
+
 TEST_CASE("max_pool2d: empty batch, shape errors") {
   Rng rng(7);
   const Td r(Shape{0, 2, 2, 2});

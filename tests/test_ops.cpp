@@ -366,3 +366,93 @@ TEST_CASE("tape: a node may name up to max_inputs inputs; a forgotten reset() is
   }
   CHECK(t.node_count() == 1);
 }
+
+namespace {
+// relu, clamp, maximum/minimum (with a tensor and with a scalar), the fused dense + ReLU
+// and the row maximum on rows [NaN, -1, 2, ...]: a NaN input gives a NaN output, as in
+// PyTorch, and every number is unchanged.
+template <class S>
+void check_nan_propagates() {
+  using TS = siam::Tensor<S, siam::Cpu>;
+  const S nan = std::numeric_limits<S>::quiet_NaN();
+  // 37 columns: the vectorised body and its scalar tail both see a NaN.
+  const index_t n = 37;
+  TS x(Shape{1, n}), other(Shape{1, n});
+  for (index_t i = 0; i < n; ++i) {
+    x[i] = (i % 3 == 0) ? nan : S(i % 3 == 1 ? -1 : 2);
+    other[i] = S(0.5);
+  }
+  const auto expect = [&](const TS& y, const char* op, auto number) {
+    CAPTURE(op);
+    for (index_t i = 0; i < n; ++i) {
+      CAPTURE(i);
+      if (std::isnan(x[i]))
+        CHECK(std::isnan(y[i]));
+      else
+        CHECK(y[i] == number(x[i]));
+    }
+  };
+  expect(TS(relu(x)), "relu", [](S v) { return v > 0 ? v : S(0); });
+  expect(TS(clamp(x, S(0), S(1))), "clamp", [](S v) { return std::min(std::max(v, S(0)), S(1)); });
+  expect(TS(maximum(x, other)), "maximum(a, b)", [](S v) { return std::max(v, S(0.5)); });
+  expect(TS(maximum(other, x)), "maximum(b, a)", [](S v) { return std::max(v, S(0.5)); });
+  expect(TS(minimum(x, other)), "minimum(a, b)", [](S v) { return std::min(v, S(0.5)); });
+  expect(TS(minimum(other, x)), "minimum(b, a)", [](S v) { return std::min(v, S(0.5)); });
+  expect(TS(maximum(x, S(0.5))), "maximum(a, s)", [](S v) { return std::max(v, S(0.5)); });
+  expect(TS(minimum(x, S(0.5))), "minimum(a, s)", [](S v) { return std::min(v, S(0.5)); });
+  // Dense + ReLU fused: the identity weight and a zero bias give relu(x) again.
+  siam::Tape<S, siam::Cpu> t;
+  TS w(Shape{n, n}), b(Shape{1, n});
+  for (index_t i = 0; i < n; ++i)
+    w[i * n + i] = S(1);
+  // a NaN in x makes its whole row of x W NaN (0 * NaN is NaN): check one NaN-free row too
+  TS rows(Shape{2, n});
+  for (index_t i = 0; i < n; ++i) {
+    rows[i] = x[i];
+    rows[n + i] = S(i % 2 ? -1 : 2);
+  }
+  const TS h(linear_relu(t.constant(rows), t.constant(w), t.constant(b)).value());
+  for (index_t i = 0; i < n; ++i) {
+    CHECK(std::isnan(h[i]));
+    CHECK(h[n + i] == (i % 2 ? S(0) : S(2)));
+  }
+  // The row maximum (logsumexp's shift) of a row holding NaN is NaN.
+  const TS m(max_cols(rows));
+  CHECK(std::isnan(m[0]));
+  CHECK(m[1] == S(2));
+}
+}  // namespace
+
+TEST_CASE("NaN propagates through relu, clamp, maximum, minimum, dense + ReLU, row maximum") {
+  check_nan_propagates<float>();
+  check_nan_propagates<double>();
+}
+
+TEST_CASE("NaN: the gradients of relu and maximum follow the NaN that the forward passed on") {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  siam::Parameter<double, siam::Cpu> x("x", Tensor::from(Shape{1, 3}, {nan, -1, 2}));
+  siam::Parameter<double, siam::Cpu> o("o", Tensor::from(Shape{1, 3}, {0.5, 0.5, 0.5}));
+  Tape t;
+  // relu passes dy at a NaN unit (PyTorch's threshold backward does too) and at x > 0.
+  t.backward(sum(relu(t.param(x)) * 3.0));
+  CHECK(x.gradient().to_vector() == std::vector<double>{3, 0, 3});
+  // maximum / minimum route the gradient to the operand they returned, NaN included.
+  for (int first = 0; first < 2; ++first) {
+    CAPTURE(first);
+    x.zero_grad();
+    o.zero_grad();
+    t.reset();
+    auto a = t.param(x), b = t.param(o);
+    t.backward(sum(first ? maximum(a, b) : maximum(b, a)));
+    CHECK(x.gradient().to_vector() == std::vector<double>{1, 0, 1});
+    CHECK(o.gradient().to_vector() == std::vector<double>{0, 1, 0});
+    x.zero_grad();
+    o.zero_grad();
+    t.reset();
+    a = t.param(x);
+    b = t.param(o);
+    t.backward(sum(first ? minimum(a, b) : minimum(b, a)));
+    CHECK(x.gradient().to_vector() == std::vector<double>{1, 1, 0});
+    CHECK(o.gradient().to_vector() == std::vector<double>{0, 0, 1});
+  }
+}

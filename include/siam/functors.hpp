@@ -43,18 +43,24 @@ struct mul_or_zero {
     return a == T(0) ? T(0) : a * b;
   }
 };
+// NaN propagates through the selects below as it does in PyTorch: a comparison with NaN is
+// false, so each select is written so that a false comparison keeps the NaN operand (one
+// select still; for numbers the results are those of the plain comparison, bit for bit).
+
+/// The larger of a and b; NaN when either is NaN.
 struct max {
   static constexpr const char* name = "max";
   template <class T>
   SIAM_HD T operator()(T a, T b) const {
-    return a > b ? a : b;
+    return (a > b || a != a) ? a : b;
   }
 };
+/// The smaller of a and b; NaN when either is NaN.
 struct min {
   static constexpr const char* name = "min";
   template <class T>
   SIAM_HD T operator()(T a, T b) const {
-    return a < b ? a : b;
+    return (a < b || a != a) ? a : b;
   }
 };
 struct neg {
@@ -92,21 +98,23 @@ struct log {
     return detail::log_(a);
   }
 };
+/// max(a, 0), NaN for NaN (as PyTorch's ReLU): "a <= 0" is false for NaN, so a passes.
 struct relu {
   static constexpr const char* name = "relu";
   template <class T>
   SIAM_HD T operator()(T a) const {
-    return a > T(0) ? a : T(0);
+    return a <= T(0) ? T(0) : a;
   }
 };
-/// ReLU's backward, (dy, x) -> dy where x > 0, else 0: a select rather than dy * step(x)
-/// (one instruction less per element, and like common frameworks it passes no NaN from
-/// dy where the unit was off).
+/// ReLU's backward, (dy, x) -> dy where x > 0 or x is NaN, else 0 (x: ReLU's output; a NaN
+/// unit passes dy on, as PyTorch's threshold backward does). A select rather than
+/// dy * step(x): one instruction less per element, and like common frameworks it passes no
+/// NaN from dy where the unit was off.
 struct relu_grad {
   static constexpr const char* name = "relu_grad";
   template <class T>
   SIAM_HD T operator()(T dy, T x) const {
-    return x > T(0) ? dy : T(0);
+    return x <= T(0) ? T(0) : dy;
   }
 };
 /// relu's derivative mask: 1 where a > 0, else 0 (the subgradient at 0 is taken as 0).
@@ -167,12 +175,13 @@ struct abs_grad {
     return x > T(0) ? dy : (x < T(0) ? -dy : T(0));
   }
 };
-/// 1 where a >= b, else 0 (maximum's routing mask: ties go to the first operand).
+/// 1 where a >= b or a is NaN, else 0 (maximum's routing mask: ties go to the first
+/// operand, and the gradient follows the NaN that max passed on).
 struct ge_mask {
   static constexpr const char* name = "ge_mask";
   template <class T>
   SIAM_HD T operator()(T a, T b) const {
-    return a >= b ? T(1) : T(0);
+    return (a >= b || a != a) ? T(1) : T(0);
   }
 };
 /// a^p for a fixed exponent p.
@@ -185,7 +194,7 @@ struct pow {
     return detail::pow_(a, static_cast<T>(p));
   }
 };
-/// min(max(a, lo), hi).
+/// min(max(a, lo), hi); NaN for NaN (both comparisons are false).
 template <class S>
 struct clamp {
   static constexpr const char* name = "clamp";

@@ -230,7 +230,8 @@ Var<T, B> minimum(Var<T, B> a, Var<T, B> b) {
   y.value() = e;
   t.record(
       +[](Tape<T, B>& tp, const detail::Node<T, B>& n) {
-        const auto m = ge_mask(tp.value(n.in[1]), tp.value(n.in[0]));  // a <= b
+        // a <= b or a is NaN (the operand min passed on): ge_mask of the negated operands
+        const auto m = ge_mask(-tp.value(n.in[0]), -tp.value(n.in[1]));
         tp.accumulate(n.in[0], tp.out_grad(n) * m);
         tp.accumulate(n.in[1], tp.out_grad(n) * (T(1) - m));
       },

@@ -304,7 +304,8 @@ struct Im2Col {
 
 /// Max pooling on the host. idx holds, per output, the flat position (iy * w + ix) of the
 /// window's maximum in its input plane; ties go to the first position in row-major order
-/// (a later value must be strictly greater to win).
+/// (a later value must be strictly greater to win). A NaN in the window is the result, as
+/// in PyTorch (the first NaN: nothing compares greater than it), and takes the gradient.
 template <class T>
 struct HostPool {
   static void forward(const ConvGeometry& g, const T* x, T* y, T* idx) {
@@ -321,7 +322,7 @@ struct HostPool {
           for (index_t ki = 0; ki < g.kh; ++ki)
             for (index_t kj = 0; kj < g.kw; ++kj) {
               const index_t at = (y0 + ki) * g.w + x0 + kj;
-              if (xp[at] > v) {
+              if (xp[at] > v || xp[at] != xp[at]) {  // NaN wins, and then stays
                 v = xp[at];
                 best = at;
               }

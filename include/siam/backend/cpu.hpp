@@ -189,14 +189,15 @@ struct Cpu {
     });
   }
 
-  /// out[r] = max_c k(r, c): the largest value of each row (a row of none gives -inf).
+  /// out[r] = max_c k(r, c): the largest value of each row (a row of none gives -inf; a row
+  /// holding NaN gives NaN).
   template <class T, class K>
   static void max_cols(T* out, index_t rows, index_t cols, const K& k) {
     for_each_task(rows, rows * cols >= parallel_threshold, [&](index_t r) {
       T m = -std::numeric_limits<T>::infinity();
       for (index_t c = 0; c < cols; ++c) {
         const T v = k(r, c);
-        m = v > m ? v : m;
+        m = (v > m || v != v) ? v : m;
       }
       out[r] = m;
     });
