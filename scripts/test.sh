@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds everything and runs the whole test suite, in the configurations CI checks:
 #   release    every target (CUDA when the toolkit is found), all tests
+#   mutants    small bugs planted one at a time in a copy of the sources; the tests must fail
 #   openblas   the core tests with Eigen's GEMM routed to OpenBLAS (EIGEN_USE_BLAS)
 #   eigen      the GEMM tests with Eigen's own product (release uses oneDNN when installed)
 #   sanitize   Debug + AddressSanitizer/UndefinedBehaviorSanitizer, the CPU tests
@@ -23,6 +24,9 @@ section "release: configure, build, test"
 cmake -S . -B $root/release -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build $root/release -j"$jobs"
 ctest --test-dir $root/release --output-on-failure -j"$jobs"
+
+section "mutants: planted bugs, each caught by the tests (scripts/mutants.sh)"
+scripts/mutants.sh $root/mutants
 
 section "openblas: core tests with EIGEN_USE_BLAS"
 cmake -S . -B $root/openblas -DCMAKE_BUILD_TYPE=Release -DSIAM_BLAS=openblas -DSIAM_CUDA=OFF \
