@@ -362,8 +362,8 @@ TEST_CASE("graph mode with a gathering loss (NT-Xent): indices captured with the
     CAPTURE(s);
     const double a = eager.step();
     // Overwrite the staging ring between replays: a graph that copied its indices from a ring
-    // slot would now read these instead.
-    std::vector<std::uint32_t> junk(4096, 0xffffffffu);
+    // slot would now read these instead (more than the ring's 4 MiB, so every slot is overwritten).
+    std::vector<std::uint32_t> junk((std::size_t{5} << 20) / sizeof(std::uint32_t), 0xffffffffu);
     cuda::DeviceBuffer<std::uint32_t> sink(junk.size());
     cuda::upload(sink.data(), junk.data(), junk.size());
     const double b = graph.step();
