@@ -459,3 +459,59 @@ TEST_CASE("samplers name real labels: a class with one image, a P x K batch too 
   auto two = clusters(30, 4, {3, 7}, 11);
   CHECK_THROWS_AS(make_trainer(two, cfg), siam::value_error);
 }
+
+TEST_CASE("a general trainer's checkpoint records the loss and its margin; a model reader names it") {
+  const auto data = clusters(60, 8, {0, 1}, 21);
+  siam::ImageSet<float, Cpu> set(data);
+  const fs::path ck = temp("loss_margin.siam");
+  std::vector<float> hist;
+  {
+    Rng rng(3);
+    auto net = siam::nn::mlp<float, Cpu>({8, 16, 2}, rng);
+    siam::optim::Adam<float, Cpu> adam(net.parameters(), {1e-2, 0.9, 0.99, 1e-8});
+    siam::PairBatches<float, Cpu> source(set, 8, 14);
+    siam::Trainer<float, Cpu> trainer(net, adam, source,
+                                      siam::losses::contrastive<float, Cpu>({0.2}));
+    hist.push_back(static_cast<float>(trainer.step()));
+    CHECK(trainer.settings().find("loss=contrastive margin=0.20000000000000001 reduction=sum\n") !=
+          std::string::npos);
+    trainer.save_checkpoint(ck, hist);
+  }
+  const auto resume = [&](siam::LossFn<float, Cpu> loss, bool allow) {
+    Rng rng(3);
+    auto net = siam::nn::mlp<float, Cpu>({8, 16, 2}, rng);
+    siam::optim::Adam<float, Cpu> adam(net.parameters(), {1e-2, 0.9, 0.99, 1e-8});
+    siam::PairBatches<float, Cpu> source(set, 8, 14);
+    siam::Trainer<float, Cpu> trainer(net, adam, source, std::move(loss));
+    return trainer.load_checkpoint(ck, allow);
+  };
+  CHECK(resume(siam::losses::contrastive<float, Cpu>({0.2}), false) == hist);
+  // another margin, another loss: refused, naming both values
+  try {
+    resume(siam::losses::contrastive<float, Cpu>({0.5}), false);
+    FAIL("a different margin was accepted");
+  } catch (const siam::value_error& e) {
+    const std::string m = e.what();
+    CHECK(m.find("loss=contrastive margin=0.20000000000000001") != std::string::npos);
+    CHECK(m.find("loss=contrastive margin=0.5 ") != std::string::npos);
+  }
+  try {
+    resume(siam::losses::triplet<float, Cpu>({0.2}), false);
+    FAIL("a different loss was accepted");
+  } catch (const siam::value_error& e) {
+    CHECK(std::string(e.what()).find("loss=triplet margin=0.20000000000000001") !=
+          std::string::npos);
+  }
+  CHECK(resume(siam::losses::contrastive<float, Cpu>({0.5}), true) == hist);
+  // read as a model: named as a checkpoint, with how to read it
+  try {
+    (void)siam::io::load_model<float, Cpu>(ck);
+    FAIL("a checkpoint without a model description loaded as a model");
+  } catch (const siam::io_error& e) {
+    const std::string m = e.what();
+    CHECK(m.find("a training checkpoint") != std::string::npos);
+    CHECK(m.find("Trainer::load_checkpoint") != std::string::npos);
+    CHECK(m.find("weights-only") == std::string::npos);
+  }
+  fs::remove(ck);
+}
