@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "gradcheck.hpp"
+#include "support/alloc_counter.hpp"
 
 using namespace siam;
 using gradcheck::random;
@@ -320,4 +321,296 @@ TEST_CASE("conv2d: the stride and padding combinations of a ResNet, and a residu
         return gradcheck::project(t, relu(conv2d(v[0], v[1], 1, 1)) + v[0], r);
       },
       {random(Shape{2, 2, 4, 4}, rng), random(Shape{2, 2, 3, 3}, rng)});
+}
+
+// ---- layers
+
+#include <filesystem>
+#include <siam/io/model_file.hpp>
+#include <siam/nn/resnet.hpp>
+
+namespace {
+
+using Seq = nn::Sequential<double, Cpu>;
+
+// Central differences of L = sum(layer(x) * R) for every element of x and of every
+// parameter, against the tape's gradients (the layer's own parameters, in double).
+void check_layer(nn::Layer<double, Cpu>& layer, const Td& x0, double tol = 1e-6) {
+  Rng rng(99);
+  Parameter<double, Cpu> x("x", Td(x0));
+  Taped t;
+  Td r;
+  auto loss = [&] {
+    t.reset();
+    Vd y = layer.forward(t.param(x));
+    if (r.size() != y.shape().size()) r = random(y.shape(), rng);
+    return gradcheck::project(t, y, r);
+  };
+  std::vector<Parameter<double, Cpu>*> ps = layer.parameters();
+  ps.push_back(&x);
+  for (auto* p : ps)
+    p->zero_grad();
+  t.backward(loss());
+  for (auto* p : ps) {
+    CAPTURE(p->name);
+    const std::vector<double> analytic = p->gradient().to_vector();
+    for (index_t i = 0; i < p->value.size(); ++i) {
+      const double v = p->value[i];
+      double f[2];
+      for (int k = 0; k < 2; ++k) {
+        p->value[i] = v + (k ? -1e-6 : 1e-6);
+        NoGrad<double, Cpu> ng(t);
+        f[k] = loss().value().item();
+      }
+      p->value[i] = v;
+      const double numeric = (f[0] - f[1]) / 2e-6, a = analytic[std::size_t(i)];
+      CAPTURE(i);
+      CHECK(std::abs(a - numeric) / std::max({1.0, std::abs(a), std::abs(numeric)}) <= tol);
+    }
+  }
+}
+
+// Non-trivial BatchNorm affine parameters and running statistics (a fresh layer has 1 and 0).
+void randomise(nn::Layer<double, Cpu>& l, Rng& rng) {
+  for (auto* p : l.parameters())
+    for (index_t i = 0; i < p->value.size(); ++i)
+      p->value[i] += rng.uniform(-0.5, 0.5);
+  for (auto* b : l.buffers())
+    for (index_t i = 0; i < b->value.size(); ++i)
+      b->value[i] += rng.uniform(0.1, 0.5);
+}
+
+Seq basic_body(index_t in, index_t out, index_t stride, Rng& rng) {
+  Seq body;
+  body.add<nn::Conv2D<double, Cpu>>(in, out, 3, rng, stride, 1, false)
+      .add<nn::BatchNorm<double, Cpu>>(out)
+      .add<nn::ReLU<double, Cpu>>()
+      .add<nn::Conv2D<double, Cpu>>(out, out, 3, rng, 1, 1, false)
+      .add<nn::BatchNorm<double, Cpu>>(out);
+  return body;
+}
+
+}  // namespace
+
+TEST_CASE("BatchNorm layer: training and inference modes, buffers, gradients") {
+  Rng rng(29);
+  for (Shape s : {Shape{6, 3}, Shape{3, 3, 4, 4}}) {
+    CAPTURE(s.str());
+    nn::BatchNorm<double, Cpu> bn(3);
+    randomise(bn, rng);
+    const Td x = random(s, rng, -1, 3);
+    check_layer(bn, x);  // training: the batch's statistics
+    std::vector<double> mean, var;
+    naive_stats(x, mean, var);
+    {  // one more training step, then the running statistics moved by momentum 0.1
+      const Td m1(bn.running_mean());
+      Taped t;
+      (void)bn.forward(t.constant(x));
+      CHECK(bn.running_mean()[1] == doctest::Approx(0.9 * m1[1] + 0.1 * mean[1]).epsilon(1e-12));
+    }
+    bn.set_training(false);
+    check_layer(bn, x);  // inference: the running statistics
+    Taped t;
+    const Vd y = bn.forward(t.constant(x));
+    const index_t sp = s.size() / (s[0] * 3);
+    for (index_t i = 0; i < s.size(); ++i) {
+      const index_t k = (i / sp) % 3;
+      CHECK(y.value().data()[i] ==
+            doctest::Approx(bn.weight().value[k] * (x[i] - bn.running_mean()[k]) /
+                                std::sqrt(bn.running_var()[k] + 1e-5) +
+                            bn.bias().value[k])
+                .epsilon(1e-12));
+    }
+  }
+  using BN = nn::BatchNorm<double, Cpu>;
+  CHECK_THROWS_AS(BN(0), value_error);
+  CHECK_THROWS_AS(BN(3, 0.0), value_error);
+  CHECK_THROWS_AS(BN(3, 1e-5, 1.5), value_error);
+  BN bn(3);
+  {  // num_batches_tracked counts training steps; inference leaves every buffer alone
+    const Td x = random(Shape{4, 3}, rng);
+    Taped t;
+    (void)bn.forward(t.constant(x));
+    CHECK(bn.buffers()[2]->value[0] == 1);
+    bn.set_training(false);
+    (void)bn.forward(t.constant(x));
+    CHECK(bn.buffers()[2]->value[0] == 1);
+    bn.set_training(true);
+  }
+  Taped t;
+  const Td bad = random(Shape{4, 2}, rng);
+  CHECK_THROWS_AS((void)bn.forward(t.constant(bad)), shape_error);
+  CHECK_THROWS_AS((void)bn.output_shape(Shape{2, 5, 5}), shape_error);
+}
+
+TEST_CASE("Residual: gradients with and without a projection; shape errors") {
+  Rng rng(31);
+  {  // identity shortcut
+    nn::Residual<double, Cpu> block(basic_body(2, 2, 1, rng));
+    randomise(block, rng);
+    check_layer(block, random(Shape{2, 2, 4, 4}, rng));
+    block.set_training(false);
+    check_layer(block, random(Shape{2, 2, 4, 4}, rng));
+    CHECK(block.output_shape(Shape{2, 5, 5}) == Shape{2, 5, 5});
+    const Td x = random(Shape{2, 2, 4, 4}, rng);
+    Taped t;
+    const auto y = block.forward(t.constant(x)).value().to_vector();
+    const auto body = block.body().forward(t.constant(x)).value().to_vector();
+    for (std::size_t i = 0; i < y.size(); ++i)
+      CHECK(y[i] == doctest::Approx(body[i] + x[index_t(i)]).epsilon(1e-12));
+  }
+  {  // projection: 1x1 stride-2 convolution and BatchNorm, odd input size
+    Seq proj;
+    proj.add<nn::Conv2D<double, Cpu>>(2, 3, 1, rng, 2, 0, false).add<nn::BatchNorm<double, Cpu>>(3);
+    nn::Residual<double, Cpu> block(basic_body(2, 3, 2, rng), std::move(proj));
+    randomise(block, rng);
+    check_layer(block, random(Shape{2, 2, 5, 5}, rng));
+    CHECK(block.output_shape(Shape{2, 5, 5}) == Shape{3, 3, 3});
+    block.set_training(false);  // deterministic paths, compared with their sum
+    const Td x = random(Shape{2, 2, 5, 5}, rng);
+    Taped t;
+    const auto y = block.forward(t.constant(x)).value().to_vector();
+    const auto body = block.body().forward(t.constant(x)).value().to_vector();
+    const auto short_cut = block.projection().forward(t.constant(x)).value().to_vector();
+    for (std::size_t i = 0; i < y.size(); ++i)
+      CHECK(y[i] == doctest::Approx(body[i] + short_cut[i]).epsilon(1e-12));
+    CHECK(block.parameters().size() == 9);
+    CHECK(block.buffers().size() == 9);
+    const auto names = block.tensor_names();
+    CHECK(names[0].name == "body.0.weight");
+    CHECK(names[6].name == "projection.0.weight");
+    CHECK(block.buffer_names()[0].name == "body.1.running_mean");
+    CHECK(block.buffer_names()[8].name == "projection.1.num_batches_tracked");
+  }
+  {  // a body that changes the shape without a projection
+    nn::Residual<double, Cpu> block(basic_body(2, 3, 1, rng));
+    Taped t;
+    const Td x = random(Shape{2, 2, 4, 4}, rng);
+    CHECK_THROWS_AS((void)block.forward(t.constant(x)), shape_error);
+    CHECK_THROWS_AS((void)block.output_shape(Shape{2, 4, 4}), shape_error);
+  }
+}
+
+TEST_CASE("pooling and dropout layers: shapes, modes, errors") {
+  Rng rng(37);
+  nn::GlobalAvgPool<double, Cpu> gap;
+  CHECK(gap.output_shape(Shape{8, 7, 7}) == Shape{8});
+  check_layer(gap, random(Shape{2, 3, 3, 3}, rng));
+  nn::AvgPool2D<double, Cpu> ap(2, 2);
+  CHECK(ap.output_shape(Shape{3, 7, 6}) == Shape{3, 3, 3});
+  CHECK_THROWS_AS((void)ap.output_shape(Shape{3, 1, 6}), shape_error);
+  using AP = nn::AvgPool2D<double, Cpu>;
+  CHECK_THROWS_AS(AP(0, 1), value_error);
+  check_layer(ap, random(Shape{2, 2, 4, 5}, rng));
+  nn::Dropout<double, Cpu> drop(0.5, rng);
+  using DO = nn::Dropout<double, Cpu>;
+  CHECK_THROWS_AS(DO(1.0, rng), value_error);
+  const Td x = random(Shape{8, 16}, rng, 1, 2);
+  Taped t;
+  const auto a = drop.forward(t.constant(x)).value().to_vector();
+  const auto b = drop.forward(t.constant(x)).value().to_vector();
+  CHECK(a != b);  // a new mask each training step
+  CHECK(drop.step() == 2);
+  drop.set_training(false);
+  CHECK(drop.forward(t.constant(x)).value().to_vector() == x.to_vector());
+}
+
+TEST_CASE("Sequential: train/eval reach nested layers; embed runs in inference mode") {
+  Rng rng(41);
+  Seq net = nn::resnet<double, Cpu>(Shape{1, 8, 8}, rng, 2, 5);
+  CHECK(net.training());
+  const Td x = random(Shape{4, 64}, rng);
+  // embed: inference mode (running statistics: mean 0, variance 1 at first), the mode restored
+  Tensor<double, Cpu> e1(net.embed(x));
+  CHECK(net.training());
+  const auto count = [&] { return net.buffers()[2]->value[0]; };
+  CHECK(count() == 0);  // embed updated no running statistics
+  Taped t;
+  const Td xi = random(Shape{4, 1, 8, 8}, rng);
+  (void)net.forward(t.constant(xi));
+  CHECK(count() == 1);
+  net.eval();
+  Taped t2;
+  const auto y_eval = net.forward(t2.constant(xi)).value().to_vector();
+  CHECK(count() == 1);
+  CHECK(Tensor<double, Cpu>(net.embed(xi)).to_vector() == y_eval);
+  CHECK(!net.training());
+  net.train();
+  Taped t3;
+  CHECK(net.forward(t3.constant(xi)).value().to_vector() != y_eval);
+  CHECK(e1.shape() == Shape{4, 5});
+}
+
+TEST_CASE("resnet_specs: the network's structure, model files and specs round trip") {
+  const auto l = nn::resnet_specs(Shape{1, 28, 28}, 32, 64);
+  // stem 3 + 6 blocks (Residual line + 5 body + ReLU; 2 more for the 2 projections) + 3
+  CHECK(l.size() == 3 + 6 * 7 + 2 * 2 + 3);
+  CHECK(l[3].str() == "Residual body=5 projection=0");
+  CHECK(l[17].str() == "Residual body=5 projection=2");
+  CHECK_THROWS_AS(nn::resnet_specs(Shape{784}), value_error);
+  CHECK_THROWS_AS(nn::resnet_specs(Shape{1, 28, 28}, 0), value_error);
+  Rng rng(43);
+  Seq net = nn::resnet<double, Cpu>(Shape{1, 28, 28}, rng, 32, 64);
+  CHECK(net.output_shape(Shape{1, 28, 28}) == Shape{64});
+  std::vector<std::string> a, b;
+  for (const auto& s : nn::specs(net))
+    a.push_back(s.str());
+  for (const auto& s : l)
+    b.push_back(s.str());
+  CHECK(a == b);
+  // a small one through a model file: same embeddings, running statistics kept
+  Seq small = nn::resnet<double, Cpu>(Shape{1, 8, 8}, rng, 2, 3);
+  const Td x = random(Shape{6, 1, 8, 8}, rng);
+  for (int step = 0; step < 3; ++step) {
+    Taped t;
+    (void)small.forward(t.constant(x));
+  }
+  const auto path = std::filesystem::temp_directory_path() / "siam_test_resnet.model";
+  io::save_model(path, small);
+  Seq back = io::load_model<double, Cpu>(path);
+  std::filesystem::remove(path);
+  REQUIRE(back.buffers().size() == small.buffers().size());
+  for (std::size_t i = 0; i < back.buffers().size(); ++i)
+    CHECK(back.buffers()[i]->value.to_vector() == small.buffers()[i]->value.to_vector());
+  CHECK(Tensor<double, Cpu>(back.embed(x)).to_vector() ==
+        Tensor<double, Cpu>(small.embed(x)).to_vector());
+  // a Residual line whose layers are missing
+  std::vector<nn::LayerSpec> cut(l.begin(), l.begin() + 6);
+  auto build_cut = [&] { return nn::build<double, Cpu>(cut, Shape{1, 28, 28}, rng); };
+  CHECK_THROWS_AS(build_cut(), value_error);
+}
+
+TEST_CASE("a steady-state ResNet Siamese training step (float, CPU) allocates nothing") {
+  Rng rng(47);
+  auto net = nn::resnet<float, Cpu>(Shape{1, 12, 12}, rng, 4, 8);
+  net.add(std::make_unique<nn::Dropout<float, Cpu>>(0.1, rng));
+  auto params = net.parameters();
+  optim::Adam<float, Cpu> adam(params, {1e-3, 0.9, 0.99, 1e-8});
+  const index_t pairs = 6;
+  Tensor<float, Cpu> batch(Shape{2 * pairs, 1, 12, 12});
+  for (index_t i = 0; i < batch.size(); ++i)
+    batch[i] = float(rng.uniform());
+  std::vector<float> lab(static_cast<std::size_t>(pairs));
+  for (std::size_t i = 0; i < lab.size(); ++i)
+    lab[i] = float(i % 2);
+  const auto labels = Tensor<float, Cpu>::from(Shape{pairs}, std::span<const float>(lab));
+  Tape<float, Cpu> tape;
+  double first = 0, last = 0;
+  auto step = [&] {
+    tape.reset();
+    adam.zero_grad();
+    auto f = net.forward(tape.constant(batch));
+    auto loss = contrastive_loss_stacked(f, tape.constant(labels), {0.5, Reduction::sum, false});
+    tape.backward(loss);
+    adam.step();
+    return double(loss.value().data()[0]);
+  };
+  first = step();
+  step();
+  const long before = alloc_counter::count.load();
+  for (int i = 0; i < 3; ++i)
+    last = step();
+  CHECK(alloc_counter::count.load() - before == 0);
+  CHECK(std::isfinite(last));
+  CHECK(last < first);  // it learns on a fixed batch
 }

@@ -30,7 +30,7 @@ struct Options {
   long long iterations = 3000, batch_pairs = 180, eval_every = 100, checkpoint_every = 0;
   double margin = 0.3, lr = 1e-4, beta1 = 0.9, beta2 = 0.99;
   std::string layers = "784,1024,1024,2";  // the MLP (--arch mlp)
-  std::string arch = "mlp";                // mlp or cnn
+  std::string arch = "mlp";                // mlp, cnn or resnet
   std::string loss = "contrastive";        // contrastive, triplet, batch-hard, batch-all, ntxent
   bool soft_margin = false;
   double temperature = 0.1;
@@ -130,7 +130,8 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
   if (o.batch_pairs <= 0) return "--batch-pairs " + std::to_string(o.batch_pairs) + ": must be > 0";
   if (o.batch_pairs > (1LL << 20))
     return "--batch-pairs " + std::to_string(o.batch_pairs) + ": at most 1048576";
-  if (o.arch != "mlp" && o.arch != "cnn") return "--arch " + o.arch + ": must be mlp or cnn";
+  if (o.arch != "mlp" && o.arch != "cnn" && o.arch != "resnet")
+    return "--arch " + o.arch + ": must be mlp, cnn or resnet";
   const auto layers = parse_layers(o.layers);
   if (!layers)
     return "--layers " + o.layers + ": expected at least two positive sizes separated by commas";

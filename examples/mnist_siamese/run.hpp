@@ -127,6 +127,9 @@ inline siam::SiameseConfig make_config(const Options& o, const std::string& data
   if (o.arch == "cnn") {
     cfg.network = siam::nn::lenet_specs();
     cfg.input_shape = siam::Shape{1, 28, 28};
+  } else if (o.arch == "resnet") {  // BatchNorm residual network, 64-D L2-normalised output
+    cfg.input_shape = siam::Shape{1, o.image_size, o.image_size};
+    cfg.network = siam::nn::resnet_specs(cfg.input_shape, 32, 64);
   } else {
     const auto sizes = *parse_layers(o.layers);
     cfg.layers.assign(sizes.begin(), sizes.end());
@@ -221,7 +224,7 @@ inline std::string metrics_json(const Options& o, const Data& d, const Evaluatio
       .add("matmul_precision", o.matmul_precision)
       .add("graph", static_cast<long long>(o.graph))
       .add("arch", o.arch)
-      .add("layers", o.arch == "mlp" ? o.layers : std::string("lenet"))
+      .add("layers", o.arch == "mlp" ? o.layers : std::string(o.arch == "cnn" ? "lenet" : "resnet"))
       .add("loss", o.loss)
       .add("optimizer", o.optimizer)
       .add("weight_decay", o.weight_decay)

@@ -132,7 +132,7 @@ std::vector<Record> model_records(const nn::Sequential<T, B>& net) {
 template <class T, class B>
 void save_model(const std::filesystem::path& path, nn::Sequential<T, B>& net) {
   auto records = model_records(net);
-  for (auto& r : parameter_records(net.parameters()))
+  for (auto& r : parameter_records(net.state()))  // parameters, then buffers
     records.push_back(std::move(r));
   save_archive(path, records);
 }
@@ -148,12 +148,6 @@ struct ModelDescription {
 inline ModelDescription describe_model(const std::vector<Record>& records,
                                        const std::string& file) {
   const Record* fmt = detail::find_record(records, "model/format");
-  if (!fmt && detail::find_record(records, "settings") && detail::find_record(records, "state"))
-    throw io_error(file +
-                   ": a training checkpoint without a model description, not a model file; "
-                   "resume training from it with Trainer::load_checkpoint, or pass "
-                   "io::model_records(net) as save_checkpoint's extra records to make "
-                   "checkpoints that load as models");
   if (!fmt)
     throw io_error(file +
                    ": a weights-only model file (format 1, no architecture); build the "
@@ -217,7 +211,7 @@ nn::Sequential<T, B> load_model(const std::filesystem::path& path) {
   } catch (const shape_error& e) {
     throw io_error(file + ": " + e.what());
   }
-  load_parameters(records, net.parameters(), file);
+  load_parameters(records, net.state(), file);
   return net;
 }
 
@@ -239,7 +233,7 @@ void load_model(const std::filesystem::path& path, nn::Sequential<T, B>& net) {
                        b + "' in the network");
     }
   }
-  load_parameters(records, net.parameters(), file);
+  load_parameters(records, net.state(), file);
 }
 
 }  // namespace siam::io

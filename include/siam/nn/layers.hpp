@@ -54,6 +54,14 @@ class Layer {
   /// per-example shape is `in` (already checked with output_shape); returns the name of
   /// its output. Throws value_error if the layer has no exported form.
   virtual std::string emit(GraphEmitter& g, const std::string& x, const Shape& in) const = 0;
+  /// State that is saved with the parameters but never trained (BatchNorm's running
+  /// statistics), in a fixed order; none by default.
+  virtual std::vector<Parameter<T, B>*> buffers() { return {}; }
+  /// One TensorName per buffers() entry (PyTorch's buffer names).
+  virtual std::vector<TensorName> buffer_names() const { return {}; }
+  /// Training mode (batch statistics, dropout active) or inference mode (running
+  /// statistics, dropout off); containers pass it on. Layers without a mode ignore it.
+  virtual void set_training(bool) {}
 
  protected:
   Layer() = default;
@@ -276,10 +284,12 @@ class Sequential final : public Layer<T, B> {
   template <class L, class... Args>
   Sequential& add(Args&&... args) {
     layers_.push_back(std::make_unique<L>(std::forward<Args>(args)...));
+    layers_.back()->set_training(training_);
     return *this;
   }
   Sequential& add(std::unique_ptr<Layer<T, B>> layer) {
     layers_.push_back(std::move(layer));
+    layers_.back()->set_training(training_);
     return *this;
   }
 
@@ -349,6 +359,44 @@ class Sequential final : public Layer<T, B> {
   LayerSpec spec() const override {
     throw value_error("Sequential: a nested Sequential cannot be saved; flatten it");
   }
+  std::vector<Parameter<T, B>*> buffers() override {
+    std::vector<Parameter<T, B>*> out;
+    for (auto& l : layers_)
+      for (auto* b : l->buffers())
+        out.push_back(b);
+    return out;
+  }
+  std::vector<TensorName> buffer_names() const override {
+    std::vector<TensorName> out;
+    for (std::size_t i = 0; i < layers_.size(); ++i)
+      for (auto& t : layers_[i]->buffer_names())
+        out.push_back({"layers." + std::to_string(i) + "." + t.name, t.transposed});
+    return out;
+  }
+  void set_training(bool on) override {
+    training_ = on;
+    for (auto& l : layers_)
+      l->set_training(on);
+  }
+  /// Training mode (the default, as in PyTorch): BatchNorm normalises with the batch's
+  /// statistics and updates its running ones, Dropout drops. eval(): running statistics,
+  /// no dropout. embed() always runs in inference mode and restores the mode after.
+  Sequential& train() {
+    set_training(true);
+    return *this;
+  }
+  Sequential& eval() {
+    set_training(false);
+    return *this;
+  }
+  bool training() const { return training_; }
+  /// What model files and checkpoints store: parameters(), then buffers().
+  std::vector<Parameter<T, B>*> state() {
+    auto out = parameters();
+    for (auto* b : buffers())
+      out.push_back(b);
+    return out;
+  }
   std::size_t size() const { return layers_.size(); }
   Layer<T, B>& operator[](std::size_t i) { return *layers_.at(i); }
   const Layer<T, B>& operator[](std::size_t i) const { return *layers_.at(i); }
@@ -370,6 +418,12 @@ class Sequential final : public Layer<T, B> {
     Tape<T, B>& t = *infer_;
     t.reset();
     NoGrad<T, B> no_grad(t);
+    struct Inference {  // inference mode for this call, the previous mode restored after
+      Sequential& net;
+      bool was;
+      ~Inference() { net.set_training(was); }
+    } mode{*this, training_};
+    if (training_) set_training(false);
     const Shape s = x.shape();
     Var<T, B> in = t.constant(x);
     if (input_shape_.size() > 0 && s.rank() >= 2 && !(s == batch_shape(s.rows()))) {
@@ -413,6 +467,7 @@ class Sequential final : public Layer<T, B> {
   std::vector<std::unique_ptr<Layer<T, B>>> layers_;
   Shape input_shape_;
   std::unique_ptr<Tape<T, B>> infer_;
+  bool training_ = true;
 };
 
 /// The classic Siamese embedding network: in -> Dense(h) -> ReLU -> ... -> Dense(out).

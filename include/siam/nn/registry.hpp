@@ -11,8 +11,12 @@
 #include <string_view>
 #include <vector>
 
+#include "siam/nn/batchnorm.hpp"
 #include "siam/nn/conv.hpp"
+#include "siam/nn/dropout.hpp"
 #include "siam/nn/layers.hpp"
+#include "siam/nn/pooling.hpp"
+#include "siam/nn/residual.hpp"
 
 namespace siam::nn {
 
@@ -22,7 +26,8 @@ struct LayerKinds {};
 
 /// The layer kinds the library knows, in the order "known:" lists them.
 using layer_kinds =
-    LayerKinds<Dense, ReLU, Tanh, Sigmoid, L2Normalize, Conv2D, MaxPool2D, Flatten, Reshape>;
+    LayerKinds<Dense, ReLU, Tanh, Sigmoid, L2Normalize, Conv2D, MaxPool2D, Flatten, Reshape,
+               BatchNorm, Dropout, GlobalAvgPool, AvgPool2D, Residual>;
 
 /// What a registered layer kind provides: a concrete Layer with a `kind` name and a
 /// `from_spec` builder (the other pieces are Layer's pure functions).
@@ -87,12 +92,42 @@ std::unique_ptr<Layer<T, B>> make_layer(const LayerSpec& spec, Rng& rng) {
   return layer;
 }
 
-/// The specs of every layer of `net`, in order.
+namespace detail {
+// A Residual's line is followed by its body's and projection's lines (depth first).
+template <class T, class B>
+void append_specs(const Sequential<T, B>& net, std::vector<LayerSpec>& out) {
+  for (std::size_t i = 0; i < net.size(); ++i) {
+    out.push_back(net[i].spec());
+    if (const auto* r = dynamic_cast<const Residual<T, B>*>(&net[i])) {
+      append_specs(r->body(), out);
+      append_specs(r->projection(), out);
+    }
+  }
+}
+// The layer at layers[i] (and, for a Residual, the layers its line announces); advances i.
+template <class T, class B, class Extra>
+std::unique_ptr<Layer<T, B>> build_one(const std::vector<LayerSpec>& layers, std::size_t& i,
+                                       Rng& rng) {
+  const LayerSpec& spec = layers[i++];
+  auto layer = make_layer<T, B, Extra>(spec, rng);
+  if (auto* r = dynamic_cast<Residual<T, B>*>(layer.get())) {
+    for (auto* part : {&r->body(), &r->projection()})
+      for (std::size_t k = part == &r->body() ? r->pending_body() : r->pending_projection(); k > 0;
+           --k) {
+        if (i >= layers.size())
+          throw value_error("layer " + spec.str() + ": the list ends before its layers");
+        part->add(build_one<T, B, Extra>(layers, i, rng));
+      }
+  }
+  return layer;
+}
+}  // namespace detail
+
+/// The specs of every layer of `net`, in order (a Residual's line followed by its layers').
 template <class T, class B>
 std::vector<LayerSpec> specs(const Sequential<T, B>& net) {
   std::vector<LayerSpec> out;
-  for (std::size_t i = 0; i < net.size(); ++i)
-    out.push_back(net[i].spec());
+  detail::append_specs(net, out);
   return out;
 }
 
@@ -102,8 +137,8 @@ std::vector<LayerSpec> specs(const Sequential<T, B>& net) {
 template <class T, class B, class Extra = LayerKinds<>>
 Sequential<T, B> build(const std::vector<LayerSpec>& layers, Shape input_shape, Rng& rng) {
   Sequential<T, B> net;
-  for (const auto& l : layers)
-    net.add(make_layer<T, B, Extra>(l, rng));
+  for (std::size_t i = 0; i < layers.size();)
+    net.add(detail::build_one<T, B, Extra>(layers, i, rng));
   net.set_input_shape(input_shape);
   if (input_shape.size() > 0) (void)net.output_shape(input_shape);
   return net;

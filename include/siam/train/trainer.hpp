@@ -100,6 +100,7 @@ class Trainer {
   Var<T, B> forward_backward(const Batch<T, B>& batch, T scale = T(1)) {
     tape_.reset();
     opt_.zero_grad();
+    net_.set_training(true);  // batch statistics, dropout on (embed() switches them off)
     Var<T, B> f = net_.forward(tape_.constant(batch.inputs));
     loss_ = loss_fn_(f, batch, tape_);
     if (loss_.shape().size() != 1)
@@ -168,8 +169,7 @@ class Trainer {
   /// or a parameter's buffer moved).
   int graph_captures() const { return captures_; }
 
-  /// The settings a checkpoint records: the caller's, then the source, optimizer, schedule,
-  /// clipping, and the loss with its parameters (losses::describe).
+  /// The settings a checkpoint records: the caller's, then the source, optimizer, schedule.
   std::string settings() const {
     std::string s = options_.settings;
     if (!s.empty() && s.back() != '\n') s += '\n';
@@ -178,7 +178,6 @@ class Trainer {
     s += "schedule=" + (options_.schedule ? options_.schedule->describe() : std::string("none")) +
          "\n";
     s += "clip_norm=" + std::to_string(options_.clip_norm) + "\n";
-    s += "loss=" + losses::describe(loss_fn_) + "\n";
     return s;
   }
 
