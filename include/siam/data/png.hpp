@@ -105,7 +105,7 @@ inline bool png_decode_ga(png_structp png, png_infop info, PngState& s) {
 /// Decodes into s.ga as `want` samples per pixel (0: the file's own: grey 1, grey + alpha 2,
 /// RGB 3, RGBA 4); s.width x s.height was checked against the limits by the caller.
 /// Returns false (s.message set) on a libpng error.
-inline bool png_decode_any(png_structp png, png_infop info, PngState& s, std::size_t want,
+inline bool png_decode_any(png_structp png, png_infop info, PngState& s, std::size_t asked,
                            std::size_t* got) {
   if (setjmp(png_jmpbuf(png))) return false;
   png_set_user_limits(png, 0x7fffffffu, 0x7fffffffu);
@@ -117,7 +117,9 @@ inline bool png_decode_any(png_structp png, png_infop info, PngState& s, std::si
   const bool trns = png_get_valid(png, info, PNG_INFO_tRNS) != 0;
   const bool colour = (color & PNG_COLOR_MASK_COLOR) != 0;
   const bool alpha = (color & PNG_COLOR_MASK_ALPHA) != 0 || trns;
-  if (want == 0) want = (colour ? 3u : 1u) + (alpha ? 1u : 0u);
+  // (A new constant, not an assignment to the parameter: a variable written after setjmp
+  // may be clobbered by the longjmp.)
+  const std::size_t want = asked != 0 ? asked : (colour ? 3u : 1u) + (alpha ? 1u : 0u);
   const bool want_colour = want >= 3, want_alpha = want == 2 || want == 4;
   if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
   if (color == PNG_COLOR_TYPE_GRAY && bit_depth < 8) png_set_expand_gray_1_2_4_to_8(png);
