@@ -62,9 +62,9 @@ $root/down-pkg/downstream | tee $root/down-pkg/out.txt
 if grep skipped $root/down-pkg/out.txt; then
   echo "package: the installed siam lacks siam::onnx or siam::png"; exit 1
 fi
-# COMPONENTS onnx png resolve; an unknown or unavailable component fails, saying why
+# COMPONENTS onnx png jpeg hnsw resolve; an unknown or unavailable component fails, saying why
 cmake -S tests/downstream -B $root/down-comp -DCMAKE_PREFIX_PATH="$PWD/$root/prefix" \
-  -DSIAM_DOWNSTREAM_COMPONENTS="onnx;png" >/dev/null
+  -DSIAM_DOWNSTREAM_COMPONENTS="onnx;png;jpeg;hnsw" >/dev/null
 comp_fails() {  # COMPONENTS, the message expected, more cmake arguments
   rm -rf $root/down-comp
   if cmake -S tests/downstream -B $root/down-comp -DCMAKE_PREFIX_PATH="$PWD/$root/prefix" \

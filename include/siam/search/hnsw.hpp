@@ -39,10 +39,7 @@
 #include "siam/io/archive.hpp"
 #include "siam/search/topk.hpp"
 #include "siam/search/types.hpp"
-
-#if !defined(SIAM_VERSION_STRING)
-#define SIAM_VERSION_STRING "unknown"
-#endif
+#include "siam/version.hpp"
 
 namespace siam::search {
 
@@ -286,7 +283,7 @@ class HnswIndex {
     std::memcpy(graph.data() + 8, &n, 8);  // capacity := size: a loaded index holds what it needs
     std::vector<io::Record> records;
     records.push_back(io::make_text_record("index/kind", "hnsw"));
-    records.push_back(io::make_text_record("index/siam_version", SIAM_VERSION_STRING));
+    records.push_back(io::make_text_record("index/siam_version", siam::version_string));
     const std::uint64_t dim = static_cast<std::uint64_t>(dim_);
     records.push_back(io::make_record("index/dim", {1}, &dim, 1));
     records.push_back(io::make_text_record("index/metric", to_string(metric_)));
