@@ -184,6 +184,15 @@ std::map<std::string, KindCase> kind_cases() {
       {"MaxPool2D", {{S{"MaxPool2D", {}}.set("kernel", 3).set("stride", 2)}, Shape{2, 7, 5}}},
       {"Flatten", {{S{"Flatten", {}}}, Shape{2, 3, 2}}},
       {"Reshape", {{S{"Reshape", {}}.set("d1", 2).set("d2", 3).set("d3", 2)}, Shape{12}}},
+      {"BatchNorm",
+       {{conv, S{"BatchNorm", {}}.set("features", 3).set("eps", 1e-5).set("momentum", 0.1)},
+        Shape{2, 5, 6}}},
+      {"Dropout", {{S{"Dropout", {}}.set("p", 0.25)}, Shape{4}}},
+      {"GlobalAvgPool", {{S{"GlobalAvgPool", {}}}, Shape{2, 3, 4}}},
+      {"AvgPool2D", {{S{"AvgPool2D", {}}.set("kernel", 2).set("stride", 2)}, Shape{2, 5, 4}}},
+      // a Residual line is followed by its body's and projection's layers
+      {"Residual",
+       {{S{"Residual", {}}.set("body", 1).set("projection", 1), conv, conv}, Shape{2, 5, 6}}},
   };
 }
 Shape batch_of(index_t n, const Shape& s) {
@@ -210,10 +219,13 @@ TEST_CASE("registry: every layer kind round-trips spec -> build -> save -> load"
     CAPTURE(kind);
     Rng rng(11);
     auto net = nn::build<double, Cpu>(c.layers, c.input, rng);
-    REQUIRE(net.size() == c.layers.size());
+    const auto flat = nn::specs(net);  // a Residual's layers follow its line
+    REQUIRE(flat.size() == c.layers.size());
+    for (std::size_t i = 0; i < flat.size(); ++i)
+      CHECK(flat[i].str() == c.layers[i].str());  // the spec rebuilds the same layer
     for (std::size_t i = 0; i < net.size(); ++i) {
-      CHECK(net[i].spec().str() == c.layers[i].str());  // the spec rebuilds the same layer
       CHECK(net[i].tensor_names().size() == net[i].parameters().size());
+      CHECK(net[i].buffer_names().size() == net[i].buffers().size());
     }
     // output_shape agrees with a real forward, layer by layer, on a batch of 3.
     Rng rx(12);
