@@ -72,7 +72,7 @@ mutant include/siam/optim/sgd.hpp test_optim \
   'return w - lr * ((g + wd * w) + mu * b);' \
   'return w - lr * (g + mu * b);'
 # ops: the product's gradient for b multiplied by b instead of a
-mutant include/siam/autodiff/ops.hpp test_ops \
+mutant include/siam/autodiff/ops.hpp test_autodiff \
   'tp.accumulate(n.in[1], tp.out_grad(n) * tp.value(n.in[0]));' \
   'tp.accumulate(n.in[1], tp.out_grad(n) * tp.value(n.in[1]));'
 # ops: the tape overwrites a gradient that is already there instead of adding
