@@ -148,6 +148,12 @@ struct ModelDescription {
 inline ModelDescription describe_model(const std::vector<Record>& records,
                                        const std::string& file) {
   const Record* fmt = detail::find_record(records, "model/format");
+  if (!fmt && detail::find_record(records, "settings") && detail::find_record(records, "state"))
+    throw io_error(file +
+                   ": a training checkpoint without a model description, not a model file; "
+                   "resume training from it with Trainer::load_checkpoint, or pass "
+                   "io::model_records(net) as save_checkpoint's extra records to make "
+                   "checkpoints that load as models");
   if (!fmt)
     throw io_error(file +
                    ": a weights-only model file (format 1, no architecture); build the "

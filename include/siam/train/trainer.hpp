@@ -169,7 +169,8 @@ class Trainer {
   /// or a parameter's buffer moved).
   int graph_captures() const { return captures_; }
 
-  /// The settings a checkpoint records: the caller's, then the source, optimizer, schedule.
+  /// The settings a checkpoint records: the caller's, then the source, optimizer, schedule,
+  /// clipping, and the loss with its parameters (losses::describe).
   std::string settings() const {
     std::string s = options_.settings;
     if (!s.empty() && s.back() != '\n') s += '\n';
@@ -178,6 +179,7 @@ class Trainer {
     s += "schedule=" + (options_.schedule ? options_.schedule->describe() : std::string("none")) +
          "\n";
     s += "clip_norm=" + std::to_string(options_.clip_norm) + "\n";
+    s += "loss=" + losses::describe(loss_fn_) + "\n";
     return s;
   }
 
