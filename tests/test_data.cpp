@@ -87,7 +87,7 @@ Dataset small_dataset(std::size_t n, std::size_t rows = 4, std::size_t cols = 3)
   ds.rows = rows;
   ds.cols = cols;
   for (std::size_t i = 0; i < n; ++i) {
-    ds.labels.push_back(static_cast<std::uint8_t>(i % 10));
+    ds.labels.push_back(static_cast<std::int64_t>(i % 10));
     for (std::size_t p = 0; p < rows * cols; ++p)
       ds.images.push_back(static_cast<float>((i * 37 + p * 11) % 256) / 255.0f);
   }
@@ -613,6 +613,68 @@ TEST_CASE("PKSampler: P distinct classes of K distinct images, reproducible; err
   CHECK_NOTHROW(siam::data::PKSampler(labels, 4, 6, true));
   CHECK_THROWS_AS(siam::data::PKSampler(labels, 7, 2), siam::value_error);
   CHECK_THROWS_AS(siam::data::PKSampler(labels, 1, 2), siam::value_error);
+}
+
+TEST_CASE("Dataset labels and P x K sampling with 10,000 classes") {
+  // 10,000 classes of 3 images each, labels spread over 64 bits' worth of room (the largest
+  // is 9999 * 1000003, past 32 bits), rows interleaved so classes are not contiguous.
+  constexpr std::int64_t classes = 10000, per_class = 3;
+  Dataset ds;
+  ds.rows = ds.cols = 1;
+  for (std::int64_t i = 0; i < per_class; ++i)
+    for (std::int64_t c = 0; c < classes; ++c) {
+      ds.labels.push_back(c * 1000003);
+      ds.images.push_back(0.5f);
+    }
+  ds.validate();
+  const Dataset tail = ds.slice(ds.size() - 2, 2);
+  CHECK(tail.labels == std::vector<std::int64_t>{9998 * std::int64_t{1000003},
+                                                 9999 * std::int64_t{1000003}});
+
+  siam::data::PKSampler pk(ds.labels, 50, per_class);
+  CHECK(pk.num_classes() == static_cast<std::size_t>(classes));
+  CHECK(pk.batch_size() == 150);
+  siam::Rng rng(4);
+  std::vector<std::uint32_t> rows;
+  std::vector<std::int64_t> lab;
+  std::vector<char> seen(static_cast<std::size_t>(classes), 0);
+  for (int step = 0; step < 1000; ++step) {
+    pk.sample(rng, rows, lab);
+    REQUIRE(rows.size() == 150);
+    std::vector<std::int64_t> batch_classes;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      REQUIRE(ds.labels[rows[i]] == lab[i]);  // the label of the row drawn
+      if (i % per_class == 0) batch_classes.push_back(lab[i]);
+      seen[static_cast<std::size_t>(lab[i] / 1000003)] = 1;
+    }
+    std::sort(batch_classes.begin(), batch_classes.end());
+    REQUIRE(std::unique(batch_classes.begin(), batch_classes.end()) == batch_classes.end());
+    std::vector<std::uint32_t> sorted(rows);
+    std::sort(sorted.begin(), sorted.end());
+    REQUIRE(std::unique(sorted.begin(), sorted.end()) == sorted.end());  // K distinct images
+  }
+  // 50,000 class draws from 10,000 classes: each is missed with probability
+  // (1 - 1/200)^1000 < 0.007, so far more than 9,000 classes appear (the seed is fixed).
+  CHECK(std::count(seen.begin(), seen.end(), 1) > 9000);
+}
+
+TEST_CASE("IDX labels: one byte on disk, int64 in memory; wider labels are refused") {
+  TempDir dir;
+  Dataset ds = small_dataset(3, 2, 2);
+  ds.labels = {0, 255, 7};
+  siam::data::write_idx(dir / "im", dir / "lb", ds, false);
+  const Bytes raw = read_bytes(dir / "lb");
+  REQUIRE(raw.size() == 8 + 3);
+  CHECK(raw[9] == 255);
+  CHECK(siam::data::read_idx(dir / "im", dir / "lb", 255).labels == ds.labels);
+  for (const std::int64_t bad : {std::int64_t{256}, std::int64_t{-1}}) {
+    ds.labels[1] = bad;
+    const std::string msg = message_of<siam::value_error>(
+        [&] { siam::data::write_idx(dir / "im2", dir / "lb2", ds, false); });
+    CHECK(contains(msg, "label " + std::to_string(bad) + " of image 1"));
+    CHECK_FALSE(fs::exists(dir / "im2"));  // checked before either file is written
+    CHECK_FALSE(fs::exists(dir / "lb2"));
+  }
 }
 
 TEST_CASE("TripletSampler: valid triplets, reproducible; errors") {

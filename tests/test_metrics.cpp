@@ -20,11 +20,11 @@ namespace {
 //                   3    (11, 0)    1
 //                   4    (5, 5)     2
 const std::vector<float> train{0, 0, 1, 0, 10, 0, 11, 0, 5, 5};
-const std::vector<std::uint8_t> train_labels{0, 0, 1, 1, 2};
+const std::vector<std::int64_t> train_labels{0, 0, 1, 1, 2};
 
 // Test set:       q0 (0.4, 0) label 0, q1 (9, 0) label 1, q2 (5, 4) label 1, q3 (6, 0) label 1
 const std::vector<float> test{0.4f, 0, 9, 0, 5, 4, 6, 0};
-const std::vector<std::uint8_t> test_labels{0, 1, 1, 1};
+const std::vector<std::int64_t> test_labels{0, 1, 1, 1};
 
 double knn(std::size_t k) {
   return m::knn_accuracy(train.data(), train_labels.data(), 5, test.data(), test_labels.data(), 4,
@@ -60,7 +60,7 @@ TEST_CASE("knn_accuracy: a complete tie goes to the smaller label") {
   // Points (-1,0) label 3 and (1,0) label 2, query (0,0), k = 2: one vote each, both
   // summed distances 1 -> label 2.
   const std::vector<float> tr{-1, 0, 1, 0}, te{0, 0};
-  const std::vector<std::uint8_t> lt{3, 2}, q2{2}, q3{3};
+  const std::vector<std::int64_t> lt{3, 2}, q2{2}, q3{3};
   CHECK(m::knn_accuracy(tr.data(), lt.data(), 2, te.data(), q2.data(), 1, 2, 2) == 1.0);
   CHECK(m::knn_accuracy(tr.data(), lt.data(), 2, te.data(), q3.data(), 1, 2, 2) == 0.0);
 }
@@ -84,7 +84,7 @@ TEST_CASE("knn_accuracy: argument errors") {
 namespace {
 // Points:  a0 (0,0) L0,  a1 (1,0) L0,  a2 (0,1) L1,  a3 (5,5) L1,  a4 (6,5) L1
 const std::vector<float> pts{0, 0, 1, 0, 0, 1, 5, 5, 6, 5};
-const std::vector<std::uint8_t> pl{0, 0, 1, 1, 1};
+const std::vector<std::int64_t> pl{0, 0, 1, 1, 1};
 }  // namespace
 
 TEST_CASE("precision_at_k") {
@@ -119,7 +119,7 @@ TEST_CASE("nearest: distance order, ties by index, query exclusion") {
 TEST_CASE("pair_stats: exact values, the d = 0 guard and pairs beyond the margin") {
   // e0 (0,0) L0, e1 (3,4) L0, e2 (0,0) L0, e3 (0,1) L1, e4 (0,0) L2; margin 2.
   const std::vector<float> e{0, 0, 3, 4, 0, 0, 0, 1, 0, 0};
-  const std::vector<std::uint8_t> el{0, 0, 0, 1, 2};
+  const std::vector<std::int64_t> el{0, 0, 0, 1, 2};
   // pair     y   sum sq   d = sqrt(sum + 1e-6)    loss
   // (0,1)    1   25       5.0000001               0.5 * 25.000001         = 12.5000005
   // (0,2)    1   0        0.001 (guard)           0.5 * 1e-6              = 0.0000005
@@ -151,7 +151,7 @@ TEST_CASE("pair_stats: exact values, the d = 0 guard and pairs beyond the margin
 
 TEST_CASE("pair_stats: argument errors") {
   const std::vector<float> e{0, 0, 1, 1};
-  const std::vector<std::uint8_t> el{0, 1};
+  const std::vector<std::int64_t> el{0, 1};
   const std::vector<std::uint32_t> a{0}, b{1}, two{0, 1};
   const std::vector<float> y0{0}, y1{1}, yhalf{0.5f};
   CHECK_THROWS_AS(m::pair_stats(e.data(), el.data(), 2, 2, two, b, y0, 1.0), siam::shape_error);
@@ -161,4 +161,58 @@ TEST_CASE("pair_stats: argument errors") {
   CHECK_THROWS_AS(m::pair_stats(e.data(), el.data(), 2, 2, a, b, y1, 1.0), siam::value_error);
   CHECK_THROWS_AS(m::pair_stats(e.data(), el.data(), 2, 2, a, b, y0, 0.0), siam::value_error);
   CHECK_NOTHROW(m::pair_stats(e.data(), el.data(), 2, 2, a, b, y0, 1.0));
+}
+
+namespace {
+// 10,000 classes on a line, ordered by (label % 256, label / 256): classes whose labels agree
+// in their low byte are neighbours, so a label cut to 8 bits would merge them.
+constexpr std::int64_t kManyClasses = 10000;
+std::vector<std::int64_t> line_order() {
+  std::vector<std::int64_t> order;
+  for (std::int64_t low = 0; low < 256; ++low)
+    for (std::int64_t c = low; c < kManyClasses; c += 256)
+      order.push_back(c);
+  return order;
+}
+}  // namespace
+
+TEST_CASE("knn_accuracy and precision_at_k with 10,000 classes") {
+  const std::vector<std::int64_t> order = line_order();
+  REQUIRE(order.size() == static_cast<std::size_t>(kManyClasses));
+  const std::size_t n = order.size();
+  // The class at position p has the training point (10p, 0); every 4th class also has the
+  // test point (10p + 4, 0), whose 3 nearest training points are its own (d 4), the next
+  // class's (d 6) and the previous one's (d 14): one vote each, and the smallest summed
+  // distance (its own class) wins.
+  std::vector<float> tr, te;
+  std::vector<std::int64_t> te_labels, shifted;
+  for (std::size_t p = 0; p < n; ++p) {
+    tr.insert(tr.end(), {10.0f * static_cast<float>(p), 0.0f});
+    if (p % 4 != 1) continue;
+    te.insert(te.end(), {10.0f * static_cast<float>(p) + 4.0f, 0.0f});
+    te_labels.push_back(order[p]);
+    shifted.push_back(order[p + 1]);  // the next class's label
+  }
+  const std::size_t nt = te_labels.size();
+  CHECK(m::knn_accuracy(tr.data(), order.data(), n, te.data(), te_labels.data(), nt, 2, 1) == 1.0);
+  CHECK(m::knn_accuracy(tr.data(), order.data(), n, te.data(), te_labels.data(), nt, 2, 3) == 1.0);
+  CHECK(m::knn_accuracy(tr.data(), order.data(), n, te.data(), shifted.data(), nt, 2, 1) == 0.0);
+
+  // One row (10p, 0) per class, plus a twin row (10p + 1, 0) for the first 1,000 classes.
+  // The nearest other row of a twin is its twin (d 1); of any other row, a row of a
+  // neighbouring class (d 9 or 10). precision@1 = 2,000 / 11,000 exactly; with labels
+  // cut to 8 bits most neighbours would share the row's label.
+  std::vector<float> rows;
+  std::vector<std::int64_t> row_labels;
+  for (std::size_t p = 0; p < n; ++p) {
+    const float x = 10.0f * static_cast<float>(p);
+    rows.insert(rows.end(), {x, 0.0f});
+    row_labels.push_back(order[p]);
+    if (p >= 1000) continue;
+    rows.insert(rows.end(), {x + 1.0f, 0.0f});
+    row_labels.push_back(order[p]);
+  }
+  REQUIRE(row_labels.size() == 11000);
+  CHECK(m::precision_at_k(rows.data(), row_labels.data(), 11000, 2, 1) ==
+        doctest::Approx(2000.0 / 11000.0).epsilon(1e-12));
 }

@@ -245,7 +245,7 @@ TEST_CASE("plots: write_embedding") {
     std::normal_distribution<float> n(0.0f, 0.5f);
     const std::size_t count = 5000;
     std::vector<float> xy;
-    std::vector<std::uint8_t> labels;
+    std::vector<std::int64_t> labels;
     for (std::size_t i = 0; i < count; ++i) {
       const auto k = static_cast<std::uint8_t>(i % 10);
       xy.push_back(3.0f * std::cos(0.628f * static_cast<float>(k)) + n(rng));
@@ -268,23 +268,26 @@ TEST_CASE("plots: write_embedding") {
   SUBCASE("default class names, one point, identical points, non-finite points") {
     const float nan = std::numeric_limits<float>::quiet_NaN();
     const std::vector<float> one = {0.5f, -0.5f};
-    const std::vector<std::uint8_t> l1 = {9};
+    const std::vector<std::int64_t> l1 = {9};
     plots::write_embedding(png, one.data(), l1.data(), 1, "one point", {});
     check_png(png);
     const std::vector<float> same = {1, 1, 1, 1, nan, 2, 3, nan};
-    const std::vector<std::uint8_t> l4 = {0, 1, 2, 3};
+    const std::vector<std::int64_t> l4 = {0, 1, 2, 3};
     plots::write_embedding(png, same.data(), l4.data(), 4, "same #points", {"a", "b", "c", "d"});
     check_png(png);
   }
   SUBCASE("bad arguments") {
     const std::vector<float> xy = {0, 0, 1, 1};
-    const std::vector<std::uint8_t> bad = {0, 3};
+    const std::vector<std::int64_t> bad = {0, 3};
     CHECK_THROWS_AS(plots::write_embedding(png, xy.data(), bad.data(), 2, "t", {"a", "b", "c"}),
                     siam::value_error);
-    const std::vector<std::uint8_t> ten = {0, 10};
+    const std::vector<std::int64_t> ten = {0, 10};
     CHECK_THROWS_AS(plots::write_embedding(png, xy.data(), ten.data(), 2, "t", {}),
                     siam::value_error);
     CHECK_THROWS_AS(plots::write_embedding(png, nullptr, ten.data(), 2, "t", {}),
+                    siam::value_error);
+    const std::vector<std::int64_t> negative = {0, -1};
+    CHECK_THROWS_AS(plots::write_embedding(png, xy.data(), negative.data(), 2, "t", {}),
                     siam::value_error);
     const std::vector<std::string> eleven(11, "x");
     CHECK_THROWS_AS(plots::write_embedding(png, nullptr, nullptr, 0, "t", eleven),
@@ -333,7 +336,7 @@ TEST_CASE("plots: unwritable destinations throw io_error and leave nothing behin
   std::ofstream(regular) << "x";
   const std::vector<float> img = l_shape();
   const std::vector<float> xy = {0, 0};
-  const std::vector<std::uint8_t> labels = {0};
+  const std::vector<std::int64_t> labels = {0};
 
   const std::vector<fs::path> targets = {regular / "x.png", dir.path / "missing" / "x.png"};
   for (const fs::path& png : targets) {

@@ -91,7 +91,7 @@ inline FolderData load_image_folder(const Options& o, std::size_t train_size,
     siam::Rng unused(0);
     for (std::size_t k = 0; k < order.size(); ++k) {
       siam::data::apply_transform(folder.load(order[k]), spec, unused, d.image(k));
-      d.labels[k] = static_cast<std::uint8_t>(folder.label(order[k]));
+      d.labels[k] = folder.label(order[k]);
     }
   }
   return out;

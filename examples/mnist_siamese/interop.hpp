@@ -128,7 +128,7 @@ int query_images(const Options& o) {
     std::vector<int> labels;
     for (const std::uint32_t j : r.neighbours) {
       images.push_back(image_of(data.test, j));
-      labels.push_back(data.test.labels[j]);
+      labels.push_back(static_cast<int>(data.test.labels[j]));
     }
     const fs::path png =
         out / (k == 0 ? "retrieval.png" : "retrieval_" + std::to_string(k) + ".png");

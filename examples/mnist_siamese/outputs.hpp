@@ -49,7 +49,7 @@ inline std::string embedding_csv(const std::vector<float>& emb, const Dataset& s
   s += "\n";
   char buf[64];
   for (std::size_t i = 0; i < set.size(); ++i) {
-    std::snprintf(buf, sizeof buf, "%zu,%d", i, set.labels[i]);
+    std::snprintf(buf, sizeof buf, "%zu,%lld", i, static_cast<long long>(set.labels[i]));
     s += buf;
     for (std::size_t d = 0; d < dim; ++d) {
       std::snprintf(buf, sizeof buf, ",%.9g", static_cast<double>(emb[dim * i + d]));
@@ -201,12 +201,12 @@ inline void write_retrieval(const fs::path& png, const Dataset& test, const Retr
   std::vector<int> labels;
   for (const std::uint32_t j : r.neighbours) {
     images.push_back(image_of(test, j));
-    labels.push_back(test.labels[j]);
+    labels.push_back(static_cast<int>(test.labels[j]));
   }
   plots::write_retrieval(
       png, image_of(test, r.query), images, r.distances,
       "Nearest test images to test image " + std::to_string(r.query) + " (" + query_name + ")",
-      labels, test.labels[r.query]);
+      labels, static_cast<int>(test.labels[r.query]));
 }
 
 /// How well an embedding separates the classes (see docs/mnist_siamese.md).
@@ -231,12 +231,11 @@ inline Evaluation evaluate(const std::vector<float>& train_emb, const Dataset& t
       m::knn_accuracy(train_emb.data(), train.labels.data(), train.size(), test_emb.data(),
                       test.labels.data(), test.size(), dim, std::min<std::size_t>(5, train.size()));
   e.precision9 = m::precision_at_k(test_emb.data(), test.labels.data(), test.size(), dim, 9);
-  const std::vector<std::int64_t> labels(test.labels.begin(), test.labels.end());
   siam::search::AccuracyOptions ao;
   ao.recall_at = {1};
   const auto r = siam::search::accuracy(
       {test_emb.data(), static_cast<siam::index_t>(test.size()), static_cast<siam::index_t>(dim)},
-      labels.data(), ao);
+      test.labels.data(), ao);
   e.precision1 = r.precision_at_1;
   e.r_precision = r.r_precision;
   e.map_at_r = r.map_at_r;

@@ -563,7 +563,7 @@ void write_loss(const fs::path& png, const std::vector<float>& loss, std::size_t
   });
 }
 
-void write_embedding(const fs::path& png, const float* xy, const std::uint8_t* labels,
+void write_embedding(const fs::path& png, const float* xy, const std::int64_t* labels,
                      std::size_t n, const std::string& title,
                      const std::vector<std::string>& class_names) {
   const char* who = "plots::write_embedding";
@@ -585,15 +585,15 @@ void write_embedding(const fs::path& png, const float* xy, const std::uint8_t* l
   std::vector<std::vector<PLFLT>> xs(num_classes), ys(num_classes);
   double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
   for (std::size_t i = 0; i < n; ++i) {
-    if (labels[i] >= num_classes) {
+    if (labels[i] < 0 || static_cast<std::uint64_t>(labels[i]) >= num_classes) {
       throw siam::value_error(std::string(who) + ": label " + std::to_string(labels[i]) +
                               " of point " + std::to_string(i) + " is not < number of classes " +
                               std::to_string(num_classes));
     }
     const double x = xy[2 * i], y = xy[2 * i + 1];
     if (!std::isfinite(x) || !std::isfinite(y)) continue;
-    xs[labels[i]].push_back(x);
-    ys[labels[i]].push_back(y);
+    xs[static_cast<std::size_t>(labels[i])].push_back(x);
+    ys[static_cast<std::size_t>(labels[i])].push_back(y);
     xlo = std::min(xlo, x);
     xhi = std::max(xhi, x);
     ylo = std::min(ylo, y);

@@ -58,7 +58,7 @@ void write_loss(const std::filesystem::path& png, const std::vector<float>& loss
 /// class_names may be empty (names "0".."9") and has at most 10 entries; every label must be
 /// < max(class_names.size(), 10 if class_names is empty). Non-finite points are skipped.
 /// n == 0 gives a valid figure with empty axes and the note "no points".
-void write_embedding(const std::filesystem::path& png, const float* xy, const std::uint8_t* labels,
+void write_embedding(const std::filesystem::path& png, const float* xy, const std::int64_t* labels,
                      std::size_t n, const std::string& title,
                      const std::vector<std::string>& class_names);
 

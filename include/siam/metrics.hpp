@@ -1,18 +1,19 @@
 // Evaluation of an embedding: k-nearest-neighbour accuracy, precision@k, retrieval
 // and contrastive-pair statistics. Embeddings are plain row-major float arrays
-// (n rows of dim values), labels one byte per row, so the metrics can run on any
+// (n rows of dim values), labels one int64 per row (any values, e.g. thousands of
+// classes), so the metrics can run on any
 // model's output. Distances are Euclidean, accumulated in double. Neighbours are
 // ordered by (distance, index), so results never depend on the sort algorithm or
 // the number of threads.
 #pragma once
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "siam/error.hpp"
@@ -62,7 +63,7 @@ inline void check_embedding(const char* op, const char* what, const float* emb, 
                           " column " + std::to_string(i % dim) + " is not finite");
 }
 
-inline void check_labels(const char* op, const char* what, const std::uint8_t* labels) {
+inline void check_labels(const char* op, const char* what, const std::int64_t* labels) {
   if (labels == nullptr) throw value_error(std::string(op) + ": " + what + " is null");
 }
 
@@ -80,9 +81,9 @@ inline void check_k(const char* op, std::size_t k, std::size_t available, const 
 /// label. O(n_train * n_test * dim), parallel over test rows with OpenMP.
 /// Throws value_error for zero sizes, null pointers, k outside [1, n_train];
 /// numeric_error for a non-finite embedding value.
-inline double knn_accuracy(const float* train_emb, const std::uint8_t* train_labels,
+inline double knn_accuracy(const float* train_emb, const std::int64_t* train_labels,
                            std::size_t n_train, const float* test_emb,
-                           const std::uint8_t* test_labels, std::size_t n_test, std::size_t dim,
+                           const std::int64_t* test_labels, std::size_t n_test, std::size_t dim,
                            std::size_t k) {
   constexpr const char* op = "knn_accuracy";
   detail::check_embedding(op, "train_emb", train_emb, n_train, dim);
@@ -99,24 +100,35 @@ inline double knn_accuracy(const float* train_emb, const std::uint8_t* train_lab
   {
     std::vector<detail::Neighbour> buf;
     buf.reserve(n_train);
+    std::vector<std::pair<std::int64_t, double>> voters;  // (label, distance) of each neighbour
+    voters.reserve(k);
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
     for (std::ptrdiff_t t = 0; t < count; ++t) {
       const auto ti = static_cast<std::size_t>(t);
       detail::k_nearest(test_emb + ti * dim, train_emb, n_train, dim, k, n_train, buf);
-      std::array<std::size_t, 256> votes{};
-      std::array<double, 256> dist{};
-      for (std::size_t r = 0; r < k; ++r) {
-        const std::uint8_t l = train_labels[buf[r].index];
-        ++votes[l];
-        dist[l] += std::sqrt(buf[r].d2);
-      }
-      std::size_t best = 0;
-      for (std::size_t l = 1; l < 256; ++l)
-        if (votes[l] > votes[best] ||
-            (votes[l] == votes[best] && votes[l] > 0 && dist[l] < dist[best]))
+      voters.clear();
+      for (std::size_t r = 0; r < k; ++r)
+        voters.emplace_back(train_labels[buf[r].index], std::sqrt(buf[r].d2));
+      // Group by label; stable, so each label's distances are summed in neighbour order.
+      std::stable_sort(voters.begin(), voters.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+      std::int64_t best = voters[0].first;
+      std::size_t best_votes = 0;
+      double best_dist = 0.0;
+      for (std::size_t r = 0; r < k;) {
+        const std::int64_t l = voters[r].first;
+        std::size_t votes = 0;
+        double dist = 0.0;
+        for (; r < k && voters[r].first == l; ++r, ++votes)
+          dist += voters[r].second;
+        if (votes > best_votes || (votes == best_votes && dist < best_dist)) {
           best = l;  // scanning upwards keeps the smaller label on a full tie
+          best_votes = votes;
+          best_dist = dist;
+        }
+      }
       correct[ti] = best == test_labels[ti] ? 1 : 0;
     }
   }
@@ -130,7 +142,7 @@ inline double knn_accuracy(const float* train_emb, const std::uint8_t* train_lab
 /// excluded) that share its label.
 /// Throws value_error for n == 0, null pointers, dim == 0, k outside [1, n - 1];
 /// numeric_error for a non-finite embedding value.
-inline double precision_at_k(const float* emb, const std::uint8_t* labels, std::size_t n,
+inline double precision_at_k(const float* emb, const std::int64_t* labels, std::size_t n,
                              std::size_t dim, std::size_t k) {
   constexpr const char* op = "precision_at_k";
   detail::check_embedding(op, "emb", emb, n, dim);
@@ -203,7 +215,7 @@ struct PairStats {
 /// Throws shape_error if first, second, similar differ in length; value_error for no
 /// pairs, an index >= n, y not 0 or 1, a y that contradicts labels, margin not > 0,
 /// dim == 0 or null emb. Non-finite embeddings propagate as NaN.
-inline PairStats pair_stats(const float* emb, const std::uint8_t* labels, std::size_t n,
+inline PairStats pair_stats(const float* emb, const std::int64_t* labels, std::size_t n,
                             std::size_t dim, const std::vector<std::uint32_t>& first,
                             const std::vector<std::uint32_t>& second,
                             const std::vector<float>& similar, double margin) {

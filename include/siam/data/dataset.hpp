@@ -1,5 +1,6 @@
-// An image data set in plain memory: grey images as floats in [0, 1] plus one byte
-// label per image. Deliberately free of tensor types so that readers, generators
+// An image data set in plain memory: grey images as floats in [0, 1] plus one
+// 64-bit integer label per image (the same label type as ImageSet, image folders and
+// the search metrics). Deliberately free of tensor types so that readers, generators
 // and samplers can be used (and fuzzed) without the autodiff core.
 #pragma once
 
@@ -17,7 +18,7 @@ namespace siam::data {
 struct Dataset {
   std::size_t rows = 28, cols = 28;
   std::vector<float> images;         // n * rows * cols values in [0, 1]
-  std::vector<std::uint8_t> labels;  // n labels
+  std::vector<std::int64_t> labels;  // n labels (any values; class_counts wants 0..C-1)
 
   /// Number of images (= labels.size()).
   std::size_t size() const { return labels.size(); }
@@ -66,15 +67,15 @@ struct Dataset {
   }
 
   /// counts[c] = number of images labelled c, for c in [0, num_classes).
-  /// Throws value_error if a label is >= num_classes.
+  /// Throws value_error if a label is negative or >= num_classes.
   std::vector<std::size_t> class_counts(std::size_t num_classes = 10) const {
     std::vector<std::size_t> counts(num_classes, 0);
     for (std::size_t i = 0; i < labels.size(); ++i) {
-      if (labels[i] >= num_classes)
+      if (labels[i] < 0 || static_cast<std::uint64_t>(labels[i]) >= num_classes)
         throw value_error("Dataset::class_counts: label " + std::to_string(labels[i]) +
-                          " at index " + std::to_string(i) + " is not below num_classes " +
-                          std::to_string(num_classes));
-      ++counts[labels[i]];
+                          " at index " + std::to_string(i) + " is not in [0, num_classes " +
+                          std::to_string(num_classes) + ")");
+      ++counts[static_cast<std::size_t>(labels[i])];
     }
     return counts;
   }

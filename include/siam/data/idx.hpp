@@ -405,7 +405,7 @@ inline Dataset read_idx(const std::filesystem::path& images, const std::filesyst
   ds.rows = im.rows;
   ds.cols = im.cols;
   ds.images = std::move(im.pixels);
-  ds.labels = std::move(lb);
+  ds.labels.assign(lb.begin(), lb.end());  // one byte on disk, int64 in memory
   return ds;
 }
 
@@ -413,7 +413,8 @@ inline Dataset read_idx(const std::filesystem::path& images, const std::filesyst
 /// true. Pixels are stored as round(255 * v). Each file is written to a temporary
 /// name and renamed, so readers never see a partial file.
 /// Throws value_error for an empty or inconsistent data set, a pixel outside [0, 1]
-/// (or NaN), or dimensions IDX cannot hold; io_error if a file cannot be written.
+/// (or NaN), a label outside 0..255 (IDX labels are one byte), or dimensions IDX cannot
+/// hold; io_error if a file cannot be written.
 inline void write_idx(const std::filesystem::path& images_path,
                       const std::filesystem::path& labels_path, const Dataset& ds, bool gzip) {
   ds.validate();
@@ -441,7 +442,13 @@ inline void write_idx(const std::filesystem::path& images_path,
   lb.reserve(8 + ds.size());
   detail::put_be32(lb, detail::idx_labels_magic);
   detail::put_be32(lb, static_cast<std::uint32_t>(ds.size()));
-  lb.insert(lb.end(), ds.labels.begin(), ds.labels.end());
+  for (std::size_t i = 0; i < ds.size(); ++i) {
+    const std::int64_t l = ds.labels[i];
+    if (l < 0 || l > 255)
+      throw value_error("write_idx: label " + std::to_string(l) + " of image " + std::to_string(i) +
+                        " does not fit the IDX label byte (0..255)");
+    lb.push_back(static_cast<std::uint8_t>(l));
+  }
   if (gzip) {
     im = detail::gzip_bytes(im, images_path.string());
     lb = detail::gzip_bytes(lb, labels_path.string());

@@ -337,7 +337,7 @@ inline Dataset synthetic_digits(std::size_t n, std::uint64_t seed) {
   ds.rows = ds.cols = synthetic_side;
   ds.labels.resize(n);
   for (std::size_t i = 0; i < n; ++i)
-    ds.labels[i] = static_cast<std::uint8_t>(i % 10);
+    ds.labels[i] = static_cast<std::int64_t>(i % 10);
   Rng shuffle(detail::mix64(seed ^ 0x5ca1ab1e0ddba11ULL));
   for (std::size_t i = n - 1; i > 0; --i)  // Fisher-Yates
     std::swap(ds.labels[i], ds.labels[shuffle.below(i + 1)]);
@@ -349,7 +349,7 @@ inline Dataset synthetic_digits(std::size_t n, std::uint64_t seed) {
   for (std::ptrdiff_t i = 0; i < count; ++i) {
     const auto k = static_cast<std::uint64_t>(i);
     Rng rng(detail::mix64(seed + detail::mix64(k + 0x9e3779b97f4a7c15ULL)));
-    render_digit(ds.labels[static_cast<std::size_t>(i)], rng,
+    render_digit(static_cast<int>(ds.labels[static_cast<std::size_t>(i)]), rng,
                  ds.images.data() + static_cast<std::size_t>(i) * ds.pixels());
   }
   return ds;

@@ -66,8 +66,7 @@ class ImageSet {
  public:
   /// Uploads `d` (validated) with each image of shape `example` (default: [pixels]).
   explicit ImageSet(const data::Dataset& d, Shape example = Shape{})
-      : ImageSet((d.validate(), std::span<const float>(d.images)),
-                 std::vector<std::int64_t>(d.labels.begin(), d.labels.end()),
+      : ImageSet((d.validate(), std::span<const float>(d.images)), d.labels,
                  example.size() ? example : Shape{static_cast<index_t>(d.pixels())}) {}
   /// Any data: `images` holds labels.size() examples of shape `example`, one after another.
   ImageSet(std::span<const float> images, std::vector<std::int64_t> labels, Shape example)
