@@ -90,7 +90,7 @@ inline Data load_data(const Options& o) {
   return d;
 }
 
-inline std::string class_name(const std::vector<std::string>& names, int label) {
+inline std::string class_name(const std::vector<std::string>& names, std::int64_t label) {
   return names.empty() ? std::to_string(label) : names.at(static_cast<std::size_t>(label));
 }
 
@@ -111,9 +111,10 @@ std::size_t parameter_count(siam::nn::Sequential<float, Backend>& net) {
 }
 
 /// Embeds every image of `set` with a bare network (no trainer): N x D, row-major.
+/// A NaN or inf pixel is an error naming the image and pixel (a cheap scan of the input).
 template <class Backend>
 std::vector<float> embed(siam::nn::Sequential<float, Backend>& net, const Dataset& set) {
-  return siam::embed_images(net, set);
+  return siam::embed_images(net, set, siam::EmbedOptions{.check_finite = true});
 }
 
 /// The output width of a network (the embedding's dimension).
