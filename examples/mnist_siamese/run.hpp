@@ -11,6 +11,7 @@
 #include <siam/dist/trainer.hpp>
 #include <siam/io/model_file.hpp>
 #include <siam/metrics.hpp>
+#include <siam/nn/resnet.hpp>
 #include <siam/train.hpp>
 
 #include <unistd.h>
