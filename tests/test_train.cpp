@@ -328,6 +328,20 @@ TEST_CASE(
   CHECK_THROWS_AS(net.embed(wrong), siam::shape_error);
 }
 
+TEST_CASE("trainer: a NaN in the input batch is named as such, not as a gradient's") {
+  auto data = clusters(40, 8, {1, 2}, 7);
+  siam::SiameseConfig cfg;
+  cfg.layers = {8, 16, 3};
+  cfg.batch_pairs = 8;
+  siam::SiameseTrainer<float, Cpu> clean(data, cfg);
+  CHECK(std::isfinite(clean.step()));
+  for (std::size_t i = 0; i < data.size(); ++i)
+    data.images[i * 8 + 3] = std::numeric_limits<float>::quiet_NaN();  // pixel 3 of every image
+  siam::SiameseTrainer<float, Cpu> t(data, cfg);
+  CHECK_THROWS_WITH_AS(t.step(), "iteration 1: the input batch holds NaN at row 0, column 3",
+                       siam::numeric_error);
+}
+
 TEST_CASE("inference: check_finite names the first NaN or inf input by row and column") {
   auto data = clusters(37, 8, {1, 2}, 7);
   Rng rng(8);

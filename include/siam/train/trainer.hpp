@@ -128,6 +128,7 @@ class Trainer {
     compute_probe();
     if (std::isfinite(static_cast<double>(probe_.item()))) return;
     const std::string at = "iteration " + std::to_string(iteration_ + 1) + ": ";
+    check_input(at);  // a NaN image is the data's fault, not the loss's or a weight's
     const double l = last_loss();
     if (!std::isfinite(l)) throw numeric_error(at + "the loss is " + std::to_string(l));
     for (std::size_t i = 0; i < params_.size(); ++i) {
@@ -136,6 +137,23 @@ class Trainer {
         throw numeric_error(at + "the gradient of parameter " + std::to_string(i) + " (" +
                             params_[i]->name + ", " + params_[i]->value.shape().str() +
                             ") holds NaN or Inf");
+    }
+  }
+
+  /// Throws numeric_error naming the row and column of the first non-finite value of the
+  /// last batch's input (only called once the probe has found NaN or Inf).
+  void check_input(const std::string& at) {
+    const Tensor<T, B>& x = batch_.inputs;
+    if (x.size() == 0 || x.shape().rank() == 0) return;
+    const std::vector<T> host = x.to_vector();
+    const index_t cols = x.size() / x.shape()[0];
+    for (std::size_t i = 0; i < host.size(); ++i) {
+      const double v = static_cast<double>(host[i]);
+      if (std::isfinite(v)) continue;
+      const auto k = static_cast<index_t>(i);
+      throw numeric_error(at + "the input batch holds " + (std::isnan(v) ? "NaN" : "Inf") +
+                          " at row " + std::to_string(k / cols) + ", column " +
+                          std::to_string(k % cols));
     }
   }
 
