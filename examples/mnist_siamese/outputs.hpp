@@ -214,7 +214,8 @@ struct Evaluation {
   siam::metrics::PairStats pairs;  // on the fixed test pairs
   double knn1 = 0, knn5 = 0;       // test classified by the nearest training embeddings
   double precision9 = 0;           // test against the other test images
-  // Retrieval among the test images (siam/search/accuracy.hpp; docs/retrieval.md)
+  // Retrieval among the test images (siam/search/accuracy.hpp; docs/retrieval.md); NaN
+  // (null in metrics.json) when the embeddings are out of float's range for an exact search
   double precision1 = 0, r_precision = 0, map_at_r = 0;
 };
 
@@ -233,12 +234,18 @@ inline Evaluation evaluate(const std::vector<float>& train_emb, const Dataset& t
   e.precision9 = m::precision_at_k(test_emb.data(), test.labels.data(), test.size(), dim, 9);
   siam::search::AccuracyOptions ao;
   ao.recall_at = {1};
-  const auto r = siam::search::accuracy(
-      {test_emb.data(), static_cast<siam::index_t>(test.size()), static_cast<siam::index_t>(dim)},
-      test.labels.data(), ao);
-  e.precision1 = r.precision_at_1;
-  e.r_precision = r.r_precision;
-  e.map_at_r = r.map_at_r;
+  try {
+    const auto r = siam::search::accuracy(
+        {test_emb.data(), static_cast<siam::index_t>(test.size()), static_cast<siam::index_t>(dim)},
+        test.labels.data(), ao);
+    e.precision1 = r.precision_at_1;
+    e.r_precision = r.r_precision;
+    e.map_at_r = r.map_at_r;
+  } catch (const siam::numeric_error&) {
+    // A diverged model (e.g. --on-nan skip after a blow-up): the kNN figures above still
+    // describe it; the retrieval figures are left undefined rather than ending the run.
+    e.precision1 = e.r_precision = e.map_at_r = std::nan("");
+  }
   return e;
 }
 
