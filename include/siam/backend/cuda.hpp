@@ -297,8 +297,11 @@ __global__ void mine_batch_hard(const T* d, const std::int64_t* labels, index_t 
 }
 
 // FP32 -> BF16, rounded to nearest (ties to even, as the CPU's emulation of the mode): the
-// rows x cols matrix at src with row stride ld, packed into dst (row stride cols).
-__global__ void round_to_bf16(__nv_bfloat16* dst, const float* src, index_t rows, index_t cols,
+// rows x cols matrix at src with row stride ld, packed into dst (row stride cols). (A
+// template, like every kernel in this header: a plain __global__ function defined in a
+// header is defined again by each translation unit that includes it.)
+template <class F = float>
+__global__ void round_to_bf16(__nv_bfloat16* dst, const F* src, index_t rows, index_t cols,
                               index_t ld) {
   const index_t n = rows * cols;
   for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < n;
@@ -598,9 +601,11 @@ struct Cuda {
     const index_t br = trans_b ? n : k, bc = trans_b ? k : n;  // B as stored
     cuda::DeviceBuffer<__nv_bfloat16> a16(static_cast<std::size_t>(ar * ac)),
         b16(static_cast<std::size_t>(br * bc));
-    dk::round_to_bf16<<<dk::grid_for(ar * ac), dk::block, 0, st>>>(a16.data(), A, ar, ac, lda);
+    dk::round_to_bf16<float>
+        <<<dk::grid_for(ar * ac), dk::block, 0, st>>>(a16.data(), A, ar, ac, lda);
     dk::check_launch("round_to_bf16 kernel", st);
-    dk::round_to_bf16<<<dk::grid_for(br * bc), dk::block, 0, st>>>(b16.data(), B, br, bc, ldb);
+    dk::round_to_bf16<float>
+        <<<dk::grid_for(br * bc), dk::block, 0, st>>>(b16.data(), B, br, bc, ldb);
     dk::check_launch("round_to_bf16 kernel", st);
     cuda::gemm_bf16_inputs(trans_a, trans_b, m, n, k, alpha, a16.data(), ac, b16.data(), bc, beta,
                            C, ldc);
