@@ -530,10 +530,13 @@ void load_safetensors(const std::filesystem::path& path, nn::Sequential<T, B>& n
     have.emplace(now, have.at(old));
     have.erase(old);
   }
-  for (const auto& [n, r] : have)
+  // (Not a structured binding: clang 14 cannot capture one in a lambda.)
+  for (const auto& entry : have) {
+    const std::string& n = entry.first;
     if (std::none_of(want.begin(), want.end(), [&](const Record& w) { return w.name == n; }))
-      throw io_error(file + ": holds the tensor '" + r->name + "', which the network " +
+      throw io_error(file + ": holds the tensor '" + entry.second->name + "', which the network " +
                      net.describe() + " does not have");
+  }
   for (const auto& w : want) {
     const auto it = have.find(w.name);
     if (it == have.end())
