@@ -77,7 +77,8 @@ Data& data() {
     auto fill = [&](std::vector<float>& v, index_t rows) {
       v.resize(static_cast<std::size_t>(rows * x.dim));
       for (index_t i = 0; i < rows; ++i) {
-        const index_t c = clusters > 0 ? static_cast<index_t>(rng() % static_cast<unsigned>(clusters)) : 0;
+        const index_t c =
+            clusters > 0 ? static_cast<index_t>(rng() % static_cast<unsigned>(clusters)) : 0;
         for (index_t j = 0; j < x.dim; ++j) {
           const float e = g(rng);
           v[static_cast<std::size_t>(i * x.dim + j)] =
@@ -122,18 +123,17 @@ void bm_gemm_only(benchmark::State& state) {
         const index_t nb = std::min(gb, d.n - g0);
         for (index_t a = q0; a < q1; a += qb) {
           const index_t mb = std::min(qb, q1 - a);
-          siam::detail::gemm<float>(false, true, mb, nb, d.dim, -2.0f,
-                                    d.queries.data() + a * d.dim, d.dim,
-                                    d.gallery.data() + g0 * d.dim, d.dim, 0.0f, tile.data(), nb);
+          siam::detail::gemm<float>(false, true, mb, nb, d.dim, -2.0f, d.queries.data() + a * d.dim,
+                                    d.dim, d.gallery.data() + g0 * d.dim, d.dim, 0.0f, tile.data(),
+                                    nb);
         }
       }
       benchmark::DoNotOptimize(tile.data());
     }
   }
-  state.counters["flops"] = benchmark::Counter(2.0 * static_cast<double>(d.nq) *
-                                                   static_cast<double>(d.n) *
-                                                   static_cast<double>(d.dim),
-                                               benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["flops"] = benchmark::Counter(
+      2.0 * static_cast<double>(d.nq) * static_cast<double>(d.n) * static_cast<double>(d.dim),
+      benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void bm_knn(benchmark::State& state) {
@@ -142,12 +142,11 @@ void bm_knn(benchmark::State& state) {
     d.exact = search::knn({d.queries.data(), d.nq, d.dim}, {d.gallery.data(), d.n, d.dim}, d.k);
     benchmark::DoNotOptimize(d.exact.indices.data());
   }
-  state.counters["flops"] = benchmark::Counter(2.0 * static_cast<double>(d.nq) *
-                                                   static_cast<double>(d.n) *
-                                                   static_cast<double>(d.dim),
-                                               benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["queries/s"] = benchmark::Counter(static_cast<double>(d.nq),
-                                                   benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["flops"] = benchmark::Counter(
+      2.0 * static_cast<double>(d.nq) * static_cast<double>(d.n) * static_cast<double>(d.dim),
+      benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["queries/s"] =
+      benchmark::Counter(static_cast<double>(d.nq), benchmark::Counter::kIsIterationInvariantRate);
   if (const char* dir = std::getenv("SIAM_BENCH_DATA")) {
     std::ofstream f(std::string(dir) + "/siam_I.i64", std::ios::binary);
     f.write(reinterpret_cast<const char*>(d.exact.indices.data()),
@@ -189,8 +188,8 @@ void bm_hnsw_search(benchmark::State& state) {
       hits += truth.count(r.index(q, j)) ? 1 : 0;
   }
   state.counters["recall"] = hits / static_cast<double>(d.nq * d.k);
-  state.counters["queries/s"] = benchmark::Counter(static_cast<double>(d.nq),
-                                                   benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["queries/s"] =
+      benchmark::Counter(static_cast<double>(d.nq), benchmark::Counter::kIsIterationInvariantRate);
 }
 #endif
 

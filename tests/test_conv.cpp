@@ -386,7 +386,8 @@ void check_pool_nan() {
   const auto g = x.gradient().to_vector();
   for (index_t i = 0; i < 16; ++i) {
     CAPTURE(i);
-    CHECK(g[static_cast<std::size_t>(i)] == ((i == 5 || i == 7 || i == 13 || i == 10) ? S(1) : S(0)));
+    CHECK(g[static_cast<std::size_t>(i)] ==
+          ((i == 5 || i == 7 || i == 13 || i == 10) ? S(1) : S(0)));
   }
 }
 }  // namespace

@@ -628,8 +628,8 @@ TEST_CASE("Dataset labels and P x K sampling with 10,000 classes") {
     }
   ds.validate();
   const Dataset tail = ds.slice(ds.size() - 2, 2);
-  CHECK(tail.labels == std::vector<std::int64_t>{9998 * std::int64_t{1000003},
-                                                 9999 * std::int64_t{1000003}});
+  CHECK(tail.labels ==
+        std::vector<std::int64_t>{9998 * std::int64_t{1000003}, 9999 * std::int64_t{1000003}});
 
   siam::data::PKSampler pk(ds.labels, 50, per_class);
   CHECK(pk.num_classes() == static_cast<std::size_t>(classes));

@@ -2,12 +2,12 @@
 // -> load, output_shape against a real forward) and the shape checks that name a layer.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
 #include <cmath>
 #include <filesystem>
 #include <map>
 #include <siam/io/model_file.hpp>
 #include <siam/siamese.hpp>
-#include <unistd.h>
 
 using namespace siam;
 using Td = Tensor<double, Cpu>;
@@ -269,17 +269,16 @@ TEST_CASE("shape errors name the layer and both shapes, at build and in forward"
   specs.resize(8);
   Rng rng(2);
   auto build = [&](Shape in) { return nn::build<float, Cpu>(specs, in, rng); };
-  CHECK_THROWS_WITH_AS(
-      build(Shape{1, 32, 32}),
-      "layers.7 Dense(800, 16): input [1250] has 1250 features, expected 800", shape_error);
+  CHECK_THROWS_WITH_AS(build(Shape{1, 32, 32}),
+                       "layers.7 Dense(800, 16): input [1250] has 1250 features, expected 800",
+                       shape_error);
   CHECK_NOTHROW(build(Shape{1, 28, 28}));
   {  // without the Flatten the Dense sees image-shaped examples: both shapes are named
     auto no_flatten = specs;
     no_flatten.erase(no_flatten.begin() + 6);
     CHECK_THROWS_WITH_AS(
         (nn::build<float, Cpu>(no_flatten, Shape{1, 32, 32}, rng)),
-        "layers.6 Dense(800, 16): input [50 x 5 x 5] has 1250 features, expected 800",
-        shape_error);
+        "layers.6 Dense(800, 16): input [50 x 5 x 5] has 1250 features, expected 800", shape_error);
   }
   // A convolution on too few channels, a pool larger than its input.
   CHECK_THROWS_WITH_AS(build(Shape{3, 28, 28}),
@@ -293,11 +292,10 @@ TEST_CASE("shape errors name the layer and both shapes, at build and in forward"
   auto net = build(Shape{});
   Tensor<float, Cpu> x(Shape{4, 1, 32, 32});
   Tape<float, Cpu> t;
-  CHECK_THROWS_WITH_AS(
-      net.forward(t.constant(x)),
-      "layers.7 Dense(800, 16): input [4 x 1250] has 1250 features per example, "
-      "expected 800",
-      shape_error);
+  CHECK_THROWS_WITH_AS(net.forward(t.constant(x)),
+                       "layers.7 Dense(800, 16): input [4 x 1250] has 1250 features per example, "
+                       "expected 800",
+                       shape_error);
   // A Dense followed by ReLU runs fused; its error names the Dense.
   auto mlp = nn::mlp<float, Cpu>({6, 5, 2}, rng);
   Tensor<float, Cpu> x7(Shape{2, 7});

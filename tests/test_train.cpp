@@ -499,7 +499,8 @@ TEST_CASE("samplers name real labels: a class with one image, a P x K batch too 
   CHECK_THROWS_AS(make_trainer(two, cfg), siam::value_error);
 }
 
-TEST_CASE("a general trainer's checkpoint records the loss and its margin; a model reader names it") {
+TEST_CASE(
+    "a general trainer's checkpoint records the loss and its margin; a model reader names it") {
   const auto data = clusters(60, 8, {0, 1}, 21);
   siam::ImageSet<float, Cpu> set(data);
   const fs::path ck = temp("loss_margin.siam");

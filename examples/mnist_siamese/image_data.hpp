@@ -58,8 +58,8 @@ inline FolderData load_image_folder(const Options& o, std::size_t train_size,
                          ": an image folder, but this build reads neither PNG nor JPEG "
                          "(libpng / libturbojpeg not found)");
   opt.channels = 1;
-  opt.on_bad = o.on_bad_image == "skip" ? siam::data::OnBadImage::skip
-                                        : siam::data::OnBadImage::fail;
+  opt.on_bad =
+      o.on_bad_image == "skip" ? siam::data::OnBadImage::skip : siam::data::OnBadImage::fail;
   FolderData out;
   const auto size = static_cast<std::size_t>(o.image_size);
   siam::data::TransformSpec spec;

@@ -71,7 +71,9 @@ void add_train_options(CLI::App& app, Options& o, bool have_cuda) {
       ->capture_default_str();
   app.add_option("--batch-pairs", o.batch_pairs, "Random pairs per iteration")
       ->capture_default_str();
-  app.add_option("--arch", o.arch, "Network: mlp (--layers), cnn (LeNet, 2-D output) or resnet (BatchNorm ResNet, 64-D)")
+  app.add_option(
+         "--arch", o.arch,
+         "Network: mlp (--layers), cnn (LeNet, 2-D output) or resnet (BatchNorm ResNet, 64-D)")
       ->capture_default_str();
   app.add_option("--layers", o.layers, "MLP layer sizes, input first (--arch mlp)")
       ->capture_default_str();

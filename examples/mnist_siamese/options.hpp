@@ -17,9 +17,9 @@ namespace mnist_siamese {
 
 struct Options {
   // Data (shared by training and `query`).
-  std::string data;  // directory of IDX files or an image folder; empty: synthetic digits
-  long long image_size = 28;          // an image folder's images: grey squares of this side
-  int channels = 1;                   // the networks here take grey images
+  std::string data;           // directory of IDX files or an image folder; empty: synthetic digits
+  long long image_size = 28;  // an image folder's images: grey squares of this side
+  int channels = 1;           // the networks here take grey images
   std::string on_bad_image = "fail";  // fail or skip (counted and listed)
   std::string out = "out";
   long long train_size = 5000, test_size = 5000;
@@ -137,8 +137,8 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
     return "--layers " + o.layers + ": expected at least two positive sizes separated by commas";
   if (o.arch == "mlp" && layers->front() != o.image_size * o.image_size)
     return "--layers " + o.layers + ": the input size must be " +
-           std::to_string(o.image_size * o.image_size) + " (" + std::to_string(o.image_size) +
-           "x" + std::to_string(o.image_size) + " images)";
+           std::to_string(o.image_size * o.image_size) + " (" + std::to_string(o.image_size) + "x" +
+           std::to_string(o.image_size) + " images)";
   if (o.arch == "cnn" && o.image_size != 28)
     return "--image-size " + std::to_string(o.image_size) + ": --arch cnn takes 28x28 images";
   if (o.loss != "contrastive" && o.loss != "triplet" && o.loss != "batch-hard" &&

@@ -77,8 +77,8 @@ inline Data load_data(const Options& o) {
     }
     d.train = std::move(f.train);
     d.test = std::move(f.test);
-    d.source = "image folder " + o.data + " (" + std::to_string(f.skipped.size()) +
-               " bad files skipped)";
+    d.source =
+        "image folder " + o.data + " (" + std::to_string(f.skipped.size()) + " bad files skipped)";
   } else {
     auto m = siam::data::load_mnist_dir(o.data, ntrain, ntest);
     std::printf("data: %s (%s)\n", o.data.c_str(), m.note.c_str());

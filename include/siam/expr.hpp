@@ -313,8 +313,7 @@ namespace detail {
 /// An expression E next to something that is neither an expression nor a scalar: the
 /// operators below reject it with a readable message instead of a list of candidates.
 template <class E, class X>
-concept NonOperand =
-    Expression<E> && !Expression<X> && !ScalarValue<std::remove_cvref_t<X>>;
+concept NonOperand = Expression<E> && !Expression<X> && !ScalarValue<std::remove_cvref_t<X>>;
 }  // namespace detail
 
 #define SIAM_BINARY_OPERATOR(sym, op)                                           \
@@ -333,9 +332,10 @@ concept NonOperand =
     return detail::make_binary<fn::op>(std::move(c), std::forward<B>(b));       \
   }                                                                             \
   template <class A, class B>                                                   \
-    requires detail::NonOperand<A, B> || detail::NonOperand<B, A>               \
+  requires detail::NonOperand<A, B> || detail::NonOperand<B, A>                 \
   void operator sym(A&&, B&&) {                                                 \
-    static_assert(!std::is_same_v<A, A>, "siam: an expression combines only "   \
+    static_assert(!std::is_same_v<A, A>,                                        \
+                  "siam: an expression combines only "                          \
                   "with a siam expression (Tensor, View, or an expression of "  \
                   "them) or an arithmetic scalar");                             \
   }

@@ -30,10 +30,10 @@ class Conv2D final : public Layer<T, B> {
  public:
   static constexpr const char* kind = "Conv2D";
   static std::unique_ptr<Layer<T, B>> from_spec(const LayerSpec& s, Rng& rng) {
-    return std::make_unique<Conv2D>(
-        s.get_int("in", 1, LayerSpec::max_size), s.get_int("out", 1, LayerSpec::max_size),
-        s.get_int("kernel", 1, 4096), rng, s.get_int("stride", 1, 4096),
-        s.get_int("padding", 0, 4096), s.get_int("bias", 0, 1) == 1);
+    return std::make_unique<Conv2D>(s.get_int("in", 1, LayerSpec::max_size),
+                                    s.get_int("out", 1, LayerSpec::max_size),
+                                    s.get_int("kernel", 1, 4096), rng, s.get_int("stride", 1, 4096),
+                                    s.get_int("padding", 0, 4096), s.get_int("bias", 0, 1) == 1);
   }
 
   Conv2D(index_t in_channels, index_t out_channels, index_t kernel, Rng& rng, index_t stride = 1,
@@ -159,11 +159,11 @@ class MaxPool2D final : public ParameterFree<T, B> {
     return Shape{in[0], h, w};
   }
   std::string emit(GraphEmitter& g, const std::string& x, const Shape&) const override {
-    return g.op("MaxPool", {x},
-                {OpAttr::integers("kernel_shape", {k_, k_}),
-                 OpAttr::integers("strides", {stride_, stride_}),
-                 OpAttr::integers("pads", {0, 0, 0, 0})},
-                "pool");
+    return g.op(
+        "MaxPool", {x},
+        {OpAttr::integers("kernel_shape", {k_, k_}),
+         OpAttr::integers("strides", {stride_, stride_}), OpAttr::integers("pads", {0, 0, 0, 0})},
+        "pool");
   }
   std::string describe() const override {
     return "MaxPool2D(" + std::to_string(k_) + ", stride " + std::to_string(stride_) + ")";

@@ -25,19 +25,17 @@ template <template <class, class> class... L>
 struct LayerKinds {};
 
 /// The layer kinds the library knows, in the order "known:" lists them.
-using layer_kinds =
-    LayerKinds<Dense, ReLU, Tanh, Sigmoid, L2Normalize, Conv2D, MaxPool2D, Flatten, Reshape,
-               BatchNorm, Dropout, GlobalAvgPool, AvgPool2D, Residual>;
+using layer_kinds = LayerKinds<Dense, ReLU, Tanh, Sigmoid, L2Normalize, Conv2D, MaxPool2D, Flatten,
+                               Reshape, BatchNorm, Dropout, GlobalAvgPool, AvgPool2D, Residual>;
 
 /// What a registered layer kind provides: a concrete Layer with a `kind` name and a
 /// `from_spec` builder (the other pieces are Layer's pure functions).
 template <template <class, class> class L, class T, class B>
-concept LayerKind =
-    std::derived_from<L<T, B>, Layer<T, B>> && !std::is_abstract_v<L<T, B>> &&
-    requires(const LayerSpec& s, Rng& rng) {
-      { std::string_view(L<T, B>::kind) };
-      { L<T, B>::from_spec(s, rng) } -> std::same_as<std::unique_ptr<Layer<T, B>>>;
-    };
+concept LayerKind = std::derived_from<L<T, B>, Layer<T, B>> && !std::is_abstract_v<L<T, B>> &&
+                    requires(const LayerSpec& s, Rng& rng) {
+  {std::string_view(L<T, B>::kind)};
+  { L<T, B>::from_spec(s, rng) } -> std::same_as<std::unique_ptr<Layer<T, B>>>;
+};
 
 namespace detail {
 template <template <class, class> class L, class T, class B>
@@ -56,8 +54,7 @@ template <class T, class B, template <class, class> class... L>
 std::unique_ptr<Layer<T, B>> make_from(LayerKinds<L...>, const LayerSpec& spec, Rng& rng) {
   static_assert((check_kind<L, T, B>() && ...));
   std::unique_ptr<Layer<T, B>> out;
-  (void)((spec.kind == L<T, B>::kind ? (out = L<T, B>::from_spec(spec, rng), true) : false) ||
-         ...);
+  (void)((spec.kind == L<T, B>::kind ? (out = L<T, B>::from_spec(spec, rng), true) : false) || ...);
   return out;
 }
 

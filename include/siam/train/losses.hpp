@@ -31,7 +31,9 @@ inline std::string loss_number(double v) {
 inline const char* distance_name(Distance d) {
   return d == Distance::squared ? "squared" : "euclidean";
 }
-inline const char* reduction_name(Reduction r) { return r == Reduction::mean ? "mean" : "sum"; }
+inline const char* reduction_name(Reduction r) {
+  return r == Reduction::mean ? "mean" : "sum";
+}
 
 // The losses below as named callables, so that a trainer holding one in a LossFn can say
 // which loss it is and with what parameters (its checkpoint records this).
@@ -54,7 +56,8 @@ struct Triplet {
   }
   std::string describe() const {
     return std::string("triplet margin=") + loss_number(opt.margin) +
-           " distance=" + distance_name(opt.distance) + " reduction=" + reduction_name(opt.reduction);
+           " distance=" + distance_name(opt.distance) +
+           " reduction=" + reduction_name(opt.reduction);
   }
 };
 template <class T, class B, bool Hard>
