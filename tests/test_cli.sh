@@ -147,6 +147,98 @@ check "query rejects a model of another shape ($(cat "$tmp/q4.err"))" \
 check "shape mismatch message names both shapes" grep -q "784 x 8.*784 x 1024" "$tmp/q4.err"
 expect_bad "--index 500" query --model "$e2e/model.siam" --test-size 500 --index 500
 
+# ---- index and query --index-file: the same neighbours as the scan above, one line per bad input
+ix="$tmp/ix"
+mkdir -p "$ix"
+"$bin" index --model "$e2e/model.siam" --test-size 500 --exact --out "$ix/flat.bin" >"$ix/flat.log" 2>&1
+check "index --exact exits 0" test $? -eq 0
+"$bin" query --model "$e2e/model.siam" --index-file "$ix/flat.bin" --index 7 --out "$ix/q" \
+  >"$ix/q.log" 2>&1
+check "query --index-file (exact) exits 0" test $? -eq 0
+check "query --index-file writes retrieval.png" test -s "$ix/q/retrieval.png"
+check "exact index: the same 9 neighbours as query without it" \
+  test "$(grep '^  #' "$ix/q.log")" = "$(grep '^  #' "$tmp/q.log")"
+"$bin" query --model "$e2e/model.siam" --index-file "$ix/flat.bin" --index 7 --k 3 --out "$ix/q" \
+  >"$ix/k3.log" 2>&1
+check "query --index-file --k 3 prints 3 neighbours" test "$(grep -c '^  #' "$ix/k3.log")" -eq 3
+if ! "$bin" index --model "$e2e/model.siam" --test-size 500 --out "$ix/hnsw.bin" 2>&1 |
+  grep -q "no HNSW"; then
+  check "index (HNSW) writes the file" test -s "$ix/hnsw.bin"
+  "$bin" query --model "$e2e/model.siam" --index-file "$ix/hnsw.bin" --index 7 --ef 200 \
+    --out "$ix/qh" >"$ix/qh.log" 2>&1
+  # 500 points, ef 200: the graph search visits enough of them to be exact
+  check "HNSW index: the same 9 neighbours" \
+    test "$(grep '^  #' "$ix/qh.log")" = "$(grep '^  #' "$tmp/q.log")"
+fi
+expect_index_error() {  # expect_index_error PATTERN ARGS...: non-zero, one stderr line, no output
+  local pattern=$1
+  shift
+  rm -rf "$ix/bad"
+  "$bin" "$@" --out "$ix/bad" >/dev/null 2>"$ix/bad.err"
+  local rc=$?
+  if [ $rc -ne 0 ] && [ "$(wc -l <"$ix/bad.err")" -eq 1 ] && grep -q -- "$pattern" "$ix/bad.err" &&
+    [ ! -e "$ix/bad" ]; then
+    pass "rejects $pattern (rc $rc: $(cat "$ix/bad.err"))"
+  else
+    fail "rejects $pattern (rc $rc: $(head -c 300 "$ix/bad.err"))"
+  fi
+}
+q_ix=(query --model "$e2e/model.siam" --index 7)
+cp "$ix/flat.bin" "$ix/corrupt.bin"
+printf '\xff' | dd of="$ix/corrupt.bin" bs=1 seek=300 conv=notrunc status=none
+expect_index_error "checksum mismatch" "${q_ix[@]}" --index-file "$ix/corrupt.bin"
+head -c 1000 "$ix/flat.bin" >"$ix/short.bin"
+expect_index_error "short.bin: " "${q_ix[@]}" --index-file "$ix/short.bin"
+expect_index_error "--index-file $ix/none.bin: no such file" "${q_ix[@]}" --index-file "$ix/none.bin"
+expect_index_error "not a siam index file" "${q_ix[@]}" --index-file "$e2e/model.siam"
+expect_index_error "--k 500: .* holds 500 images, so at most 499" "${q_ix[@]}" \
+  --index-file "$ix/flat.bin" --k 500
+expect_index_error "--k 0" "${q_ix[@]}" --index-file "$ix/flat.bin" --k 0
+"$bin" index --model "$e2e/model.siam" --test-size 500 --exact --metric inner_product \
+  --out "$ix/ip.bin" >/dev/null 2>&1
+expect_index_error "built for metric inner_product, not l2" "${q_ix[@]}" --index-file "$ix/ip.bin"
+# a model of another embedding dimension (3) indexes; the 2-D model cannot query it
+"$bin" "${small[@]}" --layers 784,16,3 --iterations 1 --out "$ix/m3" >/dev/null 2>&1
+"$bin" index --model "$ix/m3/model.siam" --test-size 500 --exact --out "$ix/d3.bin" >/dev/null 2>&1
+expect_index_error "embeddings of dim 3, the model makes dim 2" "${q_ix[@]}" \
+  --index-file "$ix/d3.bin"
+"$bin" "${small[@]}" --iterations 1 --seed 5 --out "$ix/m2" >/dev/null 2>&1
+expect_index_error "was built with the model" query --model "$ix/m2/model.siam" --index 7 \
+  --index-file "$ix/flat.bin"
+expect_index_error "indexes other images" "${q_ix[@]}" --seed 1 --index-file "$ix/flat.bin"
+"$bin" index --model "$e2e/model.siam" --test-size 500 --out "$ix" >/dev/null 2>"$ix/dir.err"
+rc=$?
+check "index --out DIR is refused ($(cat "$ix/dir.err"))" \
+  test $rc -eq 2 -a "$(wc -l <"$ix/dir.err")" -eq 1
+check "index --out DIR message" grep -q "must name the index file" "$ix/dir.err"
+# NaN weights (a valid archive: the CRC-32 recomputed) give NaN embeddings: refused, no file
+if command -v python3 >/dev/null; then
+  python3 - "$e2e/model.siam" "$ix/nan.siam" <<'EOF'
+import struct, sys, zlib
+b = bytearray(open(sys.argv[1], "rb").read())
+(count,) = struct.unpack_from("<I", b, 12)
+pos = 16
+for _ in range(count):
+    (n,) = struct.unpack_from("<I", b, pos)
+    pos += 4 + n
+    kind, rank = struct.unpack_from("<II", b, pos)
+    pos += 8 + 8 * rank
+    (size,) = struct.unpack_from("<Q", b, pos)
+    pos += 8
+    if kind == 1:  # f32: every weight NaN
+        b[pos : pos + size] = b"\x00\x00\xc0\x7f" * (size // 4)
+    pos += size
+struct.pack_into("<I", b, len(b) - 4, zlib.crc32(bytes(b[:-4])) & 0xFFFFFFFF)
+open(sys.argv[2], "wb").write(b)
+EOF
+  "$bin" index --model "$ix/nan.siam" --test-size 500 --exact --out "$ix/nan.bin" >/dev/null \
+    2>"$ix/nan.err"
+  rc=$?
+  check "index refuses NaN embeddings (rc $rc: $(cat "$ix/nan.err"))" \
+    test $rc -eq 1 -a "$(wc -l <"$ix/nan.err")" -eq 1 -a ! -e "$ix/nan.bin"
+  check "NaN message names the image" grep -q "embedding of test image 0 has nan" "$ix/nan.err"
+fi
+
 # ---- determinism: two identical runs give identical losses and models
 for run in d1 d2; do
   "$bin" "${fast[@]}" --iterations 150 --out "$tmp/$run" >/dev/null 2>&1

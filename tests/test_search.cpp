@@ -1,5 +1,6 @@
-// Exact search (siam/search/exact.hpp) and the retrieval metrics (siam/search/accuracy.hpp)
-// against plain double-precision brute force written from the definitions. Most data has
+// Exact search (siam/search/exact.hpp, the FlatIndex of flat.hpp) and the retrieval metrics
+// (siam/search/accuracy.hpp) against plain double-precision brute force written from the
+// definitions. Most data has
 // small integer coordinates, so every float distance is exact: ties and duplicate points
 // are everywhere and the (distance, index) order must match the reference exactly.
 #include <doctest/doctest.h>
@@ -7,12 +8,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <filesystem>
 #include <limits>
 #include <random>
 #include <vector>
 
 #include "siam/search/accuracy.hpp"
 #include "siam/search/exact.hpp"
+#include "siam/search/flat.hpp"
 
 using siam::index_t;
 namespace search = siam::search;
@@ -300,4 +304,93 @@ TEST_CASE("accuracy: bad input") {
       siam::shape_error);
   const std::vector<float> bad = {0, std::nanf(""), 2};
   CHECK_THROWS_AS((void)search::accuracy({bad.data(), 3, 1}, y.data(), opt), siam::numeric_error);
+}
+
+TEST_CASE("FlatIndex: search is knn; save and load keep vectors, metric and metadata") {
+  const index_t n = 60, dim = 3, nq = 7;
+  const auto g = integer_points(n, dim, 2, 21);  // small integers: ties everywhere
+  const auto q = integer_points(nq, dim, 2, 22);
+  for (const auto metric : {search::Metric::l2, search::Metric::inner_product}) {
+    search::FlatIndex index(dim, metric);
+    index.add({g.data(), 25, dim});
+    index.add({g.data() + 25 * dim, n - 25, dim});  // a second add continues the ids
+    REQUIRE(index.size() == n);
+    const auto want = search::knn({q.data(), nq, dim}, {g.data(), n, dim}, 5, metric);
+    const auto got = index.search({q.data(), nq, dim}, 5);
+    CHECK(got.indices == want.indices);
+    CHECK(got.distances == want.distances);
+
+    const auto path = std::filesystem::temp_directory_path() /
+                      ("siam-test-flat-" + std::to_string(std::random_device{}()) + ".bin");
+    const std::uint64_t stamp = 1234;
+    index.save(path, {siam::io::make_text_record("meta/source", "unit test"),
+                      siam::io::make_record("meta/stamp", {1}, &stamp, 1)});
+    CHECK(search::index_kind(path) == "flat");
+    const auto back = search::FlatIndex::load(path, dim, metric);
+    CHECK(back.size() == n);
+    CHECK(std::equal(back.data(), back.data() + n * dim, g.data()));
+    const auto again = back.search({q.data(), nq, dim}, 5);
+    CHECK(again.indices == want.indices);
+    REQUIRE(back.metadata().size() == 2);
+    CHECK(back.metadata()[0].text() == "unit test");
+    CHECK(back.metadata()[1].as<std::uint64_t>()[0] == stamp);
+
+    // The model's dimension and metric must match the file's.
+    CHECK_THROWS_WITH_AS((void)search::FlatIndex::load(path, dim + 1, metric),
+                         doctest::Contains("embeddings of dim 3, the model makes dim 4"),
+                         siam::shape_error);
+    const auto other =
+        metric == search::Metric::l2 ? search::Metric::inner_product : search::Metric::l2;
+    CHECK_THROWS_WITH_AS((void)search::FlatIndex::load(path, dim, other),
+                         doctest::Contains("built for metric"), siam::value_error);
+    // Truncated or flipped (checksum), another kind, vectors that disagree with the size.
+    const auto bytes = siam::io::read_file(path, "test");
+    for (const std::size_t cut :
+         {std::size_t{0}, std::size_t{12}, bytes.size() / 2, bytes.size() - 1}) {
+      CHECK_THROWS_AS(
+          (void)search::FlatIndex::from_records(siam::io::decode(bytes.data(), cut, "cut"), "cut"),
+          siam::io_error);
+    }
+    auto records = siam::io::load_archive(path);
+    for (auto& r : records)
+      if (r.name == "index/kind") r = siam::io::make_text_record("index/kind", "hnsw");
+    CHECK_THROWS_WITH_AS((void)search::FlatIndex::from_records(records, "kind"),
+                         doctest::Contains("expected 'flat'"), siam::io_error);
+    records = siam::io::load_archive(path);
+    for (auto& r : records)
+      if (r.name == "index/size") {
+        const std::uint64_t wrong = n + 1;
+        std::memcpy(r.bytes.data(), &wrong, 8);
+      }
+    CHECK_THROWS_WITH_AS((void)search::FlatIndex::from_records(records, "size"),
+                         doctest::Contains("does not hold 61 rows"), siam::io_error);
+    records = siam::io::load_archive(path);
+    for (auto& r : records)
+      if (r.name == "flat/vectors") {
+        const float nan = std::numeric_limits<float>::quiet_NaN();
+        std::memcpy(r.bytes.data() + 4 * dim * 5, &nan, 4);  // row 5
+      }
+    CHECK_THROWS_WITH_AS((void)search::FlatIndex::from_records(records, "nan"),
+                         doctest::Contains("row 5 has a non-finite value"), siam::io_error);
+    std::filesystem::remove(path);
+  }
+}
+
+TEST_CASE("FlatIndex: bad input") {
+  search::FlatIndex index(4, search::Metric::l2);
+  const std::vector<float> v(12, 1.0f);
+  CHECK_THROWS_AS(search::FlatIndex(0, search::Metric::l2), siam::value_error);
+  CHECK_THROWS_AS(index.add({v.data(), 4, 3}), siam::shape_error);
+  std::vector<float> bad = v;
+  bad[6] = std::numeric_limits<float>::infinity();
+  CHECK_THROWS_WITH_AS(index.add({bad.data(), 3, 4}), doctest::Contains("row 1 column 2"),
+                       siam::numeric_error);
+  CHECK(index.size() == 0);  // nothing of a refused add is kept
+  CHECK_THROWS_AS(index.save("never-written.bin"), siam::value_error);
+  index.add({v.data(), 3, 4});
+  CHECK_THROWS_WITH_AS((void)index.search({v.data(), 1, 4}, 4), doctest::Contains("k = 4"),
+                       siam::value_error);
+  CHECK_THROWS_WITH_AS(index.save("x.bin", {siam::io::make_text_record("user/x", "y")}),
+                       doctest::Contains("must be named meta/"), siam::value_error);
+  CHECK_THROWS_AS((void)search::FlatIndex::load("no-such-index.bin"), siam::io_error);
 }

@@ -97,8 +97,11 @@ TEST_CASE("hnsw: save and load give the same answers; the file is checked") {
   index.add({data.data(), 200, dim});
   index.add({data.data() + 200 * dim, n - 200, dim});  // a second add continues the ids
   TempPath file;
-  index.save(file.p);
+  index.save(file.p, {siam::io::make_text_record("meta/source", "clustered")});
+  CHECK(search::index_kind(file.p) == "hnsw");
   auto back = search::HnswIndex::load(file.p, dim, search::Metric::l2);
+  REQUIRE(back.metadata().size() == 1);
+  CHECK(back.metadata()[0].text() == "clustered");
   CHECK(back.size() == n);
   CHECK(back.dim() == dim);
   const auto a = index.search({data.data(), nq, dim}, 5, 50);

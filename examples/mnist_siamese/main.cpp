@@ -5,6 +5,8 @@
 //
 //   mnist_siamese [--data DIR] [--out DIR] [--iterations N] ...   train, evaluate, write figures
 //   mnist_siamese query --model FILE [--index I] ...              nearest neighbours of one image
+//   mnist_siamese index --model FILE --out index.bin [--exact]    a search index of the test set
+//   mnist_siamese query --model FILE --index-file index.bin ...   nearest neighbours from it
 //
 // Exit codes: 0 success, 1 an error during the run (one line "error: ..." on stderr),
 // 2 a bad option (one line naming it; nothing is loaded or written), 130 interrupted.
@@ -16,6 +18,7 @@
 #include <exception>
 #include <string>
 
+#include "index.hpp"
 #include "interop.hpp"
 #include "options.hpp"
 #include "run.hpp"
@@ -134,6 +137,29 @@ void add_query_options(CLI::App& query, Options& o) {
   query.add_option("--image", o.images, "PNG image(s) to query instead of a test image");
   query.add_option("--invert", o.invert, "--image ink: auto, yes or no (white on black: no)")
       ->capture_default_str();
+  query.add_option("--index-file", o.index_file,
+                   "Search this index (written by `index`) instead of embedding every test image");
+  query.add_option("--k", o.k, "With --index-file: neighbours to print")->capture_default_str();
+  query.add_option("--ef", o.ef, "With an HNSW --index-file: search candidate list")
+      ->capture_default_str();
+  query.add_option("--metric", o.metric, "With --index-file: l2 or inner_product (must match it)")
+      ->capture_default_str();
+}
+
+void add_index_options(CLI::App& index, Options& o) {
+  add_data_options(index, o);
+  index.remove_option(index.get_option("--out"));
+  index.add_option("--out", o.out, "Index file to write")->required();
+  index.add_option("--model", o.model, "Model file (model.siam or checkpoint.siam)")->required();
+  index
+      .add_option("--layers", o.layers,
+                  "MLP layer sizes, for a weights-only model file of an earlier version")
+      ->capture_default_str();
+  index.add_flag("--exact", o.exact, "An exact (flat) index instead of HNSW");
+  index.add_option("--metric", o.metric, "l2 or inner_product")->capture_default_str();
+  index.add_option("--M", o.hnsw_m, "HNSW links per node")->capture_default_str();
+  index.add_option("--ef-construction", o.ef_construction, "HNSW candidate list while building")
+      ->capture_default_str();
 }
 
 int bad_option(const std::string& line) {
@@ -153,6 +179,7 @@ int dispatch(Options o, bool is_query) {
 #endif
   }
 #endif
+  if (is_query && !o.index_file.empty()) return query_index(o);
 #if defined(SIAM_EXAMPLE_HAS_PNG)
   if (is_query && !o.images.empty()) return query_images<siam::Cpu>(o);
 #endif
@@ -183,6 +210,8 @@ int main(int argc, char** argv) {
   ex->add_option("--model", o.model, "Model file (model.siam)")->required();
   ex->add_option("--onnx", o.onnx, "ONNX file to write");
   ex->add_option("--safetensors", o.safetensors, "safetensors file to write");
+  CLI::App* ix = app.add_subcommand("index", "Embed the test images and write a search index");
+  add_index_options(*ix, o);
   app.require_subcommand(0, 1);
   try {
     app.parse(argc, argv);
@@ -202,11 +231,25 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  if (ix->parsed()) {
+    if (auto problem = check_index_options(o)) return bad_option(*problem);
+    try {
+      if (o.threads > 0) siam::set_num_threads(o.threads);
+      o.threads = siam::num_threads();
+      return build_index(o);
+    } catch (const std::exception& e) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 1;
+    }
+  }
   const bool is_query = q->parsed();
   if (is_query)
     if (auto problem = check_image_options(o)) return bad_option(*problem);
   if (auto problem = is_query ? check_query_options(o) : check_train_options(o, kHaveCuda))
     return bad_option(*problem);
+  if (is_query && !o.index_file.empty())
+    if (auto problem = check_index_query_options(o)) return bad_option(*problem);
   try {
     return dispatch(o, is_query);
   } catch (const std::exception& e) {  // siam::error and anything else: one line, no trace

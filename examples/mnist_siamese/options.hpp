@@ -52,6 +52,13 @@ struct Options {
   std::vector<std::string> images;
   std::string invert = "auto";
   std::string onnx, safetensors;
+  // index (index.hpp): --out is the index file; query --index-file searches it
+  std::string index_file;
+  bool exact = false;          // a flat (exact) index instead of HNSW
+  std::string metric = "l2";   // l2 or inner_product
+  long long k = 9;             // neighbours a query prints
+  long long ef = 64;           // HNSW search candidate list
+  long long hnsw_m = 16, ef_construction = 200;
 };
 
 namespace detail {

@@ -37,6 +37,7 @@
 #include "siam/detail/config.hpp"
 #include "siam/error.hpp"
 #include "siam/io/archive.hpp"
+#include "siam/search/index_file.hpp"
 #include "siam/search/topk.hpp"
 #include "siam/search/types.hpp"
 #include "siam/version.hpp"
@@ -270,9 +271,10 @@ class HnswIndex {
     return r;
   }
 
-  /// Writes the index (see the header comment) atomically. Throws value_error when empty,
-  /// io_error when the file cannot be written.
-  void save(const std::filesystem::path& path) const {
+  /// Writes the index (see the header comment) atomically, with the caller's "meta/..."
+  /// records (metadata() after a load). Throws value_error when empty or for a metadata name
+  /// outside meta/, io_error when the file cannot be written.
+  void save(const std::filesystem::path& path, const std::vector<io::Record>& meta = {}) const {
     if (size() == 0)
       throw value_error("HnswIndex::save: " + path.string() + ": the index is empty");
     detail::TempFile tmp;
@@ -281,21 +283,19 @@ class HnswIndex {
     if (graph.size() < 16) throw io_error("HnswIndex::save: hnswlib wrote no graph");
     const auto n = static_cast<std::uint64_t>(size());
     std::memcpy(graph.data() + 8, &n, 8);  // capacity := size: a loaded index holds what it needs
-    std::vector<io::Record> records;
-    records.push_back(io::make_text_record("index/kind", "hnsw"));
-    records.push_back(io::make_text_record("index/siam_version", siam::version_string));
-    const std::uint64_t dim = static_cast<std::uint64_t>(dim_);
-    records.push_back(io::make_record("index/dim", {1}, &dim, 1));
-    records.push_back(io::make_text_record("index/metric", to_string(metric_)));
-    records.push_back(io::make_record("index/size", {1}, &n, 1));
+    auto records = detail::index_header("hnsw", dim_, metric_, size());
     io::Record g;
     g.name = "hnsw/graph";
     g.type = io::ArrayType::text;  // opaque bytes: hnswlib's own layout, checked on load
     g.dims = {static_cast<std::int64_t>(graph.size())};
     g.bytes.assign(graph.begin(), graph.end());
     records.push_back(std::move(g));
+    detail::append_metadata(records, meta, "HnswIndex::save");
     io::save_archive(path, records);
   }
+
+  /// The "meta/..." records of the file this index was loaded from (empty otherwise).
+  const std::vector<io::Record>& metadata() const { return metadata_; }
 
   /// Reads an index from bytes (`name` labels errors); every check of load().
   static HnswIndex from_bytes(const unsigned char* data, std::size_t size, const std::string& name,
@@ -341,6 +341,7 @@ class HnswIndex {
     }
     out.graph_ =
         std::make_unique<hnswlib::HierarchicalNSW<float>>(out.space_.get(), tmp.path().string());
+    out.metadata_ = detail::metadata_of(records);
     return out;
   }
 
@@ -385,6 +386,7 @@ class HnswIndex {
   HnswParams params_;
   std::unique_ptr<hnswlib::SpaceInterface<float>> space_;  // outlives graph_ (declared first)
   std::unique_ptr<hnswlib::HierarchicalNSW<float>> graph_;
+  std::vector<io::Record> metadata_;
 };
 
 }  // namespace siam::search
