@@ -4,6 +4,11 @@
 //   exact_knn                search::knn, k = SIAM_BENCH_K (default 10): GEMMs + selection
 //   hnsw_build, hnsw_ef:E    HNSW (when built with siam::hnsw): build, then search at each
 //                            ef with recall@k against the exact result
+//   accuracy_all_vs_all      search::accuracy (P@1, R-precision, MAP@R, Recall@1,2,4,8) of
+//                            SIAM_BENCH_ACC_N (default 60,000) x SIAM_BENCH_DIM embeddings
+//                            against each other, in SIAM_BENCH_ACC_CLASSES (default 10) equal
+//                            Gaussian classes (unit-normal centres, standard deviation 1):
+//                            run it alone under /usr/bin/time -v for its peak memory
 // Data: the gallery and queries from SIAM_BENCH_DATA (files gallery.f32 and queries.f32,
 // row-major float32 with SIAM_BENCH_DIM columns, as bench/compare_search.sh writes them),
 // else Gaussian vectors of SIAM_BENCH_N x SIAM_BENCH_DIM and SIAM_BENCH_NQ queries. With
@@ -21,6 +26,7 @@
 #include <vector>
 
 #include "bench_peak.hpp"
+#include "siam/search/accuracy.hpp"
 #include "siam/search/exact.hpp"
 #if defined(SIAM_BENCH_HNSW)
 #include "siam/search/hnsw.hpp"
@@ -154,6 +160,35 @@ void bm_knn(benchmark::State& state) {
   }
 }
 
+// The metrics all against all: blocked search with k = the largest R of a chunk of queries.
+void bm_accuracy(benchmark::State& state) {
+  const index_t n = env("SIAM_BENCH_ACC_N", 60000), dim = env("SIAM_BENCH_DIM", 64);
+  const index_t classes = env("SIAM_BENCH_ACC_CLASSES", 10);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> centres(static_cast<std::size_t>(classes * dim));
+  for (auto& c : centres)
+    c = g(rng);
+  std::vector<float> emb(static_cast<std::size_t>(n * dim));
+  std::vector<std::int64_t> labels(static_cast<std::size_t>(n));
+  for (index_t i = 0; i < n; ++i) {
+    const index_t c = i % classes;
+    labels[static_cast<std::size_t>(i)] = c;
+    for (index_t j = 0; j < dim; ++j)
+      emb[static_cast<std::size_t>(i * dim + j)] =
+          centres[static_cast<std::size_t>(c * dim + j)] + g(rng);
+  }
+  search::Accuracy acc;
+  for (auto _ : state)
+    acc = search::accuracy({emb.data(), n, dim}, labels.data());
+  state.counters["P@1"] = acc.precision_at_1;
+  state.counters["R-precision"] = acc.r_precision;
+  state.counters["MAP@R"] = acc.map_at_r;
+  state.counters["flops"] = benchmark::Counter(
+      2.0 * static_cast<double>(n) * static_cast<double>(n) * static_cast<double>(dim),
+      benchmark::Counter::kIsIterationInvariantRate);
+}
+
 #if defined(SIAM_BENCH_HNSW)
 std::unique_ptr<search::HnswIndex>& hnsw() {
   static std::unique_ptr<search::HnswIndex> h;
@@ -204,6 +239,10 @@ int main(int argc, char** argv) {
       ->Unit(benchmark::kMillisecond)
       ->Iterations(1);
   benchmark::RegisterBenchmark(("exact_knn" + t).c_str(), bm_knn)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond)
+      ->Iterations(1);
+  benchmark::RegisterBenchmark(("accuracy_all_vs_all" + t).c_str(), bm_accuracy)
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond)
       ->Iterations(1);
