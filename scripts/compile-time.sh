@@ -5,7 +5,7 @@
 # Prints wall and user CPU seconds and the compiler's peak resident memory of each
 # `g++ -std=c++20 -O2 -c`, measured by /usr/bin/time. Wall time depends on what else the
 # machine runs; user time and memory are the steadier figures.
-#   scripts/compile-time.sh [runs=1]          (CXX=clang++-14 to measure Clang)
+#   scripts/compile-time.sh [runs=1]   (CXX=clang++-14 to measure Clang, OPT=-O3 for -O3)
 # With SIAM_TIME_TRACE=1 and a Clang, each compile also writes a -ftime-trace JSON beside
 # its object and the script prints the trace's front end / back end split.
 set -euo pipefail
@@ -15,7 +15,7 @@ cxx=${CXX:-g++}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 command -v /usr/bin/time >/dev/null || { echo "compile-time: /usr/bin/time is needed (Debian: time)"; exit 1; }
-flags=(-std=c++20 -O2 -fno-math-errno -fopenmp -Iinclude -isystem /usr/include/eigen3)
+flags=(-std=c++20 "${OPT:--O2}" -fno-math-errno -fopenmp -Iinclude -isystem /usr/include/eigen3)
 trace=()
 [ "${SIAM_TIME_TRACE:-0}" = 1 ] && trace=(-ftime-trace)
 printf '#include <siam/siamese.hpp>\nint main() { return 0; }\n' >"$out/umbrella.cpp"
@@ -32,9 +32,10 @@ measure() {  # name, extra flags..., source
 import json, sys
 d = json.load(open(sys.argv[1]))
 t = {e["name"]: e["dur"] / 1e6 for e in d["traceEvents"] if e.get("name", "").startswith("Total ")}
-print("  time trace: front end %.1f s (instantiation %.1f s), back end %.1f s (optimiser %.1f s)" % (
-    t.get("Total Frontend", 0), t.get("Total InstantiateFunction", 0) + t.get("Total InstantiateClass", 0),
-    t.get("Total Backend", 0), t.get("Total Optimizer", 0)))
+print("  time trace: front end %.1f s (parsing %.1f s; instantiating functions %.1f s, classes %.1f s,"
+      " partly nested), back end %.1f s (optimiser %.1f s)" % (
+    t.get("Total Frontend", 0), t.get("Total Source", 0), t.get("Total InstantiateFunction", 0),
+    t.get("Total InstantiateClass", 0), t.get("Total Backend", 0), t.get("Total Optimizer", 0)))
 PY
     fi
   done
