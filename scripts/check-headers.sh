@@ -51,6 +51,8 @@ for cxx in "${pick[@]}"; do
     exit ${PIPESTATUS[1]}' || status=1
   echo "check-headers: $cxx, templates instantiated (tests/downstream/main.cpp)"
   "$cxx" "${flags[@]}" tests/downstream/main.cpp || status=1
+  echo "check-headers: $cxx, every member of the compiled component's types (src/compiled.cpp)"
+  "$cxx" "${flags[@]}" src/compiled.cpp || status=1
 done
 [ $status -eq 0 ] && echo "check-headers: clean" || echo "check-headers: warnings above"
 exit $status
