@@ -249,12 +249,54 @@ TEST_CASE("accuracy: one set, against the definitions (ties, duplicates, singlet
   const std::vector<index_t> Ks = {1, 2, 5, 20};
   search::AccuracyOptions opt;
   opt.recall_at = Ks;
-  opt.chunk_bytes = 4096;  // many small chunks, each its own k
-  const auto got = search::accuracy({e.data(), n, dim}, l.data(), opt);
+  opt.chunk_bytes = 4096;  // many small chunks, each its own k (top_k); one row per block
   const auto want = reference_accuracy(e, l, e, l, dim, true, Ks);
-  CHECK(got.lone_queries == 2);
-  check_accuracy(got, want, n);
-  CHECK(got.recall_at_k[0].second == got.precision_at_1);
+  for (const auto method : {search::AccuracyMethod::top_k, search::AccuracyMethod::full_rows}) {
+    CAPTURE(static_cast<int>(method));
+    opt.method = method;
+    const auto got = search::accuracy({e.data(), n, dim}, l.data(), opt);
+    CHECK(got.lone_queries == 2);
+    check_accuracy(got, want, n);
+    CHECK(got.recall_at_k[0].second == got.precision_at_1);
+  }
+}
+
+TEST_CASE("accuracy: full rows and top-k agree on large classes, for any thread count") {
+  // Two classes of 200 (R = 199, so `automatic` ranks full rows), integer points: many ties.
+  const index_t dim = 4, n = 400;
+  const auto e = integer_points(n, dim, 2, 21);
+  std::vector<std::int64_t> l(static_cast<std::size_t>(n));
+  for (index_t i = 0; i < n; ++i)
+    l[static_cast<std::size_t>(i)] = (i * 7) % 2;
+  search::AccuracyOptions opt;
+  opt.recall_at = {1, 10};
+  const auto want = reference_accuracy(e, l, e, l, dim, true, opt.recall_at);
+  opt.method = search::AccuracyMethod::top_k;
+  const auto top = search::accuracy({e.data(), n, dim}, l.data(), opt);
+  check_accuracy(top, want, n);
+  for (const int threads : {1, 2, 3}) {
+    CAPTURE(threads);
+    opt.method = search::AccuracyMethod::automatic;
+    opt.threads = threads;
+    const auto rows = search::accuracy({e.data(), n, dim}, l.data(), opt);
+    check_accuracy(rows, want, n);
+    CHECK(rows.map_at_r == top.map_at_r);  // the same sums in the same order: bit for bit
+    CHECK(rows.r_precision == top.r_precision);
+  }
+  opt.metric = search::Metric::inner_product;  // negative distances: the key's sign flip
+  opt.method = search::AccuracyMethod::top_k;
+  const auto ip_top = search::accuracy({e.data(), n, dim}, l.data(), opt);
+  opt.method = search::AccuracyMethod::full_rows;
+  const auto ip_rows = search::accuracy({e.data(), n, dim}, l.data(), opt);
+  CHECK(ip_rows.map_at_r == ip_top.map_at_r);
+  CHECK(ip_rows.precision_at_1 == ip_top.precision_at_1);
+  // Gaussian points: distances that differ only in their low bits must still be ranked.
+  const auto gp = gaussian_points(n, dim, 22);
+  opt = {};
+  opt.recall_at = {1, 10};
+  opt.method = search::AccuracyMethod::full_rows;
+  check_accuracy(search::accuracy({gp.data(), n, dim}, l.data(), opt),
+                 reference_accuracy(gp, l, gp, l, dim, true, opt.recall_at), n);
 }
 
 TEST_CASE("accuracy: separate query and reference sets") {
@@ -267,9 +309,12 @@ TEST_CASE("accuracy: separate query and reference sets") {
   const std::vector<index_t> Ks = {1, 3, 90};
   search::AccuracyOptions opt;
   opt.recall_at = Ks;
-  const auto got =
-      search::accuracy({q.data(), 40, dim}, ql.data(), {g.data(), 90, dim}, gl.data(), opt);
-  check_accuracy(got, reference_accuracy(q, ql, g, gl, dim, false, Ks), 40);
+  for (const auto method : {search::AccuracyMethod::top_k, search::AccuracyMethod::full_rows}) {
+    opt.method = method;
+    const auto got =
+        search::accuracy({q.data(), 40, dim}, ql.data(), {g.data(), 90, dim}, gl.data(), opt);
+    check_accuracy(got, reference_accuracy(q, ql, g, gl, dim, false, Ks), 40);
+  }
 }
 
 TEST_CASE("accuracy: a hand-computed case") {
