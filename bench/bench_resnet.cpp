@@ -3,11 +3,13 @@
 //   resnet_step/<engine>/threads:N   forward on a stacked batch of BATCH images (PAIRS pairs,
 //                                    SIAM_BENCH_PAIRS, default 180 as the example), stacked
 //                                    contrastive loss (margin 0.3, sum), backward, Adam(1e-4);
-//                                    "allocs" = heap allocations per steady step
+//                                    "allocs" = heap allocations per steady step,
+//                                    "faults" = minor page faults per step
 //   resnet_embed/<engine>/threads:N  inference (net.embed) on the same batch
-// <engine> is im2col (always) and onednn (when built with SIAM_DNNL). bench/compare_resnet.sh
+// CPU time is the whole process's (every thread). <engine> is im2col (always) and onednn (when built with SIAM_DNNL). bench/compare_resnet.sh
 // runs the step next to bench/pytorch_resnet.py.
 #include <benchmark/benchmark.h>
+#include <sys/resource.h>
 
 #include <cstdlib>
 #include <siam/data/synthetic_digits.hpp>
@@ -25,6 +27,13 @@
 namespace {
 using namespace siam;
 using Tf = Tensor<float, Cpu>;
+
+// Minor page faults of the process so far (first touches of fresh memory).
+long minor_faults() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_minflt;
+}
 
 index_t pairs() {
   const char* e = std::getenv("SIAM_BENCH_PAIRS");
@@ -61,12 +70,14 @@ void bm_step(benchmark::State& state, ConvEngine engine, int threads, bool train
   step();
   step();
   const long before = alloc_counter::count.load();
+  const long faults_before = minor_faults();
   long steps = 0;
   for (auto _ : state) {
     step();
     ++steps;
   }
   state.counters["allocs"] = double(alloc_counter::count.load() - before) / double(steps);
+  state.counters["faults"] = double(minor_faults() - faults_before) / double(steps);
   state.SetItemsProcessed(state.iterations() * batch);
 }
 
@@ -83,6 +94,7 @@ void register_all() {
                                          .c_str(),
                                      bm_step, e, t, train)
             ->UseRealTime()
+            ->MeasureProcessCPUTime()
             ->Unit(benchmark::kMillisecond);
 }
 

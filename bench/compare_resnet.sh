@@ -3,7 +3,9 @@
 # resnet_step/<engine>) against PyTorch (bench/pytorch_resnet.py time) at its best on the
 # CPU: tcmalloc through LD_PRELOAD and the OpenMP OpenBLAS first on the library path (its
 # convolutions run on its own oneDNN). Run alternately, so that machine noise hits both
-# alike; prints every round, the load average, the medians and the ratios siam / PyTorch.
+# alike; prints every round, the load average, the medians and the ratios siam / PyTorch of
+# wall time and of process CPU time (every thread; on a loaded machine the wall time mostly
+# measures the other processes).
 # Builds nothing.
 #
 #   bench/compare_resnet.sh BUILD_DIR/bench/bench_resnet [ROUNDS]
@@ -28,43 +30,45 @@ tcmalloc=$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 / {print $
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-engines=$(SIAM_BENCH_THREADS=$threads "$bin" --benchmark_list_tests --benchmark_filter="^resnet_step/.*/threads:${threads}/real_time\$" | sed 's|^resnet_step/||; s|/.*||')
+engines=$(SIAM_BENCH_THREADS=$threads "$bin" --benchmark_list_tests --benchmark_filter="^resnet_step/.*/threads:${threads}/process_time/real_time\$" | sed 's|^resnet_step/||; s|/.*||')
 
 siam_ms() {  # $1: engine; mean real time per step, ms
   SIAM_BENCH_PAIRS=$pairs SIAM_BENCH_THREADS=$threads "$bin" \
-    --benchmark_filter="^resnet_step/$1/threads:${threads}/real_time\$" \
+    --benchmark_filter="^resnet_step/$1/threads:${threads}/process_time/real_time\$" \
     --benchmark_min_time=1 --benchmark_format=json >"$tmp/siam.json" 2>/dev/null
-  "$py" -c 'import json,sys; b=json.load(open(sys.argv[1]))["benchmarks"][0]; print("%.1f %g" % (b["real_time"] * {"ns":1e-6,"us":1e-3,"ms":1,"s":1e3}[b["time_unit"]], b["allocs"]))' "$tmp/siam.json"
+  "$py" -c 'import json,sys; b=json.load(open(sys.argv[1]))["benchmarks"][0]; u={"ns":1e-6,"us":1e-3,"ms":1,"s":1e3}[b["time_unit"]]; print("%.1f %.1f %g" % (b["real_time"] * u, b["cpu_time"] * u, b["allocs"]))' "$tmp/siam.json"
 }
 torch_ms() {
   LD_PRELOAD=$tcmalloc LD_LIBRARY_PATH="${omp_dir}${omp_dir:+:}${LD_LIBRARY_PATH:-}" \
     "$py" "$here/pytorch_resnet.py" time --threads "$threads" --pairs "$pairs" \
     --steps "${STEPS:-5}" --warmup "${WARMUP:-2}" >"$tmp/torch.json"
-  "$py" -c 'import json,sys; print("%.1f" % json.load(open(sys.argv[1]))["ms_per_step"])' "$tmp/torch.json"
+  "$py" -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.1f %.1f" % (j["ms_per_step"], j["cpu_ms_per_step"]))' "$tmp/torch.json"
 }
 
 echo "siam: $bin (engines: $(echo $engines)); pytorch: tcmalloc=${tcmalloc:-none}, openblas=${omp_dir:-default}, threads $threads, pairs $pairs ($((2 * pairs)) images)"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-declare -A res
+declare -A res cpu
 for ((r = 1; r <= rounds; r++)); do
   line="round $r:"
   for e in $engines; do
-    read -r s allocs <<<"$(siam_ms "$e")"
-    res[$e]+=" $s"; line+=" siam[$e] $s ms ($allocs allocs/step),"
+    read -r s c allocs <<<"$(siam_ms "$e")"
+    res[$e]+=" $s"; cpu[$e]+=" $c"; line+=" siam[$e] $s ms (cpu $c ms, $allocs allocs/step),"
   done
-  t=$(torch_ms); res[torch]+=" $t"; line+=" pytorch $t ms"
+  read -r t c <<<"$(torch_ms)"
+  res[torch]+=" $t"; cpu[torch]+=" $c"; line+=" pytorch $t ms (cpu $c ms)"
   echo "$line  (load $(cut -d' ' -f1 /proc/loadavg))"
 done
 echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 args=()
-for k in "${!res[@]}"; do args+=("$k=${res[$k]}"); done
+for k in "${!res[@]}"; do args+=("real:$k=${res[$k]}" "cpu:$k=${cpu[$k]}"); done
 "$py" - "${args[@]}" <<'PY'
 import statistics, sys
 runs = dict(a.split("=", 1) for a in sys.argv[1:])
 med = {k: statistics.median(float(x) for x in v.split()) for k, v in runs.items()}
-for k in sorted(med):
-    print(f"median {k}: {med[k]:.1f} ms/step")
-for k in sorted(med):
-    if k != "torch":
-        print(f"ratio siam[{k}] / pytorch: {med[k] / med['torch']:.2f}  (< 1: siam is faster)")
+for kind in ("real", "cpu"):
+    for k in sorted(m for m in med if m.startswith(kind + ":")):
+        print(f"median {kind} {k.split(':')[1]}: {med[k]:.1f} ms/step")
+    for k in sorted(m for m in med if m.startswith(kind + ":") and not m.endswith(":torch")):
+        print(f"ratio {kind} siam[{k.split(':')[1]}] / pytorch: {med[k] / med[kind + ':torch']:.2f}"
+              "  (< 1: siam is faster)")
 PY
