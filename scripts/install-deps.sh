@@ -23,6 +23,7 @@ packages=(
   libdnnl-dev                            # optional oneDNN convolution engine (SIAM_DNNL)
   libhnswlib-dev                         # approximate search (siam/search/hnsw.hpp), optional
   python3-faiss                          # bench/compare_search.sh: exact search against FAISS
+  dataset-fashion-mnist                  # Fashion-MNIST (IDX): the ResNet quality comparison
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -87,6 +87,10 @@ mutant include/siam/autodiff/tape.hpp test_ops \
 mutant include/siam/io/archive.hpp test_conv \
   'if (stored != actual) throw' \
   'if (stored != actual && stored == 0) throw'
+# batch norm: the backward's x coefficient (the sum(dy xhat) term) with its sign flipped
+mutant include/siam/autodiff/batchnorm.hpp test_layers_modern \
+  'bn_repeat<T, B>(g, -(G * I / m) * I * Sx, w.r2);' \
+  'bn_repeat<T, B>(g, (G * I / m) * I * Sx, w.r2);'
 
 # ---- a copy of the sources, configured once
 mkdir -p "$out" "$logs"

@@ -61,6 +61,8 @@ expect_bad "--loss" --loss hinge
 expect_bad "--layers" --layers 784
 expect_bad "--optimizer" --optimizer lbfgs
 expect_bad "--arch" --arch rnn
+expect_bad "--embedding-dim -1" --embedding-dim -1
+expect_bad "--embedding-dim 3: for --arch mlp" --embedding-dim 3
 expect_bad "--eval-every 0" --eval-every 0
 expect_bad "--train-size 0" --train-size 0
 expect_bad "--test-size" --test-size 5

@@ -5,8 +5,11 @@
 #include <siam/io/safetensors.hpp>
 #include <siam/siamese.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <span>
 #include <string>
 
 namespace fs = std::filesystem;
@@ -158,7 +161,7 @@ TEST_CASE("a CNN's tensors carry PyTorch's names; siam's older W / b names still
     CHECK(back.parameters()[i]->value.to_vector() == net.parameters()[i]->value.to_vector());
 
   // A file of the older naming (Conv2D as layers.<i>.W / .b) loads the same values.
-  auto records = siam::io::detail::safetensors_records(net);
+  auto records = siam::io::state_dict(net);
   for (auto& r : records)
     if (r.name.rfind("layers.0.", 0) == 0 || r.name.rfind("layers.2.", 0) == 0)
       r.name = r.name.substr(0, 9) + (r.name.ends_with("weight") ? "W" : "b");
@@ -244,4 +247,91 @@ TEST_CASE("hostile headers") {
   CHECK(error_of(padded).empty());
   // Deeply nested input cannot recurse: the parser only accepts the schema's depth.
   CHECK_FALSE(error_of(bytes_of(std::string(10000, '{'), 0)).empty());
+}
+
+TEST_CASE("BatchNorm and residual buffers: torchvision's names, an I64 batch count") {
+  const auto dir = temp_dir();
+  siam::Rng rng(5);
+  // A stem, one projected basic block, pooling and a head: every kind of name.
+  auto specs = siam::nn::resnet_specs(siam::Shape{1, 6, 6}, 2, 3);
+  specs.resize(3);  // conv, BN, ReLU
+  siam::nn::detail::basic_block(specs, 2, 4, 2);
+  specs.push_back({"GlobalAvgPool", {}});
+  specs.push_back(siam::nn::LayerSpec{"Dense", {}}.set("in", 4).set("out", 3));
+  auto net = siam::nn::build<float, Cpu>(specs, siam::Shape{1, 6, 6}, rng);
+  // Non-trivial running statistics and count: train on two batches.
+  std::vector<float> x(2 * 36);
+  for (std::size_t k = 0; k < x.size(); ++k)
+    x[k] = static_cast<float>((k * 7) % 11) * 0.3f - 1.0f;
+  for (int step = 0; step < 2; ++step) {
+    siam::Tape<float, Cpu> t;
+    const auto xt = siam::Tensor<float, Cpu>::from(siam::Shape{2, 1, 6, 6}, std::span<const float>(x));
+    (void)net.forward(t.constant(xt));
+  }
+  const fs::path f = dir / "bn.safetensors";
+  siam::io::save_safetensors(f, net);
+  const auto raw = siam::io::read_file(f, "test");
+  const auto file = siam::io::decode_safetensors(raw.data(), raw.size(), f.string());
+  std::map<std::string, const siam::io::Record*> by;
+  for (const auto& r : file.tensors)
+    by[r.name] = &r;
+  for (const char* n :
+       {"layers.0.weight", "layers.1.weight", "layers.1.bias", "layers.1.running_mean",
+        "layers.1.running_var", "layers.1.num_batches_tracked", "layers.3.body.0.weight",
+        "layers.3.body.4.running_var", "layers.3.projection.0.weight",
+        "layers.3.projection.1.num_batches_tracked", "layers.6.weight", "layers.6.bias"}) {
+    CAPTURE(n);
+    CHECK(by.count(n) == 1);
+  }
+  CHECK(file.tensors.size() == 1 + 5 + (1 + 5 + 1 + 5 + 1 + 5) + 2);
+  const auto& count = *by.at("layers.3.projection.1.num_batches_tracked");
+  CHECK(count.type == siam::io::ArrayType::i64);
+  CHECK(count.dims.empty());
+  CHECK(count.as<std::int64_t>() == std::vector<std::int64_t>{2});
+  CHECK(by.at("layers.1.running_mean")->as<float>() ==
+        dynamic_cast<siam::nn::BatchNorm<float, Cpu>&>(net[1]).running_mean().to_vector());
+
+  // Back into a fresh network: parameters and buffers alike.
+  siam::Rng rng2(6);
+  auto back = siam::nn::build<float, Cpu>(specs, siam::Shape{1, 6, 6}, rng2);
+  siam::io::load_safetensors(f, back);
+  const auto a = net.state(), b = back.state();
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i)
+    CHECK(a[i]->value.to_vector() == b[i]->value.to_vector());
+
+  // A file without the buffers (strict, like PyTorch), with a float count or a negative one.
+  const auto without = [&](const std::string& name) {
+    auto recs = file.tensors;
+    recs.erase(std::remove_if(recs.begin(), recs.end(),
+                              [&](const siam::io::Record& r) { return r.name == name; }),
+               recs.end());
+    return recs;
+  };
+  const auto load_error = [&](const std::vector<siam::io::Record>& recs) {
+    const fs::path g = dir / "bad.safetensors";
+    siam::io::write_file_atomic(g, siam::io::encode_safetensors(recs));
+    try {
+      siam::io::load_safetensors(g, back);
+    } catch (const siam::io_error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  CHECK(load_error(without("layers.1.running_var"))
+            .find("lacks the tensor 'layers.1.running_var'") != std::string::npos);
+  auto float_count = file.tensors;
+  const float one = 1.0f;
+  for (auto& r : float_count)
+    if (r.name == "layers.1.num_batches_tracked") r = siam::io::make_record(r.name, {}, &one, 1);
+  CHECK(load_error(float_count).find("has dtype F32, the network needs I64") != std::string::npos);
+  auto negative = file.tensors;
+  for (auto& r : negative)
+    if (r.name == "layers.1.num_batches_tracked") {
+      const std::int64_t m = -3;
+      r = siam::io::make_record(r.name, {}, &m, 1);
+      r.type = siam::io::ArrayType::i64;
+    }
+  CHECK(load_error(negative).find("counts -3 batches") != std::string::npos);
+  fs::remove_all(dir);
 }

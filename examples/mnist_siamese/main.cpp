@@ -80,6 +80,10 @@ void add_train_options(CLI::App& app, Options& o, bool have_cuda) {
       ->capture_default_str();
   app.add_option("--layers", o.layers, "MLP layer sizes, input first (--arch mlp)")
       ->capture_default_str();
+  app.add_option("--embedding-dim", o.embedding_dim,
+                 "Embedding size for --arch cnn and resnet (0: 2 for cnn, 64 for resnet; "
+                 "mlp: --layers' last)")
+      ->capture_default_str();
   app.add_option("--loss", o.loss, "contrastive, triplet, batch-hard, batch-all or ntxent")
       ->capture_default_str();
   app.add_option("--margin", o.margin, "Loss margin (contrastive, triplet, batch-hard/all)")

@@ -31,6 +31,7 @@ struct Options {
   double margin = 0.3, lr = 1e-4, beta1 = 0.9, beta2 = 0.99;
   std::string layers = "784,1024,1024,2";  // the MLP (--arch mlp)
   std::string arch = "mlp";                // mlp, cnn or resnet
+  long long embedding_dim = 0;  // 0: the architecture's (mlp: --layers' last, cnn 2, resnet 64)
   std::string loss = "contrastive";        // contrastive, triplet, batch-hard, batch-all, ntxent
   bool soft_margin = false;
   double temperature = 0.1;
@@ -148,6 +149,12 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
            std::to_string(o.image_size) + " images)";
   if (o.arch == "cnn" && o.image_size != 28)
     return "--image-size " + std::to_string(o.image_size) + ": --arch cnn takes 28x28 images";
+  if (o.embedding_dim < 0 || o.embedding_dim > 4096)
+    return "--embedding-dim " + std::to_string(o.embedding_dim) + ": must be in [1, 4096] (0: " +
+           "the architecture's default)";
+  if (o.arch == "mlp" && o.embedding_dim > 0 && o.embedding_dim != layers->back())
+    return "--embedding-dim " + std::to_string(o.embedding_dim) + ": for --arch mlp the " +
+           "embedding is --layers' last size (" + std::to_string(layers->back()) + ")";
   if (o.loss != "contrastive" && o.loss != "triplet" && o.loss != "batch-hard" &&
       o.loss != "batch-all" && o.loss != "ntxent")
     return "--loss " + o.loss + ": must be contrastive, triplet, batch-hard, batch-all or ntxent";

@@ -127,11 +127,12 @@ std::size_t embedding_dim(siam::nn::Sequential<float, Backend>& net) {
 inline siam::SiameseConfig make_config(const Options& o, const std::string& data_source) {
   siam::SiameseConfig cfg;
   if (o.arch == "cnn") {
-    cfg.network = siam::nn::lenet_specs();
+    cfg.network = siam::nn::lenet_specs(o.embedding_dim > 0 ? o.embedding_dim : 2);
     cfg.input_shape = siam::Shape{1, 28, 28};
-  } else if (o.arch == "resnet") {  // BatchNorm residual network, 64-D L2-normalised output
+  } else if (o.arch == "resnet") {  // BatchNorm residual network, L2-normalised output
     cfg.input_shape = siam::Shape{1, o.image_size, o.image_size};
-    cfg.network = siam::nn::resnet_specs(cfg.input_shape, 32, 64);
+    cfg.network =
+        siam::nn::resnet_specs(cfg.input_shape, 32, o.embedding_dim > 0 ? o.embedding_dim : 64);
   } else {
     const auto sizes = *parse_layers(o.layers);
     cfg.layers.assign(sizes.begin(), sizes.end());

@@ -8,17 +8,21 @@
 #include <exception>
 #include <functional>
 #include <map>
+#include <siam/autodiff/batchnorm.hpp>
 #include <siam/autodiff/conv.hpp>
 #include <siam/autodiff/elementwise.hpp>
 #include <siam/autodiff/metric.hpp>
 #include <siam/autodiff/ops.hpp>
+#include <siam/autodiff/pool.hpp>
 #include <siam/autodiff/reduce.hpp>
 #include <siam/autodiff/structure.hpp>
 #include <siam/data/synthetic_digits.hpp>
 #include <siam/loss/contrastive.hpp>
 #include <siam/loss/mining.hpp>
+#include <siam/nn/batchnorm.hpp>
 #include <siam/nn/conv.hpp>
 #include <siam/nn/layers.hpp>
+#include <siam/nn/residual.hpp>
 #include <siam/optim/adam.hpp>
 #include <siam/train.hpp>
 #include <string>
@@ -186,6 +190,55 @@ Outputs run_all() {
   grad_case("linear_relu",
             {random<B>(Shape{50, 30}, 29), random<B>(Shape{30, 40}, 30), random<B>(Shape{40}, 31)},
             [](Tp&, V& v) { return linear_relu(v[0], v[1], v[2]); });
+  // ---- batch normalisation (training and inference forms, both layouts), pooling, and a
+  // residual block with BatchNorm: no convolution, so they need no cuDNN
+  grad_case("batch_norm.features",
+            {random<B>(Shape{12, 5}, 40), random<B>(Shape{5}, 41, 0.5, 1.5),
+             random<B>(Shape{5}, 42)},
+            [](Tp&, V& v) { return batch_norm(v[0], v[1], v[2], 1e-5f); });
+  grad_case("batch_norm.channels",
+            {random<B>(Shape{3, 4, 5, 6}, 43), random<B>(Shape{4}, 44, 0.5, 1.5),
+             random<B>(Shape{4}, 45)},
+            [](Tp&, V& v) { return batch_norm(v[0], v[1], v[2], 1e-5f); });
+  const Tf bn_mean = random<B>(Shape{4}, 49), bn_var = random<B>(Shape{4}, 50, 0.5, 2);
+  grad_case("batch_norm.inference",
+            {random<B>(Shape{3, 4, 5, 6}, 46), random<B>(Shape{4}, 47, 0.5, 1.5),
+             random<B>(Shape{4}, 48)},
+            [&](Tp& t, V& v) {
+              return batch_norm_inference(v[0], v[1], v[2], t.constant(bn_mean),
+                                          t.constant(bn_var), 1e-5f);
+            });
+  grad_case("global_avg_pool", {random<B>(Shape{3, 4, 5, 6}, 51)},
+            [](Tp&, V& v) { return global_avg_pool2d(v[0]); });
+  grad_case("avg_pool", {random<B>(Shape{3, 4, 6, 6}, 52)},
+            [](Tp&, V& v) { return avg_pool2d(v[0], 2, 2); });
+  guarded(out, "grad.residual", [&] {
+    // relu(BN(Dense(relu(BN(Dense x)))) + BN(Dense x)): a projected block, in training mode
+    Rng rng(53);
+    nn::Sequential<float, B> body, proj;
+    body.template add<nn::Dense<float, B>>(6, 5, rng)
+        .template add<nn::BatchNorm<float, B>>(5)
+        .template add<nn::ReLU<float, B>>()
+        .template add<nn::Dense<float, B>>(5, 5, rng)
+        .template add<nn::BatchNorm<float, B>>(5);
+    proj.template add<nn::Dense<float, B>>(6, 5, rng).template add<nn::BatchNorm<float, B>>(5);
+    nn::Sequential<float, B> net;
+    net.add(std::make_unique<nn::Residual<float, B>>(std::move(body), std::move(proj)));
+    net.template add<nn::ReLU<float, B>>();
+    Parameter<float, B> x("x", random<B>(Shape{10, 6}, 54));
+    Tape<float, B> tape;
+    auto y = net.forward(tape.param(x));
+    const Tf r = random<B>(y.shape(), 55);
+    tape.backward(sum(y * tape.constant(r)));
+    out["grad.residual.value"] = host(y.value());
+    out["grad.residual.dx"] = host(x.gradient());
+    const auto ps = net.parameters();
+    for (std::size_t i = 0; i < ps.size(); ++i)
+      out["grad.residual.d" + std::to_string(i)] = host(ps[i]->gradient());
+    const auto bs = net.buffers();  // running statistics after one training step
+    for (std::size_t i = 0; i < bs.size(); ++i)
+      out["grad.residual.buffer" + std::to_string(i)] = host(bs[i]->value);
+  });
   // ---- the toolkit's ops (elementwise.hpp, reduce.hpp, structure.hpp, metric.hpp)
   guarded(out, "toolkit", [&] {
     auto a = [] { return random<B>(Shape{30, 20}, 70); };

@@ -27,8 +27,10 @@
 
 namespace siam::io {
 
-/// Element types of a record; text is UTF-8 bytes (rank 1, one element per byte).
-enum class ArrayType : std::uint32_t { f32 = 1, f64 = 2, u64 = 3, text = 4 };
+/// Element types of a record; text is UTF-8 bytes (rank 1, one element per byte). i64
+/// occurs in safetensors files only (PyTorch's num_batches_tracked); siam's own archives
+/// hold types 1 to 4.
+enum class ArrayType : std::uint32_t { f32 = 1, f64 = 2, u64 = 3, text = 4, i64 = 5 };
 
 struct Record {
   std::string name;
