@@ -193,7 +193,8 @@ class ImageLoader {
     const auto& rows = s.batch.plan.images;
     s.batch.inputs.resize(rows.size() * example);
     for (std::size_t r = 0; r < rows.size(); ++r) {
-      const Image img = folder_.load(rows[r]);
+      const Image img =
+          folder_.load(rows[r], spec_.decode_shrink && !spec_.augment ? spec_.size : 0);
       if (img.channels * spec_.size * spec_.size != example)
         throw io_error(folder_.path(rows[r]).string() + ": " + std::to_string(img.channels) +
                        " channels where the batch has " +
