@@ -28,8 +28,8 @@ struct Image {
 
 /// What a decoder may allocate: an image whose header claims more than max_pixels pixels
 /// (rows x cols) is refused with an io_error before its pixels are allocated. And how far
-/// it may shrink while decoding: min_side > 0 lets a decoder that can (JPEG, by 1/2, 1/4 or
-/// 1/8 inside its inverse DCT) return a smaller image whose shorter side is still at least
+/// it may shrink while decoding: min_side > 0 lets a decoder that can (JPEG, by k/8 inside its
+/// inverse DCT) return a smaller image whose shorter side is still at least
 /// min_side; others ignore it.
 struct DecodeLimits {
   std::uint64_t max_pixels = std::uint64_t{1} << 26;  ///< 67,108,864 = 8192 x 8192

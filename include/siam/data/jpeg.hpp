@@ -60,8 +60,8 @@ inline bool is_jpeg(const std::uint8_t* d, std::size_t n) {
 
 namespace detail {
 
-/// The smallest of libjpeg-turbo's DCT scaling factors (1/8 ... 1) that keeps the shorter
-/// side of a w x h image at least min_side (1: min_side 0 or no smaller factor fits).
+/// The smallest of libjpeg-turbo's DCT scaling factors (k/8 for k = 1 ... 8) that keeps
+/// the shorter side of a w x h image at least min_side (1: min_side 0 or none smaller fits).
 inline tjscalingfactor jpeg_scale_for(int w, int h, std::size_t min_side) {
   tjscalingfactor best{1, 1};
   if (min_side == 0) return best;
@@ -80,8 +80,8 @@ inline tjscalingfactor jpeg_scale_for(int w, int h, std::size_t min_side) {
 /// Decodes a JPEG held in memory into `img` (its pixel buffer reused: no allocation when it
 /// is large enough), 8-bit samples, `channels` per pixel: 1 grey (a colour file's luma, as
 /// libjpeg computes it), 2 grey + alpha, 3 RGB, 4 RGBA (alpha opaque: a JPEG has none), 0 as
-/// stored (1 for a grey file, else 3). limits.min_side > 0 lets the decoder shrink by 1/2,
-/// 1/4 or 1/8 inside the inverse DCT (libjpeg-turbo's scaling, far cheaper than decoding the
+/// stored (1 for a grey file, else 3). limits.min_side > 0 lets the decoder shrink by k/8
+/// (k = 1 ... 7) inside the inverse DCT (libjpeg-turbo's scaling, far cheaper than decoding the
 /// whole image and resizing it) as long as the shorter side stays at least min_side; the
 /// pixels are then the DCT's downscale, close to but not those of a full decode resized. Throws
 /// io_error naming `name` on bad data (see the header comment), value_error for more than 4

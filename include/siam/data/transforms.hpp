@@ -362,7 +362,7 @@ struct TransformSpec {
   Filter filter = Filter::bilinear;
   std::vector<float> mean{0.0f}, std{1.0f};  ///< per channel, or one value for every channel
   /// Evaluation path: a loader lets the decoder shrink while decoding (JPEG's DCT scaling
-  /// by 1/2, 1/4, 1/8, see DecodeLimits::min_side) as long as the shorter side stays at least
+  /// by k/8, see DecodeLimits::min_side) as long as the shorter side stays at least
   /// `size`: several times faster when the files are at least twice the output size, pixels
   /// within a few levels of a full decode resized. false: always a full decode.
   bool decode_shrink = true;
