@@ -513,6 +513,12 @@ TEST_CASE("image folder: sorted class names, int64 labels, PNG and JPEG, non-ASC
   CHECK(png.cols == 20);
   CHECK(jpg.rows == 21);
   CHECK(png.at(1, 2, 0) == sample(1, 2, 0, 6));  // class café's first image: salt 6
+  // min_side: the JPEG (21 x 20) shrinks in its DCT to a shorter side of at least 10; PNG
+  // is read at full size.
+  const auto small = f.load(5, 10);
+  CHECK(small.cols == 10);
+  CHECK(small.rows == 11);
+  CHECK(f.load(4, 10).cols == 20);
   CHECK(f.skipped().empty());
 }
 
