@@ -687,6 +687,48 @@ TEST_CASE("loader: identical batches for 1, 2 and 4 worker threads, pairs and P 
   CHECK(pairs[0][0] != pairs[0][1]);  // batches differ from one another
 }
 
+TEST_CASE("loader: triplet batches hold anchors, positives of their class, negatives of another") {
+  TempDir t;
+  make_tree(t.path, {"a", "b", "c"}, 4, 12);
+  auto o = codecs();
+  o.min_per_class = 2;
+  const siam::data::ImageFolder f(t.path, o);
+  siam::data::TransformSpec spec;
+  spec.size = 8;
+  std::vector<std::vector<float>> by_threads;
+  for (std::size_t threads : {1u, 3u}) {
+    siam::FolderTripletBatches<float, siam::Cpu> src(f, spec, 5, 21, {threads, 2});
+    CHECK(src.layout()->blocks == 3);
+    siam::Batch<float, siam::Cpu> b;
+    src.next(b);
+    REQUIRE(b.inputs.shape() == siam::Shape{15, 3, 8, 8});
+    by_threads.emplace_back(b.inputs.data(), b.inputs.data() + b.inputs.size());
+  }
+  CHECK(by_threads[0] == by_threads[1]);
+  // The first batch's plan: the sampler's first draws from the seed. Each row is the
+  // evaluation transform of its planned image (no randomness on that path).
+  siam::Rng r(21);
+  const siam::data::TripletSampler sampler(f.labels());
+  std::vector<std::uint32_t> a, p, q;
+  sampler.sample(r, 5, a, p, q);
+  const auto labels = f.labels();
+  const std::size_t example = 3 * 8 * 8;
+  std::vector<float> want(example);
+  siam::Rng unused(0);
+  for (std::size_t i = 0; i < 5; ++i) {
+    CHECK(labels[a[i]] == labels[p[i]]);
+    CHECK(a[i] != p[i]);
+    CHECK(labels[a[i]] != labels[q[i]]);
+    for (std::size_t blk = 0; blk < 3; ++blk) {
+      const auto img = (blk == 0 ? a : blk == 1 ? p : q)[i];
+      siam::data::apply_transform(f.load(img, spec.size), spec, unused, want.data());
+      const auto row = (blk * 5 + i) * example;
+      CHECK(std::vector<float>(by_threads[0].begin() + long(row),
+                               by_threads[0].begin() + long(row + example)) == want);
+    }
+  }
+}
+
 TEST_CASE("loader: a restored generator replays the same batches; pair targets follow the labels") {
   TempDir t;
   make_tree(t.path, {"a", "b", "c"}, 4, 16);
