@@ -729,6 +729,41 @@ TEST_CASE("loader: triplet batches hold anchors, positives of their class, negat
   }
 }
 
+TEST_CASE("loader: data-parallel parts read only their items of the whole planned batch") {
+  TempDir t;
+  make_tree(t.path, {"a", "b", "c"}, 4, 12);
+  auto o = codecs();
+  o.min_per_class = 2;
+  const siam::data::ImageFolder f(t.path, o);
+  siam::data::TransformSpec spec;
+  spec.size = 8;
+  const std::size_t example = 3 * 8 * 8, n = 5;  // 5 pairs: parts of 2 and 3 items
+  auto first = [&](siam::data::LoaderOptions lo) {
+    siam::FolderPairBatches<float, siam::Cpu> src(f, spec, n, 9, lo);
+    siam::Batch<float, siam::Cpu> b;
+    src.next(b);
+    return std::vector<float>(b.inputs.data(), b.inputs.data() + b.inputs.size());
+  };
+  const auto whole = first({2, 2});
+  std::vector<float> merged(whole.size(), 0.0f);
+  for (std::size_t part : {0u, 1u}) {
+    CAPTURE(part);
+    const auto mine = first({2, 2, part, 2});
+    REQUIRE(mine.size() == whole.size());
+    const std::size_t lo = n * part / 2, hi = n * (part + 1) / 2;
+    for (std::size_t r = 0; r < 2 * n; ++r) {
+      const bool own = r % n >= lo && r % n < hi;
+      const auto begin = long(r * example), end = long((r + 1) * example);
+      CHECK(std::vector<float>(mine.begin() + begin, mine.begin() + end) ==
+            (own ? std::vector<float>(whole.begin() + begin, whole.begin() + end)
+                 : std::vector<float>(example, 0.0f)));
+      if (own) std::copy(mine.begin() + begin, mine.begin() + end, merged.begin() + begin);
+    }
+  }
+  CHECK(merged == whole);  // the two parts cover the batch
+  CHECK_THROWS_AS(first({2, 2, 2, 2}), siam::value_error);
+}
+
 TEST_CASE("loader: a restored generator replays the same batches; pair targets follow the labels") {
   TempDir t;
   make_tree(t.path, {"a", "b", "c"}, 4, 16);

@@ -39,6 +39,12 @@ void upload_host_batch(const data::HostBatch& hb, const Shape& example, std::vec
   }
 }
 
+/// `o` with the batch's block count (pairs 2, triplets 3) for per-rank reading.
+inline data::LoaderOptions with_blocks(data::LoaderOptions o, std::size_t blocks) {
+  o.blocks = blocks;
+  return o;
+}
+
 inline Shape folder_example_shape(const data::ImageLoader& loader, bool flat) {
   const auto c = static_cast<index_t>(loader.channels());
   const auto s = static_cast<index_t>(loader.spec().size);
@@ -61,7 +67,8 @@ class FolderPairBatches final : public BatchSource<T, B> {
         n_(n_pairs),
         rng_(seed),
         loader_(
-            folder, spec, [this](Rng& r, data::BatchPlan& p) { plan(r, p); }, options),
+            folder, spec, [this](Rng& r, data::BatchPlan& p) { plan(r, p); },
+            detail::with_blocks(options, 2)),
         example_(detail::folder_example_shape(loader_, flat)) {
     if (n_pairs == 0) throw value_error("FolderPairBatches: the number of pairs must be > 0");
   }
@@ -106,7 +113,8 @@ class FolderTripletBatches final : public BatchSource<T, B> {
         n_(n_triplets),
         rng_(seed),
         loader_(
-            folder, spec, [this](Rng& r, data::BatchPlan& p) { plan(r, p); }, options),
+            folder, spec, [this](Rng& r, data::BatchPlan& p) { plan(r, p); },
+            detail::with_blocks(options, 3)),
         example_(detail::folder_example_shape(loader_, flat)) {
     if (n_triplets == 0)
       throw value_error("FolderTripletBatches: the number of triplets must be > 0");
