@@ -5,7 +5,10 @@ usage: compare_images.py BENCH_IMAGES [THREADS] [SECONDS]
 
 Writes 512 random-content 64x64 RGB JPEGs (quality 90) to a temporary folder, then measures
 images/s for
-  siam:    read_jpeg (libjpeg-turbo, RGB) + resize to 32x32 (antialiased bilinear, float)
+  siam:    read_jpeg_into (libjpeg-turbo, RGB) + apply_transform (shorter side to 32,
+           antialiased bilinear, centre crop, float channel planes)
+  siam dct: the same with libjpeg-turbo's DCT scaling (the file decodes to 32x32 inside the
+           inverse DCT; the pixels differ a little from a full decode + resize)
   opencv:  cv2.imdecode + cv2.resize to 32x32 (INTER_AREA), on THREADS Python threads
            (OpenCV releases the GIL) over bytes held in memory
   pytorch: torch.utils.data.DataLoader(num_workers=THREADS, batch_size=64) over a Dataset
@@ -93,16 +96,22 @@ with tempfile.TemporaryDirectory() as d:
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
         open(os.path.join(d, f"{i:04d}.jpg"), "wb").write(buf.tobytes())
         blobs.append(buf)
-    out = subprocess.run([bench, d, str(threads), str(SIZE), str(seconds)], check=True,
-                         capture_output=True, text=True).stdout
-    siam = float(out.split()[1])
+    def siam_rate(*mode):
+        out = subprocess.run([bench, d, str(threads), str(SIZE), str(seconds), *mode],
+                             check=True, capture_output=True, text=True).stdout
+        return float(out.split()[1])
+
+    siam = siam_rate()
+    siam_dct = siam_rate("dct")
     cv = opencv_rate(blobs)
     pt = torch_rate(blobs)
 print(f"64x64 JPEG -> {SIZE}x{SIZE}, {threads} thread(s), {seconds:.0f} s each")
-print(f"  siam (libjpeg-turbo + antialiased bilinear): {siam:10.0f} images/s")
-print(f"  OpenCV (imdecode + resize INTER_AREA):       {cv:10.0f} images/s  siam/OpenCV  {siam / cv:.2f}")
+print(f"  siam (full decode + antialiased bilinear):   {siam:10.0f} images/s")
+print(f"  siam dct (DCT-scaled decode + transform):    {siam_dct:10.0f} images/s")
+print(f"  OpenCV (imdecode + resize INTER_AREA):       {cv:10.0f} images/s"
+      f"  siam/OpenCV {siam / cv:.2f}  siam dct/OpenCV {siam_dct / cv:.2f}")
 if pt is None:
     print("  PyTorch: not installed")
 else:
     print(f"  PyTorch DataLoader (cv2 decode + F.interpolate antialias): {pt:10.0f} images/s"
-          f"  siam/PyTorch {siam / pt:.2f}")
+          f"  siam/PyTorch {siam / pt:.2f}  siam dct/PyTorch {siam_dct / pt:.2f}")

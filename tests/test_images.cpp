@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -209,6 +210,50 @@ TEST_CASE("apply_transform: evaluation path and normalisation into channel plane
   CHECK_THROWS_AS(siam::data::apply_transform(img, spec, rng, out.data()), siam::value_error);
 }
 
+TEST_CASE("apply_transform from 8-bit samples equals the float path: resize, crop, flip, jitter") {
+  // Odd sizes, 1, 2 (the generic channel loop) and 3 channels, shrink and enlargement.
+  for (std::size_t ch : {1u, 2u, 3u})
+    for (auto [rows, cols, size] :
+         {std::array<std::size_t, 3>{30, 47, 12}, std::array<std::size_t, 3>{41, 29, 16},
+          std::array<std::size_t, 3>{9, 7, 20}}) {
+      CAPTURE(ch);
+      CAPTURE(rows);
+      CAPTURE(cols);
+      Image img{rows, cols, ch, {}};
+      for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t x = 0; x < cols; ++x)
+          for (std::size_t c = 0; c < ch; ++c)
+            img.pixels.push_back(static_cast<std::uint8_t>((r * 31 + x * 17 + c * 90) % 256));
+      const auto f = siam::data::to_float(img);
+      for (bool augment : {false, true}) {
+        CAPTURE(augment);
+        siam::data::TransformSpec spec;
+        spec.size = size;
+        spec.augment = augment;
+        spec.crop_scale_lo = 0.3;
+        std::vector<float> out(ch * size * size);
+        siam::Rng rng(7), ref_rng(7);
+        siam::data::apply_transform(img, spec, rng, out.data());
+        FloatImage x;
+        if (augment) {  // the same draws, in the same order, on the float helpers
+          const auto b = siam::data::random_resized_crop_box(rows, cols, ref_rng, 0.3, 1.0);
+          x = siam::data::resize(siam::data::crop(f, b.top, b.left, b.height, b.width), size, size);
+          if (ref_rng.bernoulli(0.5)) siam::data::hflip(x);
+          siam::data::adjust_brightness(x, static_cast<float>(ref_rng.uniform(0.8, 1.2)));
+          siam::data::adjust_contrast(x, static_cast<float>(ref_rng.uniform(0.8, 1.2)));
+        } else {
+          x = siam::data::center_crop(siam::data::resize_shorter(f, size), size, size);
+        }
+        double worst = 0;
+        for (std::size_t c = 0; c < ch; ++c)
+          for (std::size_t i = 0; i < size * size; ++i)
+            worst =
+                std::max(worst, double(std::abs(out[c * size * size + i] - x.pixels[i * ch + c])));
+        CHECK(worst < 1e-5);
+      }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Decoding
 
@@ -384,6 +429,40 @@ TEST_CASE(
   CHECK(read(corrupt, "bad.jpg").find("bad.jpg") != std::string::npos);
   CHECK_THROWS_AS(siam::data::read_jpeg(fs::path("no/such.jpg")), siam::io_error);
 }
+TEST_CASE("JPEG: DCT-scaled decode to the smallest size at least min_side, close to a resize") {
+  const auto bytes = jpeg_of(64, 48, 3, 0, 95);
+  auto decode = [&](std::size_t min_side) {
+    siam::data::DecodeLimits lim;
+    lim.min_side = min_side;
+    return siam::data::read_jpeg(bytes.data(), bytes.size(), "s.jpg", 3, lim);
+  };
+  CHECK(decode(0).cols == 48);
+  CHECK(decode(48).cols == 48);
+  const auto r25 = decode(25);  // 5/8 where the library has it (30 x 40), else full size
+  CHECK(r25.cols >= 25);
+  CHECK(r25.rows * 48 == r25.cols * 64);
+  CHECK(decode(24).rows == 32);
+  CHECK(decode(24).cols == 24);
+  CHECK(decode(12).cols == 12);
+  CHECK(decode(1).cols == 6);  // 1/8 at most
+  // The half-size decode against the full decode shrunk by an area average.
+  const auto full = siam::data::to_float(decode(0));
+  const auto half = decode(24);
+  const auto ref = siam::data::resize(full, 32, 24, siam::data::Filter::area);
+  double worst = 0;
+  for (std::size_t i = 0; i < half.pixels.size(); ++i)
+    worst = std::max(worst, std::abs(half.pixels[i] / 255.0 - ref.pixels[i]) * 255.0);
+  CHECK(worst <= 3.0);
+  // read_jpeg_into reuses the buffer it is given.
+  Image img;
+  siam::data::read_jpeg_into(img, bytes.data(), bytes.size(), "s.jpg", 1);
+  const auto* data = img.pixels.data();
+  siam::data::DecodeLimits lim;
+  lim.min_side = 12;
+  siam::data::read_jpeg_into(img, bytes.data(), bytes.size(), "s.jpg", 1, lim);
+  CHECK(img.rows == 16);
+  CHECK(img.pixels.data() == data);
+}
 #else
 TEST_CASE("JPEG cases skipped: libturbojpeg not found") {
   MESSAGE("skipped: siam::jpeg not built");
@@ -434,6 +513,12 @@ TEST_CASE("image folder: sorted class names, int64 labels, PNG and JPEG, non-ASC
   CHECK(png.cols == 20);
   CHECK(jpg.rows == 21);
   CHECK(png.at(1, 2, 0) == sample(1, 2, 0, 6));  // class café's first image: salt 6
+  // min_side: the JPEG (21 x 20) shrinks in its DCT to a shorter side of at least 10; PNG
+  // is read at full size.
+  const auto small = f.load(5, 10);
+  CHECK(small.cols == 10);
+  CHECK(small.rows == 11);
+  CHECK(f.load(4, 10).cols == 20);
   CHECK(f.skipped().empty());
 }
 
@@ -600,6 +685,83 @@ TEST_CASE("loader: identical batches for 1, 2 and 4 worker threads, pairs and P 
   CHECK(pk[0] == pk[1]);
   CHECK(pk[0] == pk[2]);
   CHECK(pairs[0][0] != pairs[0][1]);  // batches differ from one another
+}
+
+TEST_CASE("loader: triplet batches hold anchors, positives of their class, negatives of another") {
+  TempDir t;
+  make_tree(t.path, {"a", "b", "c"}, 4, 12);
+  auto o = codecs();
+  o.min_per_class = 2;
+  const siam::data::ImageFolder f(t.path, o);
+  siam::data::TransformSpec spec;
+  spec.size = 8;
+  std::vector<std::vector<float>> by_threads;
+  for (std::size_t threads : {1u, 3u}) {
+    siam::FolderTripletBatches<float, siam::Cpu> src(f, spec, 5, 21, {threads, 2});
+    CHECK(src.layout()->blocks == 3);
+    siam::Batch<float, siam::Cpu> b;
+    src.next(b);
+    REQUIRE(b.inputs.shape() == siam::Shape{15, 3, 8, 8});
+    by_threads.emplace_back(b.inputs.data(), b.inputs.data() + b.inputs.size());
+  }
+  CHECK(by_threads[0] == by_threads[1]);
+  // The first batch's plan: the sampler's first draws from the seed. Each row is the
+  // evaluation transform of its planned image (no randomness on that path).
+  siam::Rng r(21);
+  const siam::data::TripletSampler sampler(f.labels());
+  std::vector<std::uint32_t> a, p, q;
+  sampler.sample(r, 5, a, p, q);
+  const auto labels = f.labels();
+  const std::size_t example = 3 * 8 * 8;
+  std::vector<float> want(example);
+  siam::Rng unused(0);
+  for (std::size_t i = 0; i < 5; ++i) {
+    CHECK(labels[a[i]] == labels[p[i]]);
+    CHECK(a[i] != p[i]);
+    CHECK(labels[a[i]] != labels[q[i]]);
+    for (std::size_t blk = 0; blk < 3; ++blk) {
+      const auto img = (blk == 0 ? a : blk == 1 ? p : q)[i];
+      siam::data::apply_transform(f.load(img, spec.size), spec, unused, want.data());
+      const auto row = (blk * 5 + i) * example;
+      CHECK(std::vector<float>(by_threads[0].begin() + long(row),
+                               by_threads[0].begin() + long(row + example)) == want);
+    }
+  }
+}
+
+TEST_CASE("loader: data-parallel parts read only their items of the whole planned batch") {
+  TempDir t;
+  make_tree(t.path, {"a", "b", "c"}, 4, 12);
+  auto o = codecs();
+  o.min_per_class = 2;
+  const siam::data::ImageFolder f(t.path, o);
+  siam::data::TransformSpec spec;
+  spec.size = 8;
+  const std::size_t example = 3 * 8 * 8, n = 5;  // 5 pairs: parts of 2 and 3 items
+  auto first = [&](siam::data::LoaderOptions lo) {
+    siam::FolderPairBatches<float, siam::Cpu> src(f, spec, n, 9, lo);
+    siam::Batch<float, siam::Cpu> b;
+    src.next(b);
+    return std::vector<float>(b.inputs.data(), b.inputs.data() + b.inputs.size());
+  };
+  const auto whole = first({2, 2});
+  std::vector<float> merged(whole.size(), 0.0f);
+  for (std::size_t part : {0u, 1u}) {
+    CAPTURE(part);
+    const auto mine = first({2, 2, part, 2});
+    REQUIRE(mine.size() == whole.size());
+    const std::size_t lo = n * part / 2, hi = n * (part + 1) / 2;
+    for (std::size_t r = 0; r < 2 * n; ++r) {
+      const bool own = r % n >= lo && r % n < hi;
+      const auto begin = long(r * example), end = long((r + 1) * example);
+      CHECK(std::vector<float>(mine.begin() + begin, mine.begin() + end) ==
+            (own ? std::vector<float>(whole.begin() + begin, whole.begin() + end)
+                 : std::vector<float>(example, 0.0f)));
+      if (own) std::copy(mine.begin() + begin, mine.begin() + end, merged.begin() + begin);
+    }
+  }
+  CHECK(merged == whole);  // the two parts cover the batch
+  CHECK_THROWS_AS(first({2, 2, 2, 2}), siam::value_error);
 }
 
 TEST_CASE("loader: a restored generator replays the same batches; pair targets follow the labels") {

@@ -27,9 +27,13 @@ struct Image {
 };
 
 /// What a decoder may allocate: an image whose header claims more than max_pixels pixels
-/// (rows x cols) is refused with an io_error before its pixels are allocated.
+/// (rows x cols) is refused with an io_error before its pixels are allocated. And how far
+/// it may shrink while decoding: min_side > 0 lets a decoder that can (JPEG, by k/8 inside its
+/// inverse DCT) return a smaller image whose shorter side is still at least
+/// min_side; others ignore it.
 struct DecodeLimits {
   std::uint64_t max_pixels = std::uint64_t{1} << 26;  ///< 67,108,864 = 8192 x 8192
+  std::size_t min_side = 0;                           ///< 0: full size
 };
 
 /// A decoder for one file format: `sniff` recognises the format from the file's first

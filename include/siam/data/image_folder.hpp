@@ -145,18 +145,23 @@ class ImageFolder {
 
   /// Reads and decodes image i with options().channels samples per pixel (thread-safe).
   /// Throws io_error naming the file.
-  Image load(std::size_t i) const {
+  /// min_side > 0: a decoder that can shrink while decoding (JPEG) may return an image whose
+  /// shorter side is at least min_side (see DecodeLimits).
+  Image load(std::size_t i, std::size_t min_side = 0) const {
     const auto& e = at(i);
     const auto bytes = io::read_file(e.path, "ImageFolder");
-    return decode(bytes, e.path.string());
+    return decode(bytes, e.path.string(), min_side);
   }
 
   /// Decodes bytes with the codec whose signature matches; io_error naming `name` else.
-  Image decode(const std::vector<std::uint8_t>& bytes, const std::string& name) const {
+  Image decode(const std::vector<std::uint8_t>& bytes, const std::string& name,
+               std::size_t min_side = 0) const {
     if (bytes.empty()) throw io_error(name + ": empty file (0 bytes), not an image");
+    DecodeLimits limits = opt_.limits;
+    if (min_side > 0) limits.min_side = min_side;
     for (const auto& codec : opt_.codecs)
       if (codec.sniff(bytes.data(), bytes.size()))
-        return codec.decode(bytes.data(), bytes.size(), name, opt_.channels, opt_.limits);
+        return codec.decode(bytes.data(), bytes.size(), name, opt_.channels, limits);
     std::string formats;
     for (const auto& codec : opt_.codecs)
       formats += (formats.empty() ? "" : " or ") + codec.format;

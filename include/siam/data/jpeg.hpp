@@ -1,6 +1,8 @@
 // Reading JPEG files through libjpeg-turbo's TurboJPEG API: read_jpeg decodes baseline and
-// progressive JPEGs to 8-bit grey, RGB or RGBA (an Image, see siam/data/image.hpp);
-// jpeg_codec() is the codec image folders dispatch on.
+// progressive JPEGs to 8-bit grey, RGB or RGBA (an Image, see siam/data/image.hpp), at full
+// size or shrunk inside the inverse DCT (DecodeLimits::min_side); read_jpeg_into reuses the
+// caller's buffer; jpeg_codec() is the codec image folders dispatch on. Each thread keeps
+// one decompressor.
 // Optional: needs libturbojpeg (CMake: siam::jpeg, Debian libturbojpeg0-dev); the umbrella
 // header does not include it.
 //
@@ -13,6 +15,7 @@
 
 #include <turbojpeg.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -55,12 +58,37 @@ inline bool is_jpeg(const std::uint8_t* d, std::size_t n) {
 
 }  // namespace detail
 
-/// Decodes a JPEG held in memory to 8-bit samples, `channels` per pixel: 1 grey (a colour
-/// file's luma, as libjpeg computes it), 2 grey + alpha, 3 RGB, 4 RGBA (alpha opaque: a
-/// JPEG has none), 0 as stored (1 for a grey file, else 3). Throws io_error naming `name` on
-/// bad data (see the header comment), value_error for more than 4 channels.
-inline Image read_jpeg(const std::uint8_t* data, std::size_t size, const std::string& name,
-                       std::size_t channels = 0, const DecodeLimits& limits = {}) {
+namespace detail {
+
+/// The smallest of libjpeg-turbo's DCT scaling factors (k/8 for k = 1 ... 8) that keeps
+/// the shorter side of a w x h image at least min_side (1: min_side 0 or none smaller fits).
+inline tjscalingfactor jpeg_scale_for(int w, int h, std::size_t min_side) {
+  tjscalingfactor best{1, 1};
+  if (min_side == 0) return best;
+  int n = 0;
+  const tjscalingfactor* f = tjGetScalingFactors(&n);
+  const auto side = [&](const tjscalingfactor& s) {
+    return static_cast<std::size_t>(TJSCALED(std::min(w, h), s));
+  };
+  for (int i = 0; f && i < n; ++i)
+    if (f[i].num <= f[i].denom && side(f[i]) >= min_side && side(f[i]) < side(best)) best = f[i];
+  return best;
+}
+
+}  // namespace detail
+
+/// Decodes a JPEG held in memory into `img` (its pixel buffer reused: no allocation when it
+/// is large enough), 8-bit samples, `channels` per pixel: 1 grey (a colour file's luma, as
+/// libjpeg computes it), 2 grey + alpha, 3 RGB, 4 RGBA (alpha opaque: a JPEG has none), 0 as
+/// stored (1 for a grey file, else 3). limits.min_side > 0 lets the decoder shrink by k/8
+/// (k = 1 ... 7) inside the inverse DCT (libjpeg-turbo's scaling, far cheaper than decoding the
+/// whole image and resizing it) as long as the shorter side stays at least min_side; the
+/// pixels are then the DCT's downscale, close to but not those of a full decode resized. Throws
+/// io_error naming `name` on bad data (see the header comment), value_error for more than 4
+/// channels.
+inline void read_jpeg_into(Image& img, const std::uint8_t* data, std::size_t size,
+                           const std::string& name, std::size_t channels = 0,
+                           const DecodeLimits& limits = {}) {
   detail::check_channel_request(channels, name);
   if (size == 0) throw io_error(name + ": empty file (0 bytes), not a JPEG image");
   if (!detail::is_jpeg(data, size))
@@ -82,26 +110,34 @@ inline Image read_jpeg(const std::uint8_t* data, std::size_t size, const std::st
                    " x " + std::to_string(h) + " pixels");
   detail::check_pixel_limit(static_cast<std::uint64_t>(h), static_cast<std::uint64_t>(w), limits,
                             name, "JPEG");
+  const tjscalingfactor sf = detail::jpeg_scale_for(w, h, limits.min_side);
+  const int sw = TJSCALED(w, sf), sh = TJSCALED(h, sf);
   if (channels == 0) channels = colorspace == TJCS_GRAY ? 1 : 3;
   const std::size_t decoded = channels == 2 ? 1 : channels;
   const int format = decoded == 1 ? TJPF_GRAY : decoded == 3 ? TJPF_RGB : TJPF_RGBA;
-  Image img;
-  img.rows = static_cast<std::size_t>(h);
-  img.cols = static_cast<std::size_t>(w);
+  img.rows = static_cast<std::size_t>(sh);
+  img.cols = static_cast<std::size_t>(sw);
   img.channels = channels;
   img.pixels.resize(img.rows * img.cols * channels);
   int flags = TJFLAG_STOPONWARNING | TJFLAG_ACCURATEDCT;
 #ifdef TJFLAG_LIMITSCANS
   flags |= TJFLAG_LIMITSCANS;
 #endif
-  if (tjDecompress2(tj.get(), data, static_cast<unsigned long>(size), img.pixels.data(), w,
-                    w * static_cast<int>(decoded), h, format, flags) != 0)
+  if (tjDecompress2(tj.get(), data, static_cast<unsigned long>(size), img.pixels.data(), sw,
+                    sw * static_cast<int>(decoded), sh, format, flags) != 0)
     fail("truncated or corrupt JPEG: ");
   if (channels == 2)  // grey + opaque alpha, expanded in place from the back
     for (std::size_t i = img.rows * img.cols; i-- > 0;) {
       img.pixels[2 * i] = img.pixels[i];
       img.pixels[2 * i + 1] = 255;
     }
+}
+
+/// Decodes a JPEG held in memory into a new Image (see read_jpeg_into).
+inline Image read_jpeg(const std::uint8_t* data, std::size_t size, const std::string& name,
+                       std::size_t channels = 0, const DecodeLimits& limits = {}) {
+  Image img;
+  read_jpeg_into(img, data, size, name, channels, limits);
   return img;
 }
 

@@ -15,6 +15,7 @@
 // and joins the workers whatever state they are in.
 #pragma once
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -34,6 +35,11 @@ namespace siam::data {
 struct LoaderOptions {
   std::size_t threads = 2;  ///< worker threads (>= 1)
   std::size_t queue = 4;    ///< batches planned and filled ahead of the consumer (>= 1)
+  /// Data-parallel ranks: the batch (`blocks` blocks of equal size, e.g. 2 for pairs
+  /// [first; second]) is planned whole on every rank, as DataParallelTrainer expects, but
+  /// only the items of part `part` of `parts` (dist's shard(): contiguous, in order) are
+  /// read and decoded; the other rows stay zero. parts = 1: every row.
+  std::size_t part = 0, parts = 1, blocks = 1;
 };
 
 /// Which images a batch holds (rows in order) and what the loss reads besides them.
@@ -66,6 +72,10 @@ class ImageLoader {
     if (opt_.threads == 0 || opt_.queue == 0)
       throw value_error("ImageLoader: threads (" + std::to_string(opt_.threads) + ") and queue (" +
                         std::to_string(opt_.queue) + ") must be >= 1");
+    if (opt_.parts == 0 || opt_.part >= opt_.parts || opt_.blocks == 0)
+      throw value_error("ImageLoader: part " + std::to_string(opt_.part) + " of " +
+                        std::to_string(opt_.parts) + " parts, " + std::to_string(opt_.blocks) +
+                        " blocks (need part < parts, blocks >= 1)");
   }
   ~ImageLoader() { stop(); }
   ImageLoader(const ImageLoader&) = delete;
@@ -192,8 +202,19 @@ class ImageLoader {
   void fill(Slot& s, std::size_t example) const {
     const auto& rows = s.batch.plan.images;
     s.batch.inputs.resize(rows.size() * example);
+    if (rows.size() % opt_.blocks != 0)
+      throw value_error("ImageLoader: a batch of " + std::to_string(rows.size()) + " rows is not " +
+                        std::to_string(opt_.blocks) + " equal blocks");
+    const std::size_t items = rows.size() / opt_.blocks;
+    const std::size_t lo = items * opt_.part / opt_.parts,
+                      hi = items * (opt_.part + 1) / opt_.parts;
     for (std::size_t r = 0; r < rows.size(); ++r) {
-      const Image img = folder_.load(rows[r]);
+      if (r % items < lo || r % items >= hi) {  // another rank's item: not read
+        std::fill_n(s.batch.inputs.data() + r * example, example, 0.0f);
+        continue;
+      }
+      const Image img =
+          folder_.load(rows[r], spec_.decode_shrink && !spec_.augment ? spec_.size : 0);
       if (img.channels * spec_.size * spec_.size != example)
         throw io_error(folder_.path(rows[r]).string() + ": " + std::to_string(img.channels) +
                        " channels where the batch has " +

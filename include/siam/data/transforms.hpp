@@ -59,10 +59,11 @@ struct ResampleTaps {
   std::size_t width = 0;
 };
 
-/// The taps mapping the input interval [lo, lo + span) (pixel units) onto n_out outputs.
-inline ResampleTaps resample_taps(std::size_t n_in, double lo, double span, std::size_t n_out,
-                                  Filter filter) {
-  ResampleTaps t;
+/// The taps mapping the input interval [lo, lo + span) (pixel units) onto n_out outputs,
+/// reading only inputs in [in_lo, in_hi) (the image, or a crop of it), each tap's weight
+/// times `gain` (1/255 turns 8-bit samples into [0, 1] on the way). `t` keeps its storage.
+inline void resample_taps(ResampleTaps& t, std::size_t in_lo, std::size_t in_hi, double lo,
+                          double span, std::size_t n_out, Filter filter, float gain = 1.0f) {
   const double scale = span / static_cast<double>(n_out);
   const bool area = filter == Filter::area && scale >= 1.0;
   const double fscale = std::max(scale, 1.0);
@@ -71,18 +72,18 @@ inline ResampleTaps resample_taps(std::size_t n_in, double lo, double span, std:
   t.first.resize(n_out);
   t.n.resize(n_out);
   t.w.assign(n_out * t.width, 0.0f);
-  const auto in = static_cast<double>(n_in);
+  const auto in0 = static_cast<double>(in_lo), in = static_cast<double>(in_hi);
   for (std::size_t k = 0; k < n_out; ++k) {
     const double centre = lo + (static_cast<double>(k) + 0.5) * scale;
     // PIL's window for the triangle; every pixel the box overlaps for the area filter.
     const double a = std::clamp(
-        area ? std::floor(centre - support) : std::floor(centre - support + 0.5), 0.0, in);
+        area ? std::floor(centre - support) : std::floor(centre - support + 0.5), in0, in);
     const double b = std::clamp(
-        area ? std::ceil(centre + support) : std::floor(centre + support + 0.5), 0.0, in);
+        area ? std::ceil(centre + support) : std::floor(centre + support + 0.5), in0, in);
     auto first = static_cast<std::size_t>(a);
     auto count = static_cast<std::size_t>(b) - first;
     if (count == 0) {  // a window wholly outside (cannot happen for lo >= 0): nearest edge
-      first = std::min(first, n_in - 1);
+      first = std::min(first, in_hi - 1);
       count = 1;
     }
     count = std::min(count, t.width);
@@ -101,11 +102,92 @@ inline ResampleTaps resample_taps(std::size_t n_in, double lo, double span, std:
     }
     if (sum > 0)
       for (std::size_t j = 0; j < count; ++j)
-        t.w[k * t.width + j] = static_cast<float>(t.w[k * t.width + j] / sum);
+        t.w[k * t.width + j] = static_cast<float>(t.w[k * t.width + j] / sum * gain);
     t.first[k] = first;
     t.n[k] = count;
   }
-  return t;
+}
+
+/// Scratch memory of resample_box, kept by each thread between images.
+struct ResampleScratch {
+  ResampleTaps rows, cols;
+  std::vector<float> tmp;
+};
+
+/// The separable resampling of resize_box for CH channels (0: `ch` at run time), from
+/// samples of type T (8-bit or float) times `gain`, into out_rows x out_cols x ch floats
+/// at `out`. Inputs are read in rows [r_lo, r_hi) and columns [c_lo, c_hi) only.
+template <std::size_t CH, typename T>
+void resample_box(const T* px, std::size_t cols, std::size_t ch_rt, std::size_t r_lo,
+                  std::size_t r_hi, std::size_t c_lo, std::size_t c_hi, double top, double left,
+                  double height, double width, std::size_t out_rows, std::size_t out_cols,
+                  Filter filter, float gain, float* out, ResampleScratch& s) {
+  const std::size_t ch = CH == 0 ? ch_rt : CH;
+  resample_taps(s.cols, c_lo, c_hi, left, width, out_cols, filter);
+  resample_taps(s.rows, r_lo, r_hi, top, height, out_rows, filter, gain);
+  const auto& tc = s.cols;
+  const auto& tr = s.rows;
+  // Vertical pass first (contiguous, vectorised; a shrink halves the rows or more) over the
+  // columns the horizontal pass reads, then the horizontal pass.
+  const std::size_t c0 = tc.first.front(), c1 = tc.first.back() + tc.n.back();
+  const std::size_t line = (c1 - c0) * ch;
+  s.tmp.resize(out_rows * line);
+  for (std::size_t k = 0; k < out_rows; ++k) {
+    float* o = &s.tmp[k * line];
+    const float* w = &tr.w[k * tr.width];
+    const T* in = px + (tr.first[k] * cols + c0) * ch;
+    for (std::size_t i = 0; i < line; ++i)
+      o[i] = w[0] * static_cast<float>(in[i]);
+    for (std::size_t j = 1; j < tr.n[k]; ++j) {
+      const float wj = w[j];
+      const T* inj = in + j * cols * ch;
+      for (std::size_t i = 0; i < line; ++i)
+        o[i] += wj * static_cast<float>(inj[i]);
+    }
+  }
+  for (std::size_t r = 0; r < out_rows; ++r) {
+    const float* row = &s.tmp[r * line];
+    float* o = out + r * out_cols * ch;
+    for (std::size_t k = 0; k < out_cols; ++k, o += ch) {
+      const float* in = row + (tc.first[k] - c0) * ch;
+      const float* w = &tc.w[k * tc.width];
+      const std::size_t n = tc.n[k];
+      if constexpr (CH != 0) {
+        float acc[CH] = {};
+        for (std::size_t j = 0; j < n; ++j)
+          for (std::size_t c = 0; c < CH; ++c)
+            acc[c] += w[j] * in[j * CH + c];
+        for (std::size_t c = 0; c < CH; ++c)
+          o[c] = acc[c];
+      } else {
+        for (std::size_t c = 0; c < ch; ++c) {
+          float acc = 0.0f;
+          for (std::size_t j = 0; j < n; ++j)
+            acc += w[j] * in[j * ch + c];
+          o[c] = acc;
+        }
+      }
+    }
+  }
+}
+
+/// resample_box with the channel count dispatched to the compiled cases.
+template <typename T>
+void resample_box_any(const T* px, std::size_t cols, std::size_t ch, std::size_t r_lo,
+                      std::size_t r_hi, std::size_t c_lo, std::size_t c_hi, double top, double left,
+                      double height, double width, std::size_t out_rows, std::size_t out_cols,
+                      Filter filter, float gain, float* out, ResampleScratch& s) {
+  switch (ch) {
+    case 1:
+      return resample_box<1>(px, cols, ch, r_lo, r_hi, c_lo, c_hi, top, left, height, width,
+                             out_rows, out_cols, filter, gain, out, s);
+    case 3:
+      return resample_box<3>(px, cols, ch, r_lo, r_hi, c_lo, c_hi, top, left, height, width,
+                             out_rows, out_cols, filter, gain, out, s);
+    default:
+      return resample_box<0>(px, cols, ch, r_lo, r_hi, c_lo, c_hi, top, left, height, width,
+                             out_rows, out_cols, filter, gain, out, s);
+  }
 }
 
 }  // namespace detail
@@ -127,33 +209,12 @@ inline FloatImage resize_box(const FloatImage& img, double top, double left, dou
                       ") of " + std::to_string(height) + " x " + std::to_string(width) +
                       " is outside a " + std::to_string(img.rows) + " x " +
                       std::to_string(img.cols) + " image");
-  const std::size_t ch = img.channels;
-  const auto tc = detail::resample_taps(img.cols, left, width, out_cols, filter);
-  const auto tr = detail::resample_taps(img.rows, top, height, out_rows, filter);
-  // Horizontal pass over the rows the vertical pass reads, then the vertical pass.
-  const std::size_t r0 = tr.first.front(), r1 = tr.first.back() + tr.n.back();
-  std::vector<float> tmp((r1 - r0) * out_cols * ch, 0.0f);
-  for (std::size_t r = r0; r < r1; ++r)
-    for (std::size_t k = 0; k < out_cols; ++k) {
-      float* o = &tmp[((r - r0) * out_cols + k) * ch];
-      const float* in = &img.pixels[(r * img.cols + tc.first[k]) * ch];
-      for (std::size_t j = 0; j < tc.n[k]; ++j)
-        for (std::size_t c = 0; c < ch; ++c)
-          o[c] += tc.w[k * tc.width + j] * in[j * ch + c];
-    }
-  FloatImage out{out_rows, out_cols, ch, std::vector<float>(out_rows * out_cols * ch)};
-  std::vector<float> acc(out_cols * ch);
-  for (std::size_t k = 0; k < out_rows; ++k) {
-    std::fill(acc.begin(), acc.end(), 0.0f);
-    for (std::size_t j = 0; j < tr.n[k]; ++j) {
-      const float w = tr.w[k * tr.width + j];
-      const float* in = &tmp[(tr.first[k] + j - r0) * out_cols * ch];
-      for (std::size_t i = 0; i < out_cols * ch; ++i)
-        acc[i] += w * in[i];
-    }
-    for (std::size_t i = 0; i < out_cols * ch; ++i)
-      out.pixels[k * out_cols * ch + i] = acc[i];
-  }
+  FloatImage out{out_rows, out_cols, img.channels,
+                 std::vector<float>(out_rows * out_cols * img.channels)};
+  detail::ResampleScratch scratch;
+  detail::resample_box_any(img.pixels.data(), img.cols, img.channels, 0, img.rows, 0, img.cols, top,
+                           left, height, width, out_rows, out_cols, filter, 1.0f, out.pixels.data(),
+                           scratch);
   return out;
 }
 
@@ -300,6 +361,11 @@ struct TransformSpec {
   double contrast = 0.2;    ///< factor drawn from [1 - c, 1 + c]
   Filter filter = Filter::bilinear;
   std::vector<float> mean{0.0f}, std{1.0f};  ///< per channel, or one value for every channel
+  /// Evaluation path: a loader lets the decoder shrink while decoding (JPEG's DCT scaling
+  /// by k/8, see DecodeLimits::min_side) as long as the shorter side stays at least
+  /// `size`: several times faster when the files are at least twice the output size, pixels
+  /// within a few levels of a full decode resized. false: always a full decode.
+  bool decode_shrink = true;
 };
 
 /// The generator of every random choice for image `index` in `epoch`: a pure function of
@@ -328,21 +394,49 @@ inline void apply_transform(const Image& img, const TransformSpec& spec, Rng& rn
   per_channel(spec.mean, "mean");
   per_channel(spec.std, "std");
   if (s == 0) throw value_error("apply_transform: output size 0");
-  const FloatImage f = to_float(img);
-  FloatImage x;
+  if (img.rows == 0 || img.cols == 0 || ch == 0 || img.pixels.size() != img.rows * img.cols * ch)
+    throw value_error("apply_transform: a " + std::to_string(img.rows) + " x " +
+                      std::to_string(img.cols) + " x " + std::to_string(ch) + " image with " +
+                      std::to_string(img.pixels.size()) + " samples");
+  // Resampled straight from the 8-bit samples (1/255 folded into the weights) into memory
+  // each thread keeps: no float copy of the decoded image, no allocation once warm.
+  thread_local detail::ResampleScratch scratch;
+  thread_local FloatImage x;
+  x.rows = x.cols = s;
+  x.channels = ch;
+  x.pixels.resize(s * s * ch);
+  constexpr float gain = 1.0f / 255.0f;
   if (spec.augment) {
+    // The crop's own pixels only, as crop() then resize() would read them.
     const auto b =
-        random_resized_crop_box(f.rows, f.cols, rng, spec.crop_scale_lo, spec.crop_scale_hi,
+        random_resized_crop_box(img.rows, img.cols, rng, spec.crop_scale_lo, spec.crop_scale_hi,
                                 spec.crop_ratio_lo, spec.crop_ratio_hi);
-    x = resize(crop(f, b.top, b.left, b.height, b.width), s, s, spec.filter);
+    detail::resample_box_any(
+        img.pixels.data(), img.cols, ch, b.top, b.top + b.height, b.left, b.left + b.width,
+        static_cast<double>(b.top), static_cast<double>(b.left), static_cast<double>(b.height),
+        static_cast<double>(b.width), s, s, spec.filter, gain, x.pixels.data(), scratch);
     if (rng.bernoulli(spec.flip_probability)) hflip(x);
     if (spec.brightness > 0)
       adjust_brightness(x,
                         static_cast<float>(rng.uniform(1 - spec.brightness, 1 + spec.brightness)));
     if (spec.contrast > 0)
       adjust_contrast(x, static_cast<float>(rng.uniform(1 - spec.contrast, 1 + spec.contrast)));
+  } else if (img.rows == s && img.cols == s) {
+    for (std::size_t i = 0; i < s * s * ch; ++i)
+      x.pixels[i] = static_cast<float>(img.pixels[i]) * gain;
   } else {
-    x = f.rows == s && f.cols == s ? f : center_crop(resize_shorter(f, s, spec.filter), s, s);
+    // resize_shorter then center_crop, computed as one resampling of the box the crop keeps.
+    const std::size_t sh = std::min(img.rows, img.cols), lg = std::max(img.rows, img.cols);
+    const auto other = static_cast<std::size_t>(static_cast<double>(s) * static_cast<double>(lg) /
+                                                static_cast<double>(sh));
+    const std::size_t rr = img.rows <= img.cols ? s : other, rc = img.rows <= img.cols ? other : s;
+    const double top = std::nearbyint(static_cast<double>(rr - s) / 2);
+    const double left = std::nearbyint(static_cast<double>(rc - s) / 2);
+    const double fr = static_cast<double>(img.rows) / static_cast<double>(rr);
+    const double fc = static_cast<double>(img.cols) / static_cast<double>(rc);
+    detail::resample_box_any(img.pixels.data(), img.cols, ch, 0, img.rows, 0, img.cols, top * fr,
+                             left * fc, static_cast<double>(s) * fr, static_cast<double>(s) * fc, s,
+                             s, spec.filter, gain, x.pixels.data(), scratch);
   }
   for (std::size_t c = 0; c < ch; ++c) {
     const float m = spec.mean[spec.mean.size() == 1 ? 0 : c];

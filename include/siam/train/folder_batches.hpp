@@ -1,6 +1,7 @@
 // Batch sources that stream from an image folder on disk (siam/data/image_folder.hpp)
 // through the threaded loader (siam/data/loader.hpp) instead of an ImageSet in memory:
-// balanced pairs (the contrastive loss) and P x K batches (the mining losses). Batches are
+// balanced pairs (the contrastive loss), triplets (the triplet loss) and P x K batches (the
+// mining losses). Batches are
 // identical for any number of worker threads, and restoring rng() (a checkpoint) replays
 // the same batches.
 #pragma once
@@ -15,6 +16,7 @@
 #include "siam/data/loader.hpp"
 #include "siam/data/pairs.hpp"
 #include "siam/data/pk_sampler.hpp"
+#include "siam/data/triplets.hpp"
 #include "siam/random.hpp"
 #include "siam/tensor.hpp"
 #include "siam/train/batches.hpp"
@@ -35,6 +37,12 @@ void upload_host_batch(const data::HostBatch& hb, const Shape& example, std::vec
     cast.assign(hb.inputs.begin(), hb.inputs.end());
     B::from_host(inputs.data(), cast.data(), inputs.size());
   }
+}
+
+/// `o` with the batch's block count (pairs 2, triplets 3) for per-rank reading.
+inline data::LoaderOptions with_blocks(data::LoaderOptions o, std::size_t blocks) {
+  o.blocks = blocks;
+  return o;
 }
 
 inline Shape folder_example_shape(const data::ImageLoader& loader, bool flat) {
@@ -59,7 +67,8 @@ class FolderPairBatches final : public BatchSource<T, B> {
         n_(n_pairs),
         rng_(seed),
         loader_(
-            folder, spec, [this](Rng& r, data::BatchPlan& p) { plan(r, p); }, options),
+            folder, spec, [this](Rng& r, data::BatchPlan& p) { plan(r, p); },
+            detail::with_blocks(options, 2)),
         example_(detail::folder_example_shape(loader_, flat)) {
     if (n_pairs == 0) throw value_error("FolderPairBatches: the number of pairs must be > 0");
   }
@@ -85,6 +94,53 @@ class FolderPairBatches final : public BatchSource<T, B> {
   std::size_t n_;
   Rng rng_;
   std::vector<std::uint32_t> first_, second_;
+  std::vector<T> cast_;
+  data::ImageLoader loader_;  // last: its workers stop before the members they use go
+  Shape example_;
+};
+
+/// n random triplets per batch from an image folder (data::TripletSampler): rows 0..n-1 the
+/// anchors, n..2n-1 the positives, 2n..3n-1 the negatives, as TripletBatches lays them out.
+template <class T, class B>
+class FolderTripletBatches final : public BatchSource<T, B> {
+ public:
+  /// Throws value_error as TripletSampler does (fewer than 2 classes, none with 2 images).
+  FolderTripletBatches(const data::ImageFolder& folder, const data::TransformSpec& spec,
+                       std::size_t n_triplets, std::uint64_t seed, data::LoaderOptions options = {},
+                       bool flat = false)
+      : labels_(folder.labels()),
+        sampler_(labels_),
+        n_(n_triplets),
+        rng_(seed),
+        loader_(
+            folder, spec, [this](Rng& r, data::BatchPlan& p) { plan(r, p); },
+            detail::with_blocks(options, 3)),
+        example_(detail::folder_example_shape(loader_, flat)) {
+    if (n_triplets == 0)
+      throw value_error("FolderTripletBatches: the number of triplets must be > 0");
+  }
+  void next(Batch<T, B>& b) override {
+    const auto& hb = loader_.next(rng_);
+    detail::upload_host_batch(hb, example_, cast_, b.inputs);
+    b.labels.clear();
+  }
+  Rng& rng() override { return rng_; }
+  std::string describe() const override { return "folder-triplets n=" + std::to_string(n_); }
+  std::optional<BatchLayout> layout() const override { return BatchLayout{3, n_}; }
+  Shape example_shape() const { return example_; }
+
+ private:
+  void plan(Rng& r, data::BatchPlan& p) {  // called by the loader, one batch at a time
+    sampler_.sample(r, n_, a_, p_, q_);
+    p.images = a_;
+    p.images.insert(p.images.end(), p_.begin(), p_.end());
+    p.images.insert(p.images.end(), q_.begin(), q_.end());
+  }
+  std::vector<std::int64_t> labels_;
+  data::TripletSampler sampler_;
+  std::size_t n_;
+  Rng rng_;
+  std::vector<std::uint32_t> a_, p_, q_;
   std::vector<T> cast_;
   data::ImageLoader loader_;  // last: its workers stop before the members they use go
   Shape example_;
