@@ -164,9 +164,9 @@ class DataParallelTrainer {
     c[TrainingState::packed_words] = losses.size();
     comm_.broadcast_host(c, sizeof c, 0);
     TrainingState got = TrainingState::unpack(c);
-    got.counters = std::move(st.counters);  // as many on every rank: the same network
-    if (!got.counters.empty())
-      comm_.broadcast_host(got.counters.data(), got.counters.size() * sizeof(std::uint64_t), 0);
+    got.streams = std::move(st.streams);  // as many on every rank: the same network
+    if (!got.streams.empty())
+      comm_.broadcast_host(got.streams.data(), got.streams.size() * sizeof(std::uint64_t), 0);
     trainer_.restore(got);
     losses.resize(static_cast<std::size_t>(c[TrainingState::packed_words]));
     if (!losses.empty()) comm_.broadcast_host(losses.data(), losses.size() * sizeof(float), 0);

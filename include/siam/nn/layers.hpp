@@ -60,9 +60,10 @@ class Layer {
   virtual std::vector<Parameter<T, B>*> buffers() { return {}; }
   /// One TensorName per buffers() entry (PyTorch's buffer names).
   virtual std::vector<TensorName> buffer_names() const { return {}; }
-  /// Counters that training advances and a resumed run must continue from (Dropout's
-  /// step, which picks its masks), in a fixed order; none by default. Checkpoints store them.
-  virtual std::vector<std::uint64_t*> counters() { return {}; }
+  /// Where the layer's random stream stands, as words a resumed run must continue from
+  /// (Dropout's seed and step, which pick its masks), in a fixed order; none by default.
+  /// Checkpoints store them.
+  virtual std::vector<std::uint64_t*> streams() { return {}; }
   /// Training mode (batch statistics, dropout active) or inference mode (running
   /// statistics, dropout off); containers pass it on. Layers without a mode ignore it.
   virtual void set_training(bool) {}
@@ -377,10 +378,10 @@ class Sequential final : public Layer<T, B> {
         out.push_back({"layers." + std::to_string(i) + "." + t.name, t.transposed});
     return out;
   }
-  std::vector<std::uint64_t*> counters() override {
+  std::vector<std::uint64_t*> streams() override {
     std::vector<std::uint64_t*> out;
     for (auto& l : layers_)
-      for (auto* c : l->counters())
+      for (auto* c : l->streams())
         out.push_back(c);
     return out;
   }

@@ -80,9 +80,9 @@ class Residual final : public Layer<T, B> {
   std::vector<TensorName> buffer_names() const override {
     return names(body_.buffer_names(), proj_.buffer_names());
   }
-  std::vector<std::uint64_t*> counters() override {
-    auto out = body_.counters();
-    for (auto* c : proj_.counters())
+  std::vector<std::uint64_t*> streams() override {
+    auto out = body_.streams();
+    for (auto* c : proj_.streams())
       out.push_back(c);
     return out;
   }

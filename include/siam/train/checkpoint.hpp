@@ -5,7 +5,8 @@
 //   optim/<i>         f32|f64   the optimizer's state tensors (Optimizer::state_tensors)
 //   state             u64 [8]   TrainingState::pack(): the batch source's generator, the
 //                               optimizer's step count and the iteration
-//   counters          u64 [n]   the layers' counters (Dropout's step); only when n > 0
+//   streams           u64 [n]   the layers' random streams (Dropout's seed and step); only
+//                               when the network has any
 //   losses            f32 [n]   the caller's loss history
 //   settings          text      the run's settings, "key=value" lines
 // and any records the caller adds (io::model_records makes the checkpoint a model file too).
@@ -27,15 +28,15 @@
 namespace siam {
 
 /// The counters of a run, besides its tensors: what a checkpoint stores in its "state" and
-/// "counters" records and what data-parallel training broadcasts after one is read.
+/// "streams" records and what data-parallel training broadcasts after one is read.
 struct TrainingState {
   Rng::State rng{};              ///< the batch source's generator
   long long optimizer_steps = 0;  ///< Optimizer::steps()
   long long iteration = 0;        ///< the trainer's iteration
-  std::vector<std::uint64_t> counters;  ///< nn::Layer::counters(), in order
+  std::vector<std::uint64_t> streams;  ///< nn::Layer::streams(), in order
 
   static constexpr std::size_t packed_words = 8;
-  /// Everything but `counters`, as 8 words: the generator's 4 words, its spare normal's bits,
+  /// Everything but `streams`, as 8 words: the generator's 4 words, its spare normal's bits,
   /// whether it holds one, the step count and the iteration.
   std::array<std::uint64_t, packed_words> pack() const {
     std::uint64_t spare_bits;
@@ -43,7 +44,7 @@ struct TrainingState {
     return {rng.s[0],   rng.s[1], rng.s[2], rng.s[3], spare_bits, rng.has_spare ? 1u : 0u,
             static_cast<std::uint64_t>(optimizer_steps), static_cast<std::uint64_t>(iteration)};
   }
-  /// The inverse of pack() (counters left empty).
+  /// The inverse of pack() (streams left empty).
   static TrainingState unpack(const std::uint64_t* w) {
     TrainingState s;
     s.rng = Rng::State{{w[0], w[1], w[2], w[3]}, 0.0, w[5] != 0};
@@ -87,10 +88,10 @@ void write_checkpoint(const std::filesystem::path& path,
   const auto words = state.pack();
   records.push_back(io::make_record("state", {TrainingState::packed_words}, words.data(),
                                     words.size()));
-  if (!state.counters.empty())
-    records.push_back(io::make_record("counters",
-                                      {static_cast<std::int64_t>(state.counters.size())},
-                                      state.counters.data(), state.counters.size()));
+  if (!state.streams.empty())
+    records.push_back(io::make_record("streams",
+                                      {static_cast<std::int64_t>(state.streams.size())},
+                                      state.streams.data(), state.streams.size()));
   records.push_back(io::make_record("losses", {static_cast<std::int64_t>(losses.size())},
                                     losses.data(), losses.size()));
   records.push_back(io::make_text_record("settings", settings));
@@ -124,14 +125,14 @@ inline void check_settings(const std::string& file, const std::string& saved,
 }  // namespace detail
 
 /// Reads a checkpoint written by write_checkpoint into `tensors` and the optimizer's state
-/// and returns the rest; `counters` is the number of layer counters the network has.
+/// and returns the rest; `streams` is the number of stream words (nn::Layer::streams) the network has.
 /// Throws io_error for a corrupt file or one of another network, and value_error when it
 /// was written under other settings than `settings` (naming the first that differs) unless
 /// `allow_other_settings`. Nothing is changed unless the settings agree.
 template <class T, class B>
 CheckpointContents read_checkpoint(const std::filesystem::path& path,
                                    const std::vector<Parameter<T, B>*>& tensors,
-                                   optim::Optimizer<T, B>& opt, std::size_t counters,
+                                   optim::Optimizer<T, B>& opt, std::size_t streams,
                                    const std::string& settings, bool allow_other_settings) {
   const auto records = io::load_archive(path);
   const std::string file = path.string();
@@ -149,12 +150,12 @@ CheckpointContents read_checkpoint(const std::filesystem::path& path,
   if (st.type != io::ArrayType::u64 || st.count() != TrainingState::packed_words)
     throw io_error(file + ": malformed state record");
   out.state = TrainingState::unpack(st.template as<std::uint64_t>().data());
-  if (counters > 0) {
-    const auto& c = find("counters");
-    if (c.type != io::ArrayType::u64 || c.count() != counters)
-      throw io_error(file + ": the network has " + std::to_string(counters) +
-                     " layer counters, the checkpoint's record holds " + std::to_string(c.count()));
-    out.state.counters = c.template as<std::uint64_t>();
+  if (streams > 0) {
+    const auto& c = find("streams");
+    if (c.type != io::ArrayType::u64 || c.count() != streams)
+      throw io_error(file + ": the network has " + std::to_string(streams) +
+                     " random stream words, the checkpoint's record holds " + std::to_string(c.count()));
+    out.state.streams = c.template as<std::uint64_t>();
   }
   const auto& l = find("losses");
   if (l.type != io::ArrayType::f32) throw io_error(file + ": malformed loss history");

@@ -209,28 +209,28 @@ class Trainer {
   }
 
   /// The run's counters: the source's generator, the optimizer's step count, the iteration
-  /// and the layers' counters (settles graph mode's replays first).
+  /// and the layers' random streams (settles graph mode's replays first).
   TrainingState state() {
     check_replayed();
     TrainingState s;
     s.rng = source_.rng().state();
     s.optimizer_steps = opt_.steps();
     s.iteration = iteration_;
-    for (const std::uint64_t* c : net_.counters())
-      s.counters.push_back(*c);
+    for (const std::uint64_t* c : net_.streams())
+      s.streams.push_back(*c);
     return s;
   }
   /// Sets the counters state() returns. Throws value_error when `s` holds another number of
-  /// layer counters than the network has.
+  /// random stream words than the network has (nn::Layer::streams).
   void restore(const TrainingState& s) {
-    const auto counters = net_.counters();
-    if (s.counters.size() != counters.size())
-      throw value_error("Trainer::restore: " + std::to_string(s.counters.size()) +
-                        " layer counters for a network with " + std::to_string(counters.size()));
+    const auto streams = net_.streams();
+    if (s.streams.size() != streams.size())
+      throw value_error("Trainer::restore: " + std::to_string(s.streams.size()) +
+                        " random stream words for a network with " + std::to_string(streams.size()));
     source_.rng().set_state(s.rng);
     opt_.set_steps(s.optimizer_steps);
-    for (std::size_t i = 0; i < counters.size(); ++i)
-      *counters[i] = s.counters[i];
+    for (std::size_t i = 0; i < streams.size(); ++i)
+      *streams[i] = s.streams[i];
     set_iteration(s.iteration);
   }
   /// What a checkpoint stores of the network: parameters, then buffers.
@@ -250,7 +250,7 @@ class Trainer {
   /// under other settings (naming the first that differs) unless `allow_other_settings`.
   std::vector<float> load_checkpoint(const std::filesystem::path& path,
                                      bool allow_other_settings = false) {
-    auto c = read_checkpoint(path, checkpointed_, opt_, net_.counters().size(), settings(),
+    auto c = read_checkpoint(path, checkpointed_, opt_, net_.streams().size(), settings(),
                              allow_other_settings);
     restore(c.state);
     return std::move(c.losses);
