@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <limits>
 #include <siam/inference.hpp>
+#include <siam/io/json.hpp>
 #include <siam/io/model_file.hpp>
 #include <siam/siamese.hpp>
 #include <siam/train.hpp>
@@ -593,7 +594,8 @@ struct BnRun {
 };
 }  // namespace
 
-TEST_CASE("resume with BatchNorm and Dropout is bit-identical: buffers and streams in checkpoints") {
+TEST_CASE(
+    "resume with BatchNorm and Dropout is bit-identical: buffers and streams in checkpoints") {
   const int n = 10;
   BnRun straight(31);
   std::vector<float> losses;
@@ -664,12 +666,13 @@ struct ScaledRun {
   Tensor scale = Tensor::from(Shape{1}, {1.0f});
   siam::Trainer<float, Cpu> trainer;
   explicit ScaledRun(siam::TrainerOptions o)
-      : trainer(net, adam, source,
-                [this](siam::Var<float, Cpu> f, const siam::Batch<float, Cpu>&,
-                       siam::Tape<float, Cpu>& tape) {
-                  return sum(square(f)) * broadcast_scalar(tape.constant(scale), Shape{1});
-                },
-                std::move(o)) {}
+      : trainer(
+            net, adam, source,
+            [this](siam::Var<float, Cpu> f, const siam::Batch<float, Cpu>&,
+                   siam::Tape<float, Cpu>& tape) {
+              return sum(square(f)) * broadcast_scalar(tape.constant(scale), Shape{1});
+            },
+            std::move(o)) {}
   std::vector<std::vector<float>> weights() {
     std::vector<std::vector<float>> out;
     for (auto* p : net.parameters())
@@ -738,4 +741,56 @@ TEST_CASE("non-finite policy: stop throws before the update, skip uses up the it
   siam::TrainerOptions bad;
   bad.max_skips_in_a_row = -1;
   CHECK_THROWS_AS(ScaledRun{bad}, siam::value_error);
+}
+
+TEST_CASE("io::is_model_file: model files and checkpoints with a description, not weights alone") {
+  BnRun r(7);
+  const fs::path model = temp("kind_model.siam"), weights = temp("kind_weights.siam"),
+                 bare = temp("kind_bare.siam"), described = temp("kind_described.siam");
+  siam::io::save_model(model, r.net);
+  siam::io::save_model(weights, r.net.parameters());  // format 1: weights only
+  r.trainer.save_checkpoint(bare, {});
+  r.trainer.save_checkpoint(described, {}, siam::io::model_records(r.net));
+  CHECK(siam::io::is_model_file(model));
+  CHECK_FALSE(siam::io::is_model_file(weights));
+  CHECK_FALSE(siam::io::is_model_file(bare));
+  CHECK(siam::io::is_model_file(described));
+  CHECK(siam::io::is_model_file(siam::io::load_archive(described)));
+  CHECK_THROWS_AS(siam::io::is_model_file(temp("kind_missing.siam")), siam::io_error);
+  for (const auto& p : {model, weights, bare, described})
+    fs::remove(p);
+}
+
+TEST_CASE("loss_kinds: one table for names, margins and batch sizes") {
+  CHECK(siam::loss_kind_names() == "contrastive, triplet, batch-hard, batch-all or ntxent");
+  siam::SiameseConfig cfg;
+  cfg.margin = 0;
+  CHECK_THROWS_WITH_AS(cfg.validate(), doctest::Contains("> 0 for the contrastive loss"),
+                       siam::value_error);
+  for (const auto& k : siam::loss_kinds) {
+    CAPTURE(std::string(k.name));
+    cfg.loss = k.name;
+    cfg.batch_pairs = 180;
+    cfg.margin = 0;
+    if (k.margin == siam::LossKind::Margin::positive)
+      CHECK_THROWS_AS(cfg.validate(), siam::value_error);
+    else
+      CHECK_NOTHROW(cfg.validate());  // 0: the triplet losses ask only for the right order
+    cfg.margin = -0.1;
+    if (k.margin == siam::LossKind::Margin::unused)
+      CHECK_NOTHROW(cfg.validate());
+    else
+      CHECK_THROWS_AS(cfg.validate(), siam::value_error);
+    cfg.margin = 0.3;
+    cfg.batch_pairs = k.min_batch_pairs - 1;
+    CHECK_THROWS_AS(cfg.validate(), siam::value_error);
+    cfg.batch_pairs = k.min_batch_pairs;
+    CHECK_NOTHROW(cfg.validate());
+  }
+  cfg.loss = "hinge";
+  CHECK_THROWS_WITH_AS(cfg.validate(),
+                       "loss 'hinge': expected contrastive, triplet, batch-hard, "
+                       "batch-all or ntxent",
+                       siam::value_error);
+  CHECK(siam::io::json_escape("a\"b\\c\n\x01 é") == "a\\\"b\\\\c\\u000a\\u0001 é");
 }

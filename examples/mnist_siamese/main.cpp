@@ -77,8 +77,7 @@ void add_train_options(CLI::App& app, Options& o, bool have_cuda) {
       ->capture_default_str();
   app.add_option("--layers", o.layers, "MLP layer sizes, input first (--arch mlp)")
       ->capture_default_str();
-  app.add_option("--loss", o.loss, "contrastive, triplet, batch-hard, batch-all or ntxent")
-      ->capture_default_str();
+  app.add_option("--loss", o.loss, siam::loss_kind_names())->capture_default_str();
   app.add_option("--margin", o.margin, "Loss margin (contrastive, triplet, batch-hard/all)")
       ->capture_default_str();
   app.add_flag("--soft-margin", o.soft_margin, "batch-hard/all: softplus instead of the hinge");

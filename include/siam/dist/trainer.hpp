@@ -45,7 +45,7 @@ struct DataParallelTrainerOptions {
 /// a batch (batch-hard, batch-all, ntxent).
 inline DataParallelTrainerOptions options_for(const SiameseConfig& cfg,
                                               DataParallelOptions sum = {}) {
-  if (cfg.loss != "contrastive" && cfg.loss != "triplet")
+  if (!loss_kind(cfg.loss).splits)
     throw value_error("data-parallel training: the " + cfg.loss +
                       " loss couples every example of a batch, so it cannot be split across "
                       "processes; use contrastive or triplet, or train in one process");

@@ -30,9 +30,9 @@ namespace siam {
 /// The counters of a run, besides its tensors: what a checkpoint stores in its "state" and
 /// "streams" records and what data-parallel training broadcasts after one is read.
 struct TrainingState {
-  Rng::State rng{};              ///< the batch source's generator
-  long long optimizer_steps = 0;  ///< Optimizer::steps()
-  long long iteration = 0;        ///< the trainer's iteration
+  Rng::State rng{};                    ///< the batch source's generator
+  long long optimizer_steps = 0;       ///< Optimizer::steps()
+  long long iteration = 0;             ///< the trainer's iteration
   std::vector<std::uint64_t> streams;  ///< nn::Layer::streams(), in order
 
   static constexpr std::size_t packed_words = 8;
@@ -41,8 +41,14 @@ struct TrainingState {
   std::array<std::uint64_t, packed_words> pack() const {
     std::uint64_t spare_bits;
     std::memcpy(&spare_bits, &rng.spare, sizeof spare_bits);
-    return {rng.s[0],   rng.s[1], rng.s[2], rng.s[3], spare_bits, rng.has_spare ? 1u : 0u,
-            static_cast<std::uint64_t>(optimizer_steps), static_cast<std::uint64_t>(iteration)};
+    return {rng.s[0],
+            rng.s[1],
+            rng.s[2],
+            rng.s[3],
+            spare_bits,
+            rng.has_spare ? 1u : 0u,
+            static_cast<std::uint64_t>(optimizer_steps),
+            static_cast<std::uint64_t>(iteration)};
   }
   /// The inverse of pack() (streams left empty).
   static TrainingState unpack(const std::uint64_t* w) {
@@ -86,11 +92,10 @@ void write_checkpoint(const std::filesystem::path& path,
   for (std::size_t i = 0; i < opt_state.size(); ++i)
     records.push_back(io::tensor_record("optim/" + std::to_string(i), *opt_state[i]));
   const auto words = state.pack();
-  records.push_back(io::make_record("state", {TrainingState::packed_words}, words.data(),
-                                    words.size()));
+  records.push_back(
+      io::make_record("state", {TrainingState::packed_words}, words.data(), words.size()));
   if (!state.streams.empty())
-    records.push_back(io::make_record("streams",
-                                      {static_cast<std::int64_t>(state.streams.size())},
+    records.push_back(io::make_record("streams", {static_cast<std::int64_t>(state.streams.size())},
                                       state.streams.data(), state.streams.size()));
   records.push_back(io::make_record("losses", {static_cast<std::int64_t>(losses.size())},
                                     losses.data(), losses.size()));
@@ -125,9 +130,9 @@ inline void check_settings(const std::string& file, const std::string& saved,
 }  // namespace detail
 
 /// Reads a checkpoint written by write_checkpoint into `tensors` and the optimizer's state
-/// and returns the rest; `streams` is the number of stream words (nn::Layer::streams) the network has.
-/// Throws io_error for a corrupt file or one of another network, and value_error when it
-/// was written under other settings than `settings` (naming the first that differs) unless
+/// and returns the rest; `streams` is the number of stream words (nn::Layer::streams) the network
+/// has. Throws io_error for a corrupt file or one of another network, and value_error when it was
+/// written under other settings than `settings` (naming the first that differs) unless
 /// `allow_other_settings`. Nothing is changed unless the settings agree.
 template <class T, class B>
 CheckpointContents read_checkpoint(const std::filesystem::path& path,
@@ -154,7 +159,8 @@ CheckpointContents read_checkpoint(const std::filesystem::path& path,
     const auto& c = find("streams");
     if (c.type != io::ArrayType::u64 || c.count() != streams)
       throw io_error(file + ": the network has " + std::to_string(streams) +
-                     " random stream words, the checkpoint's record holds " + std::to_string(c.count()));
+                     " random stream words, the checkpoint's record holds " +
+                     std::to_string(c.count()));
     out.state.streams = c.template as<std::uint64_t>();
   }
   const auto& l = find("losses");

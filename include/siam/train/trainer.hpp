@@ -226,7 +226,8 @@ class Trainer {
     const auto streams = net_.streams();
     if (s.streams.size() != streams.size())
       throw value_error("Trainer::restore: " + std::to_string(s.streams.size()) +
-                        " random stream words for a network with " + std::to_string(streams.size()));
+                        " random stream words for a network with " +
+                        std::to_string(streams.size()));
     source_.rng().set_state(s.rng);
     opt_.set_steps(s.optimizer_steps);
     for (std::size_t i = 0; i < streams.size(); ++i)
@@ -314,8 +315,8 @@ class Trainer {
       const double v = static_cast<double>(host[i]);
       if (std::isfinite(v)) continue;
       const auto k = static_cast<index_t>(i);
-      return std::string("the input batch holds ") + (std::isnan(v) ? "NaN" : "Inf") +
-             " at row " + std::to_string(k / cols) + ", column " + std::to_string(k % cols);
+      return std::string("the input batch holds ") + (std::isnan(v) ? "NaN" : "Inf") + " at row " +
+             std::to_string(k / cols) + ", column " + std::to_string(k % cols);
     }
     return std::nullopt;
   }
