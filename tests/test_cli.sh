@@ -324,7 +324,7 @@ check "--on-nan skip: the saved model is finite" finite_model "$tmp/skip/model.s
 rc=$?
 check "--on-nan skip: too many bad batches in a row exit 1 (rc $rc)" test $rc -eq 1
 check "--on-nan skip: the stop names iteration 27 and the cause ($(tail -1 "$tmp/skip2.log"))" \
-  grep -qxE "error: iteration 27: the loss is -?nan \(too many batches in a row\); the last good model \(after iteration 1\) is in $tmp/skip2/model\.siam" \
+  grep -qxE "error: iteration 27: the loss is -?nan \(26 steps in a row skipped\); the last good model \(after iteration 1\) is in $tmp/skip2/model\.siam" \
   "$tmp/skip2.log"
 check "--on-nan skip: the model after the stop is finite" finite_model "$tmp/skip2/model.siam"
 

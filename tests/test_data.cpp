@@ -18,6 +18,7 @@
 #include "siam/data/synthetic_digits.hpp"
 #include "siam/data/triplets.hpp"
 #include "siam/error.hpp"
+#include "siam/io/gzip.hpp"
 #include "siam/metrics.hpp"
 #include "siam/random.hpp"
 
@@ -690,4 +691,29 @@ TEST_CASE("TripletSampler: valid triplets, reproducible; errors") {
   }
   CHECK_THROWS_AS(siam::data::TripletSampler(std::vector<int>{1, 1, 1}), siam::value_error);
   CHECK_THROWS_AS(siam::data::TripletSampler(std::vector<int>{1, 2, 3}), siam::value_error);
+}
+
+TEST_CASE("io/gzip: round trip, concatenated members, errors headed by the caller's names") {
+  std::vector<std::uint8_t> raw(200000);
+  for (std::size_t i = 0; i < raw.size(); ++i)
+    raw[i] = static_cast<std::uint8_t>((i * 7919) >> 5);
+  const auto gz = siam::io::gzip_bytes(raw, "mem");
+  CHECK(siam::io::is_gzip(gz));
+  CHECK_FALSE(siam::io::is_gzip(raw));
+  CHECK(siam::io::gzip_bytes(raw, "mem") == gz);  // deterministic
+  std::vector<std::uint8_t> two = gz;
+  two.insert(two.end(), gz.begin(), gz.end());
+  siam::io::GzipReader reader(two, "two.gz", "unpack");
+  std::vector<std::uint8_t> out;
+  reader.read(out, 3 * raw.size());
+  CHECK(reader.finished());
+  CHECK(out.size() == 2 * raw.size());
+  CHECK(std::equal(raw.begin(), raw.end(), out.begin()));
+  CHECK(std::equal(raw.begin(), raw.end(), out.begin() + static_cast<std::ptrdiff_t>(raw.size())));
+  const auto half = static_cast<std::ptrdiff_t>(gz.size() / 2);
+  const std::vector<std::uint8_t> cut(gz.begin(), gz.begin() + half);
+  siam::io::GzipReader short_reader(cut, "cut.gz", "unpack");
+  std::vector<std::uint8_t> part;
+  CHECK_THROWS_WITH_AS(short_reader.read(part, raw.size()),
+                       doctest::Contains("unpack: cut.gz: gzip stream ends early"), siam::io_error);
 }

@@ -116,6 +116,18 @@ TEST_CASE("nearest: distance order, ties by index, query exclusion") {
   CHECK_THROWS_AS(m::nearest(pts.data(), 5, 2, 5, 1), siam::value_error);  // no row 5
 }
 
+TEST_CASE("nearest_with_distances: the indices of nearest and their exact distances") {
+  using V = std::vector<std::uint32_t>;
+  // From a3 (5,5): a4 at 1, a1 and a2 at sqrt(41), a0 at sqrt(50).
+  const auto r = m::nearest_with_distances(pts.data(), 5, 2, 3, 4);
+  CHECK(r.indices == V{4, 1, 2, 0});
+  CHECK(r.distances == std::vector<double>{1.0, std::sqrt(41.0), std::sqrt(41.0), std::sqrt(50.0)});
+  const auto self = m::nearest_with_distances(pts.data(), 5, 2, 3, 2, false);
+  CHECK(self.indices == V{3, 4});
+  CHECK(self.distances == std::vector<double>{0.0, 1.0});
+  CHECK_THROWS_AS(m::nearest_with_distances(pts.data(), 5, 2, 0, 5), siam::value_error);
+}
+
 TEST_CASE("pair_stats: exact values, the d = 0 guard and pairs beyond the margin") {
   // e0 (0,0) L0, e1 (3,4) L0, e2 (0,0) L0, e3 (0,1) L1, e4 (0,0) L2; margin 2.
   const std::vector<float> e{0, 0, 3, 4, 0, 0, 0, 1, 0, 0};

@@ -782,3 +782,41 @@ TEST_CASE("a zero learning rate leaves the parameters unchanged but advances the
   CHECK(o.steps() == 1);
   CHECK(o.first_moments()[0][0] != 0);
 }
+
+TEST_CASE("take_back un-counts steps: the next update is the one it would have been") {
+  for (const bool adam_w : {false, true}) {
+    CAPTURE(adam_w);
+    Problem a, b;
+    std::unique_ptr<optim::Optimizer<double, Cpu>> oa, ob;
+    if (adam_w) {
+      oa = std::make_unique<optim::AdamW<double, Cpu>>(a.params(), optim::AdamWOptions{0.1});
+      ob = std::make_unique<optim::AdamW<double, Cpu>>(b.params(), optim::AdamWOptions{0.1});
+    } else {
+      oa = std::make_unique<optim::Adam<double, Cpu>>(a.params(), optim::AdamOptions{0.1});
+      ob = std::make_unique<optim::Adam<double, Cpu>>(b.params(), optim::AdamOptions{0.1});
+    }
+    a.gradients();
+    b.gradients();
+    oa->step();
+    ob->step();
+    // Two replayed updates counted but skipped (their scalars drawn, nothing applied):
+    std::vector<double> apply(oa->replay_scalars()), skip(oa->replay_scalars());
+    oa->next_scalars(apply.data(), skip.data());
+    oa->next_scalars(apply.data(), skip.data());
+    CHECK(oa->steps() == 3);
+    oa->take_back(2);
+    CHECK(oa->steps() == 1);
+    a.gradients();
+    b.gradients();
+    oa->step();
+    ob->step();
+    CHECK(oa->steps() == 2);
+    CHECK(a.flat() == b.flat());  // bias corrections of step 2 on both
+    CHECK_THROWS_WITH_AS(oa->take_back(3), doctest::Contains("cannot take back 3 of 2"),
+                         value_error);
+    CHECK_THROWS_AS(oa->take_back(-1), value_error);
+    CHECK(oa->steps() == 2);
+    oa->take_back(0);
+    CHECK(oa->steps() == 2);
+  }
+}

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <limits>
 #include <siam/inference.hpp>
+#include <siam/io/json.hpp>
 #include <siam/io/model_file.hpp>
 #include <siam/siamese.hpp>
 #include <siam/train.hpp>
@@ -554,4 +555,242 @@ TEST_CASE(
     CHECK(m.find("weights-only") == std::string::npos);
   }
   fs::remove(ck);
+}
+
+namespace {
+// Dense, BatchNorm, ReLU, Dropout, Dense: a network whose training depends on its buffers
+// (the running statistics feed embed()) and on Dropout's random stream.
+siam::nn::Sequential<float, Cpu> bn_dropout_net(std::uint64_t seed) {
+  Rng rng(seed);
+  siam::nn::Sequential<float, Cpu> net;
+  net.add<siam::nn::Dense<float, Cpu>>(8, 16, rng)
+      .add<siam::nn::BatchNorm<float, Cpu>>(16)
+      .add<siam::nn::ReLU<float, Cpu>>()
+      .add<siam::nn::Dropout<float, Cpu>>(0.3, rng)
+      .add<siam::nn::Dense<float, Cpu>>(16, 2, rng);
+  net.set_input_shape(Shape{8});
+  return net;
+}
+struct BnRun {
+  siam::data::Dataset data = clusters(60, 8, {0, 1, 2}, 21);
+  siam::ImageSet<float, Cpu> set{data};
+  siam::nn::Sequential<float, Cpu> net;
+  siam::optim::Adam<float, Cpu> adam;
+  siam::PairBatches<float, Cpu> source{set, 8, 22};
+  siam::Trainer<float, Cpu> trainer;
+  // `net_seed` builds the network: another seed gives other weights and another dropout
+  // seed, which a checkpoint must overwrite.
+  explicit BnRun(std::uint64_t net_seed)
+      : net(bn_dropout_net(net_seed)),
+        adam(net.parameters(), {1e-2, 0.9, 0.99, 1e-8}),
+        trainer(net, adam, source, siam::losses::contrastive<float, Cpu>({0.5})) {}
+  std::vector<std::vector<float>> tensors() {
+    std::vector<std::vector<float>> out;
+    for (auto* p : net.state())
+      out.push_back(p->value.to_vector());
+    out.push_back(net.embed(set.images()).to_vector());  // inference: the running statistics
+    return out;
+  }
+};
+}  // namespace
+
+TEST_CASE(
+    "resume with BatchNorm and Dropout is bit-identical: buffers and streams in checkpoints") {
+  const int n = 10;
+  BnRun straight(31);
+  std::vector<float> losses;
+  for (int s = 0; s < n; ++s)
+    losses.push_back(static_cast<float>(straight.trainer.step()));
+  BnRun first(31);
+  std::vector<float> hist;
+  for (int s = 0; s < n / 2; ++s)
+    hist.push_back(static_cast<float>(first.trainer.step()));
+  const fs::path ck = temp("bn_dropout.siam");
+  first.trainer.save_checkpoint(ck, hist, siam::io::model_records(first.net));
+  BnRun second(99);  // other weights, statistics and dropout seed until the checkpoint loads
+  CHECK(second.tensors() != first.tensors());
+  CHECK(second.trainer.load_checkpoint(ck) == hist);
+  CHECK(second.tensors() == first.tensors());
+  for (int s = n / 2; s < n; ++s)
+    hist.push_back(static_cast<float>(second.trainer.step()));
+  CHECK(hist == losses);
+  CHECK(second.tensors() == straight.tensors());
+  // The dropout mask differs from step to step, so the stream matters: one step more on a
+  // network whose dropout step was set back gives another loss.
+  auto& drop = dynamic_cast<siam::nn::Dropout<float, Cpu>&>(second.net[3]);
+  CHECK(drop.step() == static_cast<std::uint64_t>(n));
+  // The checkpoint is a model file with the running statistics.
+  auto model = siam::io::load_model<float, Cpu>(ck);
+  CHECK(model.embed(first.set.images()).to_vector() ==
+        first.net.embed(first.set.images()).to_vector());
+  // A network without the Dropout layer has no stream words: refused, naming them.
+  Rng rng(3);
+  siam::nn::Sequential<float, Cpu> plain;
+  plain.add<siam::nn::Dense<float, Cpu>>(8, 16, rng).add<siam::nn::BatchNorm<float, Cpu>>(16);
+  siam::TrainingState st = first.trainer.state();
+  CHECK(st.streams.size() == 2);
+  siam::optim::Adam<float, Cpu> adam(plain.parameters(), {1e-2, 0.9, 0.99, 1e-8});
+  siam::Trainer<float, Cpu> other(plain, adam, first.source,
+                                  siam::losses::contrastive<float, Cpu>({0.5}));
+  CHECK_THROWS_WITH_AS(other.restore(st), doctest::Contains("2 random stream words"),
+                       siam::value_error);
+  fs::remove(ck);
+}
+
+TEST_CASE("TrainingState packs into 8 words and back") {
+  siam::TrainingState s;
+  Rng rng(5);
+  (void)rng.normal();  // leaves a spare normal
+  s.rng = rng.state();
+  s.optimizer_steps = 123456789012LL;
+  s.iteration = 42;
+  const auto w = s.pack();
+  const siam::TrainingState back = siam::TrainingState::unpack(w.data());
+  for (int i = 0; i < 4; ++i)
+    CHECK(back.rng.s[i] == s.rng.s[i]);
+  CHECK(back.rng.has_spare == s.rng.has_spare);
+  CHECK(back.rng.spare == s.rng.spare);
+  CHECK(back.optimizer_steps == s.optimizer_steps);
+  CHECK(back.iteration == s.iteration);
+}
+
+namespace {
+// An MLP trainer whose loss is multiplied by a scale the test can set to NaN.
+struct ScaledRun {
+  siam::data::Dataset data = clusters(60, 8, {0, 1}, 41);
+  siam::ImageSet<float, Cpu> set{data};
+  Rng rng{42};
+  siam::nn::Sequential<float, Cpu> net = siam::nn::mlp<float, Cpu>({8, 16, 2}, rng);
+  siam::optim::Adam<float, Cpu> adam{net.parameters(), {1e-2, 0.9, 0.99, 1e-8}};
+  siam::PairBatches<float, Cpu> source{set, 8, 43};
+  Tensor scale = Tensor::from(Shape{1}, {1.0f});
+  siam::Trainer<float, Cpu> trainer;
+  explicit ScaledRun(siam::TrainerOptions o)
+      : trainer(
+            net, adam, source,
+            [this](siam::Var<float, Cpu> f, const siam::Batch<float, Cpu>&,
+                   siam::Tape<float, Cpu>& tape) {
+              return sum(square(f)) * broadcast_scalar(tape.constant(scale), Shape{1});
+            },
+            std::move(o)) {}
+  std::vector<std::vector<float>> weights() {
+    std::vector<std::vector<float>> out;
+    for (auto* p : net.parameters())
+      out.push_back(p->value.to_vector());
+    return out;
+  }
+};
+}  // namespace
+
+TEST_CASE("non-finite policy: stop throws before the update, skip uses up the iteration") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  SUBCASE("stop (the default)") {
+    ScaledRun r({});
+    r.trainer.step();
+    r.trainer.step();
+    const auto before = r.weights();
+    r.scale[0] = nan;
+    CHECK_THROWS_WITH_AS(r.trainer.step(), doctest::Contains("iteration 3"), siam::numeric_error);
+    CHECK(r.trainer.iteration() == 2);
+    CHECK(r.adam.steps() == 2);
+    CHECK(r.weights() == before);
+  }
+  SUBCASE("skip, eager and graph mode") {
+    for (const bool graph : {false, true}) {
+      CAPTURE(graph);
+      siam::TrainerOptions o;
+      o.graph = graph;
+      o.on_non_finite = siam::NonFinite::skip;
+      o.max_skips_in_a_row = 2;
+      ScaledRun r(o);
+      ScaledRun ref(o);  // the same run without the bad batch's update
+      for (int s = 0; s < 2; ++s) {
+        CHECK(std::isfinite(r.trainer.step()));
+        ref.trainer.step();
+        CHECK_FALSE(r.trainer.last_skipped());
+      }
+      const auto before = r.weights();
+      r.scale[0] = nan;
+      CHECK(std::isnan(r.trainer.step()));
+      CHECK(r.trainer.last_skipped());
+      CHECK(r.trainer.last_skip_reason().find("iteration 3") != std::string::npos);
+      CHECK(r.trainer.skipped_steps() == 1);
+      CHECK(r.trainer.iteration() == 3);  // the batch is used up
+      CHECK(r.adam.steps() == 2);         // no update counted
+      CHECK(r.weights() == before);
+      r.scale[0] = 1.0f;
+      CHECK(std::isfinite(r.trainer.step()));
+      CHECK_FALSE(r.trainer.last_skipped());
+      CHECK(r.adam.steps() == 3);
+      CHECK(r.weights() != before);
+      // The reference draws the skipped batch too, then updates once: the same weights.
+      siam::Batch<float, Cpu> drawn;
+      ref.source.next(drawn);
+      ref.trainer.set_iteration(3);
+      ref.trainer.step();
+      CHECK(r.weights() == ref.weights());
+      // Past max_skips_in_a_row steps in a row: stop.
+      r.scale[0] = nan;
+      r.trainer.step();
+      r.trainer.step();
+      CHECK_THROWS_WITH_AS(r.trainer.step(), doctest::Contains("3 steps in a row"),
+                           siam::numeric_error);
+      CHECK(r.trainer.skipped_steps() == 3);
+    }
+  }
+  siam::TrainerOptions bad;
+  bad.max_skips_in_a_row = -1;
+  CHECK_THROWS_AS(ScaledRun{bad}, siam::value_error);
+}
+
+TEST_CASE("io::is_model_file: model files and checkpoints with a description, not weights alone") {
+  BnRun r(7);
+  const fs::path model = temp("kind_model.siam"), weights = temp("kind_weights.siam"),
+                 bare = temp("kind_bare.siam"), described = temp("kind_described.siam");
+  siam::io::save_model(model, r.net);
+  siam::io::save_model(weights, r.net.parameters());  // format 1: weights only
+  r.trainer.save_checkpoint(bare, {});
+  r.trainer.save_checkpoint(described, {}, siam::io::model_records(r.net));
+  CHECK(siam::io::is_model_file(model));
+  CHECK_FALSE(siam::io::is_model_file(weights));
+  CHECK_FALSE(siam::io::is_model_file(bare));
+  CHECK(siam::io::is_model_file(described));
+  CHECK(siam::io::is_model_file(siam::io::load_archive(described)));
+  CHECK_THROWS_AS(siam::io::is_model_file(temp("kind_missing.siam")), siam::io_error);
+  for (const auto& p : {model, weights, bare, described})
+    fs::remove(p);
+}
+
+TEST_CASE("loss_kinds: one table for names, margins and batch sizes") {
+  CHECK(siam::loss_kind_names() == "contrastive, triplet, batch-hard, batch-all or ntxent");
+  siam::SiameseConfig cfg;
+  cfg.margin = 0;
+  CHECK_THROWS_WITH_AS(cfg.validate(), doctest::Contains("> 0 for the contrastive loss"),
+                       siam::value_error);
+  for (const auto& k : siam::loss_kinds) {
+    CAPTURE(std::string(k.name));
+    cfg.loss = k.name;
+    cfg.batch_pairs = 180;
+    cfg.margin = 0;
+    if (k.margin == siam::LossKind::Margin::positive)
+      CHECK_THROWS_AS(cfg.validate(), siam::value_error);
+    else
+      CHECK_NOTHROW(cfg.validate());  // 0: the triplet losses ask only for the right order
+    cfg.margin = -0.1;
+    if (k.margin == siam::LossKind::Margin::unused)
+      CHECK_NOTHROW(cfg.validate());
+    else
+      CHECK_THROWS_AS(cfg.validate(), siam::value_error);
+    cfg.margin = 0.3;
+    cfg.batch_pairs = k.min_batch_pairs - 1;
+    CHECK_THROWS_AS(cfg.validate(), siam::value_error);
+    cfg.batch_pairs = k.min_batch_pairs;
+    CHECK_NOTHROW(cfg.validate());
+  }
+  cfg.loss = "hinge";
+  CHECK_THROWS_WITH_AS(cfg.validate(),
+                       "loss 'hinge': expected contrastive, triplet, batch-hard, "
+                       "batch-all or ntxent",
+                       siam::value_error);
+  CHECK(siam::io::json_escape("a\"b\\c\n\x01 é") == "a\\\"b\\\\c\\u000a\\u0001 é");
 }

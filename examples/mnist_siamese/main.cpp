@@ -84,8 +84,7 @@ void add_train_options(CLI::App& app, Options& o, bool have_cuda) {
                  "Embedding size for --arch cnn and resnet (0: 2 for cnn, 64 for resnet; "
                  "mlp: --layers' last)")
       ->capture_default_str();
-  app.add_option("--loss", o.loss, "contrastive, triplet, batch-hard, batch-all or ntxent")
-      ->capture_default_str();
+  app.add_option("--loss", o.loss, siam::loss_kind_names())->capture_default_str();
   app.add_option("--margin", o.margin, "Loss margin (contrastive, triplet, batch-hard/all)")
       ->capture_default_str();
   app.add_flag("--soft-margin", o.soft_margin, "batch-hard/all: softplus instead of the hinge");

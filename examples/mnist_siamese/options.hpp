@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <siam/backend/precision.hpp>
+#include <siam/train/loss_kinds.hpp>
 
 namespace mnist_siamese {
 
@@ -155,12 +156,14 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
   if (o.arch == "mlp" && o.embedding_dim > 0 && o.embedding_dim != layers->back())
     return "--embedding-dim " + std::to_string(o.embedding_dim) + ": for --arch mlp the " +
            "embedding is --layers' last size (" + std::to_string(layers->back()) + ")";
-  if (o.loss != "contrastive" && o.loss != "triplet" && o.loss != "batch-hard" &&
-      o.loss != "batch-all" && o.loss != "ntxent")
-    return "--loss " + o.loss + ": must be contrastive, triplet, batch-hard, batch-all or ntxent";
-  if ((o.loss == "batch-hard" || o.loss == "batch-all") && o.batch_pairs < 2)
-    return "--batch-pairs " + std::to_string(o.batch_pairs) + ": " + o.loss +
-           " needs at least 2 (4 images per step)";
+  const siam::LossKind* kind = nullptr;
+  for (const auto& k : siam::loss_kinds)
+    if (o.loss == k.name) kind = &k;
+  if (!kind) return "--loss " + o.loss + ": must be " + siam::loss_kind_names();
+  if (o.batch_pairs < static_cast<long long>(kind->min_batch_pairs))
+    return "--batch-pairs " + std::to_string(o.batch_pairs) + ": " + o.loss + " needs at least " +
+           std::to_string(kind->min_batch_pairs) + " (" +
+           std::to_string(2 * kind->min_batch_pairs) + " images per step)";
   if (o.optimizer != "adam" && o.optimizer != "adamw" && o.optimizer != "sgd")
     return "--optimizer " + o.optimizer + ": must be adam, adamw or sgd";
   if (!(o.weight_decay >= 0) || !std::isfinite(o.weight_decay))
@@ -168,8 +171,13 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
   if (!(o.temperature > 0) || !std::isfinite(o.temperature))
     return "--temperature " + show(o.temperature) + ": must be > 0";
   if (o.warmup < 0) return "--warmup " + std::to_string(o.warmup) + ": must be >= 0";
-  if (!(o.margin > 0) || !std::isfinite(o.margin))
-    return "--margin " + show(o.margin) + ": must be > 0";
+  try {
+    siam::check_margin(*kind, o.margin);  // the library's rule for this loss
+  } catch (const siam::value_error&) {
+    return "--margin " + show(o.margin) + ": must be " +
+           (kind->margin == siam::LossKind::Margin::positive ? "> 0" : ">= 0") + " for --loss " +
+           o.loss;
+  }
   if (!(o.momentum >= 0 && o.momentum < 1))
     return "--momentum " + show(o.momentum) + ": must be in [0, 1)";
   if (!(o.lr > 0) || !std::isfinite(o.lr)) return "--lr " + show(o.lr) + ": must be > 0";

@@ -6,6 +6,7 @@
 #include <siam/data/dataset.hpp>
 #include <siam/data/pairs.hpp>
 #include <siam/io/archive.hpp>
+#include <siam/io/json.hpp>
 #include <siam/metrics.hpp>
 #include <siam/random.hpp>
 #include <siam/search/accuracy.hpp>
@@ -81,22 +82,7 @@ class JsonObject {
     body_ += (body_.size() > 1 ? ",\n  " : "\n  ") + quote(key) + ": " + value;
     return *this;
   }
-  static std::string quote(const std::string& s) {
-    std::string q = "\"";
-    for (const char c : s) {
-      if (c == '"' || c == '\\') {
-        q += '\\';
-        q += c;
-      } else if (static_cast<unsigned char>(c) < 0x20) {
-        char buf[8];
-        std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
-        q += buf;
-      } else {
-        q += c;
-      }
-    }
-    return q + "\"";
-  }
+  static std::string quote(const std::string& s) { return "\"" + siam::io::json_escape(s) + "\""; }
   std::string body_ = "{";
 };
 
@@ -183,15 +169,10 @@ inline Retrieval retrieve(const std::vector<float>& emb, std::size_t n, std::siz
                           std::size_t q) {
   Retrieval r;
   r.query = q;
-  r.neighbours = siam::metrics::nearest(emb.data(), n, dim, q, 9);
-  for (const std::uint32_t j : r.neighbours) {
-    double d2 = 0;
-    for (std::size_t c = 0; c < dim; ++c) {
-      const double t = static_cast<double>(emb[q * dim + c]) - emb[j * dim + c];
-      d2 += t * t;
-    }
-    r.distances.push_back(static_cast<float>(std::sqrt(d2)));
-  }
+  auto nn = siam::metrics::nearest_with_distances(emb.data(), n, dim, q, 9);
+  r.neighbours = std::move(nn.indices);
+  for (const double d : nn.distances)
+    r.distances.push_back(static_cast<float>(d));
   return r;
 }
 

@@ -153,6 +153,8 @@ inline siam::SiameseConfig make_config(const Options& o, const std::string& data
   cfg.seed = o.seed;
   cfg.init = siam::nn::Init::he;
   cfg.check_finite = true;
+  cfg.on_non_finite = o.on_nan == "skip" ? siam::NonFinite::skip : siam::NonFinite::stop;
+  cfg.max_skips_in_a_row = kMaxConsecutiveSkips;
   cfg.graph = o.graph;
   cfg.data = data_source;
   return cfg;
@@ -322,14 +324,16 @@ class TrainingRun {
       if (dp_ ? siam::dist::any_rank(comm_, g_interrupted != 0) : g_interrupted != 0)
         return interrupted(progress);
       const auto t0 = Clock::now();
-      double loss = NAN;  // stays NaN for a skipped batch
+      double loss = NAN;  // stays NaN for a skipped batch (--on-nan skip: the trainer skips)
       try {
         loss = trainer_.step();
-        consecutive_skips_ = 0;
-        last_good_ = trainer_.iteration();
       } catch (const siam::numeric_error& e) {
-        if (const int status = numeric_failure(progress, e)) return status;
+        return numeric_failure(progress, e);
       }
+      if (trainer_.trainer().last_skipped())
+        skipped(progress, trainer_.trainer().last_skip_reason());
+      else
+        last_good_ = trainer_.iteration();
       times_.training_seconds += seconds_since(t0);
       losses_.push_back(static_cast<float>(loss));
       const long long it = trainer_.iteration();
@@ -341,23 +345,21 @@ class TrainingRun {
     return 0;
   }
 
-  /// The trainer throws before the update, so the model is still the last good one. Returns
-  /// the exit code when the run must stop, 0 when the batch is skipped.
+  /// The trainer throws before the update (--on-nan stop, or too many batches skipped in a
+  /// row), so the model is still the last good one. Returns the exit code.
   int numeric_failure(Progress& progress, const siam::numeric_error& e) {
-    if (o_.on_nan == "stop" || ++consecutive_skips_ > kMaxConsecutiveSkips) {
-      progress.finish();
-      save_progress();
-      std::fprintf(stderr, "error: %s%s; the last good model (after iteration %lld) is in %s\n",
-                   e.what(), o_.on_nan == "stop" ? "" : " (too many batches in a row)", last_good_,
-                   (out_ / "model.siam").string().c_str());
-      return 1;
-    }
+    progress.finish();
+    save_progress();
+    std::fprintf(stderr, "error: %s; the last good model (after iteration %lld) is in %s\n",
+                 e.what(), last_good_, (out_ / "model.siam").string().c_str());
+    return 1;
+  }
+  /// --on-nan skip: the trainer left the model untouched and used up the iteration.
+  void skipped(Progress& progress, const std::string& why) {
     ++times_.skipped;
-    trainer_.set_iteration(trainer_.iteration() + 1);  // a skipped batch uses up its iteration
     if (times_.skipped <= kMaxSkipWarnings)
-      progress.note("warning: " + std::string(e.what()) + "; batch skipped (--on-nan skip)" +
+      progress.note("warning: " + why + "; batch skipped (--on-nan skip)" +
                     (times_.skipped == kMaxSkipWarnings ? "; further warnings suppressed" : ""));
-    return 0;
   }
 
   /// Ctrl-C or SIGTERM: keep everything needed to continue later.
@@ -460,7 +462,6 @@ class TrainingRun {
   std::vector<float> losses_;  // one entry per iteration, NaN for a skipped batch
   RunTimes times_;
   long long last_good_ = 0;  // the model is the one after this iteration
-  int consecutive_skips_ = 0;
   siam::dist::Communicator& comm_;
   bool root_;                                                            // writes the files
   std::unique_ptr<siam::dist::DataParallelTrainer<float, Backend>> dp_;  // null: one process
@@ -485,9 +486,8 @@ int run(const Options& o, siam::dist::Communicator& comm, siam::dist::DataParall
 /// their architecture; weights-only files of an earlier version load into the MLP of --layers.
 template <class Backend>
 siam::nn::Sequential<float, Backend> load_query_model(const Options& o) {
-  const auto records = siam::io::load_archive(o.model);
-  for (const auto& r : records)
-    if (r.name == "model/format") return siam::io::load_model<float, Backend>(o.model);
+  if (siam::io::is_model_file(fs::path(o.model)))
+    return siam::io::load_model<float, Backend>(o.model);
   const auto sizes = parse_layers(o.layers);
   if (!sizes) throw siam::value_error("--layers " + o.layers + ": malformed");
   siam::Rng rng(0);  // the initial weights are overwritten by the model's

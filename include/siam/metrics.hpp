@@ -175,14 +175,21 @@ inline double precision_at_k(const float* emb, const std::int64_t* labels, std::
   return sum / static_cast<double>(n);
 }
 
-/// Indices of the k rows nearest to row query_index, nearest first (equal distances:
-/// smaller index first). With exclude_query the query row itself is left out;
+/// The k rows nearest to a query row and their Euclidean distances to it (accumulated in
+/// double), nearest first.
+struct Neighbours {
+  std::vector<std::uint32_t> indices;
+  std::vector<double> distances;
+};
+
+/// The k rows nearest to row query_index with their distances, nearest first (equal
+/// distances: smaller index first). With exclude_query the query row itself is left out;
 /// without it, it is normally the first result.
 /// Throws value_error for n == 0, null emb, dim == 0, query_index >= n, k outside
 /// [1, n - exclude_query]; numeric_error for a non-finite embedding value.
-inline std::vector<std::uint32_t> nearest(const float* emb, std::size_t n, std::size_t dim,
-                                          std::size_t query_index, std::size_t k,
-                                          bool exclude_query = true) {
+inline Neighbours nearest_with_distances(const float* emb, std::size_t n, std::size_t dim,
+                                         std::size_t query_index, std::size_t k,
+                                         bool exclude_query = true) {
   constexpr const char* op = "nearest";
   detail::check_embedding(op, "emb", emb, n, dim);
   if (query_index >= n)
@@ -193,10 +200,21 @@ inline std::vector<std::uint32_t> nearest(const float* emb, std::size_t n, std::
   std::vector<detail::Neighbour> buf;
   buf.reserve(n);
   detail::k_nearest(emb + query_index * dim, emb, n, dim, k, exclude_query ? query_index : n, buf);
-  std::vector<std::uint32_t> out(k);
-  for (std::size_t r = 0; r < k; ++r)
-    out[r] = buf[r].index;
+  Neighbours out;
+  out.indices.resize(k);
+  out.distances.resize(k);
+  for (std::size_t r = 0; r < k; ++r) {
+    out.indices[r] = buf[r].index;
+    out.distances[r] = std::sqrt(buf[r].d2);
+  }
   return out;
+}
+
+/// The indices of nearest_with_distances (same order, same errors).
+inline std::vector<std::uint32_t> nearest(const float* emb, std::size_t n, std::size_t dim,
+                                          std::size_t query_index, std::size_t k,
+                                          bool exclude_query = true) {
+  return nearest_with_distances(emb, n, dim, query_index, k, exclude_query).indices;
 }
 
 /// Contrastive-loss statistics over labelled pairs of embedding rows.

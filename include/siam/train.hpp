@@ -26,6 +26,7 @@
 #include "siam/optim/adam.hpp"
 #include "siam/optim/adamw.hpp"
 #include "siam/optim/sgd.hpp"
+#include "siam/train/loss_kinds.hpp"
 #include "siam/train/trainer.hpp"
 
 namespace siam {
@@ -36,7 +37,7 @@ struct SiameseConfig {
   /// with `input_shape` the shape of one example.
   std::vector<nn::LayerSpec> network;
   Shape input_shape;
-  std::string loss = "contrastive";      ///< contrastive, triplet, batch-hard, batch-all, ntxent
+  std::string loss = "contrastive";      ///< a name of loss_kinds (train/loss_kinds.hpp)
   double margin = 0.3;                   ///< contrastive, triplet and the mining losses
   Reduction reduction = Reduction::sum;  ///< contrastive
   bool soft_margin = false;              ///< batch-hard / batch-all: softplus instead of the hinge
@@ -54,6 +55,10 @@ struct SiameseConfig {
   std::uint64_t seed = 0;
   nn::Init init = nn::Init::he;
   bool check_finite = true;
+  /// NaN/Inf in a step: stop (numeric_error) or skip the update; with skip, stop once more
+  /// than max_skips_in_a_row steps in a row were skipped (0: no limit). See TrainerOptions.
+  NonFinite on_non_finite = NonFinite::stop;
+  long long max_skips_in_a_row = 0;
   double clip_norm = 0;  ///< global gradient-norm clipping (0: off)
   /// Capture the step once and replay it (one CUDA graph launch per step on the GPU); see
   /// TrainerOptions::graph for what it needs and how the finite check changes.
@@ -69,20 +74,15 @@ struct SiameseConfig {
     } else if (input_shape.size() == 0) {
       throw value_error("network: an architecture needs its input_shape");
     }
-    if (loss != "contrastive" && loss != "triplet" && loss != "batch-hard" && loss != "batch-all" &&
-        loss != "ntxent")
-      throw value_error("loss '" + loss +
-                        "': expected contrastive, triplet, batch-hard, batch-all or ntxent");
-    if (loss == "contrastive" && !(margin > 0))
-      throw value_error("margin must be > 0, got " + std::to_string(margin));
-    if (!(margin >= 0)) throw value_error("margin must be >= 0, got " + std::to_string(margin));
+    const LossKind& kind = loss_kind(loss);  // throws for an unknown name, listing the kinds
+    check_margin(kind, margin);
     if (!(temperature > 0))
       throw value_error("temperature must be > 0, got " + std::to_string(temperature));
     if (optimizer != "adam" && optimizer != "adamw" && optimizer != "sgd")
       throw value_error("optimizer '" + optimizer + "': expected adam, adamw or sgd");
-    if (batch_pairs == 0) throw value_error("batch_pairs must be > 0");
-    if (loss == "triplet" && 2 * batch_pairs < 3)
-      throw value_error("batch_pairs " + std::to_string(batch_pairs) + " gives no triplet");
+    if (batch_pairs < kind.min_batch_pairs)
+      throw value_error("batch_pairs " + std::to_string(batch_pairs) + ": the " + loss +
+                        " loss needs at least " + std::to_string(kind.min_batch_pairs));
     if (!(adam.lr > 0) || !std::isfinite(adam.lr))
       throw value_error("learning rate must be > 0, got " + std::to_string(adam.lr));
     if (!(weight_decay >= 0)) throw value_error("weight_decay must be >= 0");
@@ -140,9 +140,10 @@ class SiameseTrainer {
         opt_(make_optimizer()),
         set_((check_input(train), train), net_.input_shape()),
         source_(make_source()),
-        trainer_(net_, *opt_, *source_, make_loss(),
-                 TrainerOptions{cfg_.check_finite, cfg_.clip_norm, cfg_.make_schedule(),
-                                cfg_.settings(), cfg_.graph}) {}
+        trainer_(
+            net_, *opt_, *source_, make_loss(),
+            TrainerOptions{cfg_.check_finite, cfg_.clip_norm, cfg_.make_schedule(), cfg_.settings(),
+                           cfg_.graph, 100, cfg_.on_non_finite, cfg_.max_skips_in_a_row}) {}
 
   double step() { return trainer_.step(); }
   void step_async() { trainer_.step_async(); }

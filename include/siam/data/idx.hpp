@@ -1,4 +1,5 @@
-// Reader and writer for the IDX format of MNIST (raw or gzip-compressed).
+// Reader and writer for the IDX format of MNIST (raw or gzip-compressed; the gzip format is
+// io/gzip.hpp).
 //
 // Files are untrusted input: every header field is validated and a header is never
 // believed about sizes. Raw data is checked against the bytes really present before
@@ -8,8 +9,6 @@
 // names the file and the problem. The *_bytes functions parse an in-memory buffer
 // (for fuzzers and embedded data); the file functions wrap them.
 #pragma once
-
-#include <zlib.h>
 
 #include <algorithm>
 #include <cmath>
@@ -29,6 +28,7 @@
 #include "siam/data/dataset.hpp"
 #include "siam/error.hpp"
 #include "siam/io/file.hpp"
+#include "siam/io/gzip.hpp"
 
 namespace siam::data {
 
@@ -44,6 +44,10 @@ struct IdxImages {
 inline constexpr std::size_t idx_all_items = std::numeric_limits<std::size_t>::max();
 
 namespace detail {
+
+using io::gzip_bytes;  // the gzip format lives in io/gzip.hpp
+using io::GzipReader;
+using io::is_gzip;
 
 inline constexpr std::uint32_t idx_images_magic = 0x00000803;  // ubyte, 3 dimensions
 inline constexpr std::uint32_t idx_labels_magic = 0x00000801;  // ubyte, 1 dimension
@@ -85,10 +89,6 @@ inline std::uint32_t be32(const std::uint8_t* p) {
 inline void put_be32(std::vector<std::uint8_t>& out, std::uint32_t v) {
   for (int s = 24; s >= 0; s -= 8)
     out.push_back(static_cast<std::uint8_t>(v >> s));
-}
-
-inline bool is_gzip(std::span<const std::uint8_t> b) {
-  return b.size() >= 2 && b[0] == 0x1f && b[1] == 0x8b;
 }
 
 inline std::size_t idx_header_bytes(IdxKind kind) {
@@ -162,100 +162,11 @@ inline void check_idx_body(const IdxHeader& h, std::size_t available, IdxKind ki
                       std::to_string(h.payload) + " bytes of " + claim);
 }
 
-// Incremental gunzip over an in-memory buffer. Accepts concatenated gzip members
-// (as `cat a.gz b.gz` produces); rejects anything else after the last member.
-class GzipReader {
- public:
-  GzipReader(std::span<const std::uint8_t> in, std::string_view name) : in_(in), name_(name) {
-    if (inflateInit2(&zs_, 16 + MAX_WBITS) != Z_OK) fail("zlib could not start inflating");
-  }
-  GzipReader(const GzipReader&) = delete;
-  GzipReader& operator=(const GzipReader&) = delete;
-  ~GzipReader() { inflateEnd(&zs_); }
-
-  /// Appends decompressed bytes to out until `want` more are appended or the stream
-  /// ends. out grows by at most max(64 KiB, out.size()) ahead of the real data.
-  void read(std::vector<std::uint8_t>& out, std::size_t want) {
-    while (want > 0 && !finished_) {
-      const std::size_t step = std::min(want, std::max<std::size_t>(64 * 1024, out.size()));
-      const std::size_t old = out.size();
-      out.resize(old + step);
-      const std::size_t got = inflate_into(out.data() + old, step);
-      out.resize(old + got);
-      want -= got;
-    }
-  }
-
-  /// Inflates and discards the rest of the stream; returns how many bytes that was.
-  std::uint64_t skip_rest() {
-    std::vector<std::uint8_t> scratch(64 * 1024);
-    std::uint64_t n = 0;
-    while (!finished_)
-      n += inflate_into(scratch.data(), scratch.size());
-    return n;
-  }
-
-  bool finished() const { return finished_; }
-
- private:
-  [[noreturn]] void fail(const std::string& problem) const {
-    throw io_error("read_idx: " + std::string(name_) + ": " + problem);
-  }
-
-  // Fills up to n bytes; returns fewer only when the stream has finished.
-  std::size_t inflate_into(std::uint8_t* dst, std::size_t n) {
-    std::size_t produced = 0;
-    while (produced < n && !finished_) {
-      if (zs_.avail_in == 0) {
-        if (fed_ >= in_.size())
-          fail("gzip stream ends early (the .gz file is truncated after " +
-               std::to_string(in_.size()) + " bytes)");
-        const std::size_t chunk =
-            std::min<std::size_t>(in_.size() - fed_, std::numeric_limits<uInt>::max());
-        zs_.next_in = const_cast<Bytef*>(in_.data() + fed_);
-        zs_.avail_in = static_cast<uInt>(chunk);
-        fed_ += chunk;
-      }
-      const std::size_t room =
-          std::min<std::size_t>(n - produced, std::numeric_limits<uInt>::max());
-      zs_.next_out = dst + produced;
-      zs_.avail_out = static_cast<uInt>(room);
-      const int rc = inflate(&zs_, Z_NO_FLUSH);
-      produced += room - zs_.avail_out;
-      if (rc == Z_STREAM_END) {
-        const std::size_t rest = zs_.avail_in + (in_.size() - fed_);
-        if (rest == 0) {
-          finished_ = true;
-        } else if (is_gzip(in_.subspan(in_.size() - rest))) {
-          if (inflateReset(&zs_) != Z_OK) fail("zlib could not restart inflating");
-        } else {
-          fail("corrupt gzip: " + std::to_string(rest) +
-               " bytes of trailing garbage after the gzip stream");
-        }
-      } else if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT) {
-        fail(std::string("corrupt gzip data (zlib: ") + (zs_.msg ? zs_.msg : "data error") + ")");
-      } else if (rc == Z_MEM_ERROR) {
-        fail("zlib ran out of memory while inflating");
-      } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
-        fail("zlib inflate failed with code " + std::to_string(rc));
-      }
-      // Z_BUF_ERROR: no progress without more input; the next turn feeds or fails.
-    }
-    return produced;
-  }
-
-  std::span<const std::uint8_t> in_;
-  std::string_view name_;
-  z_stream zs_{};
-  std::size_t fed_ = 0;
-  bool finished_ = false;
-};
-
 // The complete decompressed file, read under the cap the header implies (header +
 // payload + 1 byte, the extra byte to notice trailing garbage).
 inline std::vector<std::uint8_t> gunzip_idx(std::span<const std::uint8_t> bytes, IdxKind kind,
                                             const IdxContext& ctx) {
-  GzipReader gz(bytes, ctx.name);
+  GzipReader gz(bytes, ctx.name, "read_idx");
   std::vector<std::uint8_t> data;
   const std::size_t hb = idx_header_bytes(kind);
   gz.read(data, hb);
@@ -298,43 +209,6 @@ inline std::vector<std::uint8_t> decode_idx_labels(std::span<const std::uint8_t>
       idx_fail(ctx, "label " + std::to_string(src[i]) + " at index " + std::to_string(i) +
                         " exceeds the maximum label " + std::to_string(max_label));
   return std::vector<std::uint8_t>(src, src + std::min(h.count, max_items));
-}
-
-// Writes bytes to path + ".tmp" and renames it over path, so that a reader never
-// sees a half-written file.
-
-// Deterministic gzip (zlib leaves the header's timestamp at zero).
-inline std::vector<std::uint8_t> gzip_bytes(std::span<const std::uint8_t> in,
-                                            const std::string& name) {
-  z_stream zs{};
-  if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) !=
-      Z_OK)
-    throw io_error("write_idx: " + name + ": zlib could not start deflating");
-  std::vector<std::uint8_t> out;
-  std::size_t fed = 0;
-  int rc = Z_OK;
-  while (rc != Z_STREAM_END) {
-    if (zs.avail_in == 0 && fed < in.size()) {
-      const std::size_t chunk =
-          std::min<std::size_t>(in.size() - fed, std::numeric_limits<uInt>::max());
-      zs.next_in = const_cast<Bytef*>(in.data() + fed);
-      zs.avail_in = static_cast<uInt>(chunk);
-      fed += chunk;
-    }
-    const std::size_t old = out.size();
-    out.resize(old + 64 * 1024);
-    zs.next_out = out.data() + old;
-    zs.avail_out = 64 * 1024;
-    rc = deflate(&zs, fed == in.size() ? Z_FINISH : Z_NO_FLUSH);
-    out.resize(old + 64 * 1024 - zs.avail_out);
-    if (rc != Z_OK && rc != Z_STREAM_END && rc != Z_BUF_ERROR) {
-      deflateEnd(&zs);
-      throw io_error("write_idx: " + name + ": zlib deflate failed with code " +
-                     std::to_string(rc));
-    }
-  }
-  deflateEnd(&zs);
-  return out;
 }
 
 }  // namespace detail
@@ -450,8 +324,8 @@ inline void write_idx(const std::filesystem::path& images_path,
     lb.push_back(static_cast<std::uint8_t>(l));
   }
   if (gzip) {
-    im = detail::gzip_bytes(im, images_path.string());
-    lb = detail::gzip_bytes(lb, labels_path.string());
+    im = detail::gzip_bytes(im, images_path.string(), "write_idx");
+    lb = detail::gzip_bytes(lb, labels_path.string(), "write_idx");
   }
   io::write_file_atomic(images_path, im);
   io::write_file_atomic(labels_path, lb);

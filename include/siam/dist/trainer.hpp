@@ -21,8 +21,8 @@
 // mining, NT-Xent) cannot be split this way; options_for refuses them.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -45,7 +45,7 @@ struct DataParallelTrainerOptions {
 /// a batch (batch-hard, batch-all, ntxent).
 inline DataParallelTrainerOptions options_for(const SiameseConfig& cfg,
                                               DataParallelOptions sum = {}) {
-  if (cfg.loss != "contrastive" && cfg.loss != "triplet")
+  if (!loss_kind(cfg.loss).splits)
     throw value_error("data-parallel training: the " + cfg.loss +
                       " loss couples every example of a batch, so it cannot be split across "
                       "processes; use contrastive or triplet, or train in one process");
@@ -147,30 +147,28 @@ class DataParallelTrainer {
     if (comm_.size() == 1) return;
     dp_.broadcast_parameters();
     std::vector<T> host;
-    for (Tensor<T, B>* s : trainer_.optimizer().state_tensors()) {
-      host.resize(static_cast<std::size_t>(s->size()));
-      B::to_host(host.data(), s->data(), s->size());
+    auto broadcast_tensor = [&](Tensor<T, B>& s) {
+      host.resize(static_cast<std::size_t>(s.size()));
+      B::to_host(host.data(), s.data(), s.size());
       comm_.broadcast_host(host.data(), host.size() * sizeof(T), 0);
-      B::from_host(s->data(), host.data(), s->size());
-    }
-    const auto st = trainer_.source().rng().state();
-    std::uint64_t c[9] = {st.s[0],
-                          st.s[1],
-                          st.s[2],
-                          st.s[3],
-                          0,
-                          st.has_spare ? 1u : 0u,
-                          static_cast<std::uint64_t>(trainer_.optimizer().steps()),
-                          static_cast<std::uint64_t>(trainer_.iteration()),
-                          losses.size()};
-    std::memcpy(&c[4], &st.spare, sizeof c[4]);
+      B::from_host(s.data(), host.data(), s.size());
+    };
+    for (Tensor<T, B>* s : trainer_.optimizer().state_tensors())
+      broadcast_tensor(*s);
+    for (Parameter<T, B>* b : trainer_.network().buffers())  // BatchNorm's statistics
+      broadcast_tensor(b->value);
+    TrainingState st = trainer_.state();
+    std::uint64_t c[TrainingState::packed_words + 1];
+    const auto words = st.pack();
+    std::copy(words.begin(), words.end(), c);
+    c[TrainingState::packed_words] = losses.size();
     comm_.broadcast_host(c, sizeof c, 0);
-    Rng::State rs{{c[0], c[1], c[2], c[3]}, 0.0, c[5] != 0};
-    std::memcpy(&rs.spare, &c[4], sizeof rs.spare);
-    trainer_.source().rng().set_state(rs);
-    trainer_.optimizer().set_steps(static_cast<long long>(c[6]));
-    trainer_.set_iteration(static_cast<long long>(c[7]));
-    losses.resize(static_cast<std::size_t>(c[8]));
+    TrainingState got = TrainingState::unpack(c);
+    got.streams = std::move(st.streams);  // as many on every rank: the same network
+    if (!got.streams.empty())
+      comm_.broadcast_host(got.streams.data(), got.streams.size() * sizeof(std::uint64_t), 0);
+    trainer_.restore(got);
+    losses.resize(static_cast<std::size_t>(c[TrainingState::packed_words]));
     if (!losses.empty()) comm_.broadcast_host(losses.data(), losses.size() * sizeof(float), 0);
   }
 

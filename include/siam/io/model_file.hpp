@@ -106,6 +106,17 @@ inline const Record* find_record(const std::vector<Record>& records, const std::
 }
 }  // namespace detail
 
+/// Whether archive records describe a network (a "model/format" record: a model file, or a
+/// checkpoint written with io::model_records), so load_model<T, B>(path) can build it; false
+/// for a weights-only file (format 1) or a bare checkpoint.
+inline bool is_model_file(const std::vector<Record>& records) {
+  return detail::find_record(records, "model/format") != nullptr;
+}
+/// The same for a file (read whole). Throws io_error for a missing or corrupt archive.
+inline bool is_model_file(const std::filesystem::path& path) {
+  return is_model_file(load_archive(path));
+}
+
 /// The records describing `net` (architecture, input shape, scalar type, format).
 template <class T, class B>
 std::vector<Record> model_records(const nn::Sequential<T, B>& net) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "siam/autodiff/dropout.hpp"
 #include "siam/nn/layers.hpp"
@@ -40,6 +41,7 @@ class Dropout final : public ParameterFree<T, B> {
   /// The step counter (the next training forward pass uses this step's mask).
   std::uint64_t step() const { return step_; }
   void set_step(std::uint64_t s) { step_ = s; }
+  std::vector<std::uint64_t*> streams() override { return {&seed_, &step_}; }
 
  private:
   double p_;

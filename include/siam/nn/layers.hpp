@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cctype>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,6 +60,10 @@ class Layer {
   virtual std::vector<Parameter<T, B>*> buffers() { return {}; }
   /// One TensorName per buffers() entry (PyTorch's buffer names).
   virtual std::vector<TensorName> buffer_names() const { return {}; }
+  /// Where the layer's random stream stands, as words a resumed run must continue from
+  /// (Dropout's seed and step, which pick its masks), in a fixed order; none by default.
+  /// Checkpoints store them.
+  virtual std::vector<std::uint64_t*> streams() { return {}; }
   /// Training mode (batch statistics, dropout active) or inference mode (running
   /// statistics, dropout off); containers pass it on. Layers without a mode ignore it.
   virtual void set_training(bool) {}
@@ -371,6 +376,13 @@ class Sequential final : public Layer<T, B> {
     for (std::size_t i = 0; i < layers_.size(); ++i)
       for (auto& t : layers_[i]->buffer_names())
         out.push_back({"layers." + std::to_string(i) + "." + t.name, t.transposed});
+    return out;
+  }
+  std::vector<std::uint64_t*> streams() override {
+    std::vector<std::uint64_t*> out;
+    for (auto& l : layers_)
+      for (auto* c : l->streams())
+        out.push_back(c);
     return out;
   }
   void set_training(bool on) override {

@@ -17,6 +17,7 @@
 // "body.0.weight", "projection.1.running_mean".
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -78,6 +79,12 @@ class Residual final : public Layer<T, B> {
   }
   std::vector<TensorName> buffer_names() const override {
     return names(body_.buffer_names(), proj_.buffer_names());
+  }
+  std::vector<std::uint64_t*> streams() override {
+    auto out = body_.streams();
+    for (auto* c : proj_.streams())
+      out.push_back(c);
+    return out;
   }
   void set_training(bool on) override {
     body_.set_training(on);

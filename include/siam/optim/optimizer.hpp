@@ -8,6 +8,7 @@
 //   lr(), set_lr()  the learning rate used by the next step(); set_lr accepts any finite
 //                   lr >= 0 (a schedule may reach 0), throws value_error otherwise
 //   steps(), set_steps()         the step count (restored from a checkpoint)
+//   take_back(n)    un-counts the last n counted steps whose update was not applied
 //   state_tensors() the tensors a checkpoint must store, in a fixed order (see each class)
 //   describe()      the settings, e.g. "SGD(lr=0.1, momentum=0.9, ...)"
 //   replay_scalars(), next_scalars(), step_from()
@@ -44,6 +45,17 @@ class Optimizer {
   virtual std::vector<Tensor<T, B>*> state_tensors() = 0;
   virtual std::string describe() const = 0;
   virtual const std::vector<Parameter<T, B>*>& parameters() const = 0;
+
+  /// Un-counts the last `n` counted steps whose update never reached the parameters (a
+  /// replayed update that skipped itself, or a next_scalars() whose replay failed): steps()
+  /// goes back by n, so the next update uses the step count it would have had. Throws
+  /// value_error for n < 0 or n > steps(), leaving the count as it was.
+  void take_back(long long n) {
+    if (n < 0 || n > steps())
+      throw value_error(describe() + ": cannot take back " + std::to_string(n) + " of " +
+                        std::to_string(steps()) + " counted steps");
+    set_steps(steps() - n);
+  }
 
   /// How many scalars step_from() reads; 0 (the default) when this optimizer has no
   /// replayable update.

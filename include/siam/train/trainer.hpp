@@ -5,15 +5,14 @@
 // The network runs once on the stacked batch (Siamese branches share weights). The tape,
 // batch and probe buffers are reused, so a steady-state step allocates nothing on the CPU
 // backend (for the library's sources, losses without mining, and every optimizer).
+// Graph stepping lives in train/graph_step.hpp, checkpoints in train/checkpoint.hpp.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -23,13 +22,21 @@
 #include "siam/optim/optimizer.hpp"
 #include "siam/optim/schedule.hpp"
 #include "siam/train/batches.hpp"
+#include "siam/train/checkpoint.hpp"
+#include "siam/train/graph_step.hpp"
 #include "siam/train/losses.hpp"
 
 namespace siam {
 
+/// What a step does when the loss or a gradient holds NaN or Inf (TrainerOptions::check_finite).
+enum class NonFinite {
+  stop,  ///< throw numeric_error naming the iteration and the tensor; the model is untouched
+  skip,  ///< leave the model untouched, use up the iteration and go on (step() returns NaN)
+};
+
 struct TrainerOptions {
-  /// Check the loss and every gradient for NaN/Inf before each update (throws
-  /// numeric_error and leaves the model untouched). One extra read of the gradients.
+  /// Check the loss and every gradient for NaN/Inf before each update (see `on_non_finite`;
+  /// the model is left untouched either way). One extra read of the gradients.
   bool check_finite = true;
   /// Clip the gradients to this global L2 norm before each update (0: no clipping).
   double clip_norm = 0;
@@ -40,15 +47,22 @@ struct TrainerOptions {
   std::string settings;
   /// Graph mode: capture the step's device work once (forward, loss, backward, finite check,
   /// update) and replay it every iteration: one CUDA graph launch per step on the GPU, a
-  /// plain re-run on the CPU. The batch is still drawn and uploaded eagerly before each
-  /// replay, and the update's learning rate and bias corrections are uploaded with it.
-  /// Needs an optimizer with a replayable update (Adam, AdamW), no clipping and the default
-  /// gradient step. The finite check moves to the device: a step whose loss or gradients
-  /// hold NaN/Inf is skipped there, and so is every later one; the host learns of it at the
-  /// next step() or check_replayed() (after `graph_check_every` step_async() at the latest)
-  /// and throws numeric_error naming the iteration, with the model as it was before it.
+  /// plain re-run on the CPU (train/graph_step.hpp). The batch is still drawn and uploaded
+  /// eagerly before each replay, and the update's learning rate and bias corrections are
+  /// uploaded with it. Needs an optimizer with a replayable update (Adam, AdamW), no clipping
+  /// and the default gradient step. The finite check moves to the device: a step whose loss
+  /// or gradients hold NaN/Inf is skipped there, and so is every later one; the host learns
+  /// of it at the next step() or check_replayed() (after `graph_check_every` step_async() at
+  /// the latest), with the model as it was before it.
   bool graph = false;
   long long graph_check_every = 100;
+  /// NaN/Inf in a step: stop (throw numeric_error) or skip the update. In graph mode the
+  /// steps queued after a bad one are skipped with it (step() checks every step, so then only
+  /// the bad one is).
+  NonFinite on_non_finite = NonFinite::stop;
+  /// With NonFinite::skip: throw numeric_error once more than this many steps in a row were
+  /// skipped (0: no limit).
+  long long max_skips_in_a_row = 0;
 };
 
 template <class T, class B>
@@ -63,34 +77,55 @@ class Trainer {
         loss_fn_(std::move(loss)),
         options_(std::move(options)),
         params_(net.parameters()),
-        optimizer_settings_(opt.describe()) {
+        checkpointed_(siam::checkpoint_tensors(net)),
+        optimizer_settings_(opt.describe()),
+        graph_(
+            [this] {
+              const View<T, B> l = forward_backward(batch_).value();
+              loss_data_ = l.data();
+              return l;
+            },
+            [this] {
+              compute_probe();
+              return probe_.view();
+            }) {
     if (!loss_fn_) throw value_error("Trainer: no loss function");
     if (options_.clip_norm < 0 || !std::isfinite(options_.clip_norm))
       throw value_error("Trainer: clip_norm must be >= 0, got " +
                         std::to_string(options_.clip_norm));
+    if (options_.max_skips_in_a_row < 0)
+      throw value_error("Trainer: max_skips_in_a_row must be >= 0, got " +
+                        std::to_string(options_.max_skips_in_a_row));
   }
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  /// One iteration; returns the batch loss (on a device backend this reads one value back;
-  /// use step_async() and last_loss() to read it only now and then).
+  /// One iteration; returns the batch loss, or NaN for a step skipped for NaN/Inf (on a
+  /// device backend this reads one value back; use step_async() and last_loss() to read it
+  /// only now and then).
   double step() {
     step_async();
     check_replayed();
-    return last_loss();
+    return last_skipped_ ? std::nan("") : last_loss();
   }
 
   /// One iteration without reading the loss back to the host.
   void step_async() {
     if (options_.graph) return graph_step();
+    last_skipped_ = false;
     source_.next(batch_);
     if (options_.schedule) opt_.set_lr(options_.schedule->lr_at(iteration_));
     loss_data_ =
         (gradient_step_ ? gradient_step_(batch_) : forward_backward(batch_).value()).data();
-    if (options_.check_finite) check_finite();
+    if (options_.check_finite && !finite_step()) {
+      skipped(non_finite_reason());  // throws unless the step is to be skipped
+      ++iteration_;                  // a skipped batch uses up its iteration
+      return;
+    }
     if (options_.clip_norm > 0) optim::clip_grad_norm(params_, options_.clip_norm, clip_);
     opt_.step();
     ++iteration_;
+    skips_in_a_row_ = 0;
   }
 
   /// Zeroes the gradients and runs forward, loss and backward of `batch` on this trainer's
@@ -119,65 +154,31 @@ class Trainer {
   /// the default).
   void set_gradient_step(GradientStep f) { gradient_step_ = std::move(f); }
 
-  /// Throws numeric_error naming the iteration and the tensor if the loss or a gradient
-  /// holds NaN or Inf (x * 0 is NaN exactly for non-finite x, so one sum per tensor tells).
-  /// In graph mode the check runs on the device; this reads its verdict (check_replayed()).
+  /// Throws numeric_error naming the iteration and the tensor if the last step's loss or a
+  /// gradient holds NaN or Inf (whatever on_non_finite says). In graph mode the check runs on
+  /// the device; this reads its verdict (check_replayed()).
   void check_finite() {
     if (options_.graph) return check_replayed();
-    if (!loss_data_) return;  // no step yet
-    compute_probe();
-    if (std::isfinite(static_cast<double>(probe_.item()))) return;
-    const std::string at = "iteration " + std::to_string(iteration_ + 1) + ": ";
-    check_input(at);  // a NaN image is the data's fault, not the loss's or a weight's
-    const double l = last_loss();
-    if (!std::isfinite(l)) throw numeric_error(at + "the loss is " + std::to_string(l));
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      probe_ = sum_all(params_[i]->gradient() * T(0));
-      if (!std::isfinite(static_cast<double>(probe_.item())))
-        throw numeric_error(at + "the gradient of parameter " + std::to_string(i) + " (" +
-                            params_[i]->name + ", " + params_[i]->value.shape().str() +
-                            ") holds NaN or Inf");
-    }
+    if (!loss_data_ || finite_step()) return;  // no step yet, or all finite
+    throw numeric_error(non_finite_reason());
   }
 
-  /// Throws numeric_error naming the row and column of the first non-finite value of the
-  /// last batch's input (only called once the probe has found NaN or Inf).
-  void check_input(const std::string& at) {
-    const Tensor<T, B>& x = batch_.inputs;
-    if (x.size() == 0 || x.shape().rank() == 0) return;
-    const std::vector<T> host = x.to_vector();
-    const index_t cols = x.size() / x.shape()[0];
-    for (std::size_t i = 0; i < host.size(); ++i) {
-      const double v = static_cast<double>(host[i]);
-      if (std::isfinite(v)) continue;
-      const auto k = static_cast<index_t>(i);
-      throw numeric_error(at + "the input batch holds " + (std::isnan(v) ? "NaN" : "Inf") +
-                          " at row " + std::to_string(k / cols) + ", column " +
-                          std::to_string(k % cols));
-    }
-  }
-
-  /// Graph mode: throws numeric_error if a replayed step was skipped for NaN/Inf (naming
-  /// the first such iteration; the optimizer's step count is set back to the updates that
-  /// were applied). Reads one value back from the device. Does nothing in eager mode.
+  /// Graph mode: reads the device's verdict (one value back). If replayed steps were skipped
+  /// for NaN/Inf, takes them back (the optimizer's count and the iteration) and then stops or
+  /// skips as on_non_finite says, naming the first such iteration. Does nothing in eager mode.
   void check_replayed() {
-    if (!options_.graph || !options_.check_finite || !replay_state_ready_) return;
-    const auto applied = static_cast<long long>(applied_.item());
-    if (applied == replayed_) {
-      if (replayed_ >= kRebase) {  // settled: count afresh, far below float's exact 2^24
-        applied_.fill(T(0));
-        replayed_ = 0;
-      }
+    if (!options_.graph || !options_.check_finite) return;
+    const long long skipped_steps = graph_.settle(opt_);
+    if (skipped_steps == 0) {
+      skips_in_a_row_ = 0;
       return;
     }
-    const long long bad = iteration_ - replayed_ + applied + 1;
-    opt_.set_steps(opt_.steps() - (replayed_ - applied));
+    const long long bad = iteration_ - skipped_steps + 1;
     iteration_ = bad - 1;
-    replayed_ = applied;
-    ok_.fill(T(1));  // the next step updates again (the caller chose to go on)
-    throw numeric_error("iteration " + std::to_string(bad) +
-                        ": the loss or a gradient holds NaN or Inf (graph mode: that step and "
-                        "the ones queued after it were skipped; the model is as it was before it)");
+    skipped("iteration " + std::to_string(bad) +
+            ": the loss or a gradient holds NaN or Inf (graph mode: that step and the ones "
+            "queued after it were skipped; the model is as it was before it)");
+    ++iteration_;  // skipped, not stopped: the bad batch is used up
   }
 
   /// Graph mode: device operations in the captured step (0 before the first capture and on
@@ -185,7 +186,13 @@ class Trainer {
   std::size_t graph_nodes() const { return graph_.nodes(); }
   /// Graph mode: how many times the step was captured (more than once only when the batch's
   /// or a parameter's buffer moved).
-  int graph_captures() const { return captures_; }
+  int graph_captures() const { return graph_.captures(); }
+
+  /// With NonFinite::skip: whether the last step was skipped, why (the message a stop would
+  /// have thrown), and how many steps were skipped in all.
+  bool last_skipped() const { return last_skipped_; }
+  const std::string& last_skip_reason() const { return last_skip_reason_; }
+  long long skipped_steps() const { return skipped_total_; }
 
   /// The settings a checkpoint records: the caller's, then the source, optimizer, schedule,
   /// clipping, and the loss with its parameters (losses::describe).
@@ -201,34 +208,42 @@ class Trainer {
     return s;
   }
 
-  /// Everything needed to continue a run exactly: weights, optimizer state and step count,
-  /// the source's generator, the iteration, the caller's loss history and the settings,
-  /// plus any `extra` records (a model description). Written atomically.
+  /// The run's counters: the source's generator, the optimizer's step count, the iteration
+  /// and the layers' random streams (settles graph mode's replays first).
+  TrainingState state() {
+    check_replayed();
+    TrainingState s;
+    s.rng = source_.rng().state();
+    s.optimizer_steps = opt_.steps();
+    s.iteration = iteration_;
+    for (const std::uint64_t* c : net_.streams())
+      s.streams.push_back(*c);
+    return s;
+  }
+  /// Sets the counters state() returns. Throws value_error when `s` holds another number of
+  /// random stream words than the network has (nn::Layer::streams).
+  void restore(const TrainingState& s) {
+    const auto streams = net_.streams();
+    if (s.streams.size() != streams.size())
+      throw value_error("Trainer::restore: " + std::to_string(s.streams.size()) +
+                        " random stream words for a network with " +
+                        std::to_string(streams.size()));
+    source_.rng().set_state(s.rng);
+    opt_.set_steps(s.optimizer_steps);
+    for (std::size_t i = 0; i < streams.size(); ++i)
+      *streams[i] = s.streams[i];
+    set_iteration(s.iteration);
+  }
+  /// What a checkpoint stores of the network: parameters, then buffers.
+  const std::vector<Parameter<T, B>*>& checkpoint_tensors() const { return checkpointed_; }
+
+  /// Everything needed to continue a run exactly (train/checkpoint.hpp): weights and buffers
+  /// (BatchNorm's running statistics), optimizer state, the counters of state() (Dropout's
+  /// step among them), the caller's loss history and the settings, plus any `extra` records
+  /// (a model description). Written atomically.
   void save_checkpoint(const std::filesystem::path& path, const std::vector<float>& losses,
                        std::vector<io::Record> extra = {}) {
-    check_replayed();
-    auto records = std::move(extra);
-    for (auto& r : io::parameter_records(params_))
-      records.push_back(std::move(r));
-    const auto state = opt_.state_tensors();
-    for (std::size_t i = 0; i < state.size(); ++i)
-      records.push_back(io::tensor_record("optim/" + std::to_string(i), *state[i]));
-    const auto st = source_.rng().state();
-    std::uint64_t spare_bits;
-    std::memcpy(&spare_bits, &st.spare, sizeof spare_bits);
-    const std::uint64_t counters[8] = {st.s[0],
-                                       st.s[1],
-                                       st.s[2],
-                                       st.s[3],
-                                       spare_bits,
-                                       st.has_spare ? 1u : 0u,
-                                       static_cast<std::uint64_t>(opt_.steps()),
-                                       static_cast<std::uint64_t>(iteration_)};
-    records.push_back(io::make_record("state", {8}, counters, 8));
-    records.push_back(io::make_record("losses", {static_cast<std::int64_t>(losses.size())},
-                                      losses.data(), losses.size()));
-    records.push_back(io::make_text_record("settings", settings()));
-    io::save_archive(path, records);
+    write_checkpoint(path, checkpointed_, opt_, state(), losses, settings(), std::move(extra));
   }
 
   /// Restores a checkpoint written by save_checkpoint and returns its loss history.
@@ -236,33 +251,10 @@ class Trainer {
   /// under other settings (naming the first that differs) unless `allow_other_settings`.
   std::vector<float> load_checkpoint(const std::filesystem::path& path,
                                      bool allow_other_settings = false) {
-    const auto records = io::load_archive(path);
-    const std::string file = path.string();
-    auto find = [&](const std::string& name) -> const io::Record& {
-      for (const auto& r : records)
-        if (r.name == name) return r;
-      throw io_error(file + ": not a checkpoint of this trainer (no '" + name + "' record)");
-    };
-    const auto& set = find("settings");
-    if (set.type != io::ArrayType::text) throw io_error(file + ": malformed settings record");
-    if (!allow_other_settings) check_settings(file, set.text(), settings());
-    io::load_parameters(records, params_, file);
-    const auto state = opt_.state_tensors();
-    for (std::size_t i = 0; i < state.size(); ++i)
-      io::load_tensor(find("optim/" + std::to_string(i)), *state[i], file);
-    const auto& st = find("state");
-    if (st.type != io::ArrayType::u64 || st.count() != 8)
-      throw io_error(file + ": malformed state record");
-    const auto c = st.template as<std::uint64_t>();
-    Rng::State rs{{c[0], c[1], c[2], c[3]}, 0.0, c[5] != 0};
-    std::memcpy(&rs.spare, &c[4], sizeof rs.spare);
-    source_.rng().set_state(rs);
-    opt_.set_steps(static_cast<long long>(c[6]));
-    iteration_ = static_cast<long long>(c[7]);
-    replay_state_ready_ = false;
-    const auto& l = find("losses");
-    if (l.type != io::ArrayType::f32) throw io_error(file + ": malformed loss history");
-    return l.template as<float>();
+    auto c = read_checkpoint(path, checkpointed_, opt_, net_.streams().size(), settings(),
+                             allow_other_settings);
+    restore(c.state);
+    return std::move(c.losses);
   }
 
   /// The loss of the last step (synchronises a device backend).
@@ -272,12 +264,13 @@ class Trainer {
   long long iteration() const { return iteration_; }
   void set_iteration(long long it) {
     iteration_ = it;
-    replay_state_ready_ = false;
+    graph_.invalidate();
   }
   const Batch<T, B>& last_batch() const { return batch_; }
   Tape<T, B>& tape() { return tape_; }
   BatchSource<T, B>& source() { return source_; }
   optim::Optimizer<T, B>& optimizer() { return opt_; }
+  nn::Layer<T, B>& network() { return net_; }
   const std::vector<Parameter<T, B>*>& parameters() const { return params_; }
   const TrainerOptions& options() const { return options_; }
 
@@ -291,13 +284,56 @@ class Trainer {
     for (auto* p : params_)
       probe_ += sum_all(p->gradient() * T(0));
   }
+  bool finite_step() {
+    compute_probe();
+    return std::isfinite(static_cast<double>(probe_.item()));
+  }
 
-  // Graph mode. The first step runs the work eagerly (so every buffer it needs exists), the
-  // second captures it; later steps replay. A step recaptures only when the batch's or a
-  // parameter's buffer moved (the captured work reads them by address). Per step: draw the batch,
-  // upload the optimizer's two scalar rows, replay. With the finite check the work computes ok =
-  // finite(probe) * ok (sticky), picks the apply or skip row by it and counts applied steps, all on
-  // the device.
+  // The message naming what is not finite: the input batch, the loss or the first gradient
+  // (only built once the probe has found NaN or Inf).
+  std::string non_finite_reason() {
+    const std::string at = "iteration " + std::to_string(iteration_ + 1) + ": ";
+    if (auto input = input_reason()) return at + *input;  // the data's fault, not the model's
+    const double l = last_loss();
+    if (!std::isfinite(l)) return at + "the loss is " + std::to_string(l);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      probe_ = sum_all(params_[i]->gradient() * T(0));
+      if (!std::isfinite(static_cast<double>(probe_.item())))
+        return at + "the gradient of parameter " + std::to_string(i) + " (" + params_[i]->name +
+               ", " + params_[i]->value.shape().str() + ") holds NaN or Inf";
+    }
+    return at + "the loss or a gradient holds NaN or Inf";
+  }
+
+  // The row and column of the first non-finite value of the last batch's input, if any.
+  std::optional<std::string> input_reason() const {
+    const Tensor<T, B>& x = batch_.inputs;
+    if (x.size() == 0 || x.shape().rank() == 0) return std::nullopt;
+    const std::vector<T> host = x.to_vector();
+    const index_t cols = x.size() / x.shape()[0];
+    for (std::size_t i = 0; i < host.size(); ++i) {
+      const double v = static_cast<double>(host[i]);
+      if (std::isfinite(v)) continue;
+      const auto k = static_cast<index_t>(i);
+      return std::string("the input batch holds ") + (std::isnan(v) ? "NaN" : "Inf") + " at row " +
+             std::to_string(k / cols) + ", column " + std::to_string(k % cols);
+    }
+    return std::nullopt;
+  }
+
+  // A step that found NaN/Inf (the model untouched): throws under NonFinite::stop, or past
+  // max_skips_in_a_row; records the skip otherwise (the caller then uses up the iteration).
+  void skipped(const std::string& why) {
+    if (options_.on_non_finite == NonFinite::stop) throw numeric_error(why);
+    ++skips_in_a_row_;
+    if (options_.max_skips_in_a_row > 0 && skips_in_a_row_ > options_.max_skips_in_a_row)
+      throw numeric_error(why + " (" + std::to_string(skips_in_a_row_) +
+                          " steps in a row skipped)");
+    ++skipped_total_;
+    last_skipped_ = true;
+    last_skip_reason_ = why;
+  }
+
   void graph_step() {
     if (options_.graph_check_every < 1)
       throw value_error("Trainer: graph_check_every must be >= 1, got " +
@@ -305,122 +341,17 @@ class Trainer {
     if (options_.clip_norm > 0 || gradient_step_)
       throw value_error(
           "Trainer: graph mode cannot replay gradient clipping or a custom gradient step");
-    const std::size_t k = opt_.replay_scalars();
-    if (k == 0)
-      throw value_error("Trainer: graph mode needs an optimizer with a replayable update; " +
-                        optimizer_settings_ + " has none");
+    (void)GraphStep<T, B>::check(opt_);
+    last_skipped_ = false;
     source_.next(batch_);
     if (options_.schedule) opt_.set_lr(options_.schedule->lr_at(iteration_));
-    if (graph_.captured() && buffers_moved()) {
+    if (graph_.moved(batch_, params_)) {
       check_replayed();  // settle the replays of the old graph first
       graph_.reset();
-      warm_ = false;
     }
-    if (!replay_state_ready_) init_replay_state();
-    host_scalars_.resize(2 * k);
-    opt_.next_scalars(host_scalars_.data(), host_scalars_.data() + k);
-    scalars_.resize(Shape{static_cast<index_t>(2 * k)});
-    B::from_host(scalars_.data(), host_scalars_.data(), scalars_.size());
-    const auto rows = static_cast<index_t>(k);
-    try {
-      run_or_replay(rows);
-    } catch (...) {
-      opt_.set_steps(opt_.steps() - 1);  // next_scalars() counted a step that did not happen
-      throw;
-    }
+    graph_.step(batch_, params_, opt_, options_.check_finite);
     ++iteration_;
-    ++replayed_;
-    // At least every kRebase steps whatever graph_check_every says: the device counts in T.
-    if (options_.check_finite &&
-        (replayed_ % options_.graph_check_every == 0 || replayed_ >= kRebase))
-      check_replayed();
-  }
-
-  void run_or_replay(index_t rows) {
-    if (!warm_) {
-      replay_work(rows);
-      warm_ = true;
-    } else {
-      if (!graph_.captured()) {
-        graph_.capture([this, rows] { replay_work(rows); });
-        captured_.clear();
-        captured_.push_back(batch_.inputs.data());
-        captured_.push_back(batch_.targets.data());
-        captured_shapes_ = {batch_.inputs.shape(), batch_.targets.shape()};
-        for (auto* p : params_) {
-          captured_.push_back(p->value.data());
-          captured_.push_back(p->grad.data());
-        }
-        ++captures_;
-      }
-      graph_.replay();
-    }
-  }
-
-  // Whether a buffer the captured work reads by address was replaced since the capture: the
-  // batch's (a new shape), or a parameter's (`p.value = other` instead of an in-place write).
-  bool buffers_moved() const {
-    if (captured_.size() != 2 + 2 * params_.size()) return true;
-    if (captured_[0] != batch_.inputs.data() || captured_[1] != batch_.targets.data()) return true;
-    // A smaller batch may keep the buffer (a shrinking resize does not move it): the captured
-    // work would still run over the old shape.
-    if (captured_shapes_.size() != 2 || !(captured_shapes_[0] == batch_.inputs.shape()) ||
-        !(captured_shapes_[1] == batch_.targets.shape()))
-      return true;
-    for (std::size_t i = 0; i < params_.size(); ++i)
-      if (captured_[2 + 2 * i] != params_[i]->value.data() ||
-          captured_[3 + 2 * i] != params_[i]->grad.data())
-        return true;
-    return false;
-  }
-
-  void init_replay_state() {
-    if (ok_.size() == 0) {
-      ok_ = Tensor<T, B>(Shape{1});
-      applied_ = Tensor<T, B>(Shape{1});
-    }
-    ok_.fill(T(1));
-    applied_.fill(T(0));
-    replayed_ = 0;
-    replay_state_ready_ = true;
-  }
-
-  // What the graph holds: forward, loss, backward, finite check and update, reading the batch
-  // and the scalar rows from their fixed buffers.
-  void replay_work(index_t rows) {
-    loss_data_ = forward_backward(batch_).value().data();
-    const View<T, B> apply(scalars_.data(), Shape{rows});
-    if (!options_.check_finite) return opt_.step_from(apply);
-    const View<T, B> skip(scalars_.data() + rows, Shape{rows});
-    compute_probe();
-    ok_ = finite(probe_) * ok_;
-    applied_ += ok_;
-    coefficients_.resize(Shape{rows});
-    const auto ok = broadcast_scalar(ok_.view(), Shape{rows});
-    coefficients_ = apply * ok + skip * (T(1) - ok);  // exact: ok is 0 or 1
-    opt_.step_from(coefficients_.view());
-  }
-
-  // Settings are "key=value" lines; the first line that differs is named.
-  static void check_settings(const std::string& file, const std::string& saved,
-                             const std::string& now) {
-    if (saved == now) return;
-    std::istringstream a(saved), b(now);
-    std::string la, lb;
-    while (true) {
-      const bool ga = static_cast<bool>(std::getline(a, la));
-      const bool gb = static_cast<bool>(std::getline(b, lb));
-      if (!ga && !gb) return;
-      if (!ga) la.clear();
-      if (!gb) lb.clear();
-      if (la != lb) {
-        const auto key = (la.empty() ? lb : la).substr(0, (la.empty() ? lb : la).find('='));
-        throw value_error(file + ": the checkpoint was written with " +
-                          (la.empty() ? "no " + key : la) + ", this run has " +
-                          (lb.empty() ? "no " + key : lb) +
-                          " (resume with the same settings, or override explicitly)");
-      }
-    }
+    if (options_.check_finite && graph_.due(options_.graph_check_every)) check_replayed();
   }
 
   nn::Layer<T, B>& net_;
@@ -429,6 +360,7 @@ class Trainer {
   LossFn<T, B> loss_fn_;
   TrainerOptions options_;
   std::vector<Parameter<T, B>*> params_;
+  std::vector<Parameter<T, B>*> checkpointed_;  // parameters, then buffers
   std::string optimizer_settings_;
   Batch<T, B> batch_;
   Tape<T, B> tape_;
@@ -438,19 +370,10 @@ class Trainer {
   Tensor<T, B> probe_{Shape{1}};
   optim::ClipWorkspace<T, B> clip_;
   long long iteration_ = 0;
-  // graph mode
-  typename B::StepGraph graph_;
-  std::vector<Shape> captured_shapes_;  // the batch's shapes at the capture
-  std::vector<T> host_scalars_;
-  Tensor<T, B> scalars_;       // [apply row, skip row], uploaded before each replay
-  Tensor<T, B> coefficients_;  // the row the device picked
-  Tensor<T, B> ok_;            // 1 until a replayed step saw NaN/Inf, then 0 (sticky)
-  Tensor<T, B> applied_;       // replayed steps that updated the model
-  long long replayed_ = 0;     // steps since applied_ was last zeroed (iteration_ counts them too)
-  static constexpr long long kRebase = 1LL << 20;  // applied_ is zeroed past this many
-  std::vector<const T*> captured_;  // what the capture read by address (buffers_moved())
-  int captures_ = 0;
-  bool warm_ = false, replay_state_ready_ = false;
+  GraphStep<T, B> graph_;
+  long long skips_in_a_row_ = 0, skipped_total_ = 0;
+  bool last_skipped_ = false;
+  std::string last_skip_reason_;
 };
 
 }  // namespace siam
