@@ -11,7 +11,7 @@
 #include <siam/inference.hpp>
 #include <siam/io/model_file.hpp>
 #include <siam/siamese.hpp>
-#include <siam/train.hpp>
+#include <siam/train/siamese_trainer.hpp>
 #include <string>
 #include <vector>
 

@@ -20,7 +20,7 @@
 #include <siam/nn/conv.hpp>
 #include <siam/nn/layers.hpp>
 #include <siam/optim/adam.hpp>
-#include <siam/train.hpp>
+#include <siam/train/siamese_trainer.hpp>
 #include <string>
 #include <vector>
 
