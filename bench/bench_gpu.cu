@@ -11,7 +11,7 @@
 #include <siam/backend/cudnn.hpp>  // the LeNet rows
 #endif
 #include <siam/data/synthetic_digits.hpp>
-#include <siam/train.hpp>
+#include <siam/train/siamese_trainer.hpp>
 
 #include "step_gemms.hpp"
 

@@ -11,7 +11,7 @@
 #include <new>
 #include <siam/data/synthetic_digits.hpp>
 #include <siam/siamese.hpp>
-#include <siam/train.hpp>
+#include <siam/train/siamese_trainer.hpp>
 #include <string>
 #include <vector>
 

@@ -6,7 +6,7 @@
 # one-process step on the whole and on half the batch and the gradient all-reduce alone
 # (the model's terms, see docs/scaling.md). Builds nothing.
 #
-#   bench/compare_ddp.sh BUILD_DIR/tests/dist/dist_train [ROUNDS]
+#   bench/compare_ddp.sh BUILD_DIR/tests/parallel/dist_train [ROUNDS]
 #
 # Environment: RANKS (2), STEPS (60), WARMUP (10), PYTHON (/usr/bin/python3 with torch).
 set -euo pipefail

@@ -2,7 +2,7 @@
 """The mnist_siamese example's training with each of siam's losses, in PyTorch: a quality
 reference for every loss, on the same data split and seeds as siam's runs.
 
-Setup as siam's SiameseConfig builds it (include/siam/train.hpp): the MLP
+Setup as siam's SiameseConfig builds it (include/siam/train/siamese_trainer.hpp): the MLP
 784-1024-ReLU-1024-ReLU-2 (He init: normal, std sqrt(2 / fan_in), zero biases),
 Adam(1e-4, (0.9, 0.99), 1e-8), 3000 iterations, 360 images per step for every loss:
 

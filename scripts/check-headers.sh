@@ -20,8 +20,8 @@ for c in "${compilers[@]:1}"; do
 done
 skip() {  # header that needs something this machine lacks
   case $1 in
-    */backend/cuda*.hpp|*/backend/cudnn.hpp|*/dist/nccl.hpp) return 0 ;;  # nvcc only
-    */dist/mpi.hpp) command -v mpicxx >/dev/null || return 0 ;;
+    */backend/cuda*.hpp|*/backend/cudnn.hpp|*/parallel/nccl.hpp) return 0 ;;  # nvcc only
+    */parallel/mpi.hpp) command -v mpicxx >/dev/null || return 0 ;;
     */io/onnx.hpp) [ -f /usr/include/onnx/onnx_pb.h ] || return 0 ;;
     */backend/conv_dnnl.hpp|*/backend/cpu_gemm_dnnl.hpp) [ -f /usr/include/dnnl.hpp ] || return 0 ;;
     */data/png.hpp) [ -f /usr/include/png.h ] || return 0 ;;
@@ -32,7 +32,7 @@ skip() {  # header that needs something this machine lacks
 }
 extra() {  # include paths a header's dependency needs
   case $1 in
-    */dist/mpi.hpp|*/dist/trainer.hpp|*/dist/data_parallel.hpp) mpicxx --showme:compile 2>/dev/null ;;
+    */parallel/mpi.hpp|*/parallel/trainer.hpp|*/parallel/data_parallel.hpp) mpicxx --showme:compile 2>/dev/null ;;
     */io/onnx.hpp) echo -DONNX_NAMESPACE=onnx -DONNX_ML=1 ;;  # what libonnx's CMake target sets
   esac
 }

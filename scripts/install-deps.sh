@@ -19,7 +19,7 @@ packages=(
   libonnx-dev libprotobuf-dev            # ONNX export (siam/io/onnx.hpp), optional
   python3-numpy python3-onnx python3-opencv  # interop checks (onnx.checker, OpenCV DNN)
   python3-torch                          # interop check: PyTorch loads the exported safetensors
-  libopenmpi-dev openmpi-bin             # data-parallel training over MPI (siam/dist/mpi.hpp)
+  libopenmpi-dev openmpi-bin             # data-parallel training over MPI (siam/parallel/mpi.hpp)
   libdnnl-dev                            # optional oneDNN convolution engine (SIAM_DNNL)
   libhnswlib-dev                         # approximate search (siam/search/hnsw.hpp), optional
   python3-faiss                          # bench/compare_search.sh: exact search against FAISS

@@ -52,6 +52,9 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 section "headers: each alone, and instantiated, warning-free with GCC and Clang"
 scripts/check-headers.sh
 
+section "layers: no include from a lower layer to a higher one (compiler -MM)"
+scripts/check-layers.sh
+
 section "package: install, find_package, add_subdirectory, plain compile"
 rm -rf $root/prefix $root/down-pkg $root/down-sub $root/down-comp
 cmake --install $root/release --prefix "$PWD/$root/prefix" >/dev/null

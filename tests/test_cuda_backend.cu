@@ -16,7 +16,7 @@
 #include <siam/loss/mining.hpp>
 #include <siam/nn/layers.hpp>
 #include <siam/optim/adam.hpp>
-#include <siam/train.hpp>
+#include <siam/train/siamese_trainer.hpp>
 #include <string>
 #include <thread>
 #include <vector>

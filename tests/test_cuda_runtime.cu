@@ -647,7 +647,7 @@ TEST_CASE("upload: the source may be overwritten at once; the ring wraps and sta
     dst.emplace_back(n);
     cu::upload(dst.back().data(), src.data(), n);
     std::fill(src.begin(), src.end(), -7.0f);  // reused at once: must not reach the device
-    CHECK(cu::context().staging().in_flight() <= siam::detail::StagingRing::kMaxInFlight);
+    CHECK(cu::context().staging().in_flight() <= siam::detail::StagingRing::max_in_flight);
   }
   // One copy larger than the ring goes through in pieces.
   std::vector<float> big(3'000'000);

@@ -17,7 +17,7 @@
 #include <siam/data/loader.hpp>
 #include <siam/data/transforms.hpp>
 #include <siam/siamese.hpp>
-#include <siam/train.hpp>
+#include <siam/train/siamese_trainer.hpp>
 #include <siam/train/folder_batches.hpp>
 #include <string>
 #include <vector>

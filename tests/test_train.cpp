@@ -12,7 +12,7 @@
 #include <siam/io/json.hpp>
 #include <siam/io/model_file.hpp>
 #include <siam/siamese.hpp>
-#include <siam/train.hpp>
+#include <siam/train/siamese_trainer.hpp>
 #include <string>
 #include <vector>
 

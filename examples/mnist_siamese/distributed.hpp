@@ -1,5 +1,5 @@
 // mnist_siamese under `mpirun -np N` (built with MPI only: SIAM_EXAMPLE_HAS_MPI): the same
-// flags, trained data-parallel (siam/dist/trainer.hpp). Every rank loads the same data and
+// flags, trained data-parallel (siam/parallel/trainer.hpp). Every rank loads the same data and
 // draws the same global batches; rank 0 evaluates and writes every file, the other ranks
 // write nothing and print only errors. With --device gpu (and NCCL), each rank uses the
 // GPU of its local rank.
@@ -8,10 +8,10 @@
 //   SIAM_DIST_BLOCKS=K    deterministic mode with K blocks: results bit-identical for any
 //                         number of ranks up to K (also with one process, which then runs
 //                         the same K blocks); unset: the default all-reduce
-//   SIAM_DIST_TIMEOUT=S   bound on every collective (default 300 s; see siam/dist/mpi.hpp)
+//   SIAM_DIST_TIMEOUT=S   bound on every collective (default 300 s; see siam/parallel/mpi.hpp)
 #pragma once
 
-#include <siam/dist/mpi.hpp>
+#include <siam/parallel/mpi.hpp>
 
 #include <cstdio>
 #include <cstdlib>
@@ -24,18 +24,10 @@
 
 namespace mnist_siamese {
 
-/// The number of processes the launcher started, read before MPI is initialised so that a
-/// plain run (no mpirun) never initialises MPI: Open MPI, MPICH/Hydra, PMIx launchers.
-inline int launched_ranks() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"})
-    if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
-  return 1;
-}
-
 /// The data-parallel options of SIAM_DIST_BLOCKS, or none (plain training) when it is unset
 /// and one process runs. Throws value_error for a malformed value.
-inline std::optional<siam::dist::DataParallelOptions> dist_options(int ranks) {
-  siam::dist::DataParallelOptions d;
+inline std::optional<siam::parallel::DataParallelOptions> dist_options(int ranks) {
+  siam::parallel::DataParallelOptions d;
   if (const char* s = std::getenv("SIAM_DIST_BLOCKS"); s && *s) {
     char* end = nullptr;
     const long k = std::strtol(s, &end, 10);
@@ -52,16 +44,16 @@ inline std::optional<siam::dist::DataParallelOptions> dist_options(int ranks) {
 
 #if defined(SIAM_EXAMPLE_HAS_NCCL)
 // Defined in distributed_gpu.cu: the run on this rank's GPU, gradients summed by NCCL.
-int run_gpu_distributed(const Options& o, siam::dist::MpiCommunicator& mpi,
-                        siam::dist::DataParallelOptions d);
+int run_gpu_distributed(const Options& o, siam::parallel::MpiCommunicator& mpi,
+                        siam::parallel::DataParallelOptions d);
 #endif
 
 /// Runs the training of `o` on every rank of the job: returns the exit code (an error on
 /// one rank ends the whole job through MPI_Abort, so no rank waits for a dead one).
 /// `gpu`: run on the GPU (the caller checked that one is present).
 inline int run_distributed(const Options& o, bool gpu) {
-  siam::dist::MpiEnvironment env;
-  siam::dist::MpiCommunicator comm(env);
+  siam::parallel::MpiEnvironment env;
+  siam::parallel::MpiCommunicator comm(env);
   if (comm.rank() != 0 && !std::freopen("/dev/null", "w", stdout))
     throw siam::io_error("cannot silence the output of " + comm.where());
   try {
@@ -88,11 +80,11 @@ inline int run_distributed(const Options& o, bool gpu) {
 /// the exit code; none for a plain run. `gpu_unavailable` says why no GPU can run (empty:
 /// one can); null in a build without CUDA.
 inline std::optional<int> run_if_distributed(const Options& o, std::string (*gpu_unavailable)()) {
-  const int ranks = launched_ranks();
+  const int ranks = siam::parallel::launched_ranks();
   if (ranks == 1) {
     const auto d = dist_options(1);
     if (!d) return std::nullopt;
-    siam::dist::LocalCommunicator one;  // deterministic blocks in one process (on the CPU)
+    siam::parallel::LocalCommunicator one;  // deterministic blocks in one process (on the CPU)
     return run<siam::Cpu>(o, one, *d);
   }
   bool gpu = false;

@@ -1,7 +1,7 @@
 // The GPU data-parallel run of the example (distributed.hpp): one GPU per rank, chosen by
 // the local rank, gradients summed by NCCL. Compiled by nvcc, only with MPI and NCCL.
 #include <siam/backend/cuda.hpp>
-#include <siam/dist/nccl.hpp>
+#include <siam/parallel/nccl.hpp>
 #if defined(SIAM_HAS_CUDNN)
 #include <siam/backend/cudnn.hpp>  // convolutions on the GPU (--arch cnn)
 #endif
@@ -10,9 +10,9 @@
 
 namespace mnist_siamese {
 
-int run_gpu_distributed(const Options& o, siam::dist::MpiCommunicator& mpi,
-                        siam::dist::DataParallelOptions d) {
-  siam::dist::NcclCommunicator nccl(mpi);  // sets this rank's device before any allocation
+int run_gpu_distributed(const Options& o, siam::parallel::MpiCommunicator& mpi,
+                        siam::parallel::DataParallelOptions d) {
+  siam::parallel::NcclCommunicator nccl(mpi);  // sets this rank's device before any allocation
   return run<siam::Cuda>(o, nccl, d);
 }
 

@@ -8,11 +8,11 @@
 #include <siam/data/idx.hpp>
 #include <siam/data/pairs.hpp>
 #include <siam/data/synthetic_digits.hpp>
-#include <siam/dist/trainer.hpp>
+#include <siam/parallel/trainer.hpp>
 #include <siam/io/model_file.hpp>
 #include <siam/metrics.hpp>
 #include <siam/nn/resnet.hpp>
-#include <siam/train.hpp>
+#include <siam/train/siamese_trainer.hpp>
 
 #include <unistd.h>
 
@@ -262,8 +262,8 @@ class TrainingRun {
   /// Loads the data and builds the trainer; writes nothing, so a failure here leaves no files.
   /// With `dist`, trains data-parallel over `comm` (every rank runs this; rank 0 alone
   /// evaluates and writes files).
-  explicit TrainingRun(const Options& o, siam::dist::Communicator& comm,
-                       std::optional<siam::dist::DataParallelOptions> dist = std::nullopt)
+  explicit TrainingRun(const Options& o, siam::parallel::Communicator& comm,
+                       std::optional<siam::parallel::DataParallelOptions> dist = std::nullopt)
       : o_(o),
         class_names_(*parse_class_names(o.class_names)),
         data_(load_data(o)),
@@ -273,8 +273,8 @@ class TrainingRun {
         comm_(comm),
         root_(comm.rank() == 0) {
     if (dist)
-      dp_ = std::make_unique<siam::dist::DataParallelTrainer<float, Backend>>(
-          trainer_.trainer(), comm, siam::dist::options_for(trainer_.config(), *dist));
+      dp_ = std::make_unique<siam::parallel::DataParallelTrainer<float, Backend>>(
+          trainer_.trainer(), comm, siam::parallel::options_for(trainer_.config(), *dist));
     print_setup(o, Backend::name, trainer_, parameter_count(trainer_.network()));
     if (dp_) print_ranks();
     if (!o.resume.empty()) {
@@ -321,7 +321,7 @@ class TrainingRun {
   int train(Progress& progress) {
     evaluate_test(progress, trainer_.iteration());
     while (trainer_.iteration() < o_.iterations) {
-      if (dp_ ? siam::dist::any_rank(comm_, g_interrupted != 0) : g_interrupted != 0)
+      if (dp_ ? siam::parallel::any_rank(comm_, g_interrupted != 0) : g_interrupted != 0)
         return interrupted(progress);
       const auto t0 = Clock::now();
       double loss = NAN;  // stays NaN for a skipped batch (--on-nan skip: the trainer skips)
@@ -462,9 +462,9 @@ class TrainingRun {
   std::vector<float> losses_;  // one entry per iteration, NaN for a skipped batch
   RunTimes times_;
   long long last_good_ = 0;  // the model is the one after this iteration
-  siam::dist::Communicator& comm_;
+  siam::parallel::Communicator& comm_;
   bool root_;                                                            // writes the files
-  std::unique_ptr<siam::dist::DataParallelTrainer<float, Backend>> dp_;  // null: one process
+  std::unique_ptr<siam::parallel::DataParallelTrainer<float, Backend>> dp_;  // null: one process
 };
 
 /// Trains, evaluates and writes every output. Templated on the backend so that a GPU build
@@ -472,12 +472,12 @@ class TrainingRun {
 template <class Backend>
 int run(const Options& o) {
   Backend::set_matmul_precision(siam::parse_matmul_precision(o.matmul_precision));
-  siam::dist::LocalCommunicator one;
+  siam::parallel::LocalCommunicator one;
   return TrainingRun<Backend>(o, one).run();
 }
 /// The same on every rank of `comm`, data-parallel (see distributed.hpp).
 template <class Backend>
-int run(const Options& o, siam::dist::Communicator& comm, siam::dist::DataParallelOptions d) {
+int run(const Options& o, siam::parallel::Communicator& comm, siam::parallel::DataParallelOptions d) {
   Backend::set_matmul_precision(siam::parse_matmul_precision(o.matmul_precision));
   return TrainingRun<Backend>(o, comm, d).run();
 }

@@ -15,7 +15,7 @@
 #include "siam/autodiff/tape.hpp"
 #include "siam/backend/cpu.hpp"
 #include "siam/error.hpp"
-#include "siam/eval.hpp"
+#include "siam/assign.hpp"
 #include "siam/expr.hpp"
 #include "siam/loss/contrastive.hpp"
 #include "siam/loss/mining.hpp"

@@ -14,7 +14,8 @@
 #include <utility>
 #include <vector>
 
-#include "siam/eval.hpp"
+#include "siam/backend_concept.hpp"
+#include "siam/assign.hpp"
 
 namespace siam {
 
@@ -68,6 +69,7 @@ struct LeafOps {
 template <class T, class B>
 class View : public detail::LeafOps<T, B, View<T, B>> {
   static_assert(Scalar<T>, "siam: tensors hold float or double");
+  static_assert(detail::check_backend<B, T>());
 
  public:
   View(T* data, Shape shape) : data_(data), shape_(shape) {}
@@ -120,6 +122,7 @@ class View : public detail::LeafOps<T, B, View<T, B>> {
 template <class T, class B>
 class Tensor : public detail::LeafOps<T, B, Tensor<T, B>> {
   static_assert(Scalar<T>, "siam: tensors hold float or double");
+  static_assert(detail::check_backend<B, T>());
 
  public:
   Tensor() = default;

@@ -24,7 +24,7 @@
 #include <siam/nn/layers.hpp>
 #include <siam/nn/residual.hpp>
 #include <siam/optim/adam.hpp>
-#include <siam/train.hpp>
+#include <siam/train/siamese_trainer.hpp>
 #include <string>
 #include <vector>
 

@@ -8,93 +8,17 @@
 // Scratch memory is a tape slot, so a steady-state step allocates nothing.
 #pragma once
 
-#include <concepts>
 #include <string>
 
 #include "siam/autodiff/ops.hpp"
 #include "siam/autodiff/structure.hpp"
 #include "siam/autodiff/tape.hpp"
-#include "siam/backend/conv_host.hpp"
+#include "siam/backend/conv_dispatch.hpp"
 #include "siam/detail/conv_geometry.hpp"
 
 namespace siam {
 
 namespace detail {
-
-/// Device engines: the CUDA backend's is defined in <siam/backend/cudnn.hpp>.
-template <class T, class B>
-struct DeviceConv {
-  static constexpr bool available = false;
-};
-
-/// A device backend without its convolution engine included. A runtime error rather than a
-/// static_assert: networks built from layer specs (nn/registry.hpp) instantiate every layer
-/// kind, including the ones a program never runs.
-[[noreturn]] inline void no_device_conv(const char* backend) {
-  throw value_error(std::string("conv2d/max_pool2d on the ") + backend +
-                    " backend need <siam/backend/cudnn.hpp> (cuDNN) in this translation unit");
-}
-
-template <class T, class B>
-struct ConvDispatch {
-  static constexpr bool device = !B::is_host && DeviceConv<T, B>::available;
-  static bool onednn() {
-    if constexpr (std::same_as<T, float> && B::is_host)
-      return active_conv_engine() == ConvEngine::onednn && onednn_conv_fns();
-    else
-      return false;
-  }
-  static index_t workspace(const ConvGeometry& g) {
-    if constexpr (device) {
-      return DeviceConv<T, B>::workspace(g);
-    } else if constexpr (!B::is_host) {
-      no_device_conv(B::name);
-    } else {
-      if (onednn()) return onednn_conv_fns()->workspace(g);
-      return Im2Col<T, B>::workspace(g);
-    }
-  }
-  static void forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* y, T* work) {
-    if constexpr (device) {
-      DeviceConv<T, B>::forward(g, x, w, b, y, work);
-    } else if constexpr (!B::is_host) {
-      no_device_conv(B::name);
-    } else {
-      if constexpr (std::same_as<T, float>)
-        if (onednn()) return onednn_conv_fns()->forward(g, x, w, b, y, work);
-      Im2Col<T, B>::forward(g, x, w, b, y, work);
-    }
-  }
-  static void backward(const ConvGeometry& g, const T* x, const T* w, const T* dy, T* dx,
-                       bool acc_dx, T* dw, bool acc_dw, T* db, bool acc_db, T* work) {
-    if constexpr (device) {
-      DeviceConv<T, B>::backward(g, x, w, dy, dx, acc_dx, dw, acc_dw, db, acc_db, work);
-    } else if constexpr (!B::is_host) {
-      no_device_conv(B::name);
-    } else {
-      if constexpr (std::same_as<T, float>)
-        if (onednn())
-          return onednn_conv_fns()->backward(g, x, w, dy, dx, acc_dx, dw, acc_dw, db, acc_db, work);
-      Im2Col<T, B>::backward(g, x, w, dy, dx, acc_dx, dw, acc_dw, db, acc_db, work);
-    }
-  }
-  static void pool_forward(const ConvGeometry& g, const T* x, T* y, T* idx) {
-    if constexpr (B::is_host)
-      HostPool<T>::forward(g, x, y, idx);
-    else if constexpr (device)
-      DeviceConv<T, B>::pool_forward(g, x, y, idx);
-    else
-      no_device_conv(B::name);
-  }
-  static void pool_backward(const ConvGeometry& g, const T* dy, const T* idx, T* dx, bool acc) {
-    if constexpr (B::is_host)
-      HostPool<T>::backward(g, dy, idx, dx, acc);
-    else if constexpr (device)
-      DeviceConv<T, B>::pool_backward(g, dy, idx, dx, acc);
-    else
-      no_device_conv(B::name);
-  }
-};
 
 /// Checks conv2d's operands and returns its geometry; shape_error names every shape.
 inline ConvGeometry conv_geometry(const char* op, const Shape& x, const Shape& w, const Shape* b,

@@ -15,7 +15,7 @@
 #include <memory>
 #include <vector>
 
-#include "siam/backend/conv_host.hpp"
+#include "siam/backend/conv_dispatch.hpp"
 
 namespace siam::detail {
 

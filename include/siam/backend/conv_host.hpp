@@ -1,5 +1,6 @@
-// The host engine of conv2d and max_pool2d (autodiff/conv.hpp), and the switch that lets an
-// optional engine (oneDNN, backend/conv_dnnl.hpp) take over the float convolution.
+// The host engines of conv2d and max_pool2d (autodiff/conv.hpp): im2col + GEMM and max
+// pooling. backend/conv_dispatch.hpp chooses between them, oneDNN (backend/conv_dnnl.hpp) and
+// a device engine.
 //
 // Convolution as im2col + GEMM through the backend's own GEMM (B::gemm): the windows of a
 // group of m images become the columns of a matrix X [C*KH*KW x m*P] (P = output pixels per
@@ -16,74 +17,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <string>
 
+#include "siam/backend/host_threads.hpp"
 #include "siam/detail/config.hpp"
 #include "siam/detail/conv_geometry.hpp"
-#include "siam/error.hpp"
 
 namespace siam {
-
-/// Which engine runs float convolutions on the CPU. `im2col` is always there; `onednn`
-/// exists when <siam/backend/conv_dnnl.hpp> is included (CMake option SIAM_DNNL). im2col is
-/// the default: it is the faster of the two on the LeNet shapes (docs/conv.md).
-enum class ConvEngine { im2col, onednn };
-
-namespace detail {
-
-/// A float convolution engine: workspace need (in floats) and the two passes. Null
-/// gradient pointers are skipped; acc_* says whether to add to (true) or overwrite them.
-struct HostConvFns {
-  const char* name;
-  index_t (*workspace)(const ConvGeometry& g);
-  void (*forward)(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
-                  float* work);
-  void (*backward)(const ConvGeometry& g, const float* x, const float* w, const float* dy,
-                   float* dx, bool acc_dx, float* dw, bool acc_dw, float* db, bool acc_db,
-                   float* work);
-};
-inline const HostConvFns*& onednn_conv_fns() {
-  static const HostConvFns* fns = nullptr;
-  return fns;
-}
-inline ConvEngine& active_conv_engine() {
-  static ConvEngine e = ConvEngine::im2col;
-  return e;
-}
-
-// body(0..n-1), over OpenMP threads when `parallel` and n > 1.
-template <class F>
-void parallel_for(index_t n, [[maybe_unused]] bool parallel, const F& body) {
-#if defined(_OPENMP)
-  if (parallel && n > 1) {
-    SIAM_OMP(parallel for schedule(static))
-    for (index_t i = 0; i < n; ++i)
-      body(i);
-    return;
-  }
-#endif
-  for (index_t i = 0; i < n; ++i)
-    body(i);
-}
-
-}  // namespace detail
-
-/// Selects the CPU float convolution engine. Throws value_error for `onednn` when this
-/// program was built without <siam/backend/conv_dnnl.hpp>. Not thread-safe: choose before
-/// training, not between a forward and its backward.
-inline void set_conv_engine(ConvEngine e) {
-  if (e == ConvEngine::onednn && !detail::onednn_conv_fns())
-    throw value_error(
-        "set_conv_engine: oneDNN is not built in (include <siam/backend/conv_dnnl.hpp> and "
-        "configure with -DSIAM_DNNL=ON)");
-  detail::active_conv_engine() = e;
-}
-inline ConvEngine conv_engine() {
-  return detail::active_conv_engine();
-}
-inline const char* conv_engine_name() {
-  return conv_engine() == ConvEngine::onednn ? "onednn" : "im2col";
-}
 
 namespace detail {
 
@@ -303,9 +242,8 @@ struct Im2Col {
 };
 
 /// Max pooling on the host. idx holds, per output, the flat position (iy * w + ix) of the
-/// window's maximum in its input plane; ties go to the first position in row-major order
-/// (a later value must be strictly greater to win). A NaN in the window is the result, as
-/// in PyTorch (the first NaN: nothing compares greater than it), and takes the gradient.
+/// window's maximum in its input plane (window_max, detail/conv_geometry.hpp: first position
+/// on ties, the first NaN wins).
 template <class T>
 struct HostPool {
   static void forward(const ConvGeometry& g, const T* x, T* y, T* idx) {
@@ -316,18 +254,8 @@ struct HostPool {
       T* ip = idx + pl * P;
       for (index_t oy = 0; oy < g.oh; ++oy)
         for (index_t ox = 0; ox < g.ow; ++ox) {
-          const index_t y0 = oy * g.stride, x0 = ox * g.stride;
-          index_t best = y0 * g.w + x0;
-          T v = xp[best];
-          for (index_t ki = 0; ki < g.kh; ++ki)
-            for (index_t kj = 0; kj < g.kw; ++kj) {
-              const index_t at = (y0 + ki) * g.w + x0 + kj;
-              if (xp[at] > v || xp[at] != xp[at]) {  // NaN wins, and then stays
-                v = xp[at];
-                best = at;
-              }
-            }
-          yp[oy * g.ow + ox] = v;
+          index_t best;
+          yp[oy * g.ow + ox] = window_max(g, xp, oy * g.stride, ox * g.stride, best);
           ip[oy * g.ow + ox] = static_cast<T>(best);
         }
     });

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "siam/backend/cpu_gemm.hpp"
+#include "siam/backend/host_threads.hpp"
 #include "siam/backend/precision.hpp"
 #include "siam/backend/step_graph.hpp"
 #include "siam/detail/config.hpp"
@@ -117,7 +118,7 @@ struct Cpu {
   /// dst row i = src row idx[i] (idx on the host), rows of `cols` elements.
   template <class T>
   static void gather_rows(T* dst, const T* src, const std::uint32_t* idx, index_t n, index_t cols) {
-    for_each_task(n, n * cols >= parallel_threshold, [&](index_t i) {
+    detail::parallel_for(n, n * cols >= parallel_threshold, [&](index_t i) {
       copy(dst + i * cols, src + static_cast<index_t>(idx[i]) * cols, cols);
     });
   }
@@ -128,14 +129,14 @@ struct Cpu {
     const bool par = rows * cols >= parallel_threshold;
     if (rows == 1) {
       // One long row (also every flat evaluation): split it into chunks.
-      for_each_task((cols + chunk - 1) / chunk, par, [&](index_t t) {
+      detail::parallel_for((cols + chunk - 1) / chunk, par, [&](index_t t) {
         const K kl = k;  // a local copy: stores to dst cannot alias its scalars
         const index_t b = t * chunk, e = std::min(cols, b + chunk);
         SIAM_IVDEP for (index_t c = b; c < e; ++c) dst[c] = kl(0, c);
       });
       return;
     }
-    for_each_task(rows, par, [&](index_t r) {
+    detail::parallel_for(rows, par, [&](index_t r) {
       const K kl = k;
       T* row = dst + r * cols;
       SIAM_IVDEP for (index_t c = 0; c < cols; ++c) row[c] = kl(r, c);
@@ -146,7 +147,7 @@ struct Cpu {
   /// evaluated and stored in order, so later kernels see earlier results (Adam: m, v, p).
   template <class T, class... Pairs>
   static void assign_fused(index_t n, const Pairs&... pairs) {
-    for_each_task((n + chunk - 1) / chunk, n >= parallel_threshold, [&](index_t t) {
+    detail::parallel_for((n + chunk - 1) / chunk, n >= parallel_threshold, [&](index_t t) {
       fused_block(t * chunk, std::min(n, (t + 1) * chunk), pairs...);
     });
   }
@@ -156,7 +157,7 @@ struct Cpu {
   static void assign_fused_batch(const G* groups, std::size_t count) {
     for (std::size_t gi = 0; gi < count; ++gi) {
       const G& g = groups[gi];
-      for_each_task((g.n + chunk - 1) / chunk, g.n >= parallel_threshold, [&](index_t t) {
+      detail::parallel_for((g.n + chunk - 1) / chunk, g.n >= parallel_threshold, [&](index_t t) {
         const index_t e = std::min(g.n, (t + 1) * chunk);
         apply_pairs(g.pairs, [&](const auto&... p) { fused_block(t * chunk, e, p...); });
       });
@@ -181,7 +182,7 @@ struct Cpu {
   /// out[r] (+)= sum_c k(r, c): one total per row.
   template <class T, class K>
   static void sum_cols(T* out, index_t rows, index_t cols, const K& k, bool accumulate) {
-    for_each_task(rows, rows * cols >= parallel_threshold, [&](index_t r) {
+    detail::parallel_for(rows, rows * cols >= parallel_threshold, [&](index_t r) {
       T acc = 0;
       for (index_t c = 0; c < cols; ++c)
         acc += k(r, c);
@@ -193,7 +194,7 @@ struct Cpu {
   /// holding NaN gives NaN).
   template <class T, class K>
   static void max_cols(T* out, index_t rows, index_t cols, const K& k) {
-    for_each_task(rows, rows * cols >= parallel_threshold, [&](index_t r) {
+    detail::parallel_for(rows, rows * cols >= parallel_threshold, [&](index_t r) {
       T m = -std::numeric_limits<T>::infinity();
       for (index_t c = 0; c < cols; ++c) {
         const T v = k(r, c);
@@ -209,14 +210,15 @@ struct Cpu {
   static void scatter_add_rows(T* dst, const T* src, const std::uint32_t* idx, index_t n,
                                index_t cols) {
     const index_t panel = 1024;  // threads own column panels and walk every index in order
-    for_each_task((cols + panel - 1) / panel, n * cols >= parallel_threshold, [&](index_t p) {
-      const index_t lo = p * panel, hi = std::min(cols, lo + panel);
-      for (index_t i = 0; i < n; ++i) {
-        T* d = dst + static_cast<index_t>(idx[i]) * cols;
-        const T* s = src + i * cols;
-        SIAM_IVDEP for (index_t c = lo; c < hi; ++c) d[c] += s[c];
-      }
-    });
+    detail::parallel_for((cols + panel - 1) / panel, n * cols >= parallel_threshold,
+                         [&](index_t p) {
+                           const index_t lo = p * panel, hi = std::min(cols, lo + panel);
+                           for (index_t i = 0; i < n; ++i) {
+                             T* d = dst + static_cast<index_t>(idx[i]) * cols;
+                             const T* s = src + i * cols;
+                             SIAM_IVDEP for (index_t c = lo; c < hi; ++c) d[c] += s[c];
+                           }
+                         });
   }
 
   /// out[0] (+)= sum of all. Fixed-size blocks, each summed in 16 interleaved lanes
@@ -291,7 +293,7 @@ struct Cpu {
         with_bool(add2, [&](auto acc2) {
           with_dim(dim, [&](auto fixed) {
             const index_t D = fixed ? fixed() : dim;  // a constant for 2-D embeddings
-            for_each_task((n + 1023) / 1024, n * D >= parallel_threshold, [&](index_t blk) {
+            detail::parallel_for((n + 1023) / 1024, n * D >= parallel_threshold, [&](index_t blk) {
               const T *pa = a, *pb = b, *pc = c;  // locals: see contrastive_forward
               T *p1 = g1, *p2 = g2;
               const T k = sign * dl[0];
@@ -369,7 +371,7 @@ struct Cpu {
         std::max<index_t>(std::max<index_t>(min_block, 1), (n + max_blocks - 1) / max_blocks);
     const index_t nblocks = n <= 0 ? 0 : (n + block - 1) / block;
     T partial[max_blocks];
-    for_each_task(nblocks, parallel, [&](index_t b) {
+    detail::parallel_for(nblocks, parallel, [&](index_t b) {
       partial[b] = block_total(b * block, std::min(n, (b + 1) * block));
     });
     T total = 0;
@@ -395,46 +397,6 @@ struct Cpu {
       f(std::integral_constant<index_t, 2>{});
     else
       f(std::integral_constant<index_t, 0>{});
-  }
-
-  // Runs body(0..n-1), split over OpenMP threads when `parallel`. The branch is in C++:
-  // an OpenMP region with a false if-clause still costs a fork/join.
-  template <class F>
-  static void for_each_task(index_t n, [[maybe_unused]] bool parallel, const F& body) {
-#if defined(_OPENMP)
-    if (parallel && n > 1) {
-      SIAM_OMP(parallel for schedule(static))
-      for (index_t i = 0; i < n; ++i)
-        body(i);
-      return;
-    }
-#endif
-    for (index_t i = 0; i < n; ++i)
-      body(i);
-  }
-
-  // first(0..n1-1), then, once every thread is done with it, then(0..n2-1): two phases
-  // in one fork/join.
-  template <class F, class G>
-  static void for_each_task_then(index_t n1, index_t n2, [[maybe_unused]] bool parallel,
-                                 const F& first, const G& then) {
-#if defined(_OPENMP)
-    if (parallel && (n1 > 1 || n2 > 1)) {
-      SIAM_OMP(parallel) {
-        SIAM_OMP(for schedule(static))
-        for (index_t i = 0; i < n1; ++i)
-          first(i);
-        SIAM_OMP(for schedule(static))
-        for (index_t i = 0; i < n2; ++i)
-          then(i);
-      }
-      return;
-    }
-#endif
-    for (index_t i = 0; i < n1; ++i)
-      first(i);
-    for (index_t i = 0; i < n2; ++i)
-      then(i);
   }
 
   // acc[c] += k(r, lo + c) for c < n (acc[c] = ... on a block's first row), and also
@@ -483,7 +445,7 @@ struct Cpu {
       constexpr index_t strip = 64;  // columns per task of the combining phase
       const index_t ns = nb > 1 ? (w + strip - 1) / strip : 0;
       if (rows == 0 && !accumulate) std::fill(out + c0, out + c0 + w, T(0));
-      for_each_task_then(
+      detail::parallel_for_then(
           rows == 0 ? 0 : nb, ns, par,
           [&](index_t b) {
             const index_t r0 = b * rb, r1 = std::min(rows, r0 + rb);

@@ -23,7 +23,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "siam/autodiff/conv.hpp"
+#include "siam/backend/conv_dispatch.hpp"
 #include "siam/backend/cuda.hpp"
 
 /// Evaluates a cuDNN call once; throws siam::cuda_error naming the call, the status and the
@@ -78,26 +78,15 @@ inline cudnnHandle_t cudnn_handle() {
 namespace siam::detail {
 
 namespace pool_kernels {
-// One thread per output: the window's maximum and its first position (row-major).
+// One thread per output: the window's maximum and its position (window_max, as on the host).
 template <class T>
 __global__ void forward(ConvGeometry g, const T* x, T* y, T* idx) {
   const index_t total = g.n * g.c * g.oh * g.ow;
   for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < total;
        i += index_t(gridDim.x) * blockDim.x) {
     const index_t pl = i / (g.oh * g.ow), q = i % (g.oh * g.ow);
-    const index_t y0 = (q / g.ow) * g.stride, x0 = (q % g.ow) * g.stride;
-    const T* xp = x + pl * g.h * g.w;
-    index_t best = y0 * g.w + x0;
-    T v = xp[best];
-    for (index_t ki = 0; ki < g.kh; ++ki)
-      for (index_t kj = 0; kj < g.kw; ++kj) {
-        const index_t at = (y0 + ki) * g.w + x0 + kj;
-        if (xp[at] > v || xp[at] != xp[at]) {  // NaN wins and stays (as HostPool)
-          v = xp[at];
-          best = at;
-        }
-      }
-    y[i] = v;
+    index_t best;
+    y[i] = window_max(g, x + pl * g.h * g.w, (q / g.ow) * g.stride, (q % g.ow) * g.stride, best);
     idx[i] = static_cast<T>(best);
   }
 }

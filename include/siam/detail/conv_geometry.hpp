@@ -3,6 +3,7 @@
 // output sizes and workspace the same way.
 #pragma once
 
+#include "siam/detail/config.hpp"
 #include "siam/shape.hpp"
 
 namespace siam::detail {
@@ -28,6 +29,26 @@ struct ConvGeometry {
 /// both sides; -1 when the window does not fit.
 inline index_t window_out(index_t x, index_t k, index_t s, index_t p) {
   return k > x + 2 * p ? -1 : (x + 2 * p - k) / s + 1;
+}
+
+/// The maximum of plane xp's g.kh x g.kw window at row y0, column x0, and in `at_max` its
+/// flat position (iy * g.w + ix). Ties go to the first position in row-major order (a later
+/// value must be strictly greater to win); a NaN in the window is the result, as in PyTorch
+/// (the first NaN: nothing compares greater than it). Host and device pooling share it.
+template <class T>
+SIAM_HD inline T window_max(const ConvGeometry& g, const T* xp, index_t y0, index_t x0,
+                            index_t& at_max) {
+  at_max = y0 * g.w + x0;
+  T v = xp[at_max];
+  for (index_t ki = 0; ki < g.kh; ++ki)
+    for (index_t kj = 0; kj < g.kw; ++kj) {
+      const index_t at = (y0 + ki) * g.w + x0 + kj;
+      if (xp[at] > v || xp[at] != xp[at]) {  // NaN wins, and then stays
+        v = xp[at];
+        at_max = at;
+      }
+    }
+  return v;
 }
 
 }  // namespace siam::detail

@@ -1,5 +1,5 @@
 // The loss kinds a SiameseTrainer builds by name, in one table that the trainer's
-// configuration (SiameseConfig::validate), data-parallel training (dist::options_for) and a
+// configuration (SiameseConfig::validate), data-parallel training (parallel::options_for) and a
 // command line (names, help, checks) all read, so a new kind is added in one place.
 #pragma once
 
@@ -19,7 +19,7 @@ struct LossKind {
   /// >= 0 (the triplet losses: 0 asks only for the right order), or unused (NT-Xent).
   enum class Margin { positive, non_negative, unused } margin;
   /// Whether the loss is a sum or mean of independent per-item terms, so a batch can be
-  /// split across processes (dist::options_for); the mining losses and NT-Xent couple every
+  /// split across processes (parallel::options_for); the mining losses and NT-Xent couple every
   /// example of a batch.
   bool splits;
   /// A batch needs at least this many pairs (SiameseConfig::batch_pairs).

@@ -148,7 +148,7 @@ class Trainer {
   /// How a step turns the batch into gradients: it must leave every parameter's gradient
   /// for the whole batch and return the batch's loss (a view of one element that stays
   /// valid until the next step). The default is forward_backward(batch); data-parallel training
-  /// (dist/trainer.hpp) computes a slice and sums the gradients across processes.
+  /// (parallel/trainer.hpp) computes a slice and sums the gradients across processes.
   using GradientStep = std::function<View<T, B>(const Batch<T, B>& batch)>;
   /// Replaces the gradient computation of every following step (an empty function restores
   /// the default).

@@ -1,4 +1,4 @@
-// Data-parallel training through the library's trainer (siam/dist/trainer.hpp) on one
+// Data-parallel training through the library's trainer (siam/parallel/trainer.hpp) on one
 // process: the batch layouts and slice_batch, the trainer's gradient-step hook, the
 // one-rank data-parallel run against the plain trainer (bit-identical by default; losses
 // within 1e-12 and weights 1e-7 in double with uneven deterministic blocks, for a summed and a
@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <numeric>
 
-#include "siam/dist/trainer.hpp"
+#include "siam/parallel/trainer.hpp"
 #include "siam/siamese.hpp"
 
 using namespace siam;
@@ -138,10 +138,10 @@ TEST_CASE("one-rank data-parallel trainer: bit-identical by default, close with 
   for (bool triplets : {false, true}) {
     CAPTURE(triplets);
     Setup plain(set, triplets), dflt(set, triplets), det(set, triplets);
-    dist::LocalCommunicator comm;
+    parallel::LocalCommunicator comm;
     const Reduction r = triplets ? Reduction::mean : Reduction::sum;
-    dist::DataParallelTrainer<T, B> d1(dflt.trainer, comm, {{}, r});
-    dist::DataParallelTrainer<T, B> d2(det.trainer, comm, {{true, 3, 0}, r});  // 10 items: 3, 3, 4
+    parallel::DataParallelTrainer<T, B> d1(dflt.trainer, comm, {{}, r});
+    parallel::DataParallelTrainer<T, B> d2(det.trainer, comm, {{true, 3, 0}, r});  // 10 items: 3, 3, 4
     std::vector<T> lp, l1, l2;
     for (int s = 0; s < 12; ++s) {
       lp.push_back(plain.trainer.step());
@@ -162,11 +162,11 @@ TEST_CASE("one-rank data-parallel trainer: bit-identical by default, close with 
 TEST_CASE("data-parallel checkpoints resume exactly, through rank 0") {
   const auto set = small_set();
   const auto path = std::filesystem::temp_directory_path() / "siam_dist_trainer_ck.siam";
-  dist::LocalCommunicator comm;
+  parallel::LocalCommunicator comm;
   Setup ref(set), first(set), second(set);
-  dist::DataParallelTrainer<T, B> dref(ref.trainer, comm, {{true, 4, 0}, Reduction::sum});
-  dist::DataParallelTrainer<T, B> dfirst(first.trainer, comm, {{true, 4, 0}, Reduction::sum});
-  dist::DataParallelTrainer<T, B> dsecond(second.trainer, comm, {{true, 4, 0}, Reduction::sum});
+  parallel::DataParallelTrainer<T, B> dref(ref.trainer, comm, {{true, 4, 0}, Reduction::sum});
+  parallel::DataParallelTrainer<T, B> dfirst(first.trainer, comm, {{true, 4, 0}, Reduction::sum});
+  parallel::DataParallelTrainer<T, B> dsecond(second.trainer, comm, {{true, 4, 0}, Reduction::sum});
   std::vector<float> losses;
   for (int s = 0; s < 10; ++s)
     (void)ref.trainer.step();
@@ -188,22 +188,22 @@ TEST_CASE("data-parallel training refuses what it cannot split") {
   SiameseConfig cfg;
   for (const char* loss : {"batch-hard", "batch-all", "ntxent"}) {
     cfg.loss = loss;
-    CHECK_THROWS_WITH_AS(dist::options_for(cfg),
+    CHECK_THROWS_WITH_AS(parallel::options_for(cfg),
                          doctest::Contains("couples every example of a batch"), value_error);
   }
   cfg.loss = "contrastive";
   cfg.reduction = Reduction::mean;
-  CHECK(dist::options_for(cfg).reduction == Reduction::mean);
+  CHECK(parallel::options_for(cfg).reduction == Reduction::mean);
   cfg.loss = "triplet";
-  CHECK(dist::options_for(cfg).reduction == Reduction::mean);
+  CHECK(parallel::options_for(cfg).reduction == Reduction::mean);
 
   Rng rng(1);
   auto net = nn::mlp<T, B>({8, 4}, rng);
   optim::Adam<T, B> adam(net.parameters());
   PKBatches<T, B> pk(set, 2, 3, 1);
   Trainer<T, B> t(net, adam, pk, losses::batch_hard<T, B>());
-  dist::LocalCommunicator comm;
-  auto wrap = [&] { dist::DataParallelTrainer<T, B> d(t, comm); };
+  parallel::LocalCommunicator comm;
+  auto wrap = [&] { parallel::DataParallelTrainer<T, B> d(t, comm); };
   CHECK_THROWS_WITH_AS(
       wrap(), doctest::Contains("'pk p=2 k=3' does not say how its rows are stacked"), value_error);
 }

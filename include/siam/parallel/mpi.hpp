@@ -3,8 +3,8 @@
 // umbrella header.
 //
 //   int main(int argc, char** argv) {
-//     siam::dist::MpiEnvironment mpi(&argc, &argv);   // MPI_Init ... MPI_Finalize
-//     siam::dist::MpiCommunicator comm(mpi);          // a duplicate of MPI_COMM_WORLD
+//     siam::parallel::MpiEnvironment mpi(&argc, &argv);   // MPI_Init ... MPI_Finalize
+//     siam::parallel::MpiCommunicator comm(mpi);          // a duplicate of MPI_COMM_WORLD
 //     ...
 //   }
 //
@@ -32,9 +32,9 @@
 #include <string>
 #include <thread>
 
-#include "siam/dist/communicator.hpp"
+#include "siam/parallel/communicator.hpp"
 
-namespace siam::dist {
+namespace siam::parallel {
 
 namespace detail {
 inline std::string mpi_error_string(int rc) {
@@ -135,7 +135,7 @@ class MpiCommunicator final : public Communicator {
 
   /// Ends every rank of the job (MPI_Abort) after printing `why` with this rank's name.
   [[noreturn]] void abort(const std::string& why) const {
-    std::fprintf(stderr, "siam::dist: %s\n", why.c_str());
+    std::fprintf(stderr, "siam::parallel: %s\n", why.c_str());
     std::fflush(stderr);
     MPI_Abort(comm_, 3);
     std::abort();
@@ -217,4 +217,4 @@ class MpiCommunicator final : public Communicator {
   double timeout_ = 300;
 };
 
-}  // namespace siam::dist
+}  // namespace siam::parallel

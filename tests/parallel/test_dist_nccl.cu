@@ -8,13 +8,13 @@
 #include <vector>
 
 #include "siam/backend/cuda.hpp"
-#include "siam/dist/data_parallel.hpp"
-#include "siam/dist/nccl.hpp"
+#include "siam/parallel/data_parallel.hpp"
+#include "siam/parallel/nccl.hpp"
 #include "siam/nn/layers.hpp"
 
 using namespace siam;
 namespace {
-dist::NcclCommunicator* nccl = nullptr;
+parallel::NcclCommunicator* nccl = nullptr;
 }
 
 TEST_CASE("NCCL collectives on device buffers") {
@@ -32,14 +32,14 @@ TEST_CASE("NCCL collectives on device buffers") {
   c.all_gather(std::span<const float>(x.data(), 3), std::span<float>(out.data(), 3 * n));
   CHECK(out.to_vector()[0] == v[0]);
   c.barrier();
-  dist::handshake(c, "nccl test", 1, 3);
+  parallel::handshake(c, "nccl test", 1, 3);
 }
 
 TEST_CASE("data-parallel step on the GPU equals the plain step") {
   Rng a(5), b(5);
   auto net = nn::mlp<float, Cuda>({6, 8, 2}, a);
   auto ref = nn::mlp<float, Cuda>({6, 8, 2}, b);
-  dist::DataParallel<float, Cuda> dp(*nccl, net.parameters());
+  parallel::DataParallel<float, Cuda> dp(*nccl, net.parameters());
   Rng data(9);
   std::vector<float> host(10 * 6);
   for (auto& v : host)
@@ -63,13 +63,13 @@ TEST_CASE("data-parallel step on the GPU equals the plain step") {
 }
 
 int main(int argc, char** argv) {
-  dist::MpiEnvironment env(&argc, &argv);
+  parallel::MpiEnvironment env(&argc, &argv);
   if (!cuda::device_available()) {
     std::printf("test_dist_nccl: skipped: no CUDA device\n");
     return 77;
   }
-  dist::MpiCommunicator mpi(env);
-  dist::NcclCommunicator comm(mpi);
+  parallel::MpiCommunicator mpi(env);
+  parallel::NcclCommunicator comm(mpi);
   nccl = &comm;
   doctest::Context ctx(argc, argv);
   const int rc = ctx.run();

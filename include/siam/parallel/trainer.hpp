@@ -1,12 +1,12 @@
-// Data-parallel training with the library's trainer: DataParallel (dist/data_parallel.hpp)
-// wired into Trainer (train/trainer.hpp) and SiameseTrainer (train.hpp) through the
+// Data-parallel training with the library's trainer: DataParallel (parallel/data_parallel.hpp)
+// wired into Trainer (train/trainer.hpp) and SiameseTrainer (train/siamese_trainer.hpp) through the
 // trainer's generic gradient-step hook. The trainer itself knows nothing of processes.
 //
-//   siam::dist::MpiEnvironment env(&argc, &argv);
-//   siam::dist::MpiCommunicator comm(env);
+//   siam::parallel::MpiEnvironment env(&argc, &argv);
+//   siam::parallel::MpiCommunicator comm(env);
 //   siam::SiameseTrainer<float, siam::Cpu> st(train, cfg);             // same on every rank
-//   siam::dist::DataParallelTrainer<float, siam::Cpu> dp(st.trainer(), comm,
-//                                                        siam::dist::options_for(cfg));
+//   siam::parallel::DataParallelTrainer<float, siam::Cpu> dp(st.trainer(), comm,
+//                                                        siam::parallel::options_for(cfg));
 //   for (...) st.step();                       // every rank: the same global batch, its slice
 //   dp.save_checkpoint(path, losses, siam::io::model_records(st.network()));  // rank 0 writes
 //
@@ -27,10 +27,10 @@
 #include <string>
 #include <vector>
 
-#include "siam/dist/data_parallel.hpp"
-#include "siam/train.hpp"
+#include "siam/parallel/data_parallel.hpp"
+#include "siam/train/siamese_trainer.hpp"
 
-namespace siam::dist {
+namespace siam::parallel {
 
 struct DataParallelTrainerOptions {
   /// How gradients are summed (deterministic mode, blocks, buckets).
@@ -180,4 +180,4 @@ class DataParallelTrainer {
   Batch<T, B> part_;
 };
 
-}  // namespace siam::dist
+}  // namespace siam::parallel

@@ -7,7 +7,7 @@
 // optimizer step. The loss must be a SUM over pairs (Reduction::sum) so that the sum of the
 // slices' gradients is the gradient of the whole batch.
 //
-//   dist::DataParallel<float, CpuBackend> dp(comm, params, {}, settings_string);
+//   parallel::DataParallel<float, CpuBackend> dp(comm, params, {}, settings_string);
 //   for (...) {                               // (the constructor broadcast rank 0's weights)
 //     sampler.sample(rng, n, first, second, similar);        // the same n pairs everywhere
 //     dp.step(n, [&](std::size_t b, std::size_t e) {         // pairs [b, e) of this batch
@@ -43,9 +43,9 @@
 #include <vector>
 
 #include "siam/autodiff/tape.hpp"
-#include "siam/dist/communicator.hpp"
+#include "siam/parallel/communicator.hpp"
 
-namespace siam::dist {
+namespace siam::parallel {
 
 /// A half-open range of pairs of a global batch.
 struct PairRange {
@@ -363,4 +363,4 @@ class DataParallel {
   std::vector<T> host_, scratch_;
 };
 
-}  // namespace siam::dist
+}  // namespace siam::parallel

@@ -1,5 +1,5 @@
 // dist_train: the data-parallel loop of dist_loop.hpp as a program, for the fault and
-// resume tests (tests/dist/test_dist_cli.sh) and the side-by-side timing against PyTorch
+// resume tests (tests/parallel/test_dist_cli.sh) and the side-by-side timing against PyTorch
 // DDP (bench/compare_ddp.sh). Run under mpirun; prints one line per event, rank 0 only.
 //
 //   dist_train [--layers 20,32,32,3] [--pairs 48] [--images 400] [--classes 4] [--steps 30]
@@ -18,7 +18,7 @@
 #include <thread>
 
 #include "dist_loop.hpp"
-#include "siam/dist/mpi.hpp"
+#include "siam/parallel/mpi.hpp"
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -34,35 +34,35 @@ using clk = std::chrono::steady_clock;
 namespace {
 
 // Forwards every call and adds up the time spent in gradient sums (bench mode).
-class TimedCommunicator final : public dist::Communicator {
+class TimedCommunicator final : public parallel::Communicator {
  public:
-  explicit TimedCommunicator(dist::Communicator& c) : c_(c) {}
+  explicit TimedCommunicator(parallel::Communicator& c) : c_(c) {}
   int rank() const override { return c_.rank(); }
   int size() const override { return c_.size(); }
   int local_rank() const override { return c_.local_rank(); }
-  dist::Memory memory() const override { return c_.memory(); }
+  parallel::Memory memory() const override { return c_.memory(); }
   std::string name() const override { return c_.name(); }
   void barrier() override { c_.barrier(); }
   double seconds = 0;
 
  protected:
-  void do_all_reduce_sum(void* buf, std::size_t n, dist::DType t) override {
+  void do_all_reduce_sum(void* buf, std::size_t n, parallel::DType t) override {
     const auto t0 = clk::now();
-    if (t == dist::DType::f32)
+    if (t == parallel::DType::f32)
       c_.all_reduce_sum(std::span<float>(static_cast<float*>(buf), n));
     else
       c_.all_reduce_sum(std::span<double>(static_cast<double*>(buf), n));
     seconds += std::chrono::duration<double>(clk::now() - t0).count();
   }
-  void do_broadcast(void* buf, std::size_t n, dist::DType t, int root) override {
-    if (t == dist::DType::f32)
+  void do_broadcast(void* buf, std::size_t n, parallel::DType t, int root) override {
+    if (t == parallel::DType::f32)
       c_.broadcast(std::span<float>(static_cast<float*>(buf), n), root);
     else
       c_.broadcast(std::span<double>(static_cast<double*>(buf), n), root);
   }
-  void do_all_gather(const void* in, void* out, std::size_t n, dist::DType t) override {
+  void do_all_gather(const void* in, void* out, std::size_t n, parallel::DType t) override {
     const auto t0 = clk::now();
-    if (t == dist::DType::f32)
+    if (t == parallel::DType::f32)
       c_.all_gather(
           std::span<const float>(static_cast<const float*>(in), n),
           std::span<float>(static_cast<float*>(out), n * static_cast<std::size_t>(size())));
@@ -80,7 +80,7 @@ class TimedCommunicator final : public dist::Communicator {
   }
 
  private:
-  dist::Communicator& c_;
+  parallel::Communicator& c_;
 };
 
 std::vector<index_t> parse_layers(const std::string& s) {
@@ -100,7 +100,7 @@ double median(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  dist::MpiEnvironment mpi(&argc, &argv);
+  parallel::MpiEnvironment mpi(&argc, &argv);
   disttest::LoopConfig cfg;
   int steps = 30, save_at = -1, die_at = -1, die_rank = 1, stop_at = -1, stop_rank = 1;
   int bench = -1;
@@ -158,11 +158,11 @@ int main(int argc, char** argv) try {
     else
       throw value_error("unknown option " + a);
   }
-  dist::MpiCommunicator world(mpi, MPI_COMM_WORLD, {timeout});
+  parallel::MpiCommunicator world(mpi, MPI_COMM_WORLD, {timeout});
   TimedCommunicator comm(world);
   const bool root = comm.rank() == 0;
   if (!dump.empty()) {  // the data set, for the PyTorch side of the comparison
-    dist::on_root(comm, [&] {
+    parallel::on_root(comm, [&] {
       const auto d = disttest::clusters(cfg.images, static_cast<std::size_t>(cfg.layers.front()),
                                         cfg.classes, cfg.seed + 1);
       std::ofstream f(dump, std::ios::binary);
@@ -220,7 +220,7 @@ int main(int argc, char** argv) try {
     if (loop.iteration() == save_at && !save.empty()) loop.save(save);
   }
   if (!out.empty())
-    dist::on_root(comm, [&] {
+    parallel::on_root(comm, [&] {
       auto records = io::parameter_records(loop.parameters());
       records.push_back(io::make_record("losses", {static_cast<std::int64_t>(loop.losses().size())},
                                         loop.losses().data(), loop.losses().size()));

@@ -4,10 +4,10 @@
 // go through MPI. Needs nvcc or a C++ compiler that sees the CUDA headers, and links
 // libnccl (CMake: SIAM_HAS_NCCL). Never included by the umbrella header.
 //
-//   siam::dist::MpiEnvironment env(&argc, &argv);
-//   siam::dist::MpiCommunicator mpi(env);
-//   siam::dist::NcclCommunicator comm(mpi);      // GPU = local rank % number of GPUs
-//   siam::dist::DataParallel<float, siam::Cuda> dp(comm, params);
+//   siam::parallel::MpiEnvironment env(&argc, &argv);
+//   siam::parallel::MpiCommunicator mpi(env);
+//   siam::parallel::NcclCommunicator comm(mpi);      // GPU = local rank % number of GPUs
+//   siam::parallel::DataParallel<float, siam::Cuda> dp(comm, params);
 //
 // NCCL runs on siam's context stream of the chosen device (siam::cuda::stream()), so it is
 // ordered with every siam kernel without extra synchronisation. Each collective is polled
@@ -22,9 +22,9 @@
 #include <thread>
 
 #include "siam/backend/cuda_runtime.hpp"
-#include "siam/dist/mpi.hpp"
+#include "siam/parallel/mpi.hpp"
 
-namespace siam::dist {
+namespace siam::parallel {
 
 class NcclCommunicator final : public Communicator {
  public:
@@ -116,4 +116,4 @@ class NcclCommunicator final : public Communicator {
   ncclComm_t comm_ = nullptr;
 };
 
-}  // namespace siam::dist
+}  // namespace siam::parallel

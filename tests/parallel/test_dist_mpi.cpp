@@ -11,14 +11,14 @@
 #include <filesystem>
 
 #include "dist_loop.hpp"
-#include "siam/dist/mpi.hpp"
+#include "siam/parallel/mpi.hpp"
 
 using namespace siam;
 using siam::disttest::Loop;
 using siam::disttest::LoopConfig;
 
 namespace {
-dist::MpiCommunicator* world = nullptr;
+parallel::MpiCommunicator* world = nullptr;
 constexpr int steps = 30;
 
 LoopConfig config(bool deterministic, std::size_t bucket_bytes = 0) {
@@ -36,7 +36,7 @@ struct Run {
   std::vector<T> weights;
 };
 template <class T = float>
-Run<T> train(dist::Communicator& comm, const LoopConfig& cfg, int n = steps) {
+Run<T> train(parallel::Communicator& comm, const LoopConfig& cfg, int n = steps) {
   Loop<T> loop(comm, cfg);
   for (int i = 0; i < n; ++i)
     loop.step();
@@ -83,12 +83,12 @@ TEST_CASE("MPI collectives: sum, broadcast, gather, barrier") {
 
 TEST_CASE("handshake across processes: a rank with other settings stops every rank") {
   auto& c = *world;
-  dist::handshake(c, "same settings", 6, 1000);
+  parallel::handshake(c, "same settings", 6, 1000);
   if (c.size() == 1) return;
   try {
-    dist::handshake(c, c.rank() == c.size() - 1 ? "lr=0.1" : "lr=0.01", 6, 1000);
+    parallel::handshake(c, c.rank() == c.size() - 1 ? "lr=0.1" : "lr=0.01", 6, 1000);
     FAIL("no throw");
-  } catch (const dist::comm_error& e) {
+  } catch (const parallel::comm_error& e) {
     const std::string m = e.what();
     CHECK(m.find("settings fingerprint") != std::string::npos);
     CHECK(m.find("rank " + std::to_string(c.size() - 1)) != std::string::npos);
@@ -99,7 +99,7 @@ TEST_CASE("handshake across processes: a rank with other settings stops every ra
   try {
     Loop<float> loop(c, a);
     FAIL("no throw");
-  } catch (const dist::comm_error& e) {
+  } catch (const parallel::comm_error& e) {
     CHECK(std::string(e.what()).find("on rank 1") != std::string::npos);
   }
 }
@@ -107,19 +107,19 @@ TEST_CASE("handshake across processes: a rank with other settings stops every ra
 TEST_CASE("on_root: a failed write on rank 0 is an error on every rank") {
   auto& c = *world;
   try {
-    dist::on_root(c, [] { throw io_error("cannot write /x: disk full"); });
+    parallel::on_root(c, [] { throw io_error("cannot write /x: disk full"); });
     FAIL("no throw");
   } catch (const io_error& e) {
     CHECK(c.rank() == 0);
     CHECK(std::string(e.what()) == "cannot write /x: disk full");
-  } catch (const dist::comm_error& e) {
+  } catch (const parallel::comm_error& e) {
     CHECK(c.rank() != 0);
     CHECK(std::string(e.what()).find("disk full") != std::string::npos);
   }
 }
 
 TEST_CASE("training: R ranks follow the one-process trajectory on the same global batches") {
-  dist::LocalCommunicator one;
+  parallel::LocalCommunicator one;
   // Default mode (one flat buffer, and buckets): equal up to reassociating the sum over
   // ranks. Checked in double precision: in float, Adam turns rounding noise in gradients
   // that are exactly zero in exact arithmetic (the last layer's bias: the contrastive
@@ -151,7 +151,7 @@ TEST_CASE("training: R ranks follow the one-process trajectory on the same globa
 
 TEST_CASE("checkpoints: written by rank 0, resumed with another number of ranks") {
   auto& c = *world;
-  dist::LocalCommunicator one;
+  parallel::LocalCommunicator one;
   const auto dir = shared_dir();
   const auto from_many = dir / "many.ckpt", from_one = dir / "one.ckpt";
   const LoopConfig cfg = config(true);
@@ -196,17 +196,17 @@ TEST_CASE("checkpoints: written by rank 0, resumed with another number of ranks"
     if (c.rank() == 0)
       CHECK_THROWS_AS(loop.load(dir / "missing.ckpt"), io_error);
     else
-      CHECK_THROWS_AS(loop.load(dir / "missing.ckpt"), dist::comm_error);
+      CHECK_THROWS_AS(loop.load(dir / "missing.ckpt"), parallel::comm_error);
   }
   c.barrier();
   if (c.rank() == 0) std::filesystem::remove_all(dir);
 }
 
 int main(int argc, char** argv) {
-  dist::MpiEnvironment mpi(&argc, &argv);
+  parallel::MpiEnvironment mpi(&argc, &argv);
   int rc = 0;
   {
-    dist::MpiCommunicator comm(mpi, MPI_COMM_WORLD, {60});
+    parallel::MpiCommunicator comm(mpi, MPI_COMM_WORLD, {60});
     world = &comm;
     doctest::Context ctx(argc, argv);
     if (comm.rank() != 0) ctx.setOption("out", "/dev/null");  // one report

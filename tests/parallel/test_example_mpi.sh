@@ -74,8 +74,8 @@ for _ in $(seq 600); do kill -0 "$job" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$job" 2>/dev/null; then kill "$job"; fail "the job still runs 60 s after a rank was killed"; fi
 wait "$job" && fail "the job succeeded although a rank was killed"
 took=$((SECONDS - start))
-grep -Eq "signal 9|Killed|siam::dist: .* did not complete" "$dir/klog" ||
+grep -Eq "signal 9|Killed|siam::parallel: .* did not complete" "$dir/klog" ||
   { cat "$dir/klog"; fail "no clear message after a killed rank"; }
 one --out "$dir/k1" --resume "$dir/k/checkpoint.siam" --iterations 0 ||
   fail "the checkpoint written before the kill does not load"
-echo "ok: killed rank ended the job in ${took}s: $(grep -Em1 "signal 9|Killed|siam::dist" "$dir/klog")"
+echo "ok: killed rank ended the job in ${took}s: $(grep -Em1 "signal 9|Killed|siam::parallel" "$dir/klog")"

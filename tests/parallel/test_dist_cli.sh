@@ -28,10 +28,10 @@ out=$(run 2 --steps 100000 --save "$dir/ck_kill" --save-at 3 --die-at 6 --timeou
   fail "the job succeeded although rank 1 was killed"
 took=$((SECONDS - start))
 [ "$took" -le 60 ] || fail "the killed job took ${took}s to end"
-echo "$out" | grep -Eq "signal 9|Killed|siam::dist: .* did not complete" ||
+echo "$out" | grep -Eq "signal 9|Killed|siam::parallel: .* did not complete" ||
   fail "no clear message after a killed rank: $out"
 run 1 --steps 4 --resume "$dir/ck_kill" >/dev/null || fail "the checkpoint before the kill does not load"
-echo "ok: killed rank ended the job in ${took}s: $(echo "$out" | grep -E "signal 9|Killed|siam::dist" | head -1)"
+echo "ok: killed rank ended the job in ${took}s: $(echo "$out" | grep -E "signal 9|Killed|siam::parallel" | head -1)"
 
 # Rank 1 stays alive but stops calling collectives: rank 0's 3 s timeout ends the job.
 start=$SECONDS
@@ -39,6 +39,6 @@ out=$(run 2 --steps 100000 --stop-at 4 --timeout 3 2>&1) &&
   fail "the job succeeded although rank 1 stopped"
 took=$((SECONDS - start))
 [ "$took" -le 60 ] || fail "the stalled job took ${took}s to end"
-echo "$out" | grep -Eq "siam::dist: MPI_I[a-z]+ did not complete within 3 s on rank 0 of 2" ||
+echo "$out" | grep -Eq "siam::parallel: MPI_I[a-z]+ did not complete within 3 s on rank 0 of 2" ||
   fail "no timeout message: $out"
-echo "ok: stalled rank ended the job in ${took}s: $(echo "$out" | grep siam::dist | head -1)"
+echo "ok: stalled rank ended the job in ${took}s: $(echo "$out" | grep siam::parallel | head -1)"

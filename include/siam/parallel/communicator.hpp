@@ -1,23 +1,25 @@
 // The communicator interface of data-parallel training: who am I (rank, size, local rank),
 // and the few collectives a data-parallel step needs (all-reduce sum, broadcast, all-gather,
 // barrier). Implementations: LocalCommunicator (one process, does nothing: single-process
-// code needs no #ifdef), MpiCommunicator (siam/dist/mpi.hpp) and NcclCommunicator
-// (siam/dist/nccl.hpp). The umbrella header includes none of them.
+// code needs no #ifdef), MpiCommunicator (siam/parallel/mpi.hpp) and NcclCommunicator
+// (siam/parallel/nccl.hpp). The umbrella header includes none of them.
 //
 // Buffers of all_reduce_sum / broadcast / all_gather live where memory() says (host memory
 // for MPI, device memory for NCCL); the *_host collectives always take host bytes (used for
 // handshakes and control flags). Every collective is called by every rank in the same order.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <span>
 #include <string>
 #include <type_traits>
 
 #include "siam/error.hpp"
 
-namespace siam::dist {
+namespace siam::parallel {
 
 /// A collective or communicator call failed, or the ranks disagree (different settings,
 /// network or data). The message names the call and the rank(s).
@@ -25,13 +27,23 @@ struct comm_error : error {
   using error::error;
 };
 
+/// The number of processes the launcher started (mpirun / mpiexec of Open MPI, MPICH or
+/// Hydra, a PMIx launcher such as srun), read from the launcher's environment before MPI is
+/// initialised, so that a plain run (no launcher: 1) never initialises MPI. A value below 1
+/// or not a number counts as 1.
+inline int launched_ranks() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"})
+    if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
+  return 1;
+}
+
 enum class Memory { host, device };
 enum class DType : std::uint32_t { f32 = 1, f64 = 2, u8 = 3 };
 
 template <class T>
 constexpr DType dtype_of() {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                "siam::dist: collectives carry float or double buffers");
+                "siam::parallel: collectives carry float or double buffers");
   return std::is_same_v<T, float> ? DType::f32 : DType::f64;
 }
 
@@ -137,4 +149,4 @@ class LocalCommunicator final : public Communicator {
   }
 };
 
-}  // namespace siam::dist
+}  // namespace siam::parallel

@@ -4,7 +4,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
+#include <string>
 
 #include "dist_loop.hpp"
 
@@ -16,29 +18,29 @@ namespace {
 
 // Rank 0 of 2 where rank 1 always contributes the same values as rank 0: a sum doubles,
 // a gather repeats. `other_settings` makes rank 1's handshake fingerprint differ.
-class MirrorCommunicator final : public dist::Communicator {
+class MirrorCommunicator final : public parallel::Communicator {
  public:
   bool tamper_fingerprint = false, tamper_count = false;
   int rank() const override { return 0; }
   int size() const override { return 2; }
   int local_rank() const override { return 0; }
-  dist::Memory memory() const override { return dist::Memory::host; }
+  parallel::Memory memory() const override { return parallel::Memory::host; }
   std::string name() const override { return "mirror"; }
   void barrier() override {}
   int reduces = 0;
 
  protected:
-  void do_all_reduce_sum(void* buf, std::size_t n, dist::DType t) override {
+  void do_all_reduce_sum(void* buf, std::size_t n, parallel::DType t) override {
     ++reduces;
-    if (t == dist::DType::f32)
+    if (t == parallel::DType::f32)
       for (std::size_t i = 0; i < n; ++i)
         static_cast<float*>(buf)[i] *= 2;
     else
       for (std::size_t i = 0; i < n; ++i)
         static_cast<double*>(buf)[i] *= 2;
   }
-  void do_broadcast(void*, std::size_t, dist::DType, int) override {}
-  void do_all_gather(const void* in, void* out, std::size_t n, dist::DType t) override {
+  void do_broadcast(void*, std::size_t, parallel::DType, int) override {}
+  void do_all_gather(const void* in, void* out, std::size_t n, parallel::DType t) override {
     gather(in, out, n * bytes_of(t));
   }
   void do_all_gather_host(const void* in, void* out, std::size_t bytes) override {
@@ -69,7 +71,7 @@ TEST_CASE("shard: contiguous, in order, sizes differ by at most one, covers ever
     for (int parts : {1, 2, 3, 8}) {
       std::size_t next = 0;
       for (int p = 0; p < parts; ++p) {
-        const auto r = dist::shard(n, p, parts);
+        const auto r = parallel::shard(n, p, parts);
         CHECK(r.begin == next);
         CHECK(r.size() >= n / static_cast<std::size_t>(parts));
         CHECK(r.size() <= n / static_cast<std::size_t>(parts) + 1);
@@ -77,13 +79,42 @@ TEST_CASE("shard: contiguous, in order, sizes differ by at most one, covers ever
       }
       CHECK(next == n);
     }
-  CHECK_THROWS_AS(dist::shard(10, 2, 2), value_error);
-  CHECK_THROWS_AS(dist::shard(10, -1, 2), value_error);
-  CHECK_THROWS_AS(dist::shard(10, 0, 0), value_error);
+  CHECK_THROWS_AS(parallel::shard(10, 2, 2), value_error);
+  CHECK_THROWS_AS(parallel::shard(10, -1, 2), value_error);
+  CHECK_THROWS_AS(parallel::shard(10, 0, 0), value_error);
+}
+
+TEST_CASE("launched_ranks: the launcher's process count from its environment, else 1") {
+  // The variables of Open MPI, MPICH/Hydra and PMIx, restored afterwards.
+  const char* names[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"};
+  std::string saved[3];
+  bool had[3];
+  for (int i = 0; i < 3; ++i) {
+    const char* v = std::getenv(names[i]);
+    had[i] = v != nullptr;
+    if (v) saved[i] = v;
+    unsetenv(names[i]);
+  }
+  CHECK(siam::parallel::launched_ranks() == 1);
+  setenv("PMIX_SIZE", "5", 1);
+  CHECK(siam::parallel::launched_ranks() == 5);
+  setenv("PMI_SIZE", "4", 1);
+  CHECK(siam::parallel::launched_ranks() == 4);
+  setenv("OMPI_COMM_WORLD_SIZE", "3", 1);
+  CHECK(siam::parallel::launched_ranks() == 3);
+  setenv("OMPI_COMM_WORLD_SIZE", "0", 1);
+  CHECK(siam::parallel::launched_ranks() == 1);
+  setenv("OMPI_COMM_WORLD_SIZE", "many", 1);
+  CHECK(siam::parallel::launched_ranks() == 1);
+  for (int i = 0; i < 3; ++i)
+    if (had[i])
+      setenv(names[i], saved[i].c_str(), 1);
+    else
+      unsetenv(names[i]);
 }
 
 TEST_CASE("LocalCommunicator: one rank; gathers copy, sums and broadcasts keep the buffer") {
-  dist::LocalCommunicator c;
+  parallel::LocalCommunicator c;
   CHECK(c.rank() == 0);
   CHECK(c.size() == 1);
   CHECK(c.local_rank() == 0);
@@ -105,12 +136,12 @@ TEST_CASE("LocalCommunicator: one rank; gathers copy, sums and broadcasts keep t
 
 TEST_CASE("handshake: equal settings pass; a different fingerprint or count names both ranks") {
   MirrorCommunicator c;
-  dist::handshake(c, "same", 4, 100);
+  parallel::handshake(c, "same", 4, 100);
   c.tamper_fingerprint = true;
   try {
-    dist::handshake(c, "same", 4, 100);
+    parallel::handshake(c, "same", 4, 100);
     FAIL("no throw");
-  } catch (const dist::comm_error& e) {
+  } catch (const parallel::comm_error& e) {
     const std::string m = e.what();
     CHECK(m.find("settings fingerprint") != std::string::npos);
     CHECK(m.find("on rank 0") != std::string::npos);
@@ -119,42 +150,42 @@ TEST_CASE("handshake: equal settings pass; a different fingerprint or count name
   c.tamper_fingerprint = false;
   c.tamper_count = true;
   try {
-    dist::handshake(c, "same", 4, 100);
+    parallel::handshake(c, "same", 4, 100);
     FAIL("no throw");
-  } catch (const dist::comm_error& e) {
+  } catch (const parallel::comm_error& e) {
     CHECK(std::string(e.what()).find("parameter count 100 on rank 0 differs from 101 on rank 1") !=
           std::string::npos);
   }
 }
 
 TEST_CASE("on_root: success passes, a failure is rethrown on the root") {
-  dist::LocalCommunicator c;
+  parallel::LocalCommunicator c;
   int runs = 0;
-  dist::on_root(c, [&] { ++runs; });
+  parallel::on_root(c, [&] { ++runs; });
   CHECK(runs == 1);
-  CHECK_THROWS_AS(dist::on_root(c, [] { throw io_error("disk full"); }), io_error);
+  CHECK_THROWS_AS(parallel::on_root(c, [] { throw io_error("disk full"); }), io_error);
 }
 
 TEST_CASE("DataParallel options: bad block counts are value_errors naming the numbers") {
   MirrorCommunicator c;
   Rng rng(1);
   auto net = nn::mlp<float, Cpu>({3, 2}, rng);
-  dist::DataParallelOptions o;
+  parallel::DataParallelOptions o;
   o.deterministic = true;
   o.blocks = 1;
   try {
-    dist::DataParallel<float, Cpu> dp(c, net.parameters(), o);
+    parallel::DataParallel<float, Cpu> dp(c, net.parameters(), o);
     FAIL("no throw");
   } catch (const value_error& e) {
     CHECK(std::string(e.what()).find("1 deterministic blocks cannot be shared by 2 ranks") !=
           std::string::npos);
   }
   o.blocks = 0;
-  CHECK_THROWS_AS((dist::DataParallel<float, Cpu>(c, net.parameters(), o)), value_error);
+  CHECK_THROWS_AS((parallel::DataParallel<float, Cpu>(c, net.parameters(), o)), value_error);
 }
 
 TEST_CASE("one rank: default and deterministic gradients equal the whole batch's (double)") {
-  dist::LocalCommunicator c;
+  parallel::LocalCommunicator c;
   LoopConfig a = small(), b = small();
   b.dp.deterministic = true;
   b.dp.blocks = 5;  // uneven blocks of 24 pairs
@@ -176,7 +207,7 @@ TEST_CASE("one rank: default and deterministic gradients equal the whole batch's
 }
 
 TEST_CASE("the summed gradient matches central differences of the global loss (double)") {
-  dist::LocalCommunicator c;
+  parallel::LocalCommunicator c;
   LoopConfig cfg = small();
   cfg.dp.deterministic = true;
   cfg.dp.blocks = 3;
@@ -200,7 +231,7 @@ TEST_CASE("the summed gradient matches central differences of the global loss (d
 }
 
 TEST_CASE("simulated second rank: flat buffer and buckets sum every gradient and the loss") {
-  dist::LocalCommunicator one;
+  parallel::LocalCommunicator one;
   MirrorCommunicator two;
   LoopConfig cfg = small();
   // Rank 0 of 2 computes pairs [0, 12); the mirror makes the sum twice that slice's.
@@ -229,10 +260,10 @@ TEST_CASE("simulated second rank: flat buffer and buckets sum every gradient and
 }
 
 TEST_CASE("empty global batch: zero gradients and loss, compute is never called") {
-  dist::LocalCommunicator c;
+  parallel::LocalCommunicator c;
   Rng rng(3);
   auto net = nn::mlp<double, Cpu>({3, 2}, rng);
-  dist::DataParallel<double, Cpu> dp(c, net.parameters());
+  parallel::DataParallel<double, Cpu> dp(c, net.parameters());
   Tape<double, Cpu> tape;
   Tensor<double, Cpu> x(Shape{1, 3});
   int calls = 0;
@@ -248,10 +279,10 @@ TEST_CASE("empty global batch: zero gradients and loss, compute is never called"
 }
 
 TEST_CASE("a non-scalar loss from compute is a shape_error") {
-  dist::LocalCommunicator c;
+  parallel::LocalCommunicator c;
   Rng rng(3);
   auto net = nn::mlp<double, Cpu>({3, 2}, rng);
-  dist::DataParallel<double, Cpu> dp(c, net.parameters());
+  parallel::DataParallel<double, Cpu> dp(c, net.parameters());
   Tape<double, Cpu> tape;
   Tensor<double, Cpu> x(Shape{1, 3});
   CHECK_THROWS_AS(dp.step(1,

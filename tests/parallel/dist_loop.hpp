@@ -1,4 +1,4 @@
-// A small data-parallel Siamese training loop over dist::DataParallel, used by the
+// A small data-parallel Siamese training loop over parallel::DataParallel, used by the
 // distributed tests and the dist_train program: synthetic clustered data, the same global
 // pair stream on every rank, contrastive loss (sum), Adam; checkpoints written by rank 0
 // only and loadable with any number of ranks.
@@ -12,7 +12,7 @@
 
 #include "siam/data/dataset.hpp"
 #include "siam/data/pairs.hpp"
-#include "siam/dist/data_parallel.hpp"
+#include "siam/parallel/data_parallel.hpp"
 #include "siam/io/archive.hpp"
 #include "siam/io/model_file.hpp"
 #include "siam/siamese.hpp"
@@ -26,7 +26,7 @@ struct LoopConfig {
   std::size_t images = 400, classes = 4, pairs = 48;
   std::uint64_t seed = 7;
   double margin = 1.0, lr = 1e-2;
-  dist::DataParallelOptions dp{};
+  parallel::DataParallelOptions dp{};
 
   /// Everything that must agree across ranks, as one string for the handshake.
   std::string settings() const {
@@ -63,7 +63,7 @@ inline data::Dataset clusters(std::size_t n, std::size_t pixels, std::size_t cla
 template <class T, class B = Cpu>
 class Loop {
  public:
-  Loop(dist::Communicator& comm, const LoopConfig& cfg)
+  Loop(parallel::Communicator& comm, const LoopConfig& cfg)
       : cfg_(cfg),
         comm_(comm),
         data_(clusters(cfg.images, static_cast<std::size_t>(cfg.layers.front()), cfg.classes,
@@ -113,7 +113,7 @@ class Loop {
   /// Rank 0 writes weights, Adam state, the pair generator, iteration and losses
   /// atomically; every rank learns whether it worked.
   void save(const std::filesystem::path& path) {
-    dist::on_root(comm_, [&] {
+    parallel::on_root(comm_, [&] {
       auto records = io::parameter_records(params_);
       for (std::size_t i = 0; i < params_.size(); ++i) {
         records.push_back(
@@ -133,7 +133,7 @@ class Loop {
   void load(const std::filesystem::path& path) {
     std::vector<std::uint64_t> c(8);
     std::uint64_t nloss = 0;
-    dist::on_root(comm_, [&] {
+    parallel::on_root(comm_, [&] {
       const auto records = io::load_archive(path);
       const std::string file = path.string();
       io::load_parameters(records, params_, file);
@@ -183,7 +183,7 @@ class Loop {
   }
   const std::vector<double>& losses() const { return losses_; }
   long long iteration() const { return iteration_; }
-  dist::DataParallel<T, B>& data_parallel() { return dp_; }
+  parallel::DataParallel<T, B>& data_parallel() { return dp_; }
   std::vector<Parameter<T, B>*>& parameters() { return params_; }
 
  private:
@@ -223,14 +223,14 @@ class Loop {
   }
 
   LoopConfig cfg_;
-  dist::Communicator& comm_;
+  parallel::Communicator& comm_;
   data::Dataset data_;
   Rng init_rng_, pair_rng_;
   nn::Sequential<T, B> net_;
   std::vector<Parameter<T, B>*> params_;
   optim::Adam<T, B> adam_;
   data::PairSampler sampler_;
-  dist::DataParallel<T, B> dp_;
+  parallel::DataParallel<T, B> dp_;
   Tensor<T, B> images_, batch_, labels_;
   std::vector<std::uint32_t> first_, second_, rows_;
   std::vector<float> similar_;
