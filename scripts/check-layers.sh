@@ -23,7 +23,7 @@ layer_of() {
     nn/*|optim/*|testing/*) echo 6 ;;                                 # nn, optim
     train/*|inference.hpp|data/*|metrics.hpp|search/*|io/*) echo 7 ;;  # workflow
     parallel/*) echo 8 ;;                                             # data-parallel training
-    siamese.hpp) echo 9 ;;                                            # the umbrella header
+    siamese.hpp|compiled.hpp) echo 9 ;;                               # the umbrella header (and its compiled instantiations)
     *) echo -1 ;;
   esac
 }
