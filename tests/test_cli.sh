@@ -353,6 +353,64 @@ check "--graph --on-nan skip warns" grep -q "batch skipped" "$tmp/gskip.log"
 check "--iterations 0 exits 0" test $? -eq 0
 check "--iterations 0 writes metrics.json" grep -q '"iterations": 0' "$tmp/zero/metrics.json"
 
+# ---- --data as an image folder: class names in metrics.json, model.siam and query's output;
+# bad files fail with one line, or are skipped, counted and listed (--on-bad-image skip)
+if command -v python3 >/dev/null; then
+  python3 - "$tmp/folder" <<'EOF'
+import os, struct, sys, zlib
+def png(path, w, h, pixels):  # 8-bit grey PNG
+    raw = b"".join(b"\x00" + bytes(pixels[y * w:(y + 1) * w]) for y in range(h))
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+root = sys.argv[1]
+for split, n in (("train", 20), ("test", 10)):
+    for c, name in enumerate(("cat", "dog", "emu")):
+        os.makedirs(os.path.join(root, split, name))
+        for i in range(n):  # class c: a bright band in row block c, some per-image noise
+            px = [(200 if (y // 6) == c else 30) + (7 * x + 13 * y + 31 * i) % 40
+                  for y in range(18) for x in range(18)]
+            png(os.path.join(root, split, name, "%02d.png" % i), 18, 18, px)
+EOF
+  folder_run=("${fast[@]}" --iterations 30 --data "$tmp/folder")
+  "$bin" "${folder_run[@]}" --out "$tmp/fo" >"$tmp/fo.log" 2>&1
+  check "image folder: the run exits 0 ($(tail -1 "$tmp/fo.log"))" test $? -eq 0
+  check "image folder: metrics.json names the classes" \
+    grep -qx '  "classes": \["cat", "dog", "emu"\],' "$tmp/fo/metrics.json"
+  check "image folder: metrics.json counts no skipped image" \
+    grep -qx '  "skipped_images": {"count": 0, "files": \[\]}' "$tmp/fo/metrics.json"
+  check "image folder: model.siam holds the class names" \
+    grep -qa "model/classes.*cat|dog|emu|" <(tr '\n' '|' <"$tmp/fo/model.siam")
+  check "a run without names saves no class record" \
+    test -s "$tmp/zero/model.siam" -a "$(grep -ca "model/classes" "$tmp/zero/model.siam")" = 0
+  check "a run without an image folder writes no classes" \
+    test "$(grep -c '"classes"\|"skipped_images"' "$tmp/zero/metrics.json")" = 0
+  "$bin" query --model "$tmp/fo/model.siam" --data "$tmp/folder" --test-size 30 --index 4 \
+    --out "$tmp/foq" >"$tmp/foq.log" 2>&1
+  check "image folder: query names the neighbours' classes ($(grep -m1 '#1 ' "$tmp/foq.log"))" \
+    test "$(grep -cE '^  #[0-9]+ +image +[0-9]+ +label (cat|dog|emu) +distance' "$tmp/foq.log")" -ge 1
+  check "image folder: query names the query's class" grep -q "^test image 4 (label cat)" \
+    "$tmp/foq.log"
+  # a zero-byte file and a truncated PNG
+  cp -r "$tmp/folder" "$tmp/badfolder"
+  : >"$tmp/badfolder/train/cat/zero.png"
+  head -c 60 "$tmp/folder/train/dog/00.png" >"$tmp/badfolder/train/dog/trunc.png"
+  expect_bad "$tmp/badfolder/train/cat/zero.png: empty file" "${fast[@]}" --data "$tmp/badfolder"
+  rm "$tmp/badfolder/train/cat/zero.png"
+  expect_bad "$tmp/badfolder/train/dog/trunc.png: " "${fast[@]}" --data "$tmp/badfolder"
+  : >"$tmp/badfolder/train/cat/zero.png"
+  "$bin" "${fast[@]}" --iterations 30 --data "$tmp/badfolder" --on-bad-image skip \
+    --out "$tmp/fskip" >"$tmp/fskip.log" 2>&1
+  check "--on-bad-image skip: the run exits 0 ($(tail -1 "$tmp/fskip.log"))" test $? -eq 0
+  check "--on-bad-image skip: metrics.json counts and lists the bad files" grep -qxF \
+    "  \"skipped_images\": {\"count\": 2, \"files\": [\"$tmp/badfolder/train/cat/zero.png\", \"$tmp/badfolder/train/dog/trunc.png\"]}" \
+    "$tmp/fskip/metrics.json"
+else
+  echo "skipped: python3 not found, no image folder written"
+fi
+
 if [ $failures -ne 0 ]; then
   echo "$failures check(s) failed"
   exit 1

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <siam/io/file.hpp>
 #include <siam/io/model_file.hpp>
 #include <siam/siamese.hpp>
 
@@ -259,6 +260,46 @@ TEST_CASE("registry: every layer kind round-trips spec -> build -> save -> load"
   Rng rng(1);
   CHECK_THROWS_WITH_AS((nn::make_layer<double, Cpu>(nn::LayerSpec{"NoSuchLayer", {}}, rng)),
                        doctest::Contains("known: Dense, ReLU"), value_error);
+}
+
+TEST_CASE("model files keep class names; files without them load as before") {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("siam-classes-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  Rng rng(3);
+  auto net = nn::mlp<float, Cpu>({4, 6, 2}, rng);
+  net.set_input_shape(Shape{4});
+  const std::vector<std::string> names{"Abyssinian", "beagle", "caf\xc3\xa9 au lait"};
+  io::save_model(dir / "named.siam", net, names);
+  CHECK(io::load_class_names(dir / "named.siam") == names);
+  auto back = io::load_model<float, Cpu>(dir / "named.siam");  // the names change nothing else
+  const auto p1 = net.parameters(), p2 = back.parameters();
+  REQUIRE(p1.size() == p2.size());
+  for (std::size_t i = 0; i < p1.size(); ++i)
+    CHECK(p1[i]->value.to_vector() == p2[i]->value.to_vector());
+  io::load_model(dir / "named.siam", back);
+  // Without names: no record, the file byte for byte what it was before names existed.
+  io::save_model(dir / "plain.siam", net);
+  auto old = io::model_records(net);
+  for (auto& r : io::parameter_records(net.state()))
+    old.push_back(std::move(r));
+  io::save_archive(dir / "old.siam", old);
+  CHECK(io::read_file(dir / "plain.siam", "test") == io::read_file(dir / "old.siam", "test"));
+  CHECK(io::load_class_names(dir / "old.siam").empty());
+  CHECK(io::load_model<float, Cpu>(dir / "old.siam").parameters().size() == p1.size());
+  // Names that one line each cannot hold; a malformed record names the file.
+  CHECK_THROWS_WITH_AS(io::save_model(dir / "bad.siam", net, {"a", "b\nc"}),
+                       doctest::Contains("class 1 ('b"), value_error);
+  CHECK_THROWS_AS(io::save_model(dir / "bad.siam", net, {"a", ""}), value_error);
+  CHECK_FALSE(std::filesystem::exists(dir / "bad.siam"));
+  const std::uint64_t seven = 7;
+  auto odd = old;
+  odd.push_back(io::make_record("model/classes", {1}, &seven, 1));
+  io::save_archive(dir / "odd.siam", odd);
+  CHECK_THROWS_WITH_AS(io::load_class_names(dir / "odd.siam"),
+                       doctest::Contains("odd.siam: model/classes is not a text record"),
+                       io_error);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("shape errors name the layer and both shapes, at build and in forward") {

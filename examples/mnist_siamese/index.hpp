@@ -253,8 +253,8 @@ inline int query_index(const Options& opt) {
                             opt.model + ")");
   Options o = opt;
   o.test_size = static_cast<long long>(src.images);  // the index's images, not --test-size
-  const auto class_names = *parse_class_names(o.class_names);
   const Data data = load_data(o);
+  const auto class_names = label_names(o, data);
   if (data.test.size() != src.images ||
       detail::hash_of(data.test.images.data(), data.test.images.size() * sizeof(float)) !=
           src.images_hash)

@@ -102,8 +102,8 @@ int query_images(const Options& o) {
     queries.push_back(siam::data::load_digit_png(f, invert, &inv));
     inverted.push_back(inv);
   }
-  const auto class_names = *parse_class_names(o.class_names);
   const Data data = load_data(o);
+  const auto class_names = label_names(o, data);
   auto net = load_network(o);
   std::printf("model: %s, %s\n", o.model.c_str(), net.describe().c_str());
   Dataset q;

@@ -75,6 +75,19 @@ class JsonObject {
   JsonObject& add(const std::string& key, long long v) { return raw(key, std::to_string(v)); }
   JsonObject& add(const std::string& key, std::uint64_t v) { return raw(key, std::to_string(v)); }
   JsonObject& add(const std::string& key, const std::string& v) { return raw(key, quote(v)); }
+  JsonObject& add(const std::string& key, const std::vector<std::string>& v) {
+    std::string a = "[";
+    for (std::size_t i = 0; i < v.size(); ++i)
+      a += (i ? ", " : "") + quote(v[i]);
+    return raw(key, a + "]");
+  }
+  /// A nested object, on one line: {"a": 1, "b": 2}.
+  JsonObject& add_object(const std::string& key, const JsonObject& v) {
+    std::string b = v.body_;  // "{\n  a: 1,\n  b: 2"
+    for (std::size_t at = 0; (at = b.find("\n  ", at)) != std::string::npos;)
+      b.replace(at, 3, at == 1 ? "" : " ");
+    return raw(key, b + "}");
+  }
   std::string str() const { return body_ + "\n}\n"; }
 
  private:
@@ -177,7 +190,8 @@ inline Retrieval retrieve(const std::vector<float>& emb, std::size_t n, std::siz
 }
 
 inline void write_retrieval(const fs::path& png, const Dataset& test, const Retrieval& r,
-                            const std::string& query_name) {
+                            const std::string& query_name,
+                            const std::vector<std::string>& class_names = {}) {
   std::vector<plots::Image> images;
   std::vector<int> labels;
   for (const std::uint32_t j : r.neighbours) {
@@ -187,7 +201,7 @@ inline void write_retrieval(const fs::path& png, const Dataset& test, const Retr
   plots::write_retrieval(
       png, image_of(test, r.query), images, r.distances,
       "Nearest test images to test image " + std::to_string(r.query) + " (" + query_name + ")",
-      labels, static_cast<int>(test.labels[r.query]));
+      labels, static_cast<int>(test.labels[r.query]), class_names);
 }
 
 /// How well an embedding separates the classes (see docs/mnist_siamese.md).

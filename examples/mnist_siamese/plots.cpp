@@ -662,8 +662,14 @@ void write_embedding(const fs::path& png, const float* xy, const std::int64_t* l
 
 void write_retrieval(const fs::path& png, Image query, const std::vector<Image>& neighbours,
                      const std::vector<float>& distances, const std::string& title,
-                     const std::vector<int>& neighbour_labels, int query_label) {
+                     const std::vector<int>& neighbour_labels, int query_label,
+                     const std::vector<std::string>& label_names) {
   const char* who = "plots::write_retrieval";
+  const auto label_text = [&](int l) {  // a class name when there is one, else the number
+    return l >= 0 && static_cast<std::size_t>(l) < label_names.size()
+               ? label_names[static_cast<std::size_t>(l)]
+               : "label " + std::to_string(l);
+  };
   check_image(who, query, "query");
   if (neighbours.empty()) throw siam::value_error(std::string(who) + ": no neighbours");
   if (distances.size() != neighbours.size()) {
@@ -693,7 +699,7 @@ void write_retrieval(const fs::path& png, Image query, const std::vector<Image>&
     // Query panel.
     std::string query_caption = "query";
     if (query_label >= 0)
-      query_caption += std::string("  (label ") + std::to_string(query_label) + ")";
+      query_caption += "  (" + label_text(query_label) + ")";
     const double qsize = left_w - 2 * caption_h;
     const double qy = body_y + std::max(0.0, (grid_h - qsize) / 2);  // centred on the grid
     c.text(margin + left_w / 2, qy - header_h / 2, 0.5, query_caption, 16, kBlack);
@@ -721,7 +727,7 @@ void write_retrieval(const fs::path& png, Image query, const std::vector<Image>&
           std::string("#") + std::to_string(i + 1) + "  d = " + format_distance(distances[j]);
       PLINT colour = kBlack;
       if (have_labels) {
-        caption += std::string("  label ") + std::to_string(neighbour_labels[j]);
+        caption += "  " + label_text(neighbour_labels[j]);
         if (query_label >= 0) colour = neighbour_labels[j] == query_label ? kGreen : kRed;
       }
       c.text(x + cell / 2, y + cell - gap + caption_h / 2, 0.5, caption, cell >= 150 ? 13 : 10,

@@ -70,6 +70,6 @@ void write_embedding(const std::filesystem::path& png, const float* xy, const st
 void write_retrieval(const std::filesystem::path& png, Image query,
                      const std::vector<Image>& neighbours, const std::vector<float>& distances,
                      const std::string& title, const std::vector<int>& neighbour_labels = {},
-                     int query_label = -1);
+                     int query_label = -1, const std::vector<std::string>& label_names = {});
 
 }  // namespace plots

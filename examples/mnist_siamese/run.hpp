@@ -51,6 +51,8 @@ inline void on_signal(int sig) {
 struct Data {
   Dataset train, test;
   std::string source;
+  std::vector<std::string> classes;                // an image folder's, sorted; else empty
+  std::vector<siam::data::SkippedFile> skipped;    // --on-bad-image skip left these out
 };
 
 inline Data load_data(const Options& o) {
@@ -79,6 +81,8 @@ inline Data load_data(const Options& o) {
     d.test = std::move(f.test);
     d.source =
         "image folder " + o.data + " (" + std::to_string(f.skipped.size()) + " bad files skipped)";
+    d.classes = std::move(f.classes);
+    d.skipped = std::move(f.skipped);
   } else {
     auto m = siam::data::load_mnist_dir(o.data, ntrain, ntest);
     std::printf("data: %s (%s)\n", o.data.c_str(), m.note.c_str());
@@ -89,6 +93,12 @@ inline Data load_data(const Options& o) {
   std::printf("data: %zu training and %zu test images of %zux%zu pixels\n", d.train.size(),
               d.test.size(), d.train.rows, d.train.cols);
   return d;
+}
+
+/// The names of the labels of `d`: an image folder's class names (also saved in model.siam,
+/// siam::io::load_class_names), else --class-names.
+inline std::vector<std::string> label_names(const Options& o, const Data& d) {
+  return d.classes.empty() ? *parse_class_names(o.class_names) : d.classes;
 }
 
 inline std::string class_name(const std::vector<std::string>& names, std::int64_t label) {
@@ -251,6 +261,14 @@ inline std::string metrics_json(const Options& o, const Data& d, const Evaluatio
       .add("ms_per_iteration", run > 0 ? 1000 * t.training_seconds / static_cast<double>(run) : NAN)
       .add("training_seconds", t.training_seconds)
       .add("wall_seconds", wall_seconds);
+  if (!d.classes.empty()) j.add("classes", d.classes);
+  if (!d.source.starts_with("image folder")) return j.str();
+  std::vector<std::string> files;
+  for (const auto& s : d.skipped)
+    files.push_back(s.path.string());
+  j.add_object("skipped_images", JsonObject()
+                                     .add("count", static_cast<long long>(d.skipped.size()))
+                                     .add("files", files));
   return j.str();
 }
 
@@ -275,6 +293,7 @@ class TrainingRun {
     if (dist)
       dp_ = std::make_unique<siam::parallel::DataParallelTrainer<float, Backend>>(
           trainer_.trainer(), comm, siam::parallel::options_for(trainer_.config(), *dist));
+    if (!data_.classes.empty()) class_names_ = data_.classes;  // the folder's names
     print_setup(o, Backend::name, trainer_, parameter_count(trainer_.network()));
     if (dp_) print_ranks();
     if (!o.resume.empty()) {
@@ -391,7 +410,7 @@ class TrainingRun {
   /// Everything a stopped run must not lose: the model and the loss history.
   void save_progress() {
     if (!root_) return;
-    siam::io::save_model(out_ / "model.siam", trainer_.network());
+    siam::io::save_model(out_ / "model.siam", trainer_.network(), data_.classes);
     write_text(out_ / "loss.csv", loss_csv(losses_));
     plots::write_loss(out_ / "loss.png", losses_, 50);
   }
@@ -413,7 +432,7 @@ class TrainingRun {
     write_text(out_ / "embedding.csv", embedding_csv(test_emb, data_.test, dim_));
     const Retrieval r = retrieve(test_emb, labels.size(), dim_, pick_query(o_.seed, labels.size()));
     write_retrieval(out_ / "retrieval.png", data_.test, r,
-                    class_name(class_names_, labels[r.query]));
+                    class_name(class_names_, labels[r.query]), class_names_);
     const double wall = seconds_since(wall_start_);
     write_text(out_ / "metrics.json", metrics_json(o_, data_, ev, times_, wall, Backend::name,
                                                    Backend::gemm_name(), comm_.size()));
@@ -500,10 +519,10 @@ siam::nn::Sequential<float, Backend> load_query_model(const Options& o) {
 /// `query`: loads a model and shows the nearest test images of one test image.
 template <class Backend>
 int query(const Options& o) {
-  const auto class_names = *parse_class_names(o.class_names);
   const Data data = load_data(o);
   auto net = load_query_model<Backend>(o);
   std::printf("model: %s, %s\n", o.model.c_str(), net.describe().c_str());
+  const auto class_names = label_names(o, data);
   const std::size_t dim = embedding_dim(net);
 
   const auto emb = embed(net, data.test);
@@ -513,7 +532,8 @@ int query(const Options& o) {
   const fs::path out = o.out;
   fs::create_directories(out);
   const auto& labels = data.test.labels;
-  write_retrieval(out / "retrieval.png", data.test, r, class_name(class_names, labels[q]));
+  write_retrieval(out / "retrieval.png", data.test, r, class_name(class_names, labels[q]),
+                  class_names);
 
   std::printf("test image %zu (label %s) at (%.4f, %.4f%s); nearest test images:\n", q,
               class_name(class_names, labels[q]).c_str(), emb[q * dim], emb[q * dim + 1],

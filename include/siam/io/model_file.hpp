@@ -6,6 +6,7 @@
 //   model/scalar  text        float32 or float64
 //   model/input   u64 [rank]  the shape of one input example
 //   model/arch    text        one line per layer, its kind and settings (nn/spec.hpp)
+//   model/classes text        optional: the class names, one per line, label i on line i
 // so load_model<T, B>(path) returns a ready network. Files of format 1 hold weights only:
 // they load into a network the caller builds, with load_model(path, net.parameters()).
 #pragma once
@@ -139,10 +140,47 @@ std::vector<Record> model_records(const nn::Sequential<T, B>& net) {
   return out;
 }
 
-/// Saves a whole network, self-describing (atomically: see archive.hpp).
+/// The record naming the classes (label i is class_names[i]), one name per line. Throws
+/// value_error for an empty list, an empty name or one holding a line break.
+inline Record class_names_record(const std::vector<std::string>& class_names) {
+  if (class_names.empty()) throw value_error("class_names_record: no class names");
+  std::string text;
+  for (std::size_t i = 0; i < class_names.size(); ++i) {
+    const auto& n = class_names[i];
+    if (n.empty() || n.find_first_of("\r\n") != std::string::npos)
+      throw value_error("class_names_record: class " + std::to_string(i) + " ('" + n +
+                        "') is empty or holds a line break");
+    text += n + "\n";
+  }
+  return make_text_record("model/classes", text);
+}
+
+/// The class names a model file's records hold, label order; empty when it holds none
+/// (every file saved without them). Throws io_error naming the file for a malformed record.
+inline std::vector<std::string> class_names(const std::vector<Record>& records,
+                                            const std::string& file) {
+  const Record* r = detail::find_record(records, "model/classes");
+  if (!r) return {};
+  if (r->type != ArrayType::text) throw io_error(file + ": model/classes is not a text record");
+  std::vector<std::string> out;
+  std::istringstream lines(r->text());
+  for (std::string line; std::getline(lines, line);)
+    out.push_back(line);
+  if (out.empty()) throw io_error(file + ": model/classes names no class");
+  return out;
+}
+/// The class names saved in a model file (empty when it holds none).
+inline std::vector<std::string> load_class_names(const std::filesystem::path& path) {
+  return class_names(load_archive(path), path.string());
+}
+
+/// Saves a whole network, self-describing (atomically: see archive.hpp), with the names
+/// of its classes when `classes` is not empty (without them the file is as before).
 template <class T, class B>
-void save_model(const std::filesystem::path& path, nn::Sequential<T, B>& net) {
+void save_model(const std::filesystem::path& path, nn::Sequential<T, B>& net,
+                const std::vector<std::string>& classes = {}) {
   auto records = model_records(net);
+  if (!classes.empty()) records.push_back(class_names_record(classes));
   for (auto& r : parameter_records(net.state()))  // parameters, then buffers
     records.push_back(std::move(r));
   save_archive(path, records);
