@@ -77,8 +77,10 @@ class JsonObject {
   JsonObject& add(const std::string& key, const std::string& v) { return raw(key, quote(v)); }
   JsonObject& add(const std::string& key, const std::vector<std::string>& v) {
     std::string a = "[";
-    for (std::size_t i = 0; i < v.size(); ++i)
-      a += (i ? ", " : "") + quote(v[i]);
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (i) a += ", ";
+      a += quote(v[i]);
+    }
     return raw(key, a + "]");
   }
   /// A nested object, on one line: {"a": 1, "b": 2}.
@@ -95,7 +97,12 @@ class JsonObject {
     body_ += (body_.size() > 1 ? ",\n  " : "\n  ") + quote(key) + ": " + value;
     return *this;
   }
-  static std::string quote(const std::string& s) { return "\"" + siam::io::json_escape(s) + "\""; }
+  static std::string quote(const std::string& s) {
+    std::string q(1, '"');  // appended piece by piece: GCC 12 misreads "\"" + string&& (-Wrestrict)
+    q += siam::io::json_escape(s);
+    q += '"';
+    return q;
+  }
   std::string body_ = "{";
 };
 

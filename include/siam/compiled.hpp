@@ -72,7 +72,8 @@
   }                                                                                          \
   namespace siam::io {                                                                       \
   SIAM_EXTERN template void save_model<T, B>(const std::filesystem::path&,                   \
-                                             nn::Sequential<T, B>&);                         \
+                                             nn::Sequential<T, B>&,                          \
+                                             const std::vector<std::string>&);               \
   SIAM_EXTERN template nn::Sequential<T, B> load_model<T, B>(const std::filesystem::path&);  \
   SIAM_EXTERN template void load_model<T, B>(const std::filesystem::path&,                   \
                                              nn::Sequential<T, B>&);                         \
