@@ -10,7 +10,7 @@
 #include <siam/data/jpeg.hpp>
 #include <siam/data/png.hpp>
 #include <siam/siamese.hpp>
-#include <siam/train.hpp>
+#include <siam/train/siamese_trainer.hpp>
 #include <siam/train/folder_batches.hpp>
 
 #include <chrono>
