@@ -96,7 +96,7 @@ mutant include/siam/autodiff/batchnorm.hpp test_layers_modern \
 mkdir -p "$out" "$logs"
 rm -rf "$src"
 mkdir -p "$src"
-cp -R "$root/CMakeLists.txt" "$root/cmake" "$root/include" "$root/tests" "$src/"
+cp -R "$root/CMakeLists.txt" "$root/cmake" "$root/include" "$root/src" "$root/tests" "$src/"
 launcher=()
 if command -v ccache >/dev/null; then launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
 cmake -S "$src" -B "$bin" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" \
