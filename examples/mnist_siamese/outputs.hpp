@@ -85,16 +85,28 @@ class JsonObject {
   }
   /// A nested object, on one line: {"a": 1, "b": 2}.
   JsonObject& add_object(const std::string& key, const JsonObject& v) {
-    std::string b = v.body_;  // "{\n  a: 1,\n  b: 2"
-    for (std::size_t at = 0; (at = b.find("\n  ", at)) != std::string::npos;)
-      b.replace(at, 3, at == 1 ? "" : " ");
-    return raw(key, b + "}");
+    const std::string& s = v.body_;  // "{\n  a: 1,\n  b: 2" -> "{a: 1, b: 2}"
+    std::string b;
+    b.reserve(s.size() + 1);
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      if (s.compare(i, 3, "\n  ") == 0) {
+        if (i != 1) b.push_back(' ');
+        i += 2;
+        continue;
+      }
+      b.push_back(s[i]);
+    }
+    b.push_back('}');
+    return raw(key, b);
   }
   std::string str() const { return body_ + "\n}\n"; }
 
  private:
   JsonObject& raw(const std::string& key, const std::string& value) {
-    body_ += (body_.size() > 1 ? ",\n  " : "\n  ") + quote(key) + ": " + value;
+    body_ += body_.size() > 1 ? ",\n  " : "\n  ";  // appends only: see quote()
+    body_ += quote(key);
+    body_ += ": ";
+    body_ += value;
     return *this;
   }
   static std::string quote(const std::string& s) {
