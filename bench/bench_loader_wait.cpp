@@ -10,8 +10,8 @@
 #include <siam/data/jpeg.hpp>
 #include <siam/data/png.hpp>
 #include <siam/siamese.hpp>
-#include <siam/train/siamese_trainer.hpp>
 #include <siam/train/folder_batches.hpp>
+#include <siam/train/siamese_trainer.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -96,8 +96,8 @@ int main(int argc, char** argv) try {
   std::printf(
       "%zu images, %zu worker thread(s), %d steps of %zu pairs (3x64x64): step %.2f ms, "
       "wait for data %.3f ms (max %.3f ms), wait fraction %.2f%%\n",
-      folder.size(), threads, steps, pairs, 1e3 * step / steps, 1e3 * wait / steps,
-      1e3 * max_wait, 100 * wait / step);
+      folder.size(), threads, steps, pairs, 1e3 * step / steps, 1e3 * wait / steps, 1e3 * max_wait,
+      100 * wait / step);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "error: %s\n", e.what());

@@ -6,8 +6,8 @@
 //                                    "allocs" = heap allocations per steady step,
 //                                    "faults" = minor page faults per step
 //   resnet_embed/<engine>/threads:N  inference (net.embed) on the same batch
-// CPU time is the whole process's (every thread). <engine> is im2col (always) and onednn (when built with SIAM_DNNL). bench/compare_resnet.sh
-// runs the step next to bench/pytorch_resnet.py.
+// CPU time is the whole process's (every thread). <engine> is im2col (always) and onednn (when
+// built with SIAM_DNNL). bench/compare_resnet.sh runs the step next to bench/pytorch_resnet.py.
 #include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
@@ -89,10 +89,10 @@ void register_all() {
   for (int t : bench::thread_counts())
     for (const auto& [e, en] : engines)
       for (bool train : {true, false})
-        benchmark::RegisterBenchmark(((train ? "resnet_step/" : "resnet_embed/") + en +
-                                      "/threads:" + std::to_string(t))
-                                         .c_str(),
-                                     bm_step, e, t, train)
+        benchmark::RegisterBenchmark(
+            ((train ? "resnet_step/" : "resnet_embed/") + en + "/threads:" + std::to_string(t))
+                .c_str(),
+            bm_step, e, t, train)
             ->UseRealTime()
             ->MeasureProcessCPUTime()
             ->Unit(benchmark::kMillisecond);

@@ -17,8 +17,8 @@
 #include <siam/data/loader.hpp>
 #include <siam/data/transforms.hpp>
 #include <siam/siamese.hpp>
-#include <siam/train/siamese_trainer.hpp>
 #include <siam/train/folder_batches.hpp>
+#include <siam/train/siamese_trainer.hpp>
 #include <string>
 #include <vector>
 

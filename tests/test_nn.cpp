@@ -297,8 +297,7 @@ TEST_CASE("model files keep class names; files without them load as before") {
   odd.push_back(io::make_record("model/classes", {1}, &seven, 1));
   io::save_archive(dir / "odd.siam", odd);
   CHECK_THROWS_WITH_AS(io::load_class_names(dir / "odd.siam"),
-                       doctest::Contains("odd.siam: model/classes is not a text record"),
-                       io_error);
+                       doctest::Contains("odd.siam: model/classes is not a text record"), io_error);
   std::filesystem::remove_all(dir);
 }
 

@@ -265,7 +265,8 @@ TEST_CASE("BatchNorm and residual buffers: torchvision's names, an I64 batch cou
     x[k] = static_cast<float>((k * 7) % 11) * 0.3f - 1.0f;
   for (int step = 0; step < 2; ++step) {
     siam::Tape<float, Cpu> t;
-    const auto xt = siam::Tensor<float, Cpu>::from(siam::Shape{2, 1, 6, 6}, std::span<const float>(x));
+    const auto xt =
+        siam::Tensor<float, Cpu>::from(siam::Shape{2, 1, 6, 6}, std::span<const float>(x));
     (void)net.forward(t.constant(xt));
   }
   const fs::path f = dir / "bn.safetensors";
@@ -318,8 +319,9 @@ TEST_CASE("BatchNorm and residual buffers: torchvision's names, an I64 batch cou
     }
     return std::string();
   };
-  CHECK(load_error(without("layers.1.running_var"))
-            .find("lacks the tensor 'layers.1.running_var'") != std::string::npos);
+  CHECK(
+      load_error(without("layers.1.running_var")).find("lacks the tensor 'layers.1.running_var'") !=
+      std::string::npos);
   auto float_count = file.tensors;
   const float one = 1.0f;
   for (auto& r : float_count)

@@ -33,7 +33,7 @@ struct Options {
   std::string layers = "784,1024,1024,2";  // the MLP (--arch mlp)
   std::string arch = "mlp";                // mlp, cnn or resnet
   long long embedding_dim = 0;  // 0: the architecture's (mlp: --layers' last, cnn 2, resnet 64)
-  std::string loss = "contrastive";        // contrastive, triplet, batch-hard, batch-all, ntxent
+  std::string loss = "contrastive";  // contrastive, triplet, batch-hard, batch-all, ntxent
   bool soft_margin = false;
   double temperature = 0.1;
   std::string optimizer = "adam";  // adam, adamw, sgd
@@ -56,10 +56,10 @@ struct Options {
   std::string onnx, safetensors;
   // index (index.hpp): --out is the index file; query --index-file searches it
   std::string index_file;
-  bool exact = false;          // a flat (exact) index instead of HNSW
-  std::string metric = "l2";   // l2 or inner_product
-  long long k = 9;             // neighbours a query prints
-  long long ef = 64;           // HNSW search candidate list
+  bool exact = false;         // a flat (exact) index instead of HNSW
+  std::string metric = "l2";  // l2 or inner_product
+  long long k = 9;            // neighbours a query prints
+  long long ef = 64;          // HNSW search candidate list
   long long hnsw_m = 16, ef_construction = 200;
 };
 
@@ -151,8 +151,8 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
   if (o.arch == "cnn" && o.image_size != 28)
     return "--image-size " + std::to_string(o.image_size) + ": --arch cnn takes 28x28 images";
   if (o.embedding_dim < 0 || o.embedding_dim > 4096)
-    return "--embedding-dim " + std::to_string(o.embedding_dim) + ": must be in [1, 4096] (0: " +
-           "the architecture's default)";
+    return "--embedding-dim " + std::to_string(o.embedding_dim) +
+           ": must be in [1, 4096] (0: " + "the architecture's default)";
   if (o.arch == "mlp" && o.embedding_dim > 0 && o.embedding_dim != layers->back())
     return "--embedding-dim " + std::to_string(o.embedding_dim) + ": for --arch mlp the " +
            "embedding is --layers' last size (" + std::to_string(layers->back()) + ")";

@@ -698,8 +698,7 @@ void write_retrieval(const fs::path& png, Image query, const std::vector<Image>&
 
     // Query panel.
     std::string query_caption = "query";
-    if (query_label >= 0)
-      query_caption += "  (" + label_text(query_label) + ")";
+    if (query_label >= 0) query_caption += "  (" + label_text(query_label) + ")";
     const double qsize = left_w - 2 * caption_h;
     const double qy = body_y + std::max(0.0, (grid_h - qsize) / 2);  // centred on the grid
     c.text(margin + left_w / 2, qy - header_h / 2, 0.5, query_caption, 16, kBlack);

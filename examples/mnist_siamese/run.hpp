@@ -8,10 +8,10 @@
 #include <siam/data/idx.hpp>
 #include <siam/data/pairs.hpp>
 #include <siam/data/synthetic_digits.hpp>
-#include <siam/parallel/trainer.hpp>
 #include <siam/io/model_file.hpp>
 #include <siam/metrics.hpp>
 #include <siam/nn/resnet.hpp>
+#include <siam/parallel/trainer.hpp>
 #include <siam/train/siamese_trainer.hpp>
 
 #include <unistd.h>
@@ -51,8 +51,8 @@ inline void on_signal(int sig) {
 struct Data {
   Dataset train, test;
   std::string source;
-  std::vector<std::string> classes;                // an image folder's, sorted; else empty
-  std::vector<siam::data::SkippedFile> skipped;    // --on-bad-image skip left these out
+  std::vector<std::string> classes;              // an image folder's, sorted; else empty
+  std::vector<siam::data::SkippedFile> skipped;  // --on-bad-image skip left these out
 };
 
 inline Data load_data(const Options& o) {
@@ -266,9 +266,9 @@ inline std::string metrics_json(const Options& o, const Data& d, const Evaluatio
   std::vector<std::string> files;
   for (const auto& s : d.skipped)
     files.push_back(s.path.string());
-  j.add_object("skipped_images", JsonObject()
-                                     .add("count", static_cast<long long>(d.skipped.size()))
-                                     .add("files", files));
+  j.add_object(
+      "skipped_images",
+      JsonObject().add("count", static_cast<long long>(d.skipped.size())).add("files", files));
   return j.str();
 }
 
@@ -482,7 +482,7 @@ class TrainingRun {
   RunTimes times_;
   long long last_good_ = 0;  // the model is the one after this iteration
   siam::parallel::Communicator& comm_;
-  bool root_;                                                            // writes the files
+  bool root_;                                                                // writes the files
   std::unique_ptr<siam::parallel::DataParallelTrainer<float, Backend>> dp_;  // null: one process
 };
 
@@ -496,7 +496,8 @@ int run(const Options& o) {
 }
 /// The same on every rank of `comm`, data-parallel (see distributed.hpp).
 template <class Backend>
-int run(const Options& o, siam::parallel::Communicator& comm, siam::parallel::DataParallelOptions d) {
+int run(const Options& o, siam::parallel::Communicator& comm,
+        siam::parallel::DataParallelOptions d) {
   Backend::set_matmul_precision(siam::parse_matmul_precision(o.matmul_precision));
   return TrainingRun<Backend>(o, comm, d).run();
 }

@@ -3,6 +3,7 @@
 // CUDA backend lives in <siam/backend/cuda.hpp> and needs nvcc.
 #pragma once
 
+#include "siam/assign.hpp"
 #include "siam/autodiff/batchnorm.hpp"
 #include "siam/autodiff/conv.hpp"
 #include "siam/autodiff/dropout.hpp"
@@ -15,7 +16,6 @@
 #include "siam/autodiff/tape.hpp"
 #include "siam/backend/cpu.hpp"
 #include "siam/error.hpp"
-#include "siam/assign.hpp"
 #include "siam/expr.hpp"
 #include "siam/loss/contrastive.hpp"
 #include "siam/loss/mining.hpp"

@@ -14,8 +14,8 @@
 #include <utility>
 #include <vector>
 
-#include "siam/backend_concept.hpp"
 #include "siam/assign.hpp"
+#include "siam/backend_concept.hpp"
 
 namespace siam {
 

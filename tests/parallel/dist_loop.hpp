@@ -12,9 +12,9 @@
 
 #include "siam/data/dataset.hpp"
 #include "siam/data/pairs.hpp"
-#include "siam/parallel/data_parallel.hpp"
 #include "siam/io/archive.hpp"
 #include "siam/io/model_file.hpp"
+#include "siam/parallel/data_parallel.hpp"
 #include "siam/siamese.hpp"
 
 namespace siam::disttest {

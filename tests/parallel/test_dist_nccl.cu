@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "siam/backend/cuda.hpp"
+#include "siam/nn/layers.hpp"
 #include "siam/parallel/data_parallel.hpp"
 #include "siam/parallel/nccl.hpp"
-#include "siam/nn/layers.hpp"
 
 using namespace siam;
 namespace {

@@ -141,7 +141,8 @@ TEST_CASE("one-rank data-parallel trainer: bit-identical by default, close with 
     parallel::LocalCommunicator comm;
     const Reduction r = triplets ? Reduction::mean : Reduction::sum;
     parallel::DataParallelTrainer<T, B> d1(dflt.trainer, comm, {{}, r});
-    parallel::DataParallelTrainer<T, B> d2(det.trainer, comm, {{true, 3, 0}, r});  // 10 items: 3, 3, 4
+    parallel::DataParallelTrainer<T, B> d2(det.trainer, comm,
+                                           {{true, 3, 0}, r});  // 10 items: 3, 3, 4
     std::vector<T> lp, l1, l2;
     for (int s = 0; s < 12; ++s) {
       lp.push_back(plain.trainer.step());

@@ -192,10 +192,10 @@ Outputs run_all() {
             [](Tp&, V& v) { return linear_relu(v[0], v[1], v[2]); });
   // ---- batch normalisation (training and inference forms, both layouts), pooling, and a
   // residual block with BatchNorm: no convolution, so they need no cuDNN
-  grad_case("batch_norm.features",
-            {random<B>(Shape{12, 5}, 40), random<B>(Shape{5}, 41, 0.5, 1.5),
-             random<B>(Shape{5}, 42)},
-            [](Tp&, V& v) { return batch_norm(v[0], v[1], v[2], 1e-5f); });
+  grad_case(
+      "batch_norm.features",
+      {random<B>(Shape{12, 5}, 40), random<B>(Shape{5}, 41, 0.5, 1.5), random<B>(Shape{5}, 42)},
+      [](Tp&, V& v) { return batch_norm(v[0], v[1], v[2], 1e-5f); });
   grad_case("batch_norm.channels",
             {random<B>(Shape{3, 4, 5, 6}, 43), random<B>(Shape{4}, 44, 0.5, 1.5),
              random<B>(Shape{4}, 45)},
@@ -205,8 +205,8 @@ Outputs run_all() {
             {random<B>(Shape{3, 4, 5, 6}, 46), random<B>(Shape{4}, 47, 0.5, 1.5),
              random<B>(Shape{4}, 48)},
             [&](Tp& t, V& v) {
-              return batch_norm_inference(v[0], v[1], v[2], t.constant(bn_mean),
-                                          t.constant(bn_var), 1e-5f);
+              return batch_norm_inference(v[0], v[1], v[2], t.constant(bn_mean), t.constant(bn_var),
+                                          1e-5f);
             });
   grad_case("global_avg_pool", {random<B>(Shape{3, 4, 5, 6}, 51)},
             [](Tp&, V& v) { return global_avg_pool2d(v[0]); });

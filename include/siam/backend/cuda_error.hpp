@@ -13,7 +13,6 @@
 
 #include "siam/error.hpp"
 
-
 /// Evaluates a CUDA runtime call once; throws siam::cuda_error naming the call, the error and the
 /// source position unless it returned cudaSuccess.
 #define SIAM_CUDA_CHECK(call) ::siam::cuda::throw_on_cuda_error((call), #call, __FILE__, __LINE__)
