@@ -25,6 +25,7 @@
 
 #include "siam/error.hpp"
 #include "siam/io/archive.hpp"
+#include "siam/io/json.hpp"
 
 namespace siam::io {
 
@@ -54,24 +55,6 @@ inline const char* safetensors_dtype(ArrayType t) {
       return "U8";
   }
   return "?";
-}
-
-inline std::string json_escape(const std::string& s) {
-  std::string out;
-  for (const char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (c < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += ch;
-    }
-  }
-  return out;
 }
 
 /// A parser for exactly the JSON a safetensors header may hold: one object whose values
@@ -297,8 +280,7 @@ inline std::vector<std::uint8_t> encode_safetensors(
   if (!metadata.empty()) {
     h += "\"__metadata__\":{";
     for (const auto& [k, v] : metadata) {
-      h += (first ? "" : ",") +
-           ("\"" + detail::json_escape(k) + "\":\"" + detail::json_escape(v) + "\"");
+      h += (first ? "" : ",") + ("\"" + io::json_escape(k) + "\":\"" + io::json_escape(v) + "\"");
       first = false;
     }
     h += "}";
@@ -309,7 +291,7 @@ inline std::vector<std::uint8_t> encode_safetensors(
     if (t.name == "__metadata__")
       throw value_error("encode_safetensors: '__metadata__' is reserved");
     const std::uint64_t end = offset + t.bytes.size();
-    h += (first ? "\"" : ",\"") + detail::json_escape(t.name) + "\":{\"dtype\":\"" +
+    h += (first ? "\"" : ",\"") + io::json_escape(t.name) + "\":{\"dtype\":\"" +
          detail::safetensors_dtype(t.type) + "\",\"shape\":" + detail::dims_string(t.dims) +
          ",\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(end) + "]}";
     first = false;
