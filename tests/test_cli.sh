@@ -243,24 +243,24 @@ fi
 
 # ---- determinism: two identical runs give identical losses and models
 for run in d1 d2; do
-  "$bin" "${fast[@]}" --iterations 150 --out "$tmp/$run" >/dev/null 2>&1
+  "$bin" "${fast[@]}" --iterations 60 --out "$tmp/$run" >/dev/null 2>&1
 done
 check "identical runs: identical loss.csv" cmp -s "$tmp/d1/loss.csv" "$tmp/d2/loss.csv"
 check "identical runs: identical model.siam" cmp -s "$tmp/d1/model.siam" "$tmp/d2/model.siam"
 
-# ---- checkpoint and resume: 100 + 100 iterations == 200 straight
-"$bin" "${fast[@]}" --iterations 200 --out "$tmp/a" >/dev/null 2>&1
-"$bin" "${fast[@]}" --iterations 100 --checkpoint-every 100 --out "$tmp/b" >/dev/null 2>&1
+# ---- checkpoint and resume: 40 + 40 iterations == 80 straight
+"$bin" "${fast[@]}" --iterations 80 --out "$tmp/a" >/dev/null 2>&1
+"$bin" "${fast[@]}" --iterations 40 --checkpoint-every 40 --out "$tmp/b" >/dev/null 2>&1
 check "checkpoint written" test -s "$tmp/b/checkpoint.siam"
-"$bin" "${fast[@]}" --iterations 200 --resume "$tmp/b/checkpoint.siam" --out "$tmp/b" \
+"$bin" "${fast[@]}" --iterations 80 --resume "$tmp/b/checkpoint.siam" --out "$tmp/b" \
   >"$tmp/resume.log" 2>&1
 check "resumed run exits 0" test $? -eq 0
-check "resume reports the iteration" grep -q "at iteration 100" "$tmp/resume.log"
+check "resume reports the iteration" grep -q "at iteration 40" "$tmp/resume.log"
 check "resumed loss.csv == straight loss.csv" cmp -s "$tmp/a/loss.csv" "$tmp/b/loss.csv"
 check "resumed model.siam == straight model.siam" cmp -s "$tmp/a/model.siam" "$tmp/b/model.siam"
 cp "$tmp/b/checkpoint.siam" "$tmp/bad_checkpoint.siam"
 printf '\x00' | dd of="$tmp/bad_checkpoint.siam" bs=1 seek=200 conv=notrunc status=none
-"$bin" "${fast[@]}" --iterations 200 --resume "$tmp/bad_checkpoint.siam" --out "$tmp/c" \
+"$bin" "${fast[@]}" --iterations 80 --resume "$tmp/bad_checkpoint.siam" --out "$tmp/c" \
   >/dev/null 2>"$tmp/c.err"
 rc=$?
 check "a corrupt checkpoint is rejected ($(cat "$tmp/c.err"))" test $rc -eq 1 -a ! -e "$tmp/c"
@@ -329,14 +329,14 @@ check "--on-nan skip: the stop names iteration 27 and the cause ($(tail -1 "$tmp
 check "--on-nan skip: the model after the stop is finite" finite_model "$tmp/skip2/model.siam"
 
 # ---- --graph: the step captured once and replayed (the CPU re-runs it); NaN found on the device
-"$bin" "${fast[@]}" --iterations 100 --graph --out "$tmp/graph" >/dev/null 2>&1
+"$bin" "${fast[@]}" --iterations 60 --graph --out "$tmp/graph" >/dev/null 2>&1
 check "--graph exits 0" test $? -eq 0
 check "--graph is recorded in metrics.json" grep -q '"graph": 1' "$tmp/graph/metrics.json"
-"$bin" "${fast[@]}" --iterations 100 --out "$tmp/eager" >/dev/null 2>&1
+"$bin" "${fast[@]}" --iterations 60 --out "$tmp/eager" >/dev/null 2>&1
 check "--graph losses match the eager run's (relative 1e-3)" awk -F, '
   NR == FNR { a[FNR] = $2; next }
   FNR > 1 { d = $2 - a[FNR]; if (d < 0) d = -d; if (d > 1e-3 * (1 + a[FNR])) bad = 1; n++ }
-  END { exit bad || n != 100 }' "$tmp/eager/loss.csv" "$tmp/graph/loss.csv"
+  END { exit bad || n != 60 }' "$tmp/eager/loss.csv" "$tmp/graph/loss.csv"
 "$bin" "${fast[@]}" --iterations 50 --lr 1e9 --graph --out "$tmp/gnan" >/dev/null 2>"$tmp/gnan.err"
 rc=$?
 check "--graph: a NaN step stops the run (rc $rc)" test $rc -eq 1
