@@ -91,6 +91,19 @@ mutant include/siam/io/archive.hpp test_conv \
 mutant include/siam/autodiff/batchnorm.hpp test_layers_modern \
   'bn_repeat<T, B>(g, -(G * I / m) * I * Sx, w.r2);' \
   'bn_repeat<T, B>(g, (G * I / m) * I * Sx, w.r2);'
+# loader: each row decodes the next row's image (an off-by-one in the item index)
+mutant include/siam/data/loader.hpp test_images \
+  'folder_.load(rows[r], spec_.decode_shrink' \
+  'folder_.load(rows[(r + 1) % rows.size()], spec_.decode_shrink'
+# loader: a transform key drawn also without augmentation (the folder's batches drift from
+# the in-memory ones of the same seed)
+mutant include/siam/data/loader.hpp test_images \
+  's.key = spec_.augment ? plan_rng_.next_u64() : 0;' \
+  's.key = plan_rng_.next_u64();'
+# streaming trainer: the triplet source asked for batch_pairs triplets instead of 2/3 of them
+mutant include/siam/train/siamese_trainer.hpp test_images \
+  '      r.n = 2 * cfg_.batch_pairs / 3;' \
+  '      r.n = cfg_.batch_pairs;'
 
 # ---- a copy of the sources, configured once
 mkdir -p "$out" "$logs"

@@ -407,6 +407,70 @@ EOF
   check "--on-bad-image skip: metrics.json counts and lists the bad files" grep -qxF \
     "  \"skipped_images\": {\"count\": 2, \"files\": [\"$tmp/badfolder/train/cat/zero.png\", \"$tmp/badfolder/train/dog/trunc.png\"]}" \
     "$tmp/fskip/metrics.json"
+  # ---- the training split streams from disk through the loader: the same images as IDX
+  # files and as a PNG tree (grey, no augmentation) train to the same losses and embedding
+  python3 - "$tmp/twin" <<'EOF'
+import os, struct, sys, zlib
+def png(path, w, h, pixels):  # 8-bit grey PNG
+    raw = b"".join(b"\x00" + bytes(pixels[y * w:(y + 1) * w]) for y in range(h))
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+root = sys.argv[1]
+os.makedirs(os.path.join(root, "idx"))
+for split, prefix, n in (("train", "train", 12), ("test", "t10k", 5)):
+    images, labels = [], []
+    for c in range(3):  # sorted by class: the folder's order (class folders, then file names)
+        for i in range(n):
+            px = [(150 if (y // 9) == c else 20) + (11 * x + 5 * y + 37 * i + 3 * c) % 90
+                  for y in range(28) for x in range(28)]
+            d = os.path.join(root, "png", split, str(c))
+            os.makedirs(d, exist_ok=True)
+            png(os.path.join(d, "%05d.png" % len(labels)), 28, 28, px)
+            images += px
+            labels.append(c)
+    with open(os.path.join(root, "idx", prefix + "-images-idx3-ubyte"), "wb") as f:
+        f.write(struct.pack(">IIII", 0x803, len(labels), 28, 28) + bytes(images))
+    with open(os.path.join(root, "idx", prefix + "-labels-idx1-ubyte"), "wb") as f:
+        f.write(struct.pack(">II", 0x801, len(labels)) + bytes(labels))
+EOF
+  twin=(--train-size 36 --test-size 15 --eval-every 50 --iterations 12 --batch-pairs 16 --seed 5)
+  "$bin" "${twin[@]}" --data "$tmp/twin/idx" --out "$tmp/tidx" >"$tmp/tidx.log" 2>&1
+  rc=$?
+  check "IDX twin: the run exits 0 ($(tail -1 "$tmp/tidx.log"))" test $rc -eq 0
+  "$bin" "${twin[@]}" --data "$tmp/twin/png" --out "$tmp/tpng" >"$tmp/tpng.log" 2>&1
+  rc=$?
+  check "PNG twin: the run exits 0 ($(tail -1 "$tmp/tpng.log"))" test $rc -eq 0
+  check "PNG twin: the training images stream from disk" grep -q "streamed from disk" "$tmp/tpng.log"
+  check "IDX and PNG twins: identical loss.csv" cmp -s "$tmp/tidx/loss.csv" "$tmp/tpng/loss.csv"
+  check "IDX and PNG twins: identical embedding.csv" \
+    cmp -s "$tmp/tidx/embedding.csv" "$tmp/tpng/embedding.csv"
+  check "PNG twin: metrics.json has the batch wait" \
+    grep -qE '"batch_wait_fraction": [0-9.e-]+,' "$tmp/tpng/metrics.json"
+  # colour and augmentation; the batches do not depend on the number of loader threads
+  colour=("${fast[@]}" --iterations 15 --data "$tmp/folder" --channels 3 --augment
+    --image-size 16 --layers 768,32,2)
+  for n in 1 2; do
+    "$bin" "${colour[@]}" --loader-threads $n --out "$tmp/col$n" >"$tmp/col$n.log" 2>&1
+    rc=$?
+    check "colour + augment, $n loader thread(s): the run exits 0 ($(tail -1 "$tmp/col$n.log"))" \
+      test $rc -eq 0
+  done
+  check "colour + augment: 1 and 2 loader threads give the identical loss.csv" \
+    cmp -s "$tmp/col1/loss.csv" "$tmp/col2/loss.csv"
+  check "colour + augment: the losses differ from the grey run's" \
+    test "$(head -3 "$tmp/col1/loss.csv")" != "$(head -3 "$tmp/fo/loss.csv")"
+  check "colour: retrieval.png written" test -s "$tmp/col1/retrieval.png"
+  expect_bad "--layers 784,32,2: the input size must be 768 (3 x 16x16 images)" \
+    "${fast[@]}" --data "$tmp/folder" --channels 3 --image-size 16 --layers 784,32,2
+  expect_bad "the ntxent loss cannot train from an image folder" "${fast[@]}" --data "$tmp/folder" \
+    --loss ntxent
+  expect_bad "--augment: needs --data an image folder" "${fast[@]}" --augment
+  expect_bad "--loader-threads 0: must be in" "${fast[@]}" --data "$tmp/folder" --loader-threads 0
+  expect_bad "$tmp/badfolder/train/cat/zero.png: empty file" "${fast[@]}" --data "$tmp/badfolder" \
+    --channels 3 --augment --image-size 16 --layers 768,32,2 --on-bad-image fail
 else
   echo "skipped: python3 not found, no image folder written"
 fi

@@ -836,6 +836,72 @@ TEST_CASE("the general trainer learns from a folder pair source (dark against li
   CHECK(std::isfinite(last));
   CHECK(last < 0.5 * first);
 }
+
+TEST_CASE("a streaming SiameseTrainer (folder source factory) trains as the in-memory one") {
+  // The same grey 8x8 images as PNG files and as a Dataset (k / 255): with no augmentation
+  // the folder sources draw what the in-memory sources draw, so every loss is identical.
+  TempDir t;
+  siam::data::Dataset set;
+  set.rows = set.cols = 8;
+  siam::Rng noise(5);
+  const char* names[] = {"a", "b", "c"};
+  for (std::int64_t c = 0; c < 3; ++c)
+    for (int i = 0; i < 5; ++i) {
+      std::vector<unsigned> v;
+      for (int p = 0; p < 64; ++p) {
+        v.push_back(static_cast<unsigned>(60 * c + noise.below(120)));
+        set.images.push_back(static_cast<float>(v.back()) / 255.0f);
+      }
+      set.labels.push_back(c);
+      write_bytes(t.path / names[c] / (std::to_string(i) + ".png"),
+                  test_png::encode(8, 8, PNG_COLOR_TYPE_GRAY, 8, v));
+    }
+  auto o = codecs(1);
+  o.min_per_class = 2;
+  const auto folder = std::make_shared<const siam::data::ImageFolder>(t.path, o);
+  REQUIRE(folder->labels() == set.labels);
+  siam::data::TransformSpec spec;
+  spec.size = 8;
+  for (const char* loss : {"contrastive", "triplet", "batch-hard"}) {
+    CAPTURE(loss);
+    siam::SiameseConfig cfg;
+    cfg.layers = {64, 16, 2};
+    cfg.loss = loss;
+    cfg.batch_pairs = 6;
+    cfg.seed = 3;
+    siam::SiameseTrainer<float, siam::Cpu> memory(set, cfg);
+    for (std::size_t threads : {1u, 3u}) {
+      CAPTURE(threads);
+      siam::SiameseTrainer<float, siam::Cpu> streaming(
+          set.labels, cfg,
+          siam::folder_source_factory<float, siam::Cpu>(folder, spec, {threads, 2}));
+      CHECK(streaming.streaming());
+      siam::SiameseTrainer<float, siam::Cpu> again(set, cfg);
+      for (int s = 0; s < 6; ++s)
+        CHECK(streaming.step() == again.step());
+      const auto wait = siam::folder_wait_seconds(streaming.source());
+      REQUIRE(wait.has_value());
+      CHECK(*wait >= 0);
+      CHECK_THROWS_AS(streaming.embed_training_set(), siam::value_error);
+    }
+    CHECK_FALSE(siam::folder_wait_seconds(memory.source()).has_value());
+  }
+  siam::SiameseConfig nt;
+  nt.layers = {64, 16, 2};
+  nt.loss = "ntxent";
+  nt.batch_pairs = 6;
+  const auto msg = message_of([&] {
+    siam::SiameseTrainer<float, siam::Cpu> s(
+        set.labels, nt, siam::folder_source_factory<float, siam::Cpu>(folder, spec));
+  });
+  CHECK(msg.find("the ntxent loss cannot train from an image folder") != std::string::npos);
+  siam::SiameseConfig wide;
+  wide.layers = {100, 2};
+  CHECK(message_of([&] {
+          siam::SiameseTrainer<float, siam::Cpu> s(
+              set.labels, wide, siam::folder_source_factory<float, siam::Cpu>(folder, spec));
+        }).find("examples of shape") != std::string::npos);
+}
 #else
 TEST_CASE("image folder and loader cases skipped: they need libpng and libturbojpeg") {
   MESSAGE("skipped: siam::png or siam::jpeg not built");

@@ -52,7 +52,13 @@ void add_data_options(CLI::App& app, Options& o) {
                  "default: synthetic digits");
   app.add_option("--image-size", o.image_size, "Image folder: side of the grey square images")
       ->capture_default_str();
-  app.add_option("--channels", o.channels, "Image folder: channels (this example: 1, grey)")
+  app.add_option("--channels", o.channels, "Image folder: 1 (grey) or 3 (colour)")
+      ->capture_default_str();
+  app.add_flag("--augment", o.augment,
+               "Image folder: augment the training images (random resized crop, flip, "
+               "brightness/contrast jitter)");
+  app.add_option("--loader-threads", o.loader_threads,
+                 "Image folder: threads decoding the training images ahead of the step")
       ->capture_default_str();
   app.add_option("--on-bad-image", o.on_bad_image,
                  "Image folder: fail on a bad file, or skip it (counted and listed)")

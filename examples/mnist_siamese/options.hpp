@@ -20,7 +20,9 @@ struct Options {
   // Data (shared by training and `query`).
   std::string data;           // directory of IDX files or an image folder; empty: synthetic digits
   long long image_size = 28;  // an image folder's images: grey squares of this side
-  int channels = 1;           // the networks here take grey images
+  int channels = 1;           // an image folder's: 1 grey, 3 colour
+  bool augment = false;       // an image folder's training images: random crop, flip, jitter
+  int loader_threads = 2;     // an image folder's training images: decoding threads
   std::string on_bad_image = "fail";  // fail or skip (counted and listed)
   std::string out = "out";
   long long train_size = 5000, test_size = 5000;
@@ -113,8 +115,10 @@ inline std::optional<std::string> check_data_options(const Options& o) {
   if (o.train_size <= 0) return "--train-size " + std::to_string(o.train_size) + ": must be > 0";
   if (o.image_size < 8 || o.image_size > 256)
     return "--image-size " + std::to_string(o.image_size) + ": must be in [8, 256]";
-  if (o.channels != 1)
-    return "--channels " + std::to_string(o.channels) + ": this example trains on grey images (1)";
+  if (o.channels != 1 && o.channels != 3)
+    return "--channels " + std::to_string(o.channels) + ": must be 1 (grey) or 3 (colour)";
+  if (o.loader_threads < 1 || o.loader_threads > 64)
+    return "--loader-threads " + std::to_string(o.loader_threads) + ": must be in [1, 64]";
   if (o.on_bad_image != "fail" && o.on_bad_image != "skip")
     return "--on-bad-image " + o.on_bad_image + ": must be fail or skip";
   // Retrieval shows 9 neighbours of a test image and precision@9 needs 9 others.
@@ -144,12 +148,15 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
   const auto layers = parse_layers(o.layers);
   if (!layers)
     return "--layers " + o.layers + ": expected at least two positive sizes separated by commas";
-  if (o.arch == "mlp" && layers->front() != o.image_size * o.image_size)
+  if (o.arch == "mlp" && layers->front() != o.channels * o.image_size * o.image_size)
     return "--layers " + o.layers + ": the input size must be " +
-           std::to_string(o.image_size * o.image_size) + " (" + std::to_string(o.image_size) + "x" +
+           std::to_string(o.channels * o.image_size * o.image_size) + " (" +
+           (o.channels == 3 ? "3 x " : "") + std::to_string(o.image_size) + "x" +
            std::to_string(o.image_size) + " images)";
   if (o.arch == "cnn" && o.image_size != 28)
     return "--image-size " + std::to_string(o.image_size) + ": --arch cnn takes 28x28 images";
+  if (o.arch == "cnn" && o.channels != 1)
+    return "--channels " + std::to_string(o.channels) + ": --arch cnn takes grey images";
   if (o.embedding_dim < 0 || o.embedding_dim > 4096)
     return "--embedding-dim " + std::to_string(o.embedding_dim) +
            ": must be in [1, 4096] (0: " + "the architecture's default)";

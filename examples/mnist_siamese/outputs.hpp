@@ -14,7 +14,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
+#include <functional>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -118,9 +120,34 @@ class JsonObject {
   std::string body_ = "{";
 };
 
-inline plots::Image image_of(const Dataset& set, std::size_t i) {
-  return {set.image(i), static_cast<int>(set.rows), static_cast<int>(set.cols)};
+/// Image i of `set` for a figure. A colour set (channels 3) holds each image's channel
+/// planes one below the other: rows = channels x the image's side.
+inline plots::Image image_of(const Dataset& set, std::size_t i, int channels = 1) {
+  return {set.image(i), static_cast<int>(set.rows) / channels, static_cast<int>(set.cols),
+          channels};
 }
+
+/// The images a figure shows, by index: a Dataset's, or decoded on demand (an image folder
+/// that stays on disk) into storage this object keeps.
+class Pictures {
+ public:
+  using Decode = std::function<void(std::size_t, float*)>;
+  explicit Pictures(const Dataset& set, int channels = 1) : set_(&set), channels_(channels) {}
+  Pictures(int rows, int cols, int channels, Decode decode)
+      : rows_(rows), cols_(cols), channels_(channels), decode_(std::move(decode)) {}
+  plots::Image operator()(std::size_t i) {
+    if (set_) return image_of(*set_, i, channels_);
+    store_.emplace_back(static_cast<std::size_t>(rows_ * cols_ * channels_));
+    decode_(i, store_.back().data());
+    return {store_.back().data(), rows_, cols_, channels_};
+  }
+
+ private:
+  const Dataset* set_ = nullptr;
+  int rows_ = 0, cols_ = 0, channels_ = 1;
+  Decode decode_;
+  std::deque<std::vector<float>> store_;  // a deque: earlier images stay where they are
+};
 
 /// k distinct random indices below n (fewer if n < k); a partial Fisher-Yates shuffle.
 inline std::vector<std::size_t> random_indices(std::size_t n, std::size_t k, siam::Rng& rng) {
@@ -147,18 +174,20 @@ inline std::size_t pick_query(std::uint64_t seed, std::size_t n) {
   return static_cast<std::size_t>(rng.below(n));
 }
 
-inline void write_samples(const fs::path& png, const Dataset& train, std::uint64_t seed) {
+inline void write_samples(const fs::path& png, std::size_t n, Pictures& pictures,
+                          std::uint64_t seed) {
   siam::Rng rng(seed ^ kSamplesStream);
   std::vector<plots::Image> images;
-  for (const std::size_t i : random_indices(train.size(), 9, rng))
-    images.push_back(image_of(train, i));
+  for (const std::size_t i : random_indices(n, 9, rng))
+    images.push_back(pictures(i));
   plots::write_tile(png, images, 3, "Training images");
 }
 
 /// Five similar pairs (top row) and five dissimilar ones (bottom row), the first of each kind
 /// that the sampler draws: ten pairs straight from it would often be lopsided.
-inline void write_pair_examples(const fs::path& png, const Dataset& train, std::uint64_t seed) {
-  siam::data::PairSampler sampler(train.labels);
+inline void write_pair_examples(const fs::path& png, const std::vector<std::int64_t>& labels,
+                                Pictures& pictures, std::uint64_t seed) {
+  siam::data::PairSampler sampler(labels);
   siam::Rng rng(seed ^ kPairsStream);
   std::vector<plots::Image> a[2], b[2];  // [0] similar, [1] dissimilar
   std::vector<std::uint32_t> first, second;
@@ -167,8 +196,8 @@ inline void write_pair_examples(const fs::path& png, const Dataset& train, std::
     sampler.sample(rng, 1, first, second, similar);
     const int kind = similar[0] == 1.0f ? 0 : 1;
     if (a[kind].size() == 5) continue;
-    a[kind].push_back(image_of(train, first[0]));
-    b[kind].push_back(image_of(train, second[0]));
+    a[kind].push_back(pictures(first[0]));
+    b[kind].push_back(pictures(second[0]));
   }
   a[0].insert(a[0].end(), a[1].begin(), a[1].end());
   b[0].insert(b[0].end(), b[1].begin(), b[1].end());
@@ -210,15 +239,15 @@ inline Retrieval retrieve(const std::vector<float>& emb, std::size_t n, std::siz
 
 inline void write_retrieval(const fs::path& png, const Dataset& test, const Retrieval& r,
                             const std::string& query_name,
-                            const std::vector<std::string>& class_names = {}) {
+                            const std::vector<std::string>& class_names = {}, int channels = 1) {
   std::vector<plots::Image> images;
   std::vector<int> labels;
   for (const std::uint32_t j : r.neighbours) {
-    images.push_back(image_of(test, j));
+    images.push_back(image_of(test, j, channels));
     labels.push_back(static_cast<int>(test.labels[j]));
   }
   plots::write_retrieval(
-      png, image_of(test, r.query), images, r.distances,
+      png, image_of(test, r.query, channels), images, r.distances,
       "Nearest test images to test image " + std::to_string(r.query) + " (" + query_name + ")",
       labels, static_cast<int>(test.labels[r.query]), class_names);
 }

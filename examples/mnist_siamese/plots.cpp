@@ -40,16 +40,18 @@ enum Colour : PLINT {
   kGreen = 6,
   kRed = 7,
   kClass0 = 8,  // kClass0 .. kClass0 + 9: one colour per class
+  kPixel = 18,  // set to each pixel's colour in turn when a colour image is drawn
 };
 constexpr int kNumClassColours = 10;
 
 // clang-format off
-constexpr std::array<std::array<PLINT, 3>, 18> kPalette = {{
+constexpr std::array<std::array<PLINT, 3>, 19> kPalette = {{
     {255, 255, 255}, {0, 0, 0}, {120, 120, 120}, {236, 236, 236},
     {166, 196, 232}, {18, 64, 150}, {0, 128, 0}, {200, 20, 20},
     // "tab10" qualitative palette: 10 colours that are easy to tell apart.
     {31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189},
     {140, 86, 75}, {227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207},
+    {0, 0, 0},  // kPixel
 }};
 // clang-format on
 
@@ -208,6 +210,10 @@ class Canvas {
     const double scale = std::min(w / img.cols, h / img.rows);
     const double iw = img.cols * scale, ih = img.rows * scale;
     const double ix = x + (w - iw) / 2, iy = y + (h - ih) / 2;
+    if (img.channels == 3) {
+      colour_image(img, ix, iy, iw, ih);
+      return {ix, iy, iw, ih};
+    }
 
     // PLplot indexes images [x][y] with y upwards: column c, row r (from the top) goes to
     // data[c][rows - 1 - r]. A dimension of 1 is doubled because PLplot needs at least 2.
@@ -242,6 +248,32 @@ class Canvas {
   }
 
   static constexpr double kDpi = 90.0;
+
+ private:
+  // A colour image (three planes) as one filled cell per pixel, each in its own colour.
+  void colour_image(const Image& img, double ix, double iy, double iw, double ih) {
+    viewport(ix, iy, iw, ih);
+    s_.wind(0.0, img.cols, 0.0, img.rows);
+    const std::size_t plane =
+        static_cast<std::size_t>(img.rows) * static_cast<std::size_t>(img.cols);
+    auto level = [](float v) {
+      if (!(v >= 0.0f)) v = 0.0f;  // also NaN
+      return static_cast<PLINT>(std::lround(255.0f * std::min(v, 1.0f)));
+    };
+    for (int r = 0; r < img.rows; ++r)
+      for (int c = 0; c < img.cols; ++c) {
+        const std::size_t k = static_cast<std::size_t>(r) * static_cast<std::size_t>(img.cols) +
+                              static_cast<std::size_t>(c);
+        s_.scol0(kPixel, level(img.pixels[k]), level(img.pixels[plane + k]),
+                 level(img.pixels[2 * plane + k]));
+        s_.col0(kPixel);
+        const PLFLT y0 = img.rows - 1 - r;
+        const PLFLT xs[4] = {PLFLT(c), PLFLT(c + 1), PLFLT(c + 1), PLFLT(c)};
+        const PLFLT ys[4] = {y0, y0, y0 + 1, y0 + 1};
+        s_.fill(4, xs, ys);
+      }
+    frame_rect(ix, iy, iw, ih, kGray, 1.0);
+  }
 
  private:
   plstream& s_;
@@ -330,6 +362,9 @@ void render(const char* who, const fs::path& png, int width, int height, const D
 
 void check_image(const char* who, const Image& img, const std::string& what) {
   if (img.pixels == nullptr) throw siam::value_error(std::string(who) + ": " + what + " is null");
+  if (img.channels != 1 && img.channels != 3)
+    throw siam::value_error(std::string(who) + ": " + what + " has " +
+                            std::to_string(img.channels) + " channels (1 grey or 3 colour)");
   if (img.rows < 1 || img.cols < 1) {
     throw siam::value_error(std::string(who) + ": " + what + " has invalid size " +
                             std::to_string(img.rows) + "x" + std::to_string(img.cols));

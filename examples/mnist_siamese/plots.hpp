@@ -10,7 +10,8 @@
 // target directory is probed for writability before PLplot is started.
 //
 // Images are float pixels in [0,1] (values outside are clamped, NaN shows as 0), row-major, row 0
-// at the top. They are drawn as gray images, white digit on black background as in MNIST.
+// at the top. They are drawn as gray images, white digit on black background as in MNIST, or
+// in colour when they have 3 channels.
 //
 // PLplot keeps global state, so the writers serialise on an internal mutex: calling them from
 // several threads is safe but not concurrent.
@@ -28,10 +29,12 @@
 
 namespace plots {
 
-/// A gray image: rows*cols floats in [0,1], row-major, row 0 at the top. Not owned.
+/// A gray image: rows*cols floats in [0,1], row-major, row 0 at the top; or, with channels 3,
+/// a colour one: three such planes (red, green, blue) one after the other. Not owned.
 struct Image {
   const float* pixels = nullptr;
   int rows = 28, cols = 28;
+  int channels = 1;
 };
 
 /// Grid of images, grid_cols per row (rows as needed), with a title above.

@@ -12,6 +12,7 @@
 #include <siam/metrics.hpp>
 #include <siam/nn/resnet.hpp>
 #include <siam/parallel/trainer.hpp>
+#include <siam/train/folder_batches.hpp>
 #include <siam/train/siamese_trainer.hpp>
 
 #include <unistd.h>
@@ -40,6 +41,10 @@ inline constexpr std::uint64_t kSyntheticTestSeedOffset = 1000003;
 // --on-nan skip gives up when no batch at all trains any more, and stops repeating itself.
 inline constexpr int kMaxConsecutiveSkips = 25;
 inline constexpr long long kMaxSkipWarnings = 10;
+// A streamed image folder: batches the loader's workers prepare ahead of the step, and
+// training images decoded at a time for the final kNN embedding.
+inline constexpr std::size_t kLoaderQueue = 4;
+inline constexpr std::size_t kEmbedBlock = 1000;
 
 inline volatile std::sig_atomic_t g_interrupted = 0;
 
@@ -49,24 +54,41 @@ inline void on_signal(int sig) {
 }
 
 struct Data {
+  // A colour image folder's images (channels 3) hold their channel planes one below the
+  // other: rows = 3 x the side. A streamed training split has labels and no pixels.
   Dataset train, test;
   std::string source;
   std::vector<std::string> classes;              // an image folder's, sorted; else empty
   std::vector<siam::data::SkippedFile> skipped;  // --on-bad-image skip left these out
+  int channels = 1;
+  std::optional<FolderSplit> train_folder;  // set: the training images stay on disk
 };
+
+/// The test split decoded into a Dataset (colour: planes stacked, see Data).
+inline Dataset decode_split(const FolderSplit& split) {
+  Dataset d = labels_of(split);
+  d.rows *= split.channels;
+  d.images = decode_all(split);
+  return d;
+}
 
 inline Data load_data(const Options& o) {
   const auto ntrain = static_cast<std::size_t>(o.train_size);
   const auto ntest = static_cast<std::size_t>(o.test_size);
   Data d;
+  const bool folder = !o.data.empty() && is_image_folder(o.data);
+  if (!folder && (o.channels != 1 || o.augment))
+    throw siam::value_error(std::string(o.channels != 1 ? "--channels 3" : "--augment") +
+                            ": needs --data an image folder (IDX files and the synthetic digits "
+                            "are grey and read whole)");
   if (o.data.empty()) {
     std::printf("data: no --data given, using built-in synthetic digits (seed %llu)\n",
                 static_cast<unsigned long long>(o.seed));
     d.train = siam::data::synthetic_digits(ntrain, o.seed);
     d.test = siam::data::synthetic_digits(ntest, o.seed + kSyntheticTestSeedOffset);
     d.source = "synthetic digits";
-  } else if (is_image_folder(o.data)) {
-    auto f = load_image_folder(o, ntrain, ntest);
+  } else if (folder) {
+    auto f = open_image_folder(o, ntrain, ntest);
     std::string names;
     for (const auto& c : f.classes)
       names += (names.empty() ? "" : ", ") + c;
@@ -77,8 +99,11 @@ inline Data load_data(const Options& o) {
       for (const auto& s : f.skipped)
         std::printf("  %s: %s\n", s.path.string().c_str(), s.reason.c_str());
     }
-    d.train = std::move(f.train);
-    d.test = std::move(f.test);
+    d.train = labels_of(f.train);
+    d.train.rows *= f.train.channels;
+    d.test = decode_split(f.test);
+    d.channels = o.channels;
+    d.train_folder = std::move(f.train);
     d.source =
         "image folder " + o.data + " (" + std::to_string(f.skipped.size()) + " bad files skipped)";
     d.classes = std::move(f.classes);
@@ -90,8 +115,9 @@ inline Data load_data(const Options& o) {
     d.test = std::move(m.test);
     d.source = "IDX files in " + o.data + " (" + m.note + ")";
   }
-  std::printf("data: %zu training and %zu test images of %zux%zu pixels\n", d.train.size(),
-              d.test.size(), d.train.rows, d.train.cols);
+  std::printf("data: %zu training and %zu test images of %zux%zu pixels%s\n", d.train.size(),
+              d.test.size(), d.train.rows / static_cast<std::size_t>(d.channels), d.train.cols,
+              d.channels == 3 ? " in colour" : "");
   return d;
 }
 
@@ -136,11 +162,12 @@ std::size_t embedding_dim(siam::nn::Sequential<float, Backend>& net) {
 
 inline siam::SiameseConfig make_config(const Options& o, const std::string& data_source) {
   siam::SiameseConfig cfg;
+  const auto channels = static_cast<siam::index_t>(o.channels);
   if (o.arch == "cnn") {
     cfg.network = siam::nn::lenet_specs(o.embedding_dim > 0 ? o.embedding_dim : 2);
     cfg.input_shape = siam::Shape{1, 28, 28};
   } else if (o.arch == "resnet") {  // BatchNorm residual network, L2-normalised output
-    cfg.input_shape = siam::Shape{1, o.image_size, o.image_size};
+    cfg.input_shape = siam::Shape{channels, o.image_size, o.image_size};
     cfg.network =
         siam::nn::resnet_specs(cfg.input_shape, 32, o.embedding_dim > 0 ? o.embedding_dim : 64);
   } else {
@@ -195,6 +222,13 @@ void print_setup(const Options& o, const char* device, siam::SiameseTrainer<floa
               t.optimizer().describe().c_str(), static_cast<unsigned long long>(o.seed));
   if (o.schedule != "constant" || o.warmup > 0)
     std::printf("learning rate: %s\n", c.make_schedule()->describe().c_str());
+  if (t.streaming())
+    std::printf(
+        "data loading: training images streamed from disk, %d loader threads, %zu batches "
+        "ahead, %s\n",
+        o.loader_threads, kLoaderQueue,
+        o.augment ? "augmented (random resized crop, flip, brightness/contrast jitter)"
+                  : "centre crop, no augmentation");
 }
 
 inline void print_evaluation(const Evaluation& e, double margin) {
@@ -214,6 +248,7 @@ struct RunTimes {
   long long first_iteration = 0, last_iteration = 0;
   double training_seconds = 0;  // inside trainer.step() only
   long long skipped = 0;
+  double batch_wait_seconds = 0;  // inside training_seconds: the step waited for its batch
 };
 
 inline std::string metrics_json(const Options& o, const Data& d, const Evaluation& e,
@@ -260,6 +295,9 @@ inline std::string metrics_json(const Options& o, const Data& d, const Evaluatio
       .add("map_at_r", e.map_at_r)
       .add("ms_per_iteration", run > 0 ? 1000 * t.training_seconds / static_cast<double>(run) : NAN)
       .add("training_seconds", t.training_seconds)
+      .add("batch_wait_seconds", t.batch_wait_seconds)
+      .add("batch_wait_fraction",
+           t.training_seconds > 0 ? t.batch_wait_seconds / t.training_seconds : 0.0)
       .add("wall_seconds", wall_seconds);
   if (!d.classes.empty()) j.add("classes", d.classes);
   if (!d.source.starts_with("image folder")) return j.str();
@@ -285,7 +323,7 @@ class TrainingRun {
       : o_(o),
         class_names_(*parse_class_names(o.class_names)),
         data_(load_data(o)),
-        trainer_(data_.train, make_config(o, data_.source)),
+        trainer_(make_trainer(o, data_)),
         out_(o.out),
         dim_(embedding_dim(trainer_.network())),
         comm_(comm),
@@ -308,8 +346,9 @@ class TrainingRun {
   int run() {
     if (root_) {
       fs::create_directories(out_);
-      write_samples(out_ / "samples.png", data_.train, o_.seed);
-      write_pair_examples(out_ / "pairs.png", data_.train, o_.seed);
+      Pictures pictures = train_pictures();
+      write_samples(out_ / "samples.png", data_.train.size(), pictures, o_.seed);
+      write_pair_examples(out_ / "pairs.png", data_.train.labels, pictures, o_.seed);
     }
     // The trainer holds the training images from here on (and embeds them for kNN at the
     // end): the host copy goes, the labels stay.
@@ -330,12 +369,55 @@ class TrainingRun {
     std::signal(SIGTERM, SIG_DFL);
     if (status != 0) return status;
     times_.last_iteration = trainer_.iteration();
+    if (const auto w = siam::folder_wait_seconds(trainer_.source())) times_.batch_wait_seconds = *w;
     save_progress();
     write_results();
     return 0;
   }
 
  private:
+  /// A streamed image folder's trainer reads the training split through the loader; any
+  /// other data is uploaded to the trainer whole.
+  static siam::SiameseTrainer<float, Backend> make_trainer(const Options& o, const Data& d) {
+    if (!d.train_folder) return {d.train, make_config(o, d.source)};
+    auto spec = d.train_folder->spec;
+    spec.augment = o.augment;
+    siam::data::LoaderOptions lo;
+    lo.threads = static_cast<std::size_t>(o.loader_threads);
+    lo.queue = kLoaderQueue;
+    return {d.train.labels, make_config(o, d.source),
+            siam::folder_source_factory<float, Backend>(d.train_folder->folder, spec, lo)};
+  }
+
+  /// The training images for the figures: in memory, or decoded on demand from the folder.
+  Pictures train_pictures() const {
+    if (!data_.train_folder) return Pictures(data_.train);
+    const FolderSplit& f = *data_.train_folder;
+    const int side = static_cast<int>(f.spec.size);
+    return Pictures(side, side, data_.channels,
+                    [&f](std::size_t i, float* out) { f.decode(i, out); });
+  }
+
+  /// The training images' embeddings (kNN): a streamed folder's decoded a block at a time.
+  std::vector<float> embed_training_set() {
+    if (!data_.train_folder) return trainer_.embed_training_set();
+    const FolderSplit& f = *data_.train_folder;
+    std::vector<float> emb;
+    emb.reserve(f.size() * dim_);
+    Dataset block = labels_of(f);
+    block.rows *= f.channels;
+    for (std::size_t first = 0; first < f.size(); first += kEmbedBlock) {
+      const std::size_t n = std::min(kEmbedBlock, f.size() - first);
+      block.labels.resize(n);
+      block.images.resize(n * f.example());
+      for (std::size_t i = 0; i < n; ++i)
+        f.decode(first + i, block.image(i));
+      const auto e = trainer_.embed(block);
+      emb.insert(emb.end(), e.begin(), e.end());
+    }
+    return emb;
+  }
+
   /// The loop; returns 0, or the exit code of a run that had to stop.
   int train(Progress& progress) {
     evaluate_test(progress, trainer_.iteration());
@@ -418,7 +500,7 @@ class TrainingRun {
   void write_results() {
     if (!root_) return;
     const auto test_emb = trainer_.embed(data_.test);
-    const auto train_emb = trainer_.embed_training_set();
+    const auto train_emb = embed_training_set();
     const auto& labels = data_.test.labels;
     const Evaluation ev =
         evaluate(train_emb, data_.train, test_emb, data_.test, dim_, test_pairs_, o_.margin);
@@ -432,7 +514,7 @@ class TrainingRun {
     write_text(out_ / "embedding.csv", embedding_csv(test_emb, data_.test, dim_));
     const Retrieval r = retrieve(test_emb, labels.size(), dim_, pick_query(o_.seed, labels.size()));
     write_retrieval(out_ / "retrieval.png", data_.test, r,
-                    class_name(class_names_, labels[r.query]), class_names_);
+                    class_name(class_names_, labels[r.query]), class_names_, data_.channels);
     const double wall = seconds_since(wall_start_);
     write_text(out_ / "metrics.json", metrics_json(o_, data_, ev, times_, wall, Backend::name,
                                                    Backend::gemm_name(), comm_.size()));
@@ -534,7 +616,7 @@ int query(const Options& o) {
   fs::create_directories(out);
   const auto& labels = data.test.labels;
   write_retrieval(out / "retrieval.png", data.test, r, class_name(class_names, labels[q]),
-                  class_names);
+                  class_names, data.channels);
 
   std::printf("test image %zu (label %s) at (%.4f, %.4f%s); nearest test images:\n", q,
               class_name(class_names, labels[q]).c_str(), emb[q * dim], emb[q * dim + 1],

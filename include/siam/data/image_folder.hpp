@@ -139,6 +139,18 @@ class ImageFolder {
       out[i] = entries_[i].label;
     return out;
   }
+  /// The folder restricted to images `keep` (indices into this one, in the order given),
+  /// with the same classes, options and skipped files. Throws value_error for an index out of
+  /// range and for an empty selection.
+  ImageFolder subset(const std::vector<std::size_t>& keep) const {
+    if (keep.empty()) throw value_error("ImageFolder::subset: no image selected");
+    ImageFolder out = *this;
+    out.entries_.clear();
+    out.entries_.reserve(keep.size());
+    for (const std::size_t i : keep)
+      out.entries_.push_back(at(i));
+    return out;
+  }
   /// What OnBadImage::skip left out, in scan order.
   const std::vector<SkippedFile>& skipped() const { return skipped_; }
   const ImageFolderOptions& options() const { return opt_; }

@@ -8,7 +8,10 @@
 // on the threads. Each image's random transform draws from transform_rng(batch key, row,
 // image), the batch key being the next draw of that generator after the plan: batches are
 // identical for any number of threads, and a generator restored from a checkpoint restarts
-// the pipeline at the same batch.
+// the pipeline at the same batch. Without augmentation the transform draws nothing, so no
+// key is drawn either: the generator then advances exactly as the planner alone advances it
+// (as an in-memory source with the same sampler does), and an image of the output size
+// arrives as its 8-bit samples k / 255.
 //
 // A worker's error (a file turned unreadable or corrupt after the scan) is rethrown by the
 // consumer's next() for the batch that needed the file, naming it; the destructor stops
@@ -16,6 +19,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -90,10 +94,17 @@ class ImageLoader {
     return first_channels_;
   }
   const TransformSpec& spec() const { return spec_; }
+  /// Seconds next() has spent waiting for its batch to be read and decoded (the time a
+  /// training step stood idle for want of data), summed over every call so far.
+  double wait_seconds() const {
+    std::lock_guard lk(m_);
+    return wait_seconds_;
+  }
 
   /// The next batch, planned from `rng`'s current state; advances `rng` past it. The
   /// reference stays valid until the next call. Rethrows a worker's error naming the file.
   const HostBatch& next(Rng& rng) {
+    const auto t0 = std::chrono::steady_clock::now();
     std::unique_lock lk(m_);
     if (holding_) {  // the previous batch is given back to the ring
       holding_ = false;
@@ -110,6 +121,7 @@ class ImageLoader {
     }
     Slot& s = slot(consumed_);
     ready_cv_.wait(lk, [&] { return s.ready; });
+    wait_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s.error) {
       const auto e = s.error;
       lk.unlock();
@@ -179,7 +191,7 @@ class ImageLoader {
         s.batch.plan.labels.clear();
         s.batch.plan.targets.clear();
         planner_(plan_rng_, s.batch.plan);
-        s.key = plan_rng_.next_u64();
+        s.key = spec_.augment ? plan_rng_.next_u64() : 0;
       } catch (...) {
         s.error = std::current_exception();
       }
@@ -235,13 +247,14 @@ class ImageLoader {
   LoaderOptions opt_;
   mutable std::size_t first_channels_ = 0;
 
-  std::mutex m_;
+  mutable std::mutex m_;
   std::condition_variable work_cv_, ready_cv_;
   std::vector<Slot> slots_;
   std::vector<std::thread> workers_;
   Rng plan_rng_;
   std::uint64_t planned_ = 0, consumed_ = 0;
   bool stop_ = false, holding_ = false;
+  double wait_seconds_ = 0;
 };
 
 }  // namespace siam::data

@@ -422,8 +422,10 @@ inline void apply_transform(const Image& img, const TransformSpec& spec, Rng& rn
     if (spec.contrast > 0)
       adjust_contrast(x, static_cast<float>(rng.uniform(1 - spec.contrast, 1 + spec.contrast)));
   } else if (img.rows == s && img.cols == s) {
+    // k / 255 exactly (k * (1 / 255.0f) may differ in the last bit), as the IDX reader
+    // gives it: the same images read either way are the same floats.
     for (std::size_t i = 0; i < s * s * ch; ++i)
-      x.pixels[i] = static_cast<float>(img.pixels[i]) * gain;
+      x.pixels[i] = static_cast<float>(img.pixels[i]) / 255.0f;
   } else {
     // resize_shorter then center_crop, computed as one resampling of the box the crop keeps.
     const std::size_t sh = std::min(img.rows, img.cols), lg = std::max(img.rows, img.cols);

@@ -3,10 +3,11 @@
 // balanced pairs (the contrastive loss), triplets (the triplet loss) and P x K batches (the
 // mining losses). Batches are
 // identical for any number of worker threads, and restoring rng() (a checkpoint) replays
-// the same batches.
+// the same batches. folder_source_factory hands them to a streaming SiameseTrainer.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -20,6 +21,7 @@
 #include "siam/random.hpp"
 #include "siam/tensor.hpp"
 #include "siam/train/batches.hpp"
+#include "siam/train/siamese_trainer.hpp"
 
 namespace siam {
 
@@ -82,6 +84,7 @@ class FolderPairBatches final : public BatchSource<T, B> {
   std::string describe() const override { return "folder-pairs n=" + std::to_string(n_); }
   std::optional<BatchLayout> layout() const override { return BatchLayout{2, n_}; }
   Shape example_shape() const { return example_; }
+  const data::ImageLoader& loader() const { return loader_; }
 
  private:
   void plan(Rng& r, data::BatchPlan& p) {  // called by the loader, one batch at a time
@@ -128,6 +131,7 @@ class FolderTripletBatches final : public BatchSource<T, B> {
   std::string describe() const override { return "folder-triplets n=" + std::to_string(n_); }
   std::optional<BatchLayout> layout() const override { return BatchLayout{3, n_}; }
   Shape example_shape() const { return example_; }
+  const data::ImageLoader& loader() const { return loader_; }
 
  private:
   void plan(Rng& r, data::BatchPlan& p) {  // called by the loader, one batch at a time
@@ -174,6 +178,7 @@ class FolderPKBatches final : public BatchSource<T, B> {
     return "folder-pk p=" + std::to_string(p_) + " k=" + std::to_string(k_);
   }
   Shape example_shape() const { return example_; }
+  const data::ImageLoader& loader() const { return loader_; }
 
  private:
   std::vector<std::int64_t> labels_;
@@ -184,5 +189,62 @@ class FolderPKBatches final : public BatchSource<T, B> {
   data::ImageLoader loader_;
   Shape example_;
 };
+
+/// Seconds the loader of a folder source has waited for its batches (ImageLoader::
+/// wait_seconds), or nullopt for a source that is not one of the folder sources.
+template <class T, class B>
+std::optional<double> folder_wait_seconds(const BatchSource<T, B>& source) {
+  if (const auto* s = dynamic_cast<const FolderPairBatches<T, B>*>(&source))
+    return s->loader().wait_seconds();
+  if (const auto* s = dynamic_cast<const FolderTripletBatches<T, B>*>(&source))
+    return s->loader().wait_seconds();
+  if (const auto* s = dynamic_cast<const FolderPKBatches<T, B>*>(&source))
+    return s->loader().wait_seconds();
+  return std::nullopt;
+}
+
+/// A SiameseTrainer source factory reading `folder` through the loader: pairs, triplets and
+/// P x K batches, the examples as the network reads them (flat for a rank-1 input). The
+/// folder is shared with every source made. Throws value_error for the ntxent loss (it
+/// needs two views of an image) and for examples that do not fit the network's input.
+template <class T, class B>
+SourceFactory<T, B> folder_source_factory(std::shared_ptr<const data::ImageFolder> folder,
+                                          data::TransformSpec spec,
+                                          data::LoaderOptions options = {}) {
+  if (!folder) throw value_error("folder_source_factory: no image folder");
+  return [folder, spec = std::move(spec),
+          options](const SourceRequest& r) -> std::unique_ptr<BatchSource<T, B>> {
+    using K = SourceRequest::Kind;
+    const bool flat = r.input_shape.rank() == 1;
+    std::unique_ptr<BatchSource<T, B>> source;
+    Shape example;
+    auto keep = [&](auto made) {
+      example = made->example_shape();
+      source = std::move(made);
+    };
+    switch (r.kind) {
+      case K::pairs:
+        keep(std::make_unique<FolderPairBatches<T, B>>(*folder, spec, r.n, r.seed, options, flat));
+        break;
+      case K::triplets:
+        keep(std::make_unique<FolderTripletBatches<T, B>>(*folder, spec, r.n, r.seed, options,
+                                                          flat));
+        break;
+      case K::pk:
+        keep(std::make_unique<FolderPKBatches<T, B>>(*folder, spec, r.p, r.k, r.seed, options,
+                                                     flat));
+        break;
+      case K::positive_pairs:
+        throw value_error("the " + r.loss +
+                          " loss cannot train from an image folder: it needs two augmented "
+                          "views of each image, and folder sources serve pairs (contrastive), "
+                          "triplets (triplet) and P x K batches (batch-hard, batch-all)");
+    }
+    if (example != r.input_shape)
+      throw value_error("image folder " + folder->root().string() + ": examples of shape " +
+                        example.str() + " for a network whose input is " + r.input_shape.str());
+    return source;
+  };
+}
 
 }  // namespace siam

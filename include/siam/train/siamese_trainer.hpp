@@ -10,16 +10,24 @@
 //   batch-all    the same
 //   ntxent       batch_pairs positive pairs (two images of one class)
 //
+// The images come from a Dataset uploaded once, or (the streaming constructor) from a
+// SourceFactory: a function that builds the batch source the loss asks for, e.g.
+// folder_source_factory (train/folder_batches.hpp), which reads an image folder on disk
+// through the threaded loader. A factory that cannot serve a loss throws value_error naming it.
+//
 // With the defaults it is the seed's run exactly: 784-1024-1024-2, He initialisation,
 // contrastive loss (margin 0.3, summed), Adam (1e-4, 0.9, 0.99), 180 pairs per step.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "siam/inference.hpp"
@@ -126,6 +134,26 @@ struct SiameseConfig {
   }
 };
 
+/// What a SiameseTrainer asks its batch source factory for: the layout the loss reads.
+struct SourceRequest {
+  enum class Kind {
+    pairs,           ///< n balanced pairs [first; second], pair labels as targets (contrastive)
+    positive_pairs,  ///< n pairs of one class [first; second] (ntxent)
+    triplets,        ///< n triplets [anchors; positives; negatives] (triplet)
+    pk               ///< p classes x k images with their labels (batch-hard, batch-all)
+  };
+  Kind kind = Kind::pairs;
+  std::string loss;          ///< the loss's name, for error messages
+  std::size_t n = 0;         ///< pairs or triplets per batch
+  std::size_t p = 0, k = 0;  ///< pk
+  std::uint64_t seed = 0;    ///< the source's generator
+  Shape input_shape;         ///< one example as the network reads it
+};
+
+/// Builds the batch source for a request; throws value_error for a kind it cannot serve.
+template <class T, class B>
+using SourceFactory = std::function<std::unique_ptr<BatchSource<T, B>>(const SourceRequest&)>;
+
 template <class T, class B>
 class SiameseTrainer {
  public:
@@ -138,7 +166,27 @@ class SiameseTrainer {
         net_(make_network()),
         params_(net_.parameters()),
         opt_(make_optimizer()),
-        set_((check_input(train), train), net_.input_shape()),
+        labels_(train.labels),
+        set_(std::in_place, (check_input(train), train), net_.input_shape()),
+        source_(make_source()),
+        trainer_(
+            net_, *opt_, *source_, make_loss(),
+            TrainerOptions{cfg_.check_finite, cfg_.clip_norm, cfg_.make_schedule(), cfg_.settings(),
+                           cfg_.graph, 100, cfg_.on_non_finite, cfg_.max_skips_in_a_row}) {}
+
+  /// Streams the training images: `labels` are the training set's (every image's, in the
+  /// order the factory's sources number them), `factory` builds the batch source the loss
+  /// needs (see SourceRequest) and is kept for the trainer's lifetime. Throws value_error for
+  /// a bad config, no labels, a factory that returns nothing, and the factory's errors (a
+  /// loss it cannot serve, examples that do not fit the network's input).
+  SiameseTrainer(std::vector<std::int64_t> labels, SiameseConfig cfg, SourceFactory<T, B> factory)
+      : cfg_((cfg.validate(), std::move(cfg))),
+        init_rng_(cfg_.seed),
+        net_(make_network()),
+        params_(net_.parameters()),
+        opt_(make_optimizer()),
+        labels_(std::move(labels)),
+        factory_(std::move(factory)),
         source_(make_source()),
         trainer_(
             net_, *opt_, *source_, make_loss(),
@@ -168,8 +216,13 @@ class SiameseTrainer {
   /// Embeds the training set the trainer holds (in the order it was given), with no
   /// upload: the caller may drop its own copy of the training images once the trainer
   /// is built.
+  /// Throws value_error for a streaming trainer, which holds no images.
   std::vector<float> embed_training_set(index_t batch = 1000) {
-    return embed_rows(net_, set_.images(), batch);
+    if (!set_)
+      throw value_error(
+          "SiameseTrainer: a streaming trainer holds no training images (embed them in blocks "
+          "with embed_images)");
+    return embed_rows(net_, set_->images(), batch);
   }
 
   nn::Sequential<T, B>& network() { return net_; }
@@ -189,6 +242,10 @@ class SiameseTrainer {
   }
   /// The batch source's description ("pairs n=180").
   std::string trainer_source() const { return source_->describe(); }
+  /// The batch source itself (e.g. a folder source, for its loader's wait time).
+  BatchSource<T, B>& source() { return *source_; }
+  /// True when built from a SourceFactory (the images stay with the source).
+  bool streaming() const { return !set_; }
 
  private:
   nn::Sequential<T, B> make_network() {
@@ -216,17 +273,44 @@ class SiameseTrainer {
   std::unique_ptr<BatchSource<T, B>> make_source() {
     const std::uint64_t seed = cfg_.seed ^ 0x5eed5eed5eedULL;
     const std::size_t n = cfg_.batch_pairs;
-    if (cfg_.loss == "contrastive") return std::make_unique<PairBatches<T, B>>(set_, n, seed);
-    if (cfg_.loss == "ntxent") return std::make_unique<PositivePairBatches<T, B>>(set_, n, seed);
-    if (cfg_.loss == "triplet")
-      return std::make_unique<TripletBatches<T, B>>(set_, 2 * n / 3, seed);
+    if (factory_) return make_factory_source(seed);
+    const auto& set = *set_;
+    if (cfg_.loss == "contrastive") return std::make_unique<PairBatches<T, B>>(set, n, seed);
+    if (cfg_.loss == "ntxent") return std::make_unique<PositivePairBatches<T, B>>(set, n, seed);
+    if (cfg_.loss == "triplet") return std::make_unique<TripletBatches<T, B>>(set, 2 * n / 3, seed);
     const auto [p, k] = pk_size();
-    return std::make_unique<PKBatches<T, B>>(set_, p, k, seed);
+    return std::make_unique<PKBatches<T, B>>(set, p, k, seed);
+  }
+  // The same layouts and seed as make_source's in-memory sources.
+  std::unique_ptr<BatchSource<T, B>> make_factory_source(std::uint64_t seed) {
+    if (labels_.empty()) throw value_error("SiameseTrainer: no training labels (an empty set)");
+    SourceRequest r;
+    r.loss = cfg_.loss;
+    r.seed = seed;
+    r.n = cfg_.batch_pairs;
+    r.input_shape = net_.input_shape();
+    using K = SourceRequest::Kind;
+    if (cfg_.loss == "contrastive") {
+      r.kind = K::pairs;
+    } else if (cfg_.loss == "ntxent") {
+      r.kind = K::positive_pairs;
+    } else if (cfg_.loss == "triplet") {
+      r.kind = K::triplets;
+      r.n = 2 * cfg_.batch_pairs / 3;
+    } else {
+      r.kind = K::pk;
+      std::tie(r.p, r.k) = pk_size();
+    }
+    auto source = factory_(r);
+    if (!source)
+      throw value_error("SiameseTrainer: the batch source factory gave no source for the " +
+                        cfg_.loss + " loss");
+    return source;
   }
   // P classes of K images for the mining losses: all classes up to batch_pairs, K to fill
   // 2 * batch_pairs images.
   std::pair<std::size_t, std::size_t> pk_size() const {
-    std::vector<std::int64_t> classes(set_.labels());
+    std::vector<std::int64_t> classes(labels_);
     std::sort(classes.begin(), classes.end());
     const auto count =
         static_cast<std::size_t>(std::unique(classes.begin(), classes.end()) - classes.begin());
@@ -250,7 +334,9 @@ class SiameseTrainer {
   nn::Sequential<T, B> net_;
   std::vector<Parameter<T, B>*> params_;
   std::unique_ptr<optim::Optimizer<T, B>> opt_;
-  ImageSet<T, B> set_;
+  std::vector<std::int64_t> labels_;  // the training set's
+  SourceFactory<T, B> factory_;       // empty: the in-memory set_
+  std::optional<ImageSet<T, B>> set_;
   std::unique_ptr<BatchSource<T, B>> source_;
   Trainer<T, B> trainer_;
 };
