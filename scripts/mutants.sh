@@ -32,8 +32,8 @@ mutant() {  # mutant FILE "TARGET..." ORIGINAL REPLACEMENT
 # ---- the mutants
 # conv: the weight gradient overwritten by each image group instead of accumulated
 mutant include/siam/backend/conv_host.hpp test_conv \
-  'B::gemm(false, true, O, K, n, T(1), t, n, col, n, first ? T(0) : T(1), dwp, K);' \
-  'B::gemm(false, true, O, K, n, T(1), t, n, col, n, T(0), dwp, K);'
+  'B::gemm(false, true, O, K, n, T(1), dym, n, col, n, first ? T(0) : T(1), dwp, K);' \
+  'B::gemm(false, true, O, K, n, T(1), dym, n, col, n, T(0), dwp, K);'
 # pooling: two outputs whose maximum is the same input: the second gradient replaces the first
 mutant include/siam/backend/conv_host.hpp test_conv \
   'dp[static_cast<index_t>(ip[q])] += d[q];' \
@@ -88,9 +88,9 @@ mutant include/siam/io/archive.hpp test_conv \
   'if (stored != actual) throw' \
   'if (stored != actual && stored == 0) throw'
 # batch norm: the backward's x coefficient (the sum(dy xhat) term) with its sign flipped
-mutant include/siam/autodiff/batchnorm.hpp test_layers_modern \
-  'bn_repeat<T, B>(g, -(G * I / m) * I * Sx, w.r2);' \
-  'bn_repeat<T, B>(g, (G * I / m) * I * Sx, w.r2);'
+mutant include/siam/backend/batchnorm_host.hpp test_layers_modern \
+  'const T Bc = -k * invstd[ch] * sx;' \
+  'const T Bc = k * invstd[ch] * sx;'
 # loader: each row decodes the next row's image (an off-by-one in the item index)
 mutant include/siam/data/loader.hpp test_images \
   'folder_.load(rows[r], spec_.decode_shrink' \

@@ -9,13 +9,16 @@
 // through a per-plane copy [N*C x 1] broadcast over the S columns. Each pass over the data is
 // one fused loop (kernel): the training forward reads it three times (sum, centred sum of
 // squares, output), the backward three times (sum of dy, sum of dy (x - mean), dx).
-// Scratch is a tape slot, so a steady step allocates nothing.
+// Scratch is a tape slot, so a steady step allocates nothing. On a host backend the training
+// forward and its backward run in the host engine instead (backend/batchnorm_host.hpp: one
+// task per channel, two passes each way); the expression path is the device one.
 #pragma once
 
 #include <string>
 
 #include "siam/autodiff/ops.hpp"
 #include "siam/autodiff/tape.hpp"
+#include "siam/backend/batchnorm_host.hpp"
 
 namespace siam {
 
@@ -106,6 +109,15 @@ void batch_norm_backward(Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
   const Shape ps{g.n * g.c, g.s}, rs{g.n * g.c, 1}, cs{g.c};
   const View<T, B> x(t.value(n.in[0]).data(), ps), dy(t.out_grad(n).data(), ps);
   const View<T, B> gamma = t.value(n.in[1]);
+  if constexpr (B::is_host) {
+    bool acc = false;
+    T* dx = t.requires_grad(n.in[0]) ? t.grad_for_write(n.in[0], acc).data() : nullptr;
+    HostBatchNorm<T>::backward(g.n, g.c, g.s, x.data(), dy.data(), gamma.data(), w.mean, w.invstd,
+                               w.a, w.b, dx, acc);
+    t.accumulate(n.in[2], View<T, B>(w.a, cs));
+    t.accumulate(n.in[1], View<T, B>(w.b, cs));
+    return;
+  }
   const T m = static_cast<T>(g.count());
   bn_repeat<T, B>(g, row_of<T, B>(w.mean, g.c), w.r1);
   bn_channel_sum<T, B>(g, dy, w.plane, w.a);  // sum dy
@@ -200,18 +212,24 @@ Var<T, B> batch_norm(Var<T, B> x, Var<T, B> gamma, Var<T, B> beta, T eps = T(1e-
     const Shape ps{g.n * g.c, g.s}, rs{g.n * g.c, 1}, cs{g.c};
     const View<T, B> xv(x.value().data(), ps);
     const T m = static_cast<T>(g.count());
-    detail::bn_channel_sum<T, B>(g, xv, w.plane, w.mean);
-    View<T, B>(w.mean, cs) = View<T, B>(w.mean, cs) / m;
-    detail::bn_repeat<T, B>(g, row_of<T, B>(w.mean, g.c), w.r1);
-    detail::bn_channel_sum<T, B>(g, square(xv - broadcast_cols(View<T, B>(w.r1, rs), g.s)), w.plane,
-                                 w.c);
-    View<T, B>(w.c, cs) = View<T, B>(w.c, cs) / m;  // biased variance
-    View<T, B>(w.invstd, cs) = T(1) / sqrt(View<T, B>(w.c, cs) + eps);
-    const auto G = row_of<T, B>(gamma.value().data(), g.c);
-    const auto I = row_of<T, B>(w.invstd, g.c), Mu = row_of<T, B>(w.mean, g.c);
-    detail::bn_repeat<T, B>(g, G * I, w.r1);
-    detail::bn_repeat<T, B>(g, row_of<T, B>(beta.value().data(), g.c) - Mu * G * I, w.r2);
-    detail::bn_affine<T, B>(g, x.value(), y.value(), w.r1, w.r2);
+    if constexpr (B::is_host) {
+      detail::HostBatchNorm<T>::forward(g.n, g.c, g.s, xv.data(), gamma.value().data(),
+                                        beta.value().data(), eps, w.mean, w.c, w.invstd,
+                                        y.value().data());
+    } else {
+      detail::bn_channel_sum<T, B>(g, xv, w.plane, w.mean);
+      View<T, B>(w.mean, cs) = View<T, B>(w.mean, cs) / m;
+      detail::bn_repeat<T, B>(g, row_of<T, B>(w.mean, g.c), w.r1);
+      detail::bn_channel_sum<T, B>(g, square(xv - broadcast_cols(View<T, B>(w.r1, rs), g.s)),
+                                   w.plane, w.c);
+      View<T, B>(w.c, cs) = View<T, B>(w.c, cs) / m;  // biased variance
+      View<T, B>(w.invstd, cs) = T(1) / sqrt(View<T, B>(w.c, cs) + eps);
+      const auto G = row_of<T, B>(gamma.value().data(), g.c);
+      const auto I = row_of<T, B>(w.invstd, g.c), Mu = row_of<T, B>(w.mean, g.c);
+      detail::bn_repeat<T, B>(g, G * I, w.r1);
+      detail::bn_repeat<T, B>(g, row_of<T, B>(beta.value().data(), g.c) - Mu * G * I, w.r2);
+      detail::bn_affine<T, B>(g, x.value(), y.value(), w.r1, w.r2);
+    }
     if (running.mean && running.var) {
       if (running.mean->shape() != cs || running.var->shape() != cs)
         throw shape_error("batch_norm: running statistics " + running.mean->shape().str() +

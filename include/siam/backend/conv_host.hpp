@@ -6,8 +6,10 @@
 // group of m images become the columns of a matrix X [C*KH*KW x m*P] (P = output pixels per
 // image; for stride 1 each row of X is built from contiguous runs of the input), so one GEMM
 // per group computes every output channel of every image:
-//   forward   Y = W X                    ([O x m*P], copied to NCHW with the bias added)
+//   forward   Y = W X                    ([O x m*P], copied to NCHW with the bias added;
+//                                         for m = 1 written in place, the bias added there)
 //   backward  dW += dY X^T,  dX = W^T dY,  dx += col2im(dX),  db += sum of dY
+//                                        (dY copied to [O x m*P] for m > 1, read in place for 1)
 // Groups hold about 128 columns (at least one image), so X stays in the L2 cache; 256 and
 // 512 were measured slower on LeNet's shapes (docs/conv.md). Images are split into at most 8 chunks
 // (fixed by the batch size alone); each chunk keeps its own weight- and bias-gradient partials,
@@ -168,6 +170,17 @@ struct Im2Col {
       for (index_t i0 = chunk_begin(g, p, k); i0 < e; i0 += p.group) {
         const index_t m = std::min(p.group, e - i0), n = m * P;
         im2col(g, x, i0, m, col, n);
+        if (m == 1) {  // one image: [O x P] is its NCHW block, the GEMM writes it in place
+          T* yi = y + i0 * O * P;
+          B::gemm(false, false, O, n, K, T(1), w, K, col, n, T(0), yi, n);
+          if (b)
+            for (index_t o = 0; o < O; ++o) {
+              T* yo = yi + o * P;
+              const T bo = b[o];
+              SIAM_IVDEP for (index_t q = 0; q < P; ++q) yo[q] += bo;
+            }
+          continue;
+        }
         B::gemm(false, false, O, n, K, T(1), w, K, col, n, T(0), t, n);  // t = W col
         for (index_t i = 0; i < m; ++i)  // t's image blocks to NCHW, adding the bias
           for (index_t o = 0; o < O; ++o) {
@@ -198,10 +211,13 @@ struct Im2Col {
       }
       for (index_t i0 = chunk_begin(g, p, k); i0 < e; i0 += p.group) {
         const index_t m = std::min(p.group, e - i0), n = m * P;
-        for (index_t i = 0; i < m; ++i)  // t = dY of these images as [O x m P]; db partial
+        // dY of these images as [O x m P]: for one image its NCHW block itself, else copied
+        // to t. The db partial on the way.
+        const T* dym = m == 1 ? dy + i0 * O * P : t;
+        for (index_t i = 0; i < m; ++i)
           for (index_t o = 0; o < O; ++o) {
             const T* d = dy + ((i0 + i) * O + o) * P;
-            short_run<false>(t + o * n + i * P, d, P);
+            if (m > 1) short_run<false>(t + o * n + i * P, d, P);
             T lane[8] = {};  // 8 partial sums: a sum the compiler can vectorise
             index_t q = 0;
             for (; q + 8 <= P; q += 8)
@@ -216,10 +232,10 @@ struct Im2Col {
           }
         if (dw) {  // dW (+)= t col^T
           im2col(g, x, i0, m, col, n);
-          B::gemm(false, true, O, K, n, T(1), t, n, col, n, first ? T(0) : T(1), dwp, K);
+          B::gemm(false, true, O, K, n, T(1), dym, n, col, n, first ? T(0) : T(1), dwp, K);
         }
         if (dx) {  // dcol = W^T t, then back to the image
-          B::gemm(true, false, K, n, O, T(1), w, K, t, n, T(0), col, n);
+          B::gemm(true, false, K, n, O, T(1), w, K, dym, n, T(0), col, n);
           col2im(g, col, n, i0, m, dx);
         }
         first = false;

@@ -1,0 +1,133 @@
+// The host engine of batch normalisation in training mode (autodiff/batchnorm.hpp): the
+// statistics, the output and the gradients channel by channel, each channel one task of
+// parallel_for, in two passes over the data each way. The data is [N x C x S] (S = 1 for
+// features after a Dense layer, H * W for channels after a convolution, NCHW); channel c's
+// M = N * S values are its N planes of S contiguous values.
+//   forward   pass 1: sum (x - k) and sum (x - k)^2 (k = the channel's first value, a shift
+//                     that keeps the one-pass variance accurate when |mean| >> std);
+//             pass 2: y = a x + b, a = gamma invstd, b = beta - a mean.
+//   backward  pass 1: sum dy and sum dy (x - mean);
+//             pass 2: dx (+)= A dy + Bc x + Cc (coefficients below).
+// Each plane is summed in 8 lanes of T, then added to a double total per channel, in a fixed
+// order: the results do not depend on the thread count. Nothing is allocated.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+#include "siam/backend/host_threads.hpp"
+#include "siam/detail/config.hpp"
+#include "siam/shape.hpp"
+
+namespace siam::detail {
+
+template <class T>
+struct HostBatchNorm {
+  // Below this many values a batch norm runs on one thread.
+  static constexpr index_t parallel_threshold = 1 << 15;
+
+  // Totals of f(q) and g(q) over q < len (8 lanes each, then the lanes in order).
+  template <class F>
+  static void plane_sums(index_t len, const F& f, double& t1, double& t2) {
+    T l1[8] = {}, l2[8] = {};
+    index_t q = 0;
+    for (; q + 8 <= len; q += 8)
+      for (index_t u = 0; u < 8; ++u) {
+        T a, b;
+        f(q + u, a, b);
+        l1[u] += a;
+        l2[u] += b;
+      }
+    T s1 = 0, s2 = 0;
+    for (; q < len; ++q) {
+      T a, b;
+      f(q, a, b);
+      s1 += a;
+      s2 += b;
+    }
+    for (index_t u = 0; u < 8; ++u) {
+      s1 += l1[u];
+      s2 += l2[u];
+    }
+    t1 += static_cast<double>(s1);
+    t2 += static_cast<double>(s2);
+  }
+
+  /// Training forward: mean[c], var[c] (biased), invstd[c] = 1 / sqrt(var + eps), and
+  /// y = gamma (x - mean) invstd + beta. n * s > 0.
+  static void forward(index_t n, index_t c, index_t s, const T* x, const T* gamma, const T* beta,
+                      T eps, T* mean, T* var, T* invstd, T* y) {
+    const double m = static_cast<double>(n * s);
+    parallel_for(c, n * c * s >= parallel_threshold, [&](index_t ch) {
+      const T k = x[ch * s];
+      double t1 = 0, t2 = 0;
+      for (index_t i = 0; i < n; ++i) {
+        const T* p = x + (i * c + ch) * s;
+        plane_sums(
+            s,
+            [p, k](index_t q, T& a, T& b) {
+              a = p[q] - k;
+              b = a * a;
+            },
+            t1, t2);
+      }
+      const double d = t1 / m;  // mean - k
+      const double v = std::max(0.0, t2 / m - d * d);
+      mean[ch] = static_cast<T>(static_cast<double>(k) + d);
+      var[ch] = static_cast<T>(v);
+      invstd[ch] = T(1) / std::sqrt(static_cast<T>(v) + eps);
+      const T a = gamma[ch] * invstd[ch], b = beta[ch] - a * mean[ch];
+      for (index_t i = 0; i < n; ++i) {
+        const T* p = x + (i * c + ch) * s;
+        T* o = y + (i * c + ch) * s;
+        SIAM_IVDEP for (index_t q = 0; q < s; ++q) o[q] = a * p[q] + b;
+      }
+    });
+  }
+
+  /// Backward of the training forward. With xhat = (x - mean) invstd, M = n s values per channel:
+  ///   sum_dy[c] = sum dy,  sum_dy_xhat[c] = sum dy xhat,
+  ///   dx (+)= (gamma invstd / M) (M dy - sum dy - xhat sum dy xhat)
+  ///         = A dy + Bc x + Cc,  A = gamma invstd, k = A / M,
+  ///           Bc = -k invstd sum(dy xhat), Cc = -k sum(dy) - Bc mean.
+  /// dx null: only the sums. n * s > 0.
+  static void backward(index_t n, index_t c, index_t s, const T* x, const T* dy, const T* gamma,
+                       const T* mean, const T* invstd, T* sum_dy, T* sum_dy_xhat, T* dx,
+                       bool acc_dx) {
+    const T m = static_cast<T>(n * s);
+    parallel_for(c, n * c * s >= parallel_threshold, [&](index_t ch) {
+      const T mu = mean[ch];
+      double t1 = 0, t2 = 0;
+      for (index_t i = 0; i < n; ++i) {
+        const T* p = x + (i * c + ch) * s;
+        const T* d = dy + (i * c + ch) * s;
+        plane_sums(
+            s,
+            [p, d, mu](index_t q, T& a, T& b) {
+              a = d[q];
+              b = d[q] * (p[q] - mu);
+            },
+            t1, t2);
+      }
+      const T sd = static_cast<T>(t1), sx = static_cast<T>(t2) * invstd[ch];
+      sum_dy[ch] = sd;
+      sum_dy_xhat[ch] = sx;
+      if (!dx) return;
+      const T A = gamma[ch] * invstd[ch], k = A / m;
+      const T Bc = -k * invstd[ch] * sx;
+      const T Cc = -k * sd - Bc * mu;
+      for (index_t i = 0; i < n; ++i) {
+        const T* p = x + (i * c + ch) * s;
+        const T* d = dy + (i * c + ch) * s;
+        T* o = dx + (i * c + ch) * s;
+        if (acc_dx) {
+          SIAM_IVDEP for (index_t q = 0; q < s; ++q) o[q] += A * d[q] + Bc * p[q] + Cc;
+        } else {
+          SIAM_IVDEP for (index_t q = 0; q < s; ++q) o[q] = A * d[q] + Bc * p[q] + Cc;
+        }
+      }
+    });
+  }
+};
+
+}  // namespace siam::detail
