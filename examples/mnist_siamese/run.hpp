@@ -12,6 +12,7 @@
 #include <siam/metrics.hpp>
 #include <siam/nn/resnet.hpp>
 #include <siam/parallel/trainer.hpp>
+#include <siam/presets/mnist.hpp>
 #include <siam/train/siamese_trainer.hpp>
 
 #include <unistd.h>
@@ -84,7 +85,7 @@ inline Data load_data(const Options& o) {
     d.classes = std::move(f.classes);
     d.skipped = std::move(f.skipped);
   } else {
-    auto m = siam::data::load_mnist_dir(o.data, ntrain, ntest);
+    auto m = siam::presets::load_mnist_dir(o.data, ntrain, ntest);
     std::printf("data: %s (%s)\n", o.data.c_str(), m.note.c_str());
     d.train = std::move(m.train);
     d.test = std::move(m.test);
@@ -137,7 +138,7 @@ std::size_t embedding_dim(siam::nn::Sequential<float, Backend>& net) {
 inline siam::SiameseConfig make_config(const Options& o, const std::string& data_source) {
   siam::SiameseConfig cfg;
   if (o.arch == "cnn") {
-    cfg.network = siam::nn::lenet_specs(o.embedding_dim > 0 ? o.embedding_dim : 2);
+    cfg.network = siam::presets::lenet_specs(o.embedding_dim > 0 ? o.embedding_dim : 2);
     cfg.input_shape = siam::Shape{1, 28, 28};
   } else if (o.arch == "resnet") {  // BatchNorm residual network, L2-normalised output
     cfg.input_shape = siam::Shape{1, o.image_size, o.image_size};

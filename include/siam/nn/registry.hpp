@@ -142,30 +142,3 @@ Sequential<T, B> build(const std::vector<LayerSpec>& layers, Shape input_shape, 
 }
 
 }  // namespace siam::nn
-
-namespace siam::nn {
-
-/// The layers of nn::lenet (Caffe's mnist_siamese LeNet, `embedding`-D output) as specs,
-/// for configurations that name an architecture (SiameseConfig::network); the input is
-/// [1 x 28 x 28], so the leading Reshape is left out.
-inline std::vector<LayerSpec> lenet_specs(index_t embedding = 2) {
-  std::vector<LayerSpec> l;
-  for (auto [in, out] : {std::pair{1, 20}, std::pair{20, 50}}) {
-    l.push_back(LayerSpec{"Conv2D", {}}
-                    .set("in", in)
-                    .set("out", out)
-                    .set("kernel", 5)
-                    .set("stride", 1)
-                    .set("padding", 0)
-                    .set("bias", 1));
-    l.push_back({"ReLU", {}});
-    l.push_back(LayerSpec{"MaxPool2D", {}}.set("kernel", 2).set("stride", 2));
-  }
-  l.push_back({"Flatten", {}});
-  l.push_back(LayerSpec{"Dense", {}}.set("in", 800).set("out", 500));
-  l.push_back({"ReLU", {}});
-  l.push_back(LayerSpec{"Dense", {}}.set("in", 500).set("out", double(embedding)));
-  return l;
-}
-
-}  // namespace siam::nn
