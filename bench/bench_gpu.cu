@@ -11,6 +11,7 @@
 #include <siam/backend/cudnn.hpp>  // the LeNet rows
 #endif
 #include <siam/data/synthetic_digits.hpp>
+#include <siam/presets/lenet.hpp>
 #include <siam/train/siamese_trainer.hpp>
 
 #include "step_gemms.hpp"
@@ -86,7 +87,7 @@ void BM_GpuTrainStep(benchmark::State& state) {
   cfg.graph = state.range(1) != 0;
   const bool lenet = state.range(3) != 0;
   if (lenet) {
-    cfg.network = nn::lenet_specs();
+    cfg.network = presets::lenet_specs();
     cfg.input_shape = Shape{1, 28, 28};
   }
   SiameseTrainer<float, Cuda> trainer(digits(), cfg);

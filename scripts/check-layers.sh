@@ -22,8 +22,9 @@ layer_of() {
     loss/*) echo 5 ;;                                                 # losses
     nn/*|optim/*|testing/*) echo 6 ;;                                 # nn, optim
     train/*|inference.hpp|data/*|metrics.hpp|search/*|io/*) echo 7 ;;  # workflow
-    parallel/*) echo 8 ;;                                             # data-parallel training
-    siamese.hpp|compiled.hpp) echo 9 ;;                               # the umbrella header (and its compiled instantiations)
+    presets/*) echo 8 ;;                                              # presets (one data set's or paper's choices)
+    parallel/*) echo 9 ;;                                             # data-parallel training
+    siamese.hpp|compiled.hpp) echo 10 ;;                              # the umbrella header (and its compiled instantiations)
     *) echo -1 ;;
   esac
 }

@@ -20,6 +20,7 @@
 #include "siam/error.hpp"
 #include "siam/io/gzip.hpp"
 #include "siam/metrics.hpp"
+#include "siam/presets/mnist.hpp"
 #include "siam/random.hpp"
 
 namespace fs = std::filesystem;
@@ -357,15 +358,15 @@ TEST_CASE("load_mnist_dir: split, missing files and sizes") {
   const Dataset t10k = small_dataset(30, 28, 28);
 
   SUBCASE("missing directory") {
-    const std::string msg =
-        message_of<siam::io_error>([&] { (void)siam::data::load_mnist_dir(dir / "absent", 5, 5); });
+    const std::string msg = message_of<siam::io_error>(
+        [&] { (void)siam::presets::load_mnist_dir(dir / "absent", 5, 5); });
     CHECK(contains(msg, (dir / "absent").string()));
     CHECK(contains(msg, "does not exist"));
     CHECK(contains(msg, "t10k-images-idx3-ubyte"));
   }
   SUBCASE("directory without the files") {
     const std::string msg =
-        message_of<siam::io_error>([&] { (void)siam::data::load_mnist_dir(dir.path, 5, 5); });
+        message_of<siam::io_error>([&] { (void)siam::presets::load_mnist_dir(dir.path, 5, 5); });
     CHECK(contains(msg, dir.path.string()));
     CHECK(contains(msg, "missing t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"));
     CHECK(contains(msg, "train-images-idx3-ubyte"));
@@ -375,23 +376,23 @@ TEST_CASE("load_mnist_dir: split, missing files and sizes") {
                           t10k, true);
     siam::data::write_idx(dir / "train-images-idx3-ubyte", dir / "unrelated", t10k, false);
     const std::string msg =
-        message_of<siam::io_error>([&] { (void)siam::data::load_mnist_dir(dir.path, 5, 5); });
+        message_of<siam::io_error>([&] { (void)siam::presets::load_mnist_dir(dir.path, 5, 5); });
     CHECK(contains(msg, "missing train-labels-idx1-ubyte[.gz]"));
   }
   SUBCASE("only t10k: split into train and test") {
     siam::data::write_idx(dir / "t10k-images-idx3-ubyte.gz", dir / "t10k-labels-idx1-ubyte.gz",
                           t10k, true);
-    const auto m = siam::data::load_mnist_dir(dir.path, 20, 10);
+    const auto m = siam::presets::load_mnist_dir(dir.path, 20, 10);
     CHECK(m.train.size() == 20);
     CHECK(m.test.size() == 10);
     CHECK(m.train.images == t10k.slice(0, 20).images);
     CHECK(m.test.labels == t10k.slice(20, 10).labels);
     CHECK(m.note == "only t10k files found: images 0..19 train, 20..29 test");
 
-    const std::string msg =
-        message_of<siam::value_error>([&] { (void)siam::data::load_mnist_dir(dir.path, 20, 11); });
+    const std::string msg = message_of<siam::value_error>(
+        [&] { (void)siam::presets::load_mnist_dir(dir.path, 20, 11); });
     CHECK(contains(msg, "train_size 20 + test_size 11 = 31 exceeds its 30 images"));
-    CHECK_THROWS_AS((void)siam::data::load_mnist_dir(dir.path, 0, 5), siam::value_error);
+    CHECK_THROWS_AS((void)siam::presets::load_mnist_dir(dir.path, 0, 5), siam::value_error);
   }
   SUBCASE("train and t10k") {
     const Dataset train = small_dataset(40, 28, 28).slice(5, 35);
@@ -399,13 +400,13 @@ TEST_CASE("load_mnist_dir: split, missing files and sizes") {
                           false);
     siam::data::write_idx(dir / "train-images-idx3-ubyte.gz", dir / "train-labels-idx1-ubyte.gz",
                           train, true);
-    const auto m = siam::data::load_mnist_dir(dir.path, 30, 25);
+    const auto m = siam::presets::load_mnist_dir(dir.path, 30, 25);
     CHECK(m.train.labels == train.slice(0, 30).labels);
     CHECK(m.train.images == train.slice(0, 30).images);
     CHECK(m.test.images == t10k.slice(0, 25).images);
     CHECK(contains(m.note, "train: images 0..29 of train-images-idx3-ubyte.gz"));
-    const std::string msg =
-        message_of<siam::value_error>([&] { (void)siam::data::load_mnist_dir(dir.path, 36, 5); });
+    const std::string msg = message_of<siam::value_error>(
+        [&] { (void)siam::presets::load_mnist_dir(dir.path, 36, 5); });
     CHECK(contains(msg, "train_size 36 exceeds the 35 images"));
   }
 }
@@ -417,8 +418,8 @@ TEST_CASE("real MNIST t10k (when SIAM_MNIST_DIR is set)") {
     return;
   }
   const fs::path dir(env);
-  const auto im = siam::data::detail::find_idx(dir, "t10k-images-idx3-ubyte");
-  const auto lb = siam::data::detail::find_idx(dir, "t10k-labels-idx1-ubyte");
+  const auto im = siam::presets::detail::find_idx(dir, "t10k-images-idx3-ubyte");
+  const auto lb = siam::presets::detail::find_idx(dir, "t10k-labels-idx1-ubyte");
   if (!im || !lb) {
     MESSAGE("SIAM_MNIST_DIR=" << dir.string() << " has no t10k files: check skipped");
     return;
@@ -429,7 +430,7 @@ TEST_CASE("real MNIST t10k (when SIAM_MNIST_DIR is set)") {
   CHECK(ds.cols == 28);
   const std::vector<std::size_t> expected{980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009};
   CHECK(ds.class_counts(10) == expected);
-  const auto m = siam::data::load_mnist_dir(dir);
+  const auto m = siam::presets::load_mnist_dir(dir);
   CHECK(m.train.size() == 5000);
   CHECK(m.test.size() == 5000);
   MESSAGE("load_mnist_dir: " << m.note);

@@ -304,7 +304,7 @@ TEST_CASE("model files keep class names; files without them load as before") {
 TEST_CASE("shape errors name the layer and both shapes, at build and in forward") {
   // LeNet's specs with a 16-D output and a wrong Dense input (800 where 1250 arrive: the
   // input is 32 x 32, not 28 x 28).
-  auto specs = nn::lenet_specs(16);
+  auto specs = presets::lenet_specs(16);
   specs[7] = nn::LayerSpec{"Dense", {}}.set("in", 800).set("out", 16);
   specs.resize(8);
   Rng rng(2);

@@ -6,10 +6,11 @@
 
 #include <siam/data/png.hpp>
 #include <siam/data/synthetic_digits.hpp>
+#include <siam/presets/mnist_digit.hpp>
 
 #include "support/png_writer.hpp"
 
-using siam::data::Invert;
+using siam::presets::Invert;
 
 namespace {
 
@@ -65,16 +66,16 @@ TEST_CASE("every colour type and bit depth gives the same grey values") {
     REQUIRE(img.cols == 28);
     CHECK(img.pixels == want);
     bool inverted = true;
-    CHECK(siam::data::prepare_digit(img, Invert::automatic, &inverted) == want);
+    CHECK(siam::presets::prepare_digit(img, Invert::automatic, &inverted) == want);
     CHECK_FALSE(inverted);
   }
   // Black ink on white: detected and inverted back exactly; forced flags obey.
   const auto img = decode(test_png::encode(28, 28, PNG_COLOR_TYPE_GRAY, 8, inv));
   bool inverted = false;
-  CHECK(siam::data::prepare_digit(img, Invert::automatic, &inverted) == want);
+  CHECK(siam::presets::prepare_digit(img, Invert::automatic, &inverted) == want);
   CHECK(inverted);
-  CHECK(siam::data::prepare_digit(img, Invert::yes) == want);
-  CHECK(siam::data::prepare_digit(img, Invert::no) == as_floats(inv));
+  CHECK(siam::presets::prepare_digit(img, Invert::yes) == want);
+  CHECK(siam::presets::prepare_digit(img, Invert::no) == as_floats(inv));
 }
 
 TEST_CASE("1-bit grey, RGB colour weights and transparency") {
@@ -104,7 +105,7 @@ TEST_CASE("other sizes are prepared like MNIST: ink in a 20 x 20 box, centred by
   for (int r = 10; r < 40; ++r)
     for (int c = 5; c < 25; ++c)
       img.pixels[r * 60 + c] = 1.0f;
-  const auto x = siam::data::prepare_digit(img, Invert::no);
+  const auto x = siam::presets::prepare_digit(img, Invert::no);
   REQUIRE(x.size() == 784);
   int r0 = 28, r1 = -1, c0 = 28, c1 = -1;
   double mass = 0, mr = 0, mc = 0;
@@ -133,14 +134,14 @@ TEST_CASE("other sizes are prepared like MNIST: ink in a 20 x 20 box, centred by
   for (int r = 0; r < 28; ++r)
     for (int c = 0; c < 28; ++c)
       framed.pixels[(r + 1) * 30 + c + 2] = g[r * 28 + c];
-  const auto y = siam::data::prepare_digit(big, Invert::automatic);
-  const auto y1 = siam::data::prepare_digit(framed, Invert::automatic);
+  const auto y = siam::presets::prepare_digit(big, Invert::automatic);
+  const auto y1 = siam::presets::prepare_digit(framed, Invert::automatic);
   CHECK(std::count_if(y1.begin(), y1.end(), [](float v) { return v > 0; }) > 50);  // a digit
   CHECK(y == y1);
   // A blank image stays blank; an empty one is an error.
-  CHECK(siam::data::prepare_digit({40, 40, std::vector<float>(1600, 0.0f)}) ==
+  CHECK(siam::presets::prepare_digit({40, 40, std::vector<float>(1600, 0.0f)}) ==
         std::vector<float>(784, 0.0f));
-  CHECK_THROWS_AS(siam::data::prepare_digit({}), siam::value_error);
+  CHECK_THROWS_AS(siam::presets::prepare_digit({}), siam::value_error);
 }
 
 TEST_CASE("hostile files are refused with io_error before any large allocation") {

@@ -13,6 +13,7 @@
 
 #include "siam/io/archive.hpp"
 #include "siam/search/exact.hpp"
+#include "siam/search/flat.hpp"
 #include "siam/search/hnsw.hpp"
 
 using siam::index_t;
@@ -126,6 +127,15 @@ TEST_CASE("hnsw: save and load give the same answers; the file is checked") {
   CHECK_THROWS_AS((void)search::HnswIndex::from_bytes(flipped.data(), flipped.size(), "flip"),
                   siam::io_error);
   CHECK_THROWS_AS((void)search::HnswIndex::load(file.p.string() + ".missing"), siam::io_error);
+  // Another kind of index file (the header check both kinds share).
+  {
+    TempPath flat_file;
+    search::FlatIndex flat(dim, search::Metric::l2);
+    flat.add({data.data(), 10, dim});
+    flat.save(flat_file.p);
+    CHECK_THROWS_WITH_AS((void)search::HnswIndex::load(flat_file.p),
+                         doctest::Contains("index kind 'flat', expected 'hnsw'"), siam::io_error);
+  }
 
   // A graph that passes the checksum but links out of range: the graph check catches it.
   auto records = siam::io::load_archive(file.p);

@@ -15,6 +15,7 @@
 #endif
 #if defined(SIAM_EXAMPLE_HAS_PNG)
 #include <siam/data/png.hpp>
+#include <siam/presets/mnist_digit.hpp>
 #endif
 
 #include <cmath>
@@ -283,11 +284,11 @@ inline int query_index(const Options& opt) {
                     class_name(class_names, data.test.labels[q]) + ")");
   } else {
 #if defined(SIAM_EXAMPLE_HAS_PNG)
-    const auto invert = o.invert == "yes"  ? siam::data::Invert::yes
-                        : o.invert == "no" ? siam::data::Invert::no
-                                           : siam::data::Invert::automatic;
+    const auto invert = o.invert == "yes"  ? siam::presets::Invert::yes
+                        : o.invert == "no" ? siam::presets::Invert::no
+                                           : siam::presets::Invert::automatic;
     for (const auto& f : o.images) {
-      const auto x = siam::data::load_digit_png(f, invert);
+      const auto x = siam::presets::prepare_digit(siam::data::read_png_gray(f), invert);
       queries.images.insert(queries.images.end(), x.begin(), x.end());
       queries.labels.push_back(0);
       names.push_back("image " + f);

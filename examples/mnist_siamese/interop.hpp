@@ -12,6 +12,7 @@
 #endif
 #if defined(SIAM_EXAMPLE_HAS_PNG)
 #include <siam/data/png.hpp>
+#include <siam/presets/mnist_digit.hpp>
 #endif
 
 #include <cstdio>
@@ -92,14 +93,14 @@ inline int export_model(const Options& o) {
 /// file costs one error line and leaves no output.
 template <class Backend>
 int query_images(const Options& o) {
-  const auto invert = o.invert == "yes"  ? siam::data::Invert::yes
-                      : o.invert == "no" ? siam::data::Invert::no
-                                         : siam::data::Invert::automatic;
+  const auto invert = o.invert == "yes"  ? siam::presets::Invert::yes
+                      : o.invert == "no" ? siam::presets::Invert::no
+                                         : siam::presets::Invert::automatic;
   std::vector<std::vector<float>> queries;
   std::vector<bool> inverted;
   for (const auto& f : o.images) {
     bool inv = false;
-    queries.push_back(siam::data::load_digit_png(f, invert, &inv));
+    queries.push_back(siam::presets::prepare_digit(siam::data::read_png_gray(f), invert, &inv));
     inverted.push_back(inv);
   }
   const Data data = load_data(o);

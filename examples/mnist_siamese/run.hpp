@@ -12,6 +12,7 @@
 #include <siam/metrics.hpp>
 #include <siam/nn/resnet.hpp>
 #include <siam/parallel/trainer.hpp>
+#include <siam/presets/mnist.hpp>
 #include <siam/train/folder_batches.hpp>
 #include <siam/train/siamese_trainer.hpp>
 
@@ -109,7 +110,7 @@ inline Data load_data(const Options& o) {
     d.classes = std::move(f.classes);
     d.skipped = std::move(f.skipped);
   } else {
-    auto m = siam::data::load_mnist_dir(o.data, ntrain, ntest);
+    auto m = siam::presets::load_mnist_dir(o.data, ntrain, ntest);
     std::printf("data: %s (%s)\n", o.data.c_str(), m.note.c_str());
     d.train = std::move(m.train);
     d.test = std::move(m.test);
@@ -164,7 +165,7 @@ inline siam::SiameseConfig make_config(const Options& o, const std::string& data
   siam::SiameseConfig cfg;
   const auto channels = static_cast<siam::index_t>(o.channels);
   if (o.arch == "cnn") {
-    cfg.network = siam::nn::lenet_specs(o.embedding_dim > 0 ? o.embedding_dim : 2);
+    cfg.network = siam::presets::lenet_specs(o.embedding_dim > 0 ? o.embedding_dim : 2);
     cfg.input_shape = siam::Shape{1, 28, 28};
   } else if (o.arch == "resnet") {  // BatchNorm residual network, L2-normalised output
     cfg.input_shape = siam::Shape{channels, o.image_size, o.image_size};

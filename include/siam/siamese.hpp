@@ -36,6 +36,7 @@
 #include "siam/optim/optimizer.hpp"
 #include "siam/optim/schedule.hpp"
 #include "siam/optim/sgd.hpp"
+#include "siam/presets/lenet.hpp"
 #include "siam/random.hpp"
 #include "siam/shape.hpp"
 #include "siam/tensor.hpp"

@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
   ImageSet<float, Cpu> flat(images, labels, Shape{28 * 28});
   ImageSet<float, Cpu> square(images, labels, Shape{1, 28, 28});
   train(nn::mlp<float, Cpu>({28 * 28, 64, 32, 8}, rng), flat, "mlp", out);
-  train(nn::build<float, Cpu>(nn::lenet_specs(8), Shape{1, 28, 28}, rng), square, "lenet", out);
+  train(nn::build<float, Cpu>(presets::lenet_specs(8), Shape{1, 28, 28}, rng), square, "lenet",
+        out);
   return 0;
 }

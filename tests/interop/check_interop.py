@@ -151,7 +151,7 @@ def cnn_part(work, example):
         except cv2.error as e:
             check("OpenCV DNN runs the CNN with L2 output: siam's embeddings", False, str(e).strip().splitlines()[-1])
 
-    class Embedding(torch.nn.Module):  # LeNet, as nn::lenet_specs + L2Normalize
+    class Embedding(torch.nn.Module):  # LeNet, as presets::lenet_specs + L2Normalize
         def __init__(self):
             super().__init__()
             self.layers = torch.nn.Sequential(

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -16,6 +15,7 @@
 #include "siam/io/model_file.hpp"
 #include "siam/parallel/data_parallel.hpp"
 #include "siam/siamese.hpp"
+#include "siam/train/checkpoint.hpp"
 
 namespace siam::disttest {
 
@@ -110,7 +110,8 @@ class Loop {
     return static_cast<double>(forward_backward(b, e).value().item());
   }
 
-  /// Rank 0 writes weights, Adam state, the pair generator, iteration and losses
+  /// Rank 0 writes weights, Adam state, the pair generator, iteration (TrainingState's
+  /// packed words) and losses
   /// atomically; every rank learns whether it worked.
   void save(const std::filesystem::path& path) {
     parallel::on_root(comm_, [&] {
@@ -121,8 +122,9 @@ class Loop {
         records.push_back(
             io::tensor_record("adam/v/" + std::to_string(i), adam_.second_moments()[i]));
       }
-      const auto c = counters();
-      records.push_back(io::make_record("state", {8}, c.data(), c.size()));
+      const auto c = training_state().pack();
+      records.push_back(
+          io::make_record("state", {TrainingState::packed_words}, c.data(), c.size()));
       records.push_back(io::make_record("losses", {static_cast<std::int64_t>(losses_.size())},
                                         losses_.data(), losses_.size()));
       io::save_archive(path, records);
@@ -131,7 +133,7 @@ class Loop {
 
   /// Rank 0 reads the checkpoint (whatever rank count wrote it) and sends it to the others.
   void load(const std::filesystem::path& path) {
-    std::vector<std::uint64_t> c(8);
+    std::vector<std::uint64_t> c(TrainingState::packed_words);
     std::uint64_t nloss = 0;
     parallel::on_root(comm_, [&] {
       const auto records = io::load_archive(path);
@@ -147,13 +149,13 @@ class Loop {
         io::load_tensor(find("adam/v/" + std::to_string(i)), adam_.second_moments()[i], file);
       }
       const auto& st = find("state");
-      if (st.type != io::ArrayType::u64 || st.count() != 8)
+      if (st.type != io::ArrayType::u64 || st.count() != TrainingState::packed_words)
         throw io_error(file + ": malformed state record");
       c = st.template as<std::uint64_t>();
       losses_ = find("losses").template as<double>();
       nloss = losses_.size();
     });
-    comm_.broadcast_host(c.data(), 8 * sizeof(std::uint64_t));
+    comm_.broadcast_host(c.data(), c.size() * sizeof(std::uint64_t));
     comm_.broadcast_host(&nloss, sizeof nloss);
     losses_.resize(nloss);
     comm_.broadcast_host(losses_.data(), nloss * sizeof(double));
@@ -165,11 +167,10 @@ class Loop {
         comm_.broadcast(
             std::span<T>(adam_.second_moments()[i].data(), adam_.second_moments()[i].size()));
       }
-    Rng::State rs{{c[0], c[1], c[2], c[3]}, 0.0, c[5] != 0};
-    std::memcpy(&rs.spare, &c[4], sizeof rs.spare);
-    pair_rng_.set_state(rs);
-    adam_.set_steps(static_cast<long long>(c[6]));
-    iteration_ = static_cast<long long>(c[7]);
+    const auto state = TrainingState::unpack(c.data());
+    pair_rng_.set_state(state.rng);
+    adam_.set_steps(state.optimizer_steps);
+    iteration_ = state.iteration;
   }
 
   /// Every parameter value, in order (host copy).
@@ -208,18 +209,12 @@ class Loop {
     tape_.backward(loss);
     return loss;
   }
-  std::vector<std::uint64_t> counters() const {
-    const auto st = pair_rng_.state();
-    std::uint64_t spare;
-    std::memcpy(&spare, &st.spare, sizeof spare);
-    return {st.s[0],
-            st.s[1],
-            st.s[2],
-            st.s[3],
-            spare,
-            st.has_spare ? 1u : 0u,
-            static_cast<std::uint64_t>(adam_.steps()),
-            static_cast<std::uint64_t>(iteration_)};
+  TrainingState training_state() const {
+    TrainingState st;
+    st.rng = pair_rng_.state();
+    st.optimizer_steps = adam_.steps();
+    st.iteration = iteration_;
+    return st;
   }
 
   LoopConfig cfg_;

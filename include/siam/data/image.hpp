@@ -26,6 +26,12 @@ struct Image {
   }
 };
 
+/// A grey image: rows x cols values in [0, 1], row-major, row 0 at the top.
+struct GrayImage {
+  std::size_t rows = 0, cols = 0;
+  std::vector<float> pixels;
+};
+
 /// What a decoder may allocate: an image whose header claims more than max_pixels pixels
 /// (rows x cols) is refused with an io_error before its pixels are allocated. And how far
 /// it may shrink while decoding: min_side > 0 lets a decoder that can (JPEG, by k/8 inside its

@@ -249,7 +249,8 @@ inline ModelDescription describe_model(const std::vector<Record>& records,
 /// Throws io_error naming the file for a weights-only file, another format version, a
 /// file of the other scalar type (saying which types), an unknown layer, layers whose
 /// shapes do not fit the input shape, or weights that do not fit the architecture.
-template <class T, class B>
+/// `Extra` (an nn::LayerKinds<...>) adds a program's own layer kinds, as nn::build does.
+template <class T, class B, class Extra = nn::LayerKinds<>>
 nn::Sequential<T, B> load_model(const std::filesystem::path& path) {
   const std::string file = path.string();
   const auto records = load_archive(path);
@@ -260,7 +261,7 @@ nn::Sequential<T, B> load_model(const std::filesystem::path& path) {
   Rng rng(0);
   nn::Sequential<T, B> net;
   try {
-    net = nn::build<T, B>(d.layers, d.input, rng);  // checks every layer's shapes
+    net = nn::build<T, B, Extra>(d.layers, d.input, rng);  // checks every layer's shapes
   } catch (const value_error& e) {
     throw io_error(file + ": " + e.what());
   } catch (const shape_error& e) {

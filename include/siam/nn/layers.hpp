@@ -15,6 +15,8 @@
 //   parameters()           the trainable tensors, in a fixed order
 //   tensor_names()         one TensorName per parameter: PyTorch's name and layout
 // A layer without parameters derives from ParameterFree, which supplies the last two.
+// A container (Residual) also returns its Sequentials from children() and, while nn::build
+// fills them from a spec list, their announced sizes from pending_children().
 // A missing piece does not compile: the functions are pure, and the registry checks the
 // two static members (LayerKind in nn/registry.hpp).
 #pragma once
@@ -35,6 +37,9 @@
 #include "siam/nn/spec.hpp"
 
 namespace siam::nn {
+
+template <class T, class B>
+class Sequential;
 
 template <class T, class B>
 class Layer {
@@ -67,6 +72,13 @@ class Layer {
   /// Training mode (batch statistics, dropout active) or inference mode (running
   /// statistics, dropout off); containers pass it on. Layers without a mode ignore it.
   virtual void set_training(bool) {}
+  /// The Sequentials a container layer holds (Residual: body, projection), whose layers
+  /// follow its own line in a spec list, in this order; none by default.
+  virtual std::vector<Sequential<T, B>*> children() { return {}; }
+  virtual std::vector<const Sequential<T, B>*> children() const { return {}; }
+  /// While nn::build fills a container from a spec list: how many layers each child still
+  /// expects (what its spec announced); one entry per children() entry.
+  virtual std::vector<std::size_t> pending_children() const { return {}; }
 
  protected:
   Layer() = default;

@@ -90,32 +90,33 @@ std::unique_ptr<Layer<T, B>> make_layer(const LayerSpec& spec, Rng& rng) {
 }
 
 namespace detail {
-// A Residual's line is followed by its body's and projection's lines (depth first).
+// A container's line (a Residual's) is followed by its children's lines (depth first).
 template <class T, class B>
 void append_specs(const Sequential<T, B>& net, std::vector<LayerSpec>& out) {
   for (std::size_t i = 0; i < net.size(); ++i) {
     out.push_back(net[i].spec());
-    if (const auto* r = dynamic_cast<const Residual<T, B>*>(&net[i])) {
-      append_specs(r->body(), out);
-      append_specs(r->projection(), out);
-    }
+    const Layer<T, B>& layer = net[i];
+    for (const auto* child : layer.children())
+      append_specs(*child, out);
   }
 }
-// The layer at layers[i] (and, for a Residual, the layers its line announces); advances i.
+// The layer at layers[i] (and, for a container, the layers its line announces); advances i.
 template <class T, class B, class Extra>
 std::unique_ptr<Layer<T, B>> build_one(const std::vector<LayerSpec>& layers, std::size_t& i,
                                        Rng& rng) {
   const LayerSpec& spec = layers[i++];
   auto layer = make_layer<T, B, Extra>(spec, rng);
-  if (auto* r = dynamic_cast<Residual<T, B>*>(layer.get())) {
-    for (auto* part : {&r->body(), &r->projection()})
-      for (std::size_t k = part == &r->body() ? r->pending_body() : r->pending_projection(); k > 0;
-           --k) {
-        if (i >= layers.size())
-          throw value_error("layer " + spec.str() + ": the list ends before its layers");
-        part->add(build_one<T, B, Extra>(layers, i, rng));
-      }
-  }
+  const auto children = layer->children();
+  const auto pending = layer->pending_children();
+  if (pending.size() != children.size())
+    throw value_error("layer " + spec.str() + ": " + std::to_string(children.size()) +
+                      " children but " + std::to_string(pending.size()) + " pending counts");
+  for (std::size_t c = 0; c < children.size(); ++c)
+    for (std::size_t k = pending[c]; k > 0; --k) {
+      if (i >= layers.size())
+        throw value_error("layer " + spec.str() + ": the list ends before its layers");
+      children[c]->add(build_one<T, B, Extra>(layers, i, rng));
+    }
   return layer;
 }
 }  // namespace detail
@@ -139,33 +140,6 @@ Sequential<T, B> build(const std::vector<LayerSpec>& layers, Shape input_shape, 
   net.set_input_shape(input_shape);
   if (input_shape.size() > 0) (void)net.output_shape(input_shape);
   return net;
-}
-
-}  // namespace siam::nn
-
-namespace siam::nn {
-
-/// The layers of nn::lenet (Caffe's mnist_siamese LeNet, `embedding`-D output) as specs,
-/// for configurations that name an architecture (SiameseConfig::network); the input is
-/// [1 x 28 x 28], so the leading Reshape is left out.
-inline std::vector<LayerSpec> lenet_specs(index_t embedding = 2) {
-  std::vector<LayerSpec> l;
-  for (auto [in, out] : {std::pair{1, 20}, std::pair{20, 50}}) {
-    l.push_back(LayerSpec{"Conv2D", {}}
-                    .set("in", in)
-                    .set("out", out)
-                    .set("kernel", 5)
-                    .set("stride", 1)
-                    .set("padding", 0)
-                    .set("bias", 1));
-    l.push_back({"ReLU", {}});
-    l.push_back(LayerSpec{"MaxPool2D", {}}.set("kernel", 2).set("stride", 2));
-  }
-  l.push_back({"Flatten", {}});
-  l.push_back(LayerSpec{"Dense", {}}.set("in", 800).set("out", 500));
-  l.push_back({"ReLU", {}});
-  l.push_back(LayerSpec{"Dense", {}}.set("in", 500).set("out", double(embedding)));
-  return l;
 }
 
 }  // namespace siam::nn

@@ -114,6 +114,11 @@ class Residual final : public Layer<T, B> {
   std::size_t pending_projection() const {
     return pending_projection_ - std::min(pending_projection_, proj_.size());
   }
+  std::vector<Sequential<T, B>*> children() override { return {&body_, &proj_}; }
+  std::vector<const Sequential<T, B>*> children() const override { return {&body_, &proj_}; }
+  std::vector<std::size_t> pending_children() const override {
+    return {pending_body(), pending_projection()};
+  }
 
  private:
   // Sequential names its tensors "layers.<i>.<name>"; a child Sequential here is

@@ -80,19 +80,14 @@ class FlatIndex {
 
   /// Reads an index from decoded records (`name` labels errors); every check of load().
   static FlatIndex from_records(const std::vector<io::Record>& records, const std::string& name) {
-    const auto kind = detail::find_record(records, "index/kind", io::ArrayType::text, name).text();
-    if (kind != "flat") throw io_error(name + ": index kind '" + kind + "', expected 'flat'");
-    (void)detail::find_record(records, "index/siam_version", io::ArrayType::text, name);
-    const auto dim = detail::find_u64(records, "index/dim", name);
-    const auto n = detail::find_u64(records, "index/size", name);
-    if (dim == 0 || dim > (1u << 20)) throw io_error(name + ": dim " + std::to_string(dim));
-    const Metric metric = detail::metric_of(records, name);
+    const auto h = detail::read_index_header(records, "flat", name);
+    const auto dim = h.dim, n = h.size;
     const auto& v = detail::find_record(records, "flat/vectors", io::ArrayType::f32, name);
     if (v.dims.size() != 2 || static_cast<std::uint64_t>(v.dims[0]) != n ||
         static_cast<std::uint64_t>(v.dims[1]) != dim || n == 0)
       throw io_error(name + ": 'flat/vectors' does not hold " + std::to_string(n) +
                      " rows of dim " + std::to_string(dim));
-    FlatIndex out(static_cast<index_t>(dim), metric);
+    FlatIndex out(static_cast<index_t>(dim), h.metric);
     out.vectors_ = v.as<float>();
     for (std::size_t i = 0; i < out.vectors_.size(); ++i)
       if (!std::isfinite(out.vectors_[i]))
@@ -111,12 +106,7 @@ class FlatIndex {
   /// also throws shape_error for another dim, value_error for another metric.
   static FlatIndex load(const std::filesystem::path& path, index_t dim, Metric metric) {
     auto idx = load(path);
-    if (idx.dim() != dim)
-      throw shape_error(path.string() + ": the index holds embeddings of dim " +
-                        std::to_string(idx.dim()) + ", the model makes dim " + std::to_string(dim));
-    if (idx.metric() != metric)
-      throw value_error(path.string() + ": the index was built for metric " +
-                        to_string(idx.metric()) + ", not " + to_string(metric));
+    detail::check_index_fits(path, idx.dim(), idx.metric(), dim, metric);
     return idx;
   }
 

@@ -301,37 +301,11 @@ class HnswIndex {
   static HnswIndex from_bytes(const unsigned char* data, std::size_t size, const std::string& name,
                               HnswParams params = {}) {
     const auto records = io::decode(data, size, name);
-    auto find = [&](const char* key, io::ArrayType type) -> const io::Record& {
-      for (const auto& r : records)
-        if (r.name == key) {
-          if (r.type != type) throw io_error(name + ": '" + key + "' has the wrong type");
-          return r;
-        }
-      throw io_error(name + ": not a siam index file (no '" + key + "')");
-    };
-    auto one = [&](const char* key) {
-      const auto& r = find(key, io::ArrayType::u64);
-      if (r.count() != 1) throw io_error(name + ": '" + key + "' must hold one value");
-      return r.as<std::uint64_t>()[0];
-    };
-    if (find("index/kind", io::ArrayType::text).text() != "hnsw")
-      throw io_error(name + ": index kind '" + find("index/kind", io::ArrayType::text).text() +
-                     "', expected 'hnsw'");
-    (void)find("index/siam_version", io::ArrayType::text);
-    const auto dim = one("index/dim");
-    const auto n = one("index/size");
-    if (dim == 0 || dim > (1u << 20)) throw io_error(name + ": dim " + std::to_string(dim));
-    const auto metric_name = find("index/metric", io::ArrayType::text).text();
-    Metric metric;
-    if (metric_name == "l2")
-      metric = Metric::l2;
-    else if (metric_name == "inner_product")
-      metric = Metric::inner_product;
-    else
-      throw io_error(name + ": unknown metric '" + metric_name + "'");
-    const auto& graph = find("hnsw/graph", io::ArrayType::text);
+    const auto h = detail::read_index_header(records, "hnsw", name);
+    const auto dim = h.dim, n = h.size;
+    const auto& graph = detail::find_record(records, "hnsw/graph", io::ArrayType::text, name);
     detail::validate_hnsw_graph(graph.bytes, n, dim, name);
-    HnswIndex out(static_cast<index_t>(dim), metric, params);
+    HnswIndex out(static_cast<index_t>(dim), h.metric, params);
     detail::TempFile tmp;
     {
       std::ofstream f(tmp.path(), std::ios::binary);
@@ -357,12 +331,7 @@ class HnswIndex {
   static HnswIndex load(const std::filesystem::path& path, index_t dim, Metric metric,
                         HnswParams params = {}) {
     auto idx = load(path, params);
-    if (idx.dim() != dim)
-      throw shape_error(path.string() + ": the index holds embeddings of dim " +
-                        std::to_string(idx.dim()) + ", the model makes dim " + std::to_string(dim));
-    if (idx.metric() != metric)
-      throw value_error(path.string() + ": the index was built for metric " +
-                        to_string(idx.metric()) + ", not " + to_string(metric));
+    detail::check_index_fits(path, idx.dim(), idx.metric(), dim, metric);
     return idx;
   }
 

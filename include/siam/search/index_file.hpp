@@ -43,6 +43,41 @@ inline Metric metric_of(const std::vector<io::Record>& records, const std::strin
   throw io_error(file + ": unknown metric '" + name + "'");
 }
 
+/// What the records every index file starts with say (index_header below writes them).
+struct IndexHeader {
+  std::uint64_t dim = 0, size = 0;
+  Metric metric = Metric::l2;
+};
+
+/// Reads and checks the records every index file starts with: io_error naming `file` when
+/// one is missing or of the wrong type, the kind is not `kind`, the dim is 0 or above 2^20,
+/// or the metric is unknown.
+inline IndexHeader read_index_header(const std::vector<io::Record>& records, const char* kind,
+                                     const std::string& file) {
+  const auto got = find_record(records, "index/kind", io::ArrayType::text, file).text();
+  if (got != kind)
+    throw io_error(file + ": index kind '" + got + "', expected '" + std::string(kind) + "'");
+  (void)find_record(records, "index/siam_version", io::ArrayType::text, file);
+  IndexHeader h;
+  h.dim = find_u64(records, "index/dim", file);
+  h.size = find_u64(records, "index/size", file);
+  if (h.dim == 0 || h.dim > (1u << 20)) throw io_error(file + ": dim " + std::to_string(h.dim));
+  h.metric = metric_of(records, file);
+  return h;
+}
+
+/// What load(path, dim, metric) adds to load(path): shape_error for an index of another dim,
+/// value_error for another metric.
+inline void check_index_fits(const std::filesystem::path& path, index_t have_dim,
+                             Metric have_metric, index_t dim, Metric metric) {
+  if (have_dim != dim)
+    throw shape_error(path.string() + ": the index holds embeddings of dim " +
+                      std::to_string(have_dim) + ", the model makes dim " + std::to_string(dim));
+  if (have_metric != metric)
+    throw value_error(path.string() + ": the index was built for metric " + to_string(have_metric) +
+                      ", not " + to_string(metric));
+}
+
 /// The records every index file starts with.
 inline std::vector<io::Record> index_header(const char* kind, index_t dim, Metric metric,
                                             index_t size) {

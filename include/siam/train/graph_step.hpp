@@ -89,8 +89,8 @@ class GraphStep {
   }
 
   /// Whether the host should read the device's verdict now: every `every` steps, and at
-  /// least every kRebase steps (the device counts in T).
-  bool due(long long every) const { return replayed_ % every == 0 || replayed_ >= kRebase; }
+  /// least every rebase_after steps (the device counts in T).
+  bool due(long long every) const { return replayed_ % every == 0 || replayed_ >= rebase_after; }
 
   /// Reads the device's count of applied steps (one value back) and returns how many of the
   /// steps replayed since the last settle() were skipped for NaN/Inf (the first bad one and
@@ -100,7 +100,7 @@ class GraphStep {
     if (!ready_ || !check_finite_) return 0;
     const auto applied = static_cast<long long>(applied_.item());
     if (applied == replayed_) {
-      if (replayed_ >= kRebase) {  // settled: count afresh, far below float's exact 2^24
+      if (replayed_ >= rebase_after) {  // settled: count afresh, far below float's exact 2^24
         applied_.fill(T(0));
         replayed_ = 0;
       }
@@ -181,7 +181,7 @@ class GraphStep {
   Tensor<T, B> ok_;            // 1 until a replayed step saw NaN/Inf, then 0 (sticky)
   Tensor<T, B> applied_;       // replayed steps that updated the model
   long long replayed_ = 0;     // steps since applied_ was last zeroed
-  static constexpr long long kRebase = 1LL << 20;  // applied_ is zeroed past this many
+  static constexpr long long rebase_after = 1LL << 20;  // applied_ is zeroed past this many
   int captures_ = 0;
   bool warm_ = false, ready_ = false, check_finite_ = true;
 };
