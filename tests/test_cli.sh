@@ -376,7 +376,8 @@ for split, n in (("train", 20), ("test", 10)):
 EOF
   folder_run=("${fast[@]}" --iterations 30 --data "$tmp/folder")
   "$bin" "${folder_run[@]}" --out "$tmp/fo" >"$tmp/fo.log" 2>&1
-  check "image folder: the run exits 0 ($(tail -1 "$tmp/fo.log"))" test $? -eq 0
+  rc=$?
+  check "image folder: the run exits 0 (rc $rc: $(tail -1 "$tmp/fo.log"))" test $rc -eq 0
   check "image folder: metrics.json names the classes" \
     grep -qx '  "classes": \["cat", "dog", "emu"\],' "$tmp/fo/metrics.json"
   check "image folder: metrics.json counts no skipped image" \
@@ -403,7 +404,8 @@ EOF
   : >"$tmp/badfolder/train/cat/zero.png"
   "$bin" "${fast[@]}" --iterations 30 --data "$tmp/badfolder" --on-bad-image skip \
     --out "$tmp/fskip" >"$tmp/fskip.log" 2>&1
-  check "--on-bad-image skip: the run exits 0 ($(tail -1 "$tmp/fskip.log"))" test $? -eq 0
+  rc=$?
+  check "--on-bad-image skip: the run exits 0 (rc $rc: $(tail -1 "$tmp/fskip.log"))" test $rc -eq 0
   check "--on-bad-image skip: metrics.json counts and lists the bad files" grep -qxF \
     "  \"skipped_images\": {\"count\": 2, \"files\": [\"$tmp/badfolder/train/cat/zero.png\", \"$tmp/badfolder/train/dog/trunc.png\"]}" \
     "$tmp/fskip/metrics.json"
