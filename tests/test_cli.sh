@@ -6,6 +6,7 @@
 # quality check uses the default batch, the bit-exactness checks a small one.
 set -u
 bin=${1:?usage: test_cli.sh path/to/mnist_siamese}
+support=$(cd "$(dirname "${BASH_SOURCE[0]}")/support" && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 failures=0
@@ -356,15 +357,9 @@ check "--iterations 0 writes metrics.json" grep -q '"iterations": 0' "$tmp/zero/
 # ---- --data as an image folder: class names in metrics.json, model.siam and query's output;
 # bad files fail with one line, or are skipped, counted and listed (--on-bad-image skip)
 if command -v python3 >/dev/null; then
-  python3 - "$tmp/folder" <<'EOF'
-import os, struct, sys, zlib
-def png(path, w, h, pixels):  # 8-bit grey PNG
-    raw = b"".join(b"\x00" + bytes(pixels[y * w:(y + 1) * w]) for y in range(h))
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+  PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$support" python3 - "$tmp/folder" <<'EOF'
+import os, sys
+from grey_png import png  # tests/support/grey_png.py
 root = sys.argv[1]
 for split, n in (("train", 20), ("test", 10)):
     for c, name in enumerate(("cat", "dog", "emu")):
@@ -411,15 +406,9 @@ EOF
     "$tmp/fskip/metrics.json"
   # ---- the training split streams from disk through the loader: the same images as IDX
   # files and as a PNG tree (grey, no augmentation) train to the same losses and embedding
-  python3 - "$tmp/twin" <<'EOF'
-import os, struct, sys, zlib
-def png(path, w, h, pixels):  # 8-bit grey PNG
-    raw = b"".join(b"\x00" + bytes(pixels[y * w:(y + 1) * w]) for y in range(h))
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+  PYTHONDONTWRITEBYTECODE=1 PYTHONPATH="$support" python3 - "$tmp/twin" <<'EOF'
+import os, struct, sys
+from grey_png import png  # tests/support/grey_png.py
 root = sys.argv[1]
 os.makedirs(os.path.join(root, "idx"))
 for split, prefix, n in (("train", "train", 12), ("test", "t10k", 5)):
