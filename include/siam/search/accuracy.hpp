@@ -22,12 +22,18 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string>
 #include <utility>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "siam/error.hpp"
 #include "siam/search/exact.hpp"
@@ -101,81 +107,157 @@ inline std::uint32_t order_key(float v) {
 
 // Per-thread scratch of the full-rows ranking.
 struct RowScratch {
-  std::vector<float> tile;
-  std::vector<std::uint16_t> bucket;
-  std::vector<std::uint32_t> count;
-  std::vector<std::uint32_t> key, key2;
-  std::vector<std::int64_t> idx, idx2;
+  std::vector<float> tile;                 // distances of a block of queries x a few columns
+  std::vector<float> sample, thr;          // sampled distances; each query's threshold
+  std::vector<std::size_t> start, cap, m;  // each query's candidate list in cand
+  std::vector<std::uint64_t> cand, cand2;  // order_key(distance) << 32 | reference index
+  std::vector<float> rows;                 // the whole distance rows of the queries redone
 };
 
-// Ranks the `need` nearest entries of one distance row d[0, n) (entry `self` left out;
-// lo and hi its smallest and largest distance) by (distance, index) into s.idx[0, need): a
-// bucket histogram finds the distance bucket that holds the need-th entry, the entries up to
-// it are gathered in index order and sorted by a stable radix sort on the distance's bits
-// (so equal distances stay in index order).
-inline void rank_row(const float* d, index_t n, index_t self, index_t need, float lo, float hi,
-                     RowScratch& s) {
-  constexpr index_t buckets = 4096;
+// A value v of x[0, n) (finite, n > rank) with at least rank + 1 entries <= v and few more
+// than that: the largest entry of the bucket, among 1024 equal buckets between the smallest
+// and the largest entry, that holds the rank-th smallest (a histogram, without the
+// mispredicted branches of a selection).
+inline float sample_threshold(const float* x, index_t n, index_t rank) {
+  constexpr index_t buckets = 1024;
+  float lo = x[0], hi = x[0];
+  SIAM_OMP(simd reduction(min : lo) reduction(max : hi))
+  for (index_t j = 0; j < n; ++j) {
+    lo = std::min(lo, x[j]);
+    hi = std::max(hi, x[j]);
+  }
   const float span = hi - lo;
-  const float scale =
-      span > 0 && std::isfinite(span) ? static_cast<float>(buckets - 1) / span : 0.0f;
-  s.bucket.resize(static_cast<std::size_t>(n));
-  std::uint16_t* bk = s.bucket.data();
-  // (v - lo) * scale is non-decreasing in v, so the buckets keep the distances' order.
-  if (scale == 0.0f) {  // one distance, or a span beyond float's range: one bucket
-    std::fill(bk, bk + n, std::uint16_t{0});
-  } else {
-    SIAM_OMP(simd)
-    for (index_t j = 0; j < n; ++j)
-      bk[j] = static_cast<std::uint16_t>(
-          std::clamp((d[j] - lo) * scale, 0.0f, static_cast<float>(buckets - 1)));
-  }
-  s.count.assign(static_cast<std::size_t>(buckets), 0);
+  if (!(span > 0) || !std::isfinite(span)) return hi;
+  const float scale = static_cast<float>(buckets) / span;
+  std::uint32_t count[buckets] = {};
+  auto bucket = [&](float v) {
+    return std::min<index_t>(static_cast<index_t>((v - lo) * scale), buckets - 1);
+  };
   for (index_t j = 0; j < n; ++j)
-    ++s.count[bk[j]];
-  if (self >= 0) --s.count[bk[self]];
+    ++count[bucket(x[j])];
   index_t last = 0;
-  for (index_t seen = 0; last < buckets; ++last) {
-    seen += s.count[static_cast<std::size_t>(last)];
-    if (seen >= need) break;
+  for (index_t seen = 0; last < buckets - 1; ++last) {
+    seen += count[last];
+    if (seen > rank) break;
   }
-  s.key.clear();
-  s.idx.clear();
+  float thr = lo;
+  SIAM_OMP(simd reduction(max : thr))
   for (index_t j = 0; j < n; ++j)
-    if (bk[j] <= last && j != self) {
-      s.key.push_back(order_key(d[j]));
-      s.idx.push_back(j);
-    }
-  const std::size_t m = s.key.size();
-  s.key2.resize(m);
-  s.idx2.resize(m);
-  constexpr int bits = 11;
-  constexpr std::uint32_t mask = (1u << bits) - 1;
-  std::uint32_t hist[1u << bits];
-  for (int shift = 0; shift < 32; shift += bits) {
-    std::fill(hist, hist + (1u << bits), 0u);
-    for (std::size_t i = 0; i < m; ++i)
-      ++hist[(s.key[i] >> shift) & mask];
-    if (m == 0 || hist[(s.key[0] >> shift) & mask] == m) continue;  // one digit: in order
-    std::uint32_t run = 0;
-    for (auto& h : hist) {
-      const std::uint32_t c = h;
-      h = run;
-      run += c;
-    }
-    for (std::size_t i = 0; i < m; ++i) {
-      const std::uint32_t at = hist[(s.key[i] >> shift) & mask]++;
-      s.key2[at] = s.key[i];
-      s.idx2[at] = s.idx[i];
-    }
-    s.key.swap(s.key2);
-    s.idx.swap(s.idx2);
-  }
+    thr = std::max(thr, bucket(x[j]) <= last ? x[j] : lo);
+  return thr;
 }
 
-// The full-rows method: blocks of a few queries times the whole reference set by one GEMM,
-// then each row ranked by rank_row. Memory: one block of rows per thread (at most
-// chunk_bytes in all) plus the gathered candidates.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push  // GCC 12 misreads its own AVX-512 headers' undefined operands
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+// Appends the entries of d[0, nb) (columns g0 + j) at or below thr to a candidate list c that
+// holds m and has room for cap; past cap it only counts.
+inline void gather_below(const float* d, index_t nb, index_t g0, float thr, std::uint64_t* c,
+                         std::size_t& m, std::size_t cap) {
+  std::size_t k = m;
+  if (k + static_cast<std::size_t>(nb) <= cap) {
+    index_t j = 0;
+#if defined(__AVX512F__)
+    // 16 at a time: compare, then compress the hits' (key, index) words together (the
+    // register form: the memory form is slow on some processors); c has 16 entries of slack.
+    const __m512 t = _mm512_set1_ps(thr);
+    const __m512i flip = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (; j + 16 <= nb; j += 16) {
+      const __m512 v = _mm512_loadu_ps(d + j);
+      const __mmask16 hit = _mm512_cmp_ps_mask(v, t, _CMP_LE_OQ);
+      if (hit == 0) continue;
+      const __m512i u = _mm512_castps_si512(v);  // order_key, 16 at a time
+      const __m512i key = _mm512_xor_si512(u, _mm512_or_si512(_mm512_srai_epi32(u, 31), flip));
+      const __m512i idx = _mm512_add_epi32(lanes, _mm512_set1_epi32(static_cast<int>(g0 + j)));
+      const __m512i lo = _mm512_unpacklo_epi32(idx, key), hi = _mm512_unpackhi_epi32(idx, key);
+      // unpack interleaves within 128-bit lanes: put the words back in index order
+      const __m512i w0 =
+          _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), hi);
+      const __m512i w1 =
+          _mm512_permutex2var_epi64(lo, _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15), hi);
+      const auto h0 = static_cast<__mmask8>(hit & 0xFF), h1 = static_cast<__mmask8>(hit >> 8);
+      _mm512_storeu_si512(c + k, _mm512_maskz_compress_epi64(h0, w0));
+      k += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(h0)));
+      _mm512_storeu_si512(c + k, _mm512_maskz_compress_epi64(h1, w1));
+      k += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(h1)));
+    }
+#endif
+    for (; j < nb; ++j) {  // branch-free: write always, advance on a hit
+      const float v = d[j];
+      c[k] = static_cast<std::uint64_t>(order_key(v)) << 32 | static_cast<std::uint64_t>(g0 + j);
+      k += v <= thr ? 1 : 0;
+    }
+  } else {
+    for (index_t j = 0; j < nb; ++j)
+      if (d[j] <= thr) {
+        if (k < cap)
+          c[k] = static_cast<std::uint64_t>(order_key(d[j])) << 32 |
+                 static_cast<std::uint64_t>(g0 + j);
+        ++k;
+      }
+  }
+  m = k;
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+// Sorts c[0, m) (key << 32 | index, in index order) by key, stably, with a radix sort over
+// only the key bits in which the entries differ; tmp has room for m. Returns where the
+// sorted entries are (c or tmp).
+inline std::uint64_t* sort_candidates(std::uint64_t* c, std::size_t m, std::uint64_t* tmp) {
+  if (m < 2) return c;
+  std::uint32_t kmin = std::numeric_limits<std::uint32_t>::max(), kmax = 0;
+  SIAM_OMP(simd reduction(min : kmin) reduction(max : kmax))
+  for (std::size_t i = 0; i < m; ++i) {
+    const auto k = static_cast<std::uint32_t>(c[i] >> 32);
+    kmin = std::min(kmin, k);
+    kmax = std::max(kmax, k);
+  }
+  const int width = std::bit_width(kmax - kmin);
+  if (width == 0) return c;  // one distance: already in index order
+  const int passes = (width + 10) / 11, bits = (width + passes - 1) / passes;
+  const std::uint32_t mask = (1u << bits) - 1;
+  std::uint32_t hist[3][1u << 11] = {};
+  for (std::size_t i = 0; i < m; ++i) {
+    const std::uint32_t k = static_cast<std::uint32_t>(c[i] >> 32) - kmin;
+    for (int pass = 0; pass < passes; ++pass)
+      ++hist[pass][(k >> (pass * bits)) & mask];
+  }
+  std::uint64_t* from = c;
+  std::uint64_t* to = tmp;
+  for (int pass = 0; pass < passes; ++pass) {
+    std::uint32_t* h = hist[pass];
+    std::uint32_t run = 0;
+    for (std::uint32_t b = 0; b <= mask; ++b) {
+      const std::uint32_t count = h[b];
+      h[b] = run;
+      run += count;
+    }
+    const int shift = pass * bits;
+    for (std::size_t i = 0; i < m; ++i) {
+      const std::uint32_t k = static_cast<std::uint32_t>(from[i] >> 32) - kmin;
+      to[h[(k >> shift) & mask]++] = from[i];
+    }
+    std::swap(from, to);
+  }
+  return from;
+}
+
+// The full-rows method, for each block of queries:
+//  1. the distances to an evenly spaced sample of the reference rows give each query a
+//     threshold a few standard deviations above the rank its R nearest would have there;
+//  2. GEMMs of the whole block times a few reference columns at a time (the piece stays in
+//     cache) give the distances, and the entries at or below each query's threshold are
+//     gathered into its candidate list, in index order;
+//  3. when a query has at least the neighbours it needs, every entry left out is farther
+//     than all its candidates, and a stable radix sort of the candidates by distance bits
+//     ranks its nearest by (distance, index); a query with too few (or too many to hold) has
+//     its whole row computed again by the same GEMMs and every entry ranked.
+// Memory per thread: the candidate lists of one block, a tile and the sample's GEMM.
 inline void score_full_rows(const Rows& Q, const std::int64_t* ql, const Rows& G,
                             const std::int64_t* gl, bool same_set, const std::vector<index_t>& R,
                             index_t k_recall, const AccuracyOptions& opt,
@@ -191,13 +273,71 @@ inline void score_full_rows(const Rows& Q, const std::int64_t* ql, const Rows& G
                       std::to_string(static_cast<std::uint32_t>(opt.metric)));
   const bool l2 = opt.metric == Metric::l2;
   const index_t n = G.count, d = Q.dim, nq = Q.count;
+  if (n > static_cast<index_t>(std::numeric_limits<std::uint32_t>::max()))
+    throw value_error(std::string(op) + ": " + std::to_string(n) +
+                      " reference rows, more than the full-rows method ranks (2^32 - 1)");
   const int threads = thread_count(opt.threads);
-  const std::size_t row_bytes = static_cast<std::size_t>(n) * sizeof(float);
-  const index_t qb = std::clamp<index_t>(
-      static_cast<index_t>(opt.chunk_bytes / (row_bytes * static_cast<std::size_t>(threads))), 1,
-      16);
+  // The sample: one reference row in every stride, copied together for one GEMM.
+  const index_t stride = std::max<index_t>(1, n / 4096);
+  const index_t ns = (n + stride - 1) / stride;
+  std::vector<float> gs(static_cast<std::size_t>(ns * d)), gsn(static_cast<std::size_t>(ns));
+  for (index_t i = 0; i < ns; ++i) {
+    // One row drawn from each stride (a fixed hash of i): evenly spread, yet no alias of a
+    // period in the rows' order (labels cycling through the classes).
+    std::uint64_t h = static_cast<std::uint64_t>(i) * 0x9E3779B97F4A7C15ull;
+    h ^= h >> 29;
+    const index_t at =
+        std::min(n - 1, i * stride + static_cast<index_t>(h % static_cast<std::uint64_t>(stride)));
+    std::copy(G.row(at), G.row(at) + d, gs.data() + i * d);
+    gsn[static_cast<std::size_t>(i)] = gn[static_cast<std::size_t>(at)];
+  }
+  // Blocks of up to 128 queries (a GEMM that tall runs near the machine's peak) whose
+  // candidate lists (about 1.3 R + 64 entries of 8 bytes each) fit chunk_bytes over the
+  // threads. A block's GEMMs cover its rows in one run of multiples of 16 and one of the
+  // rest, the shapes the rows' distances are computed with whatever the block size.
+  constexpr index_t group = 16;
+  index_t r_max = k_recall;
+  for (const index_t r : R)
+    r_max = std::max(r_max, r);
+  const std::size_t per_query =
+      (static_cast<std::size_t>(std::min(n, r_max + r_max / 3 + 64)) + 1) * 2 *
+      sizeof(std::uint64_t);
+  index_t qb = std::clamp<index_t>(
+      static_cast<index_t>(opt.chunk_bytes / (per_query * static_cast<std::size_t>(threads))), 1,
+      128);
+  if (qb > group) qb -= qb % group;
+  const index_t gb = 1024;  // reference columns per GEMM
   const index_t blocks = (nq + qb - 1) / qb;
   const std::size_t nk = opt.recall_at.size();
+  const float alpha = l2 ? -2.0f : -1.0f;
+  // tile[i, j] = the distance of query q0 + i to reference row g0 + j (ld columns), by
+  // GEMMs of the block's rows as described above.
+  auto distances = [&](const float* ref, const std::vector<float>& refn, index_t q0, index_t mb,
+                       index_t g0, index_t nb, float* tile, index_t ld) {
+    for (index_t a = 0; a < mb;) {
+      const index_t rows = mb - a >= group ? (mb - a) - (mb - a) % group : mb - a;
+      siam::detail::gemm<float>(false, true, rows, nb, d, alpha, Q.row(q0 + a), d, ref + g0 * d, d,
+                                0.0f, tile + a * ld, ld);
+      a += rows;
+    }
+    for (index_t i = 0; i < mb; ++i) {
+      float* t = tile + i * ld;
+      const float* rn = refn.data() + g0;
+      if (l2) {
+        const float base = qn[static_cast<std::size_t>(q0 + i)];
+        SIAM_OMP(simd)
+        for (index_t j = 0; j < nb; ++j)
+          t[j] = std::max(base + rn[j] + t[j], 0.0f) + 0.0f;
+      } else {
+        SIAM_OMP(simd)
+        for (index_t j = 0; j < nb; ++j)
+          t[j] = t[j] + 0.0f;  // -0 as +0, the same distance as 0
+      }
+      const index_t self = same_set ? q0 + i : -1;
+      if (self >= g0 && self < g0 + nb && ref == G.data)
+        t[self - g0] = std::numeric_limits<float>::quiet_NaN();  // never <= a threshold
+    }
+  };
   bool failed = false;
   std::string message;
   SIAM_OMP(parallel num_threads(threads) if (blocks > 1)) {
@@ -206,40 +346,93 @@ inline void score_full_rows(const Rows& Q, const std::int64_t* ql, const Rows& G
     for (index_t b = 0; b < blocks; ++b) {
       try {
         const index_t q0 = b * qb, mb = std::min(qb, nq - q0);
-        s.tile.resize(static_cast<std::size_t>(mb * n));
-        siam::detail::gemm<float>(false, true, mb, n, d, l2 ? -2.0f : -1.0f, Q.row(q0), d, G.row(0),
-                                  d, 0.0f, s.tile.data(), n);
-        for (index_t i = q0; i < q0 + mb; ++i) {
-          const index_t r = R[static_cast<std::size_t>(i)];
-          if (r <= 0) continue;
-          float* t = s.tile.data() + (i - q0) * n;
-          const float base = l2 ? qn[static_cast<std::size_t>(i)] : 0.0f;
-          const index_t self = same_set ? i : -1;
-          float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-          if (l2) {
-            SIAM_OMP(simd reduction(min : lo) reduction(max : hi))
-            for (index_t j = 0; j < n; ++j) {
-              const float v = std::max(base + gn[static_cast<std::size_t>(j)] + t[j], 0.0f) + 0.0f;
-              t[j] = v;
-              lo = std::min(lo, v);
-              hi = std::max(hi, v);
-            }
-          } else {
-            SIAM_OMP(simd reduction(min : lo) reduction(max : hi))
-            for (index_t j = 0; j < n; ++j) {
-              const float v = t[j] + 0.0f;  // -0 as +0, the same distance as 0
-              t[j] = v;
-              lo = std::min(lo, v);
-              hi = std::max(hi, v);
-            }
+        const auto mbs = static_cast<std::size_t>(mb);
+        // 1. Thresholds from the sample.
+        s.sample.resize(mbs * static_cast<std::size_t>(ns));
+        distances(gs.data(), gsn, q0, mb, 0, ns, s.sample.data(), ns);
+        s.thr.resize(mbs);
+        s.start.resize(mbs);
+        s.cap.resize(mbs);
+        s.m.assign(mbs, 0);
+        std::size_t total = 0;
+        for (index_t i = 0; i < mb; ++i) {
+          const index_t r = R[static_cast<std::size_t>(q0 + i)];
+          const auto at = static_cast<std::size_t>(i);
+          s.start[at] = total;
+          if (r <= 0) {
+            s.thr[at] = -std::numeric_limits<float>::infinity();
+            s.cap[at] = 0;
+            continue;
           }
-          const index_t need = std::max(r, k_recall);
-          rank_row(t, n, self, need, lo, hi, s);
-          const std::int64_t y = ql[i];
-          const std::int64_t* near = s.idx.data();
-          score[static_cast<std::size_t>(i)] = score_query(
-              r, [&](index_t j) { return gl[near[j]] == y; }, opt.recall_at,
-              recall_hit.data() + static_cast<std::size_t>(i) * nk);
+          const double p = static_cast<double>(std::max(r, k_recall)) / static_cast<double>(n);
+          const double sigma = std::sqrt(static_cast<double>(ns) * p * (1.0 - p)) + 2.0;
+          const auto rank =
+              static_cast<index_t>(std::ceil(p * static_cast<double>(ns) + 4.0 * sigma));
+          s.thr[at] = rank < ns ? sample_threshold(s.sample.data() + i * ns, ns, rank)
+                                : std::numeric_limits<float>::infinity();
+          const double expect = static_cast<double>(std::min(rank + 1, ns)) *
+                                static_cast<double>(n) / static_cast<double>(ns);
+          s.cap[at] = static_cast<std::size_t>(
+              std::min<double>(static_cast<double>(n), expect * 1.3 + 64.0));
+          total += s.cap[at] + 16;
+        }
+        s.cand.resize(total);
+        // 2. Distances, a few columns at a time, and the candidates below the thresholds.
+        s.tile.resize(mbs * static_cast<std::size_t>(gb));
+        for (index_t g0 = 0; g0 < n; g0 += gb) {
+          const index_t nb = std::min(gb, n - g0);
+          distances(G.data, gn, q0, mb, g0, nb, s.tile.data(), nb);
+          for (std::size_t i = 0; i < mbs; ++i)
+            if (s.cap[i] > 0)
+              gather_below(s.tile.data() + i * static_cast<std::size_t>(nb), nb, g0, s.thr[i],
+                           s.cand.data() + s.start[i], s.m[i], s.cap[i]);
+        }
+        // 3. Rows with too few or too many candidates: computed again in whole.
+        std::vector<index_t> redo;
+        for (index_t i = 0; i < mb; ++i) {
+          const auto at = static_cast<std::size_t>(i);
+          const index_t r = R[static_cast<std::size_t>(q0 + i)];
+          if (r > 0 &&
+              (s.m[at] < static_cast<std::size_t>(std::max(r, k_recall)) || s.m[at] > s.cap[at]))
+            redo.push_back(i);
+        }
+        if (!redo.empty()) {
+          s.rows.resize(redo.size() * static_cast<std::size_t>(n));
+          for (index_t g0 = 0; g0 < n; g0 += gb) {
+            const index_t nb = std::min(gb, n - g0);
+            distances(G.data, gn, q0, mb, g0, nb, s.tile.data(), nb);
+            for (std::size_t k = 0; k < redo.size(); ++k)
+              std::copy(s.tile.data() + redo[k] * nb, s.tile.data() + (redo[k] + 1) * nb,
+                        s.rows.data() + k * static_cast<std::size_t>(n) + g0);
+          }
+        }
+        for (index_t i = 0; i < mb; ++i) {
+          const auto at = static_cast<std::size_t>(i);
+          const index_t r = R[static_cast<std::size_t>(q0 + i)];
+          if (r <= 0) continue;
+          std::uint64_t* c = s.cand.data() + s.start[at];
+          std::size_t m = s.m[at];
+          const auto again = std::find(redo.begin(), redo.end(), i);
+          if (again != redo.end()) {
+            s.cand2.resize(static_cast<std::size_t>(n));
+            c = s.cand2.data();
+            m = 0;
+            const float* row = s.rows.data() + static_cast<std::size_t>(again - redo.begin()) * n;
+            for (index_t j = 0; j < n; ++j)
+              if (row[j] == row[j])  // all but the query itself (NaN)
+                c[m++] = static_cast<std::uint64_t>(order_key(row[j])) << 32 |
+                         static_cast<std::uint64_t>(j);
+            std::vector<std::uint64_t> tmp(m);
+            std::uint64_t* sorted = sort_candidates(c, m, tmp.data());
+            if (sorted != c) std::copy(sorted, sorted + m, c);
+          } else {
+            s.cand2.resize(std::max(s.cand2.size(), m));
+            c = sort_candidates(c, m, s.cand2.data());
+          }
+          const std::int64_t y = ql[q0 + i];
+          score[static_cast<std::size_t>(q0 + i)] = score_query(
+              r, [&](index_t j) { return gl[c[j] & 0xFFFFFFFFu] == y; }, opt.recall_at,
+              recall_hit.data() + static_cast<std::size_t>(q0 + i) * nk);
         }
       } catch (const std::exception& ex) {  // exceptions must not leave the parallel region
         SIAM_OMP(critical(siam_accuracy_error)) {
