@@ -299,6 +299,36 @@ TEST_CASE("accuracy: full rows and top-k agree on large classes, for any thread 
                  reference_accuracy(gp, l, gp, l, dim, true, opt.recall_at), n);
 }
 
+TEST_CASE("accuracy: full rows with more tied candidates than a row's list holds") {
+  // 500 of 600 points at one spot: every threshold drawn from the sample is 0 and gathers
+  // those 500, far more than a list sized for R = 5 holds, so those rows are ranked again
+  // from whole distance rows. The other 100 points are spread out.
+  const index_t dim = 2, n = 600;
+  std::vector<float> e(static_cast<std::size_t>(n * dim), 0.0f);
+  for (index_t i = 500; i < n; ++i) {
+    e[static_cast<std::size_t>(i * dim)] = static_cast<float>(i % 17);
+    e[static_cast<std::size_t>(i * dim + 1)] = static_cast<float>(i / 17);
+  }
+  std::vector<std::int64_t> l(static_cast<std::size_t>(n));
+  for (index_t i = 0; i < n; ++i)
+    l[static_cast<std::size_t>(i)] = (i * 13) % 100;  // 100 classes of 6: R = 5
+  search::AccuracyOptions opt;
+  opt.recall_at = {1, 4};
+  const auto want = reference_accuracy(e, l, e, l, dim, true, opt.recall_at);
+  for (const int threads : {1, 2}) {
+    CAPTURE(threads);
+    opt.threads = threads;
+    opt.method = search::AccuracyMethod::full_rows;
+    const auto rows = search::accuracy({e.data(), n, dim}, l.data(), opt);
+    check_accuracy(rows, want, n);
+    opt.method = search::AccuracyMethod::top_k;
+    const auto top = search::accuracy({e.data(), n, dim}, l.data(), opt);
+    CHECK(rows.map_at_r == top.map_at_r);
+    CHECK(rows.r_precision == top.r_precision);
+    CHECK(rows.precision_at_1 == top.precision_at_1);
+  }
+}
+
 TEST_CASE("accuracy: separate query and reference sets") {
   const index_t dim = 2;
   const auto g = integer_points(90, dim, 2, 13);
