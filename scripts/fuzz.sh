@@ -9,10 +9,10 @@ out=build/ci/fuzz
 mkdir -p "$out"
 cxx=${CLANGXX:-clang++-14}
 flags=(-std=c++20 -O1 -g -Iinclude -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all)
-$cxx -std=c++20 -O1 -Iinclude tests/fuzz/make_corpus.cpp -lz -o "$out/make_corpus"
+$cxx -std=c++20 -O1 -Iinclude -isystem /usr/include/eigen3 tests/fuzz/make_corpus.cpp -lz -o "$out/make_corpus"
 rm -rf "$out/corpus" && "$out/make_corpus" "$out/corpus/idx" "$out/corpus/archive" "$out/corpus/safetensors"
 for t in idx archive safetensors; do
-  $cxx "${flags[@]}" tests/fuzz/fuzz_$t.cpp -lz -o "$out/fuzz_$t"
+  $cxx "${flags[@]}" -isystem /usr/include/eigen3 tests/fuzz/fuzz_$t.cpp -lz -o "$out/fuzz_$t"
   mkdir -p "$out/work_$t"
   echo "fuzz_$t: ${secs}s"
   "$out/fuzz_$t" -max_total_time="$secs" -rss_limit_mb=512 -max_len=4096 -print_final_stats=1 \

@@ -447,6 +447,19 @@ TEST_CASE("FlatIndex: search is knn; save and load keep vectors, metric and meta
       }
     CHECK_THROWS_WITH_AS((void)search::FlatIndex::from_records(records, "nan"),
                          doctest::Contains("row 5 has a non-finite value"), siam::io_error);
+    records = siam::io::load_archive(path);
+    for (auto& r : records)
+      if (r.name == "flat/vectors") {
+        const float huge = 1e30f;                             // finite, but its square is not
+        std::memcpy(r.bytes.data() + 4 * dim * 7, &huge, 4);  // row 7
+      }
+    CHECK_THROWS_WITH_AS((void)search::FlatIndex::from_records(records, "huge"),
+                         doctest::Contains("huge: FlatIndex: vector row 7 has a squared norm"),
+                         siam::io_error);
+    search::FlatIndex grow(dim, search::Metric::l2);
+    std::vector<float> big(static_cast<std::size_t>(dim), 1e30f);
+    CHECK_THROWS_AS(grow.add({big.data(), 1, dim}), siam::numeric_error);
+    CHECK(grow.size() == 0);
     std::filesystem::remove(path);
   }
 }

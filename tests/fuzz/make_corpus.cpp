@@ -7,6 +7,7 @@
 #include <siam/data/synthetic_digits.hpp>
 #include <siam/io/archive.hpp>
 #include <siam/io/safetensors.hpp>
+#include <siam/search/flat.hpp>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,15 @@ int main(int argc, char** argv) {
                                    siam::io::make_record("state", {2}, s, 2)});
   put(arc / "archive", a);
   put(arc / "archive.cut", {a.begin(), a.begin() + static_cast<long>(a.size() / 2)});
+  {  // an exact-search index file (the same archive format, read further by the target)
+    siam::search::FlatIndex index(3, siam::search::Metric::l2);
+    std::vector<float> v(5 * 3);
+    for (std::size_t i = 0; i < v.size(); ++i)
+      v[i] = static_cast<float>((i * 7) % 5) - 2.0f;
+    index.add({v.data(), 5, 3});
+    index.save(tmp / "flat");
+    put(arc / "flat", slurp(tmp / "flat"));
+  }
   if (argc == 4) {
     const fs::path st = argv[3];
     fs::create_directories(st);

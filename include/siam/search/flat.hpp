@@ -47,7 +47,8 @@ class FlatIndex {
   const std::vector<io::Record>& metadata() const { return metadata_; }
 
   /// Adds rows; row r of the call gets id size() + r. Throws shape_error for another dim,
-  /// numeric_error for a NaN or infinite value (naming its row and column).
+  /// numeric_error for a NaN or infinite value (naming its row and column) or a row whose
+  /// squared norm overflows float.
   void add(const Rows& rows) {
     constexpr const char* op = "FlatIndex::add";
     detail::check_rows(op, "rows", rows);
@@ -55,6 +56,7 @@ class FlatIndex {
       throw shape_error(std::string(op) + ": rows have dim " + std::to_string(rows.dim) +
                         ", the index " + std::to_string(dim_));
     detail::check_finite(op, "rows", rows);
+    (void)detail::squared_norms(op, "rows", rows);  // a norm past float's range: never searchable
     vectors_.insert(vectors_.end(), rows.data, rows.data + rows.count * rows.dim);
   }
 
@@ -92,6 +94,12 @@ class FlatIndex {
     for (std::size_t i = 0; i < out.vectors_.size(); ++i)
       if (!std::isfinite(out.vectors_[i]))
         throw io_error(name + ": row " + std::to_string(i / dim) + " has a non-finite value");
+    try {  // rows whose squared norms overflow float could never be searched: refused here
+      (void)detail::squared_norms("FlatIndex", "vector",
+                                  {out.vectors_.data(), out.size(), out.dim_});
+    } catch (const numeric_error& e) {
+      throw io_error(name + ": " + e.what());
+    }
     out.metadata_ = detail::metadata_of(records);
     return out;
   }
