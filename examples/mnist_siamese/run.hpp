@@ -12,6 +12,7 @@
 #include <siam/metrics.hpp>
 #include <siam/nn/resnet.hpp>
 #include <siam/parallel/trainer.hpp>
+#include <siam/presets/lenet.hpp>
 #include <siam/presets/mnist.hpp>
 #include <siam/train/folder_batches.hpp>
 #include <siam/train/siamese_trainer.hpp>
