@@ -217,7 +217,7 @@ inline std::uint64_t* sort_candidates(std::uint64_t* c, std::size_t m, std::uint
     kmin = std::min(kmin, k);
     kmax = std::max(kmax, k);
   }
-  const int width = std::bit_width(kmax - kmin);
+  const int width = static_cast<int>(std::bit_width(kmax - kmin));
   if (width == 0) return c;  // one distance: already in index order
   const int passes = (width + 10) / 11, bits = (width + passes - 1) / passes;
   const std::uint32_t mask = (1u << bits) - 1;
@@ -417,7 +417,8 @@ inline void score_full_rows(const Rows& Q, const std::int64_t* ql, const Rows& G
             s.cand2.resize(static_cast<std::size_t>(n));
             c = s.cand2.data();
             m = 0;
-            const float* row = s.rows.data() + static_cast<std::size_t>(again - redo.begin()) * n;
+            const float* row = s.rows.data() + static_cast<std::size_t>(again - redo.begin()) *
+                                                   static_cast<std::size_t>(n);
             for (index_t j = 0; j < n; ++j)
               if (row[j] == row[j])  // all but the query itself (NaN)
                 c[m++] = static_cast<std::uint64_t>(order_key(row[j])) << 32 |
