@@ -100,8 +100,8 @@ mutant include/siam/data/loader.hpp test_images \
 mutant include/siam/data/loader.hpp test_images \
   's.key = spec_.augment ? plan_rng_.next_u64() : 0;' \
   's.key = plan_rng_.next_u64();'
-# streaming trainer: the triplet source asked for batch_pairs triplets instead of 2/3 of them
-mutant include/siam/train/siamese_trainer.hpp test_images \
+# trainer: the triplet source asked for batch_pairs triplets instead of 2/3 of them
+mutant include/siam/train/siamese_trainer.hpp test_train \
   '      r.n = 2 * cfg_.batch_pairs / 3;' \
   '      r.n = cfg_.batch_pairs;'
 

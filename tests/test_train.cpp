@@ -78,6 +78,12 @@ TEST_CASE(
     cfg.adam.lr = 1e-3;
     cfg.batch_pairs = 24;
     siam::SiameseTrainer<float, Cpu> t(data, cfg);
+    // The documented layouts: 2 * 24 images per step; P = 3 classes of K = 2 * 24 / 3.
+    const std::string want = loss == "contrastive" ? "pairs n=24"
+                             : loss == "triplet"   ? "triplets n=16"
+                             : loss == "ntxent"    ? "positive-pairs n=24"
+                                                   : "pk p=3 k=16";
+    CHECK(t.trainer_source() == want);
     std::vector<double> losses;
     for (int s = 0; s < 80; ++s)
       losses.push_back(t.step());

@@ -270,23 +270,11 @@ class SiameseTrainer {
                         " pixels but the network's input size is " +
                         std::to_string(net_.input_shape().size()));
   }
-  std::unique_ptr<BatchSource<T, B>> make_source() {
-    const std::uint64_t seed = cfg_.seed ^ 0x5eed5eed5eedULL;
-    const std::size_t n = cfg_.batch_pairs;
-    if (factory_) return make_factory_source(seed);
-    const auto& set = *set_;
-    if (cfg_.loss == "contrastive") return std::make_unique<PairBatches<T, B>>(set, n, seed);
-    if (cfg_.loss == "ntxent") return std::make_unique<PositivePairBatches<T, B>>(set, n, seed);
-    if (cfg_.loss == "triplet") return std::make_unique<TripletBatches<T, B>>(set, 2 * n / 3, seed);
-    const auto [p, k] = pk_size();
-    return std::make_unique<PKBatches<T, B>>(set, p, k, seed);
-  }
-  // The same layouts and seed as make_source's in-memory sources.
-  std::unique_ptr<BatchSource<T, B>> make_factory_source(std::uint64_t seed) {
-    if (labels_.empty()) throw value_error("SiameseTrainer: no training labels (an empty set)");
+  // The batch layout the loss reads, asked of the in-memory sources or of the factory.
+  SourceRequest source_request() const {
     SourceRequest r;
     r.loss = cfg_.loss;
-    r.seed = seed;
+    r.seed = cfg_.seed ^ 0x5eed5eed5eedULL;
     r.n = cfg_.batch_pairs;
     r.input_shape = net_.input_shape();
     using K = SourceRequest::Kind;
@@ -301,11 +289,32 @@ class SiameseTrainer {
       r.kind = K::pk;
       std::tie(r.p, r.k) = pk_size();
     }
-    auto source = factory_(r);
-    if (!source)
-      throw value_error("SiameseTrainer: the batch source factory gave no source for the " +
-                        cfg_.loss + " loss");
-    return source;
+    return r;
+  }
+  std::unique_ptr<BatchSource<T, B>> make_source() {
+    if (factory_ && labels_.empty())
+      throw value_error("SiameseTrainer: no training labels (an empty set)");
+    const SourceRequest r = source_request();
+    if (factory_) {
+      auto source = factory_(r);
+      if (!source)
+        throw value_error("SiameseTrainer: the batch source factory gave no source for the " +
+                          cfg_.loss + " loss");
+      return source;
+    }
+    const auto& set = *set_;
+    using K = SourceRequest::Kind;
+    switch (r.kind) {
+      case K::pairs:
+        return std::make_unique<PairBatches<T, B>>(set, r.n, r.seed);
+      case K::positive_pairs:
+        return std::make_unique<PositivePairBatches<T, B>>(set, r.n, r.seed);
+      case K::triplets:
+        return std::make_unique<TripletBatches<T, B>>(set, r.n, r.seed);
+      case K::pk:
+        break;
+    }
+    return std::make_unique<PKBatches<T, B>>(set, r.p, r.k, r.seed);
   }
   // P classes of K images for the mining losses: all classes up to batch_pairs, K to fill
   // 2 * batch_pairs images.
