@@ -2,8 +2,10 @@
 //   peak_fma/threads:T       the FP32 FMA ceiling (bench_peak.hpp)
 //   exact_gemm_only          the blocked distance GEMMs of the search alone, same blocks
 //   exact_knn                search::knn, k = SIAM_BENCH_K (default 10): GEMMs + selection
-//   hnsw_build, hnsw_ef:E    HNSW (when built with siam::hnsw): build, then search at each
-//                            ef with recall@k against the exact result
+//   hnsw_build, hnsw_ef:E    HNSW (when built with siam::hnsw): build (M = SIAM_BENCH_M,
+//                            ef_construction = SIAM_BENCH_EFC; 16 and 200 by default), then
+//                            search at each ef of SIAM_BENCH_EFS (default 16,32,64,128,256)
+//                            with recall@k against the exact result
 //   accuracy_all_vs_all      search::accuracy (P@1, R-precision, MAP@R, Recall@1,2,4,8) of
 //                            SIAM_BENCH_ACC_N (default 60,000) x SIAM_BENCH_DIM embeddings
 //                            against each other, in SIAM_BENCH_ACC_CLASSES (default 10) equal
@@ -195,14 +197,25 @@ std::unique_ptr<search::HnswIndex>& hnsw() {
   return h;
 }
 
+// SIAM_BENCH_M and SIAM_BENCH_EFC: the graph's links per node and build candidate list
+// (default HnswParams: 16 and 200).
+search::HnswParams hnsw_params() {
+  search::HnswParams p;
+  p.M = env("SIAM_BENCH_M", p.M);
+  p.ef_construction = env("SIAM_BENCH_EFC", p.ef_construction);
+  return p;
+}
+
 void bm_hnsw_build(benchmark::State& state) {
   auto& d = data();
   for (auto _ : state) {
-    hnsw() = std::make_unique<search::HnswIndex>(d.dim, search::Metric::l2, d.n);
+    hnsw() = std::make_unique<search::HnswIndex>(d.dim, search::Metric::l2, d.n, hnsw_params());
     hnsw()->add({d.gallery.data(), d.n, d.dim});
   }
   // Bytes per row in hnswlib's graph: the vector, 2M bottom links, label, list headers.
-  state.counters["bytes/row"] = static_cast<double>(d.dim * 4 + 32 * 4 + 4 + 8);
+  state.counters["bytes/row"] = static_cast<double>(d.dim * 4 + 2 * hnsw_params().M * 4 + 4 + 8);
+  state.counters["M"] = static_cast<double>(hnsw_params().M);
+  state.counters["ef_construction"] = static_cast<double>(hnsw_params().ef_construction);
 }
 
 void bm_hnsw_search(benchmark::State& state) {
@@ -251,7 +264,18 @@ int main(int argc, char** argv) {
       ->UseRealTime()
       ->Unit(benchmark::kMillisecond)
       ->Iterations(1);
-  for (const index_t ef : {16, 32, 64, 128, 256})
+  std::vector<index_t> efs{16, 32, 64, 128, 256};  // SIAM_BENCH_EFS: a comma-separated list
+  if (const char* list = std::getenv("SIAM_BENCH_EFS")) {
+    efs.clear();
+    for (const char* p = list; *p;) {
+      char* end = nullptr;
+      const long long ef = std::strtoll(p, &end, 10);
+      if (end == p) break;  // not a number: the list ends
+      efs.push_back(ef);
+      p = *end == ',' ? end + 1 : end;
+    }
+  }
+  for (const index_t ef : efs)
     benchmark::RegisterBenchmark(("hnsw_search" + t).c_str(), bm_hnsw_search)
         ->Arg(ef)
         ->ArgName("ef")

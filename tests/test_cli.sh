@@ -454,6 +454,35 @@ EOF
   check "colour + augment: the losses differ from the grey run's" \
     test "$(head -3 "$tmp/col1/loss.csv")" != "$(head -3 "$tmp/fo/loss.csv")"
   check "colour: retrieval.png written" test -s "$tmp/col1/retrieval.png"
+  # a colour LeNet at 16x16; index and query read the folder at the model's input shape, and
+  # query --image reads a file as the folder's test images are read (so a test image's own
+  # file finds that image at distance 0)
+  "$bin" "${fast[@]}" --iterations 4 --data "$tmp/folder" --arch cnn --channels 3 \
+    --image-size 16 --out "$tmp/ccnn" >"$tmp/ccnn.log" 2>&1
+  rc=$?
+  check "colour cnn at 16x16: the run exits 0 (rc $rc: $(tail -1 "$tmp/ccnn.log"))" test $rc -eq 0
+  "$bin" index --model "$tmp/ccnn/model.siam" --data "$tmp/folder" --test-size 30 --exact \
+    --out "$tmp/ccnn.idx" >"$tmp/ccnn-index.log" 2>&1
+  rc=$?
+  check "colour cnn: index without --channels exits 0 (rc $rc: $(tail -1 "$tmp/ccnn-index.log"))" \
+    test $rc -eq 0
+  self_first='^  #1  image +4  label cat +distance 0\.00000$'
+  "$bin" query --model "$tmp/ccnn/model.siam" --data "$tmp/folder" --index-file "$tmp/ccnn.idx" \
+    --image "$tmp/folder/test/cat/04.png" --k 3 --out "$tmp/ccnnq" >"$tmp/ccnnq.log" 2>&1
+  rc=$?
+  check "colour cnn: query --index-file --image exits 0 (rc $rc: $(tail -1 "$tmp/ccnnq.log"))" \
+    test $rc -eq 0
+  check "colour cnn: query --index-file --image finds the file's own test image first" \
+    grep -qE "$self_first" "$tmp/ccnnq.log"
+  "$bin" query --model "$tmp/ccnn/model.siam" --data "$tmp/folder" --test-size 30 \
+    --image "$tmp/folder/test/cat/04.png" --out "$tmp/ccnnb" >"$tmp/ccnnb.log" 2>&1
+  rc=$?
+  check "colour cnn: query --image exits 0 (rc $rc: $(tail -1 "$tmp/ccnnb.log"))" test $rc -eq 0
+  check "colour cnn: query --image finds the file's own test image first" \
+    grep -qE "$self_first" "$tmp/ccnnb.log"
+  check "colour cnn: query --image draws the retrieval figure" test -s "$tmp/ccnnb/retrieval.png"
+  expect_bad "--model $tmp/col1/model.siam takes inputs of \[768\] values, and --data $tmp/folder gives images of 1 x 28 x 28" \
+    query --model "$tmp/col1/model.siam" --data "$tmp/folder" --index 0
   expect_bad "--layers 784,32,2: the input size must be 768 (3 x 16x16 images)" \
     "${fast[@]}" --data "$tmp/folder" --channels 3 --image-size 16 --layers 784,32,2
   expect_bad "the ntxent loss cannot train from an image folder" "${fast[@]}" --data "$tmp/folder" \

@@ -301,6 +301,35 @@ TEST_CASE("model files keep class names; files without them load as before") {
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("presets::lenet_specs sizes the LeNet for its input") {
+  Rng rng(3);
+  // 28 x 28 grey: Caffe's LeNet, the Dense layer after the convolutions takes 50 x 4 x 4.
+  CHECK(presets::lenet_specs(Shape{1, 28, 28}, 5)[7].get("in") == 800);
+  // 3 x 64 x 64: 64 - 4 = 60, / 2 = 30, - 4 = 26, / 2 = 13, so 50 x 13 x 13 = 8,450; a
+  // 64 x 40 input: 50 x 13 x 7; and the network builds and embeds at that shape.
+  const auto rgb = presets::lenet_specs(Shape{3, 64, 64}, 7);
+  CHECK(rgb[0].get("in") == 3);
+  CHECK(rgb[7].get("in") == 8450);
+  CHECK(presets::lenet_specs(Shape{1, 64, 40})[7].get("in") == 50 * 13 * 7);
+  auto net = nn::build<float, Cpu>(rgb, Shape{3, 64, 64}, rng);
+  CHECK(net.output_shape(Shape{3, 64, 64}) == Shape{7});
+  auto smallest =
+      nn::build<float, Cpu>(presets::lenet_specs(Shape{1, 16, 16}), Shape{1, 16, 16}, rng);
+  CHECK(smallest.output_shape(Shape{1, 16, 16}) == Shape{2});
+  // The one-argument form is the 28 x 28 grey network.
+  const auto a = presets::lenet_specs(4), b = presets::lenet_specs(Shape{1, 28, 28}, 4);
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i)
+    CHECK(a[i].str() == b[i].str());
+  CHECK_THROWS_WITH_AS(presets::lenet_specs(Shape{1, 15, 28}),
+                       "presets::lenet_specs: the input must be [C x H x W] with C >= 1 and H, W "
+                       ">= 16, got [1 x 15 x 28]",
+                       shape_error);
+  CHECK_THROWS_AS(presets::lenet_specs(Shape{784}), shape_error);
+  CHECK_THROWS_WITH_AS(presets::lenet_specs(Shape{1, 28, 28}, 0),
+                       "presets::lenet_specs: embedding 0 must be >= 1", value_error);
+}
+
 TEST_CASE("shape errors name the layer and both shapes, at build and in forward") {
   // LeNet's specs with a 16-D output and a wrong Dense input (800 where 1250 arrive: the
   // input is 32 x 32, not 28 x 28).

@@ -15,6 +15,7 @@
 #include <siam/data/dataset.hpp>
 #include <siam/data/image_folder.hpp>
 #include <siam/data/transforms.hpp>
+#include <siam/io/file.hpp>
 #if defined(SIAM_EXAMPLE_HAS_PNG)
 #include <siam/data/png.hpp>
 #endif
@@ -56,6 +57,13 @@ struct FolderSplit {
   void decode(std::size_t i, float* out) const {
     siam::Rng unused(0);  // the evaluation transform draws nothing
     siam::data::apply_transform(folder->load(i), spec, unused, out);
+  }
+  /// Decodes a file outside the folder exactly as decode() does the folder's own images
+  /// (same codecs, channels and transform); io_error naming the file when it is not one.
+  void decode_file(const std::filesystem::path& file, float* out) const {
+    siam::Rng unused(0);
+    const auto bytes = siam::io::read_file(file, "image");
+    siam::data::apply_transform(folder->decode(bytes, file.string()), spec, unused, out);
   }
 };
 

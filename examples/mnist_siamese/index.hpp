@@ -13,10 +13,6 @@
 #if defined(SIAM_EXAMPLE_HAS_HNSW)
 #include <siam/search/hnsw.hpp>
 #endif
-#if defined(SIAM_EXAMPLE_HAS_PNG)
-#include <siam/data/png.hpp>
-#include <siam/presets/mnist_digit.hpp>
-#endif
 
 #include <cmath>
 #include <cstdio>
@@ -24,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "interop.hpp"
 #include "run.hpp"
 
 namespace mnist_siamese {
@@ -194,10 +191,11 @@ inline LoadedIndex load_index(const std::string& file, siam::index_t dim,
 }  // namespace detail
 
 /// `index`: embeds the test images with the model and writes an index of them.
-inline int build_index(const Options& o) {
+inline int build_index(const Options& opt) {
   const auto t0 = Clock::now();
+  auto net = load_query_model<siam::Cpu>(opt);
+  const Options o = with_model_input(opt, net);
   const Data data = load_data(o);
-  auto net = load_query_model<siam::Cpu>(o);
   std::printf("model: %s, %s\n", o.model.c_str(), net.describe().c_str());
   const std::size_t dim = embedding_dim(net);
   const auto emb = embed(net, data.test);
@@ -252,7 +250,7 @@ inline int query_index(const Options& opt) {
     throw siam::value_error(opt.index_file + " was built with the model " + src.model +
                             ", not --model " + opt.model + " (rebuild it with index --model " +
                             opt.model + ")");
-  Options o = opt;
+  Options o = with_model_input(opt, net);
   o.test_size = static_cast<long long>(src.images);  // the index's images, not --test-size
   const Data data = load_data(o);
   const auto class_names = label_names(o, data);
@@ -264,11 +262,10 @@ inline int query_index(const Options& opt) {
                             "--seed it was built with");
   const auto n = static_cast<siam::index_t>(data.test.size());
 
-  // The queries: one test image (left out of its own neighbours), or the PNG files.
+  // The queries: one test image (left out of its own neighbours), or the image files.
   Dataset queries;
-  std::vector<plots::Image> query_images;
+  std::vector<plots::Image> query_pictures;
   std::vector<std::string> names;
-  std::vector<float> pixels;
   const bool own = o.images.empty();
   std::int64_t self = -1;  // the query's own row in the index
   if (own) {
@@ -279,22 +276,17 @@ inline int query_index(const Options& opt) {
                               std::to_string(n) + ") (the images in " + o.index_file + ")");
     queries = data.test.slice(q, 1);
     self = static_cast<std::int64_t>(q);
-    query_images.push_back(image_of(data.test, q));
+    query_pictures.push_back(image_of(data.test, q, data.channels));
     names.push_back("test image " + std::to_string(q) + " (label " +
                     class_name(class_names, data.test.labels[q]) + ")");
   } else {
 #if defined(SIAM_EXAMPLE_HAS_PNG)
-    const auto invert = o.invert == "yes"  ? siam::presets::Invert::yes
-                        : o.invert == "no" ? siam::presets::Invert::no
-                                           : siam::presets::Invert::automatic;
-    for (const auto& f : o.images) {
-      const auto x = siam::presets::prepare_digit(siam::data::read_png_gray(f), invert);
-      queries.images.insert(queries.images.end(), x.begin(), x.end());
-      queries.labels.push_back(0);
-      names.push_back("image " + f);
+    QueryImages read = read_query_images(o, data);
+    queries = std::move(read.set);
+    for (std::size_t i = 0; i < o.images.size(); ++i) {
+      query_pictures.push_back(image_of(queries, i, read.channels));
+      names.push_back("image " + o.images[i]);
     }
-    for (std::size_t i = 0; i < o.images.size(); ++i)
-      query_images.push_back(image_of(queries, i));
 #endif
   }
   const siam::index_t available = n - (own ? 1 : 0);
@@ -335,12 +327,12 @@ inline int query_index(const Options& opt) {
     std::vector<plots::Image> images;
     std::vector<int> labels;
     for (std::size_t i = 0; i < 9; ++i) {
-      images.push_back(image_of(data.test, shown.neighbours[i]));
+      images.push_back(image_of(data.test, shown.neighbours[i], data.channels));
       labels.push_back(static_cast<int>(data.test.labels[shown.neighbours[i]]));
     }
     const fs::path png =
         out / (q == 0 ? "retrieval.png" : "retrieval_" + std::to_string(q) + ".png");
-    plots::write_retrieval(png, query_images[static_cast<std::size_t>(q)], images,
+    plots::write_retrieval(png, query_pictures[static_cast<std::size_t>(q)], images,
                            std::vector<float>(shown.distances.begin(), shown.distances.begin() + 9),
                            "Nearest test images to " + names[static_cast<std::size_t>(q)], labels);
     std::printf("wrote %s\n", png.string().c_str());

@@ -89,37 +89,64 @@ inline int export_model(const Options& o) {
 }
 
 #if defined(SIAM_EXAMPLE_HAS_PNG)
-/// `query --image`: every image is read and checked before anything else happens, so a bad
-/// file costs one error line and leaves no output.
-template <class Backend>
-int query_images(const Options& o) {
+/// The images of `query --image`, read as the network reads the test images: through an
+/// image folder's codecs (PNG or JPEG) and evaluation transform (shorter side to the model's
+/// size, centre crop, its channels) when the data is a folder; else as MNIST digits (grey
+/// PNG, cropped, scaled and centred to 28 x 28, inverted to white on black if needed).
+struct QueryImages {
+  Dataset set;                   // one row per file (colour: planes stacked, see Data)
+  std::vector<std::string> how;  // how each file was read, for the printout
+  int channels = 1;
+
+  plots::Image image(std::size_t i) const { return image_of(set, i, channels); }  // views set
+};
+
+inline QueryImages read_query_images(const Options& o, const Data& data) {
+  QueryImages q;
+  if (data.test_folder) {
+    const FolderSplit& split = *data.test_folder;
+    q.channels = static_cast<int>(split.channels);
+    q.set.rows = split.spec.size * split.channels;
+    q.set.cols = split.spec.size;
+    q.set.images.resize(o.images.size() * split.example());
+    for (std::size_t i = 0; i < o.images.size(); ++i) {
+      split.decode_file(o.images[i], q.set.images.data() + i * split.example());
+      q.set.labels.push_back(0);
+      q.how.push_back("read as the folder's test images");
+    }
+    return q;
+  }
   const auto invert = o.invert == "yes"  ? siam::presets::Invert::yes
                       : o.invert == "no" ? siam::presets::Invert::no
                                          : siam::presets::Invert::automatic;
-  std::vector<std::vector<float>> queries;
-  std::vector<bool> inverted;
+  q.set.images.clear();
   for (const auto& f : o.images) {
-    bool inv = false;
-    queries.push_back(siam::presets::prepare_digit(siam::data::read_png_gray(f), invert, &inv));
-    inverted.push_back(inv);
+    bool inverted = false;
+    const auto x = siam::presets::prepare_digit(siam::data::read_png_gray(f), invert, &inverted);
+    q.set.images.insert(q.set.images.end(), x.begin(), x.end());
+    q.set.labels.push_back(0);
+    q.how.push_back(inverted ? "inverted to white on black" : "white on black");
   }
+  return q;
+}
+
+/// `query --image`: the model, the data and every image are read and checked before
+/// anything is written, so a bad file costs one error line and leaves no output.
+template <class Backend>
+int query_images(const Options& opt) {
+  auto net = load_network(opt);
+  const Options o = with_model_input(opt, net);
   const Data data = load_data(o);
+  const QueryImages queries = read_query_images(o, data);
   const auto class_names = label_names(o, data);
-  auto net = load_network(o);
   std::printf("model: %s, %s\n", o.model.c_str(), net.describe().c_str());
-  Dataset q;
-  q.images.clear();
-  for (const auto& x : queries) {
-    q.images.insert(q.images.end(), x.begin(), x.end());
-    q.labels.push_back(0);
-  }
   auto emb = embed(net, data.test);
-  const auto qemb = embed(net, q);
+  const auto qemb = embed(net, queries.set);
   const std::size_t kDim = embedding_dim(net);
   const std::size_t n = data.test.size();
   const fs::path out = o.out;
   fs::create_directories(out);
-  for (std::size_t k = 0; k < queries.size(); ++k) {
+  for (std::size_t k = 0; k < queries.set.size(); ++k) {
     // The query's embedding as one more row; its neighbours are the test images.
     emb.resize(n * kDim);
     emb.insert(emb.end(), qemb.begin() + static_cast<long>(k * kDim),
@@ -128,17 +155,16 @@ int query_images(const Options& o) {
     std::vector<plots::Image> images;
     std::vector<int> labels;
     for (const std::uint32_t j : r.neighbours) {
-      images.push_back(image_of(data.test, j));
+      images.push_back(image_of(data.test, j, data.channels));
       labels.push_back(static_cast<int>(data.test.labels[j]));
     }
     const fs::path png =
         out / (k == 0 ? "retrieval.png" : "retrieval_" + std::to_string(k) + ".png");
-    plots::write_retrieval(png, {queries[k].data(), 28, 28}, images, r.distances,
+    plots::write_retrieval(png, queries.image(k), images, r.distances,
                            "Nearest test images to " + fs::path(o.images[k]).filename().string(),
                            labels);
     std::printf("image %s (%s) at (%.4f, %.4f); nearest test images:\n", o.images[k].c_str(),
-                inverted[k] ? "inverted to white on black" : "white on black", qemb[k * kDim],
-                qemb[k * kDim + 1]);
+                queries.how[k].c_str(), qemb[k * kDim], qemb[k * kDim + 1]);
     for (std::size_t i = 0; i < r.neighbours.size(); ++i)
       std::printf("  #%zu  image %5u  label %-12s distance %.5f\n", i + 1, r.neighbours[i],
                   class_name(class_names, data.test.labels[r.neighbours[i]]).c_str(),

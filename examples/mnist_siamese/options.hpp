@@ -153,10 +153,9 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
            std::to_string(o.channels * o.image_size * o.image_size) + " (" +
            (o.channels == 3 ? "3 x " : "") + std::to_string(o.image_size) + "x" +
            std::to_string(o.image_size) + " images)";
-  if (o.arch == "cnn" && o.image_size != 28)
-    return "--image-size " + std::to_string(o.image_size) + ": --arch cnn takes 28x28 images";
-  if (o.arch == "cnn" && o.channels != 1)
-    return "--channels " + std::to_string(o.channels) + ": --arch cnn takes grey images";
+  if (o.arch == "cnn" && o.image_size < 16)
+    return "--image-size " + std::to_string(o.image_size) +
+           ": --arch cnn needs images of at least 16x16";
   if (o.embedding_dim < 0 || o.embedding_dim > 4096)
     return "--embedding-dim " + std::to_string(o.embedding_dim) +
            ": must be in [1, 4096] (0: " + "the architecture's default)";

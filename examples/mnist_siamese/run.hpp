@@ -64,6 +64,7 @@ struct Data {
   std::vector<siam::data::SkippedFile> skipped;  // --on-bad-image skip left these out
   int channels = 1;
   std::optional<FolderSplit> train_folder;  // set: the training images stay on disk
+  std::optional<FolderSplit> test_folder;   // an image folder's test split (its codecs, transform)
 };
 
 /// The test split decoded into a Dataset (colour: planes stacked, see Data).
@@ -79,10 +80,13 @@ inline Data load_data(const Options& o) {
   const auto ntest = static_cast<std::size_t>(o.test_size);
   Data d;
   const bool folder = !o.data.empty() && is_image_folder(o.data);
-  if (!folder && (o.channels != 1 || o.augment))
-    throw siam::value_error(std::string(o.channels != 1 ? "--channels 3" : "--augment") +
+  if (!folder && (o.channels != 1 || o.augment || o.image_size != 28))
+    throw siam::value_error(std::string(o.channels != 1 ? "--channels 3"
+                                        : o.augment
+                                            ? "--augment"
+                                            : "--image-size " + std::to_string(o.image_size)) +
                             ": needs --data an image folder (IDX files and the synthetic digits "
-                            "are grey and read whole)");
+                            "are grey 28x28 images, read whole)");
   if (o.data.empty()) {
     std::printf("data: no --data given, using built-in synthetic digits (seed %llu)\n",
                 static_cast<unsigned long long>(o.seed));
@@ -105,6 +109,7 @@ inline Data load_data(const Options& o) {
     d.train.rows *= f.train.channels;
     d.test = decode_split(f.test);
     d.channels = o.channels;
+    d.test_folder = f.test;
     d.train_folder = std::move(f.train);
     d.source =
         "image folder " + o.data + " (" + std::to_string(f.skipped.size()) + " bad files skipped)";
@@ -166,8 +171,9 @@ inline siam::SiameseConfig make_config(const Options& o, const std::string& data
   siam::SiameseConfig cfg;
   const auto channels = static_cast<siam::index_t>(o.channels);
   if (o.arch == "cnn") {
-    cfg.network = siam::presets::lenet_specs(o.embedding_dim > 0 ? o.embedding_dim : 2);
-    cfg.input_shape = siam::Shape{1, 28, 28};
+    cfg.input_shape = siam::Shape{channels, o.image_size, o.image_size};
+    cfg.network =
+        siam::presets::lenet_specs(cfg.input_shape, o.embedding_dim > 0 ? o.embedding_dim : 2);
   } else if (o.arch == "resnet") {  // BatchNorm residual network, L2-normalised output
     cfg.input_shape = siam::Shape{channels, o.image_size, o.image_size};
     cfg.network =
@@ -601,11 +607,36 @@ siam::nn::Sequential<float, Backend> load_query_model(const Options& o) {
   return net;
 }
 
+/// The options `index` and `query` read data with for a trained `net`: an image folder is
+/// read at the model's own input shape (a [C x S x S] input sets --channels and --image-size,
+/// so they need not be repeated), and a model whose input cannot take the data's images ends
+/// in one line naming both, instead of a shape error deep in the network.
+template <class Backend>
+Options with_model_input(Options o, siam::nn::Sequential<float, Backend>& net) {
+  const siam::Shape in = net.input_shape();
+  const bool folder = !o.data.empty() && is_image_folder(o.data);
+  if (folder && in.rank() == 3 && in[1] == in[2] && (in[0] == 1 || in[0] == 3)) {
+    o.channels = static_cast<int>(in[0]);
+    o.image_size = in[1];
+  }
+  const long long values = o.channels * o.image_size * o.image_size;
+  if (in.size() != values)
+    throw siam::value_error(
+        "--model " + o.model + " takes inputs of " + in.str() + " values, and --data " +
+        (o.data.empty() ? std::string("(synthetic digits)") : o.data) + " gives images of " +
+        std::to_string(o.channels) + " x " + std::to_string(o.image_size) + " x " +
+        std::to_string(o.image_size) +
+        (folder ? " (give the --channels and --image-size the model was trained with)"
+                : " (grey 28x28: the model was trained on other images)"));
+  return o;
+}
+
 /// `query`: loads a model and shows the nearest test images of one test image.
 template <class Backend>
-int query(const Options& o) {
+int query(const Options& opt) {
+  auto net = load_query_model<Backend>(opt);
+  const Options o = with_model_input(opt, net);
   const Data data = load_data(o);
-  auto net = load_query_model<Backend>(o);
   std::printf("model: %s, %s\n", o.model.c_str(), net.describe().c_str());
   const auto class_names = label_names(o, data);
   const std::size_t dim = embedding_dim(net);
