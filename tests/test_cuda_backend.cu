@@ -10,12 +10,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <memory_resource>
 #include <siam/autodiff/ops.hpp>
 #include <siam/backend/cuda.hpp>
 #include <siam/data/synthetic_digits.hpp>
 #include <siam/loss/mining.hpp>
 #include <siam/nn/layers.hpp>
 #include <siam/optim/adam.hpp>
+#include <siam/train/folder_batches.hpp>
 #include <siam/train/siamese_trainer.hpp>
 #include <string>
 #include <thread>
@@ -77,6 +79,34 @@ bool close(double got, double want, double rel) {
 }
 
 }  // namespace
+
+TEST_CASE("image batches in page-locked memory go to the device by DMA, waited for" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  using siam::Cuda;
+  static_assert(siam::detail::PinnedUploads<Cuda>);
+  siam::data::LoaderOptions o{1, 2};
+  CHECK(siam::detail::loader_options<Cuda>(o, 2).memory == Cuda::pinned_host_memory());
+  CHECK(siam::detail::loader_options<Cuda>(o, 2).blocks == 2);
+  siam::data::LoaderOptions mine{1, 2};
+  mine.memory = std::pmr::new_delete_resource();  // the caller's choice is kept
+  CHECK(siam::detail::loader_options<Cuda>(mine, 3).memory == std::pmr::new_delete_resource());
+  constexpr std::size_t n = 3 << 20;
+  std::pmr::vector<float> batch(n, Cuda::pinned_host_memory());
+  cudaPointerAttributes attr{};
+  REQUIRE(cudaPointerGetAttributes(&attr, batch.data()) == cudaSuccess);
+  CHECK(attr.type == cudaMemoryTypeHost);
+  for (std::size_t i = 0; i < n; ++i)
+    batch[i] = static_cast<float>(i % 1000) * 0.5f;
+  const std::vector<float> want(batch.begin(), batch.end());
+  siam::Tensor<float, Cuda> d(siam::Shape{static_cast<siam::index_t>(n)});
+  Cuda::from_pinned_host(d.data(), batch.data(), static_cast<siam::index_t>(n));
+  Cuda::wait_pinned_uploads();  // only now may the slot change
+  std::fill(batch.begin(), batch.end(), -1.0f);
+  std::vector<float> got(n);
+  Cuda::to_host(got.data(), d.data(), static_cast<siam::index_t>(n));
+  CHECK(got == want);
+}
 
 TEST_CASE("column totals: one and two levels match a double-precision reference" *
           doctest::skip(!gpu_present())) {

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory_resource>
 #include <siam/data/image_folder.hpp>
 #include <siam/data/loader.hpp>
 #include <siam/data/transforms.hpp>
@@ -762,6 +763,76 @@ TEST_CASE("loader: data-parallel parts read only their items of the whole planne
   }
   CHECK(merged == whole);  // the two parts cover the batch
   CHECK_THROWS_AS(first({2, 2, 2, 2}), siam::value_error);
+}
+
+namespace {
+// Counts the bytes a loader takes from it (LoaderOptions::memory).
+class CountingResource final : public std::pmr::memory_resource {
+ public:
+  std::size_t allocations = 0, live_bytes = 0;
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    ++allocations;
+    live_bytes += bytes;
+    return std::pmr::new_delete_resource()->allocate(bytes, alignment);
+  }
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override {
+    live_bytes -= bytes;
+    std::pmr::new_delete_resource()->deallocate(p, bytes, alignment);
+  }
+  bool do_is_equal(const std::pmr::memory_resource& o) const noexcept override {
+    return this == &o;
+  }
+};
+}  // namespace
+
+TEST_CASE("loader: the ready batches live in LoaderOptions::memory; the host backend keeps it") {
+  static_assert(!siam::detail::PinnedUploads<siam::Cpu>);
+  TempDir t;
+  make_tree(t.path, {"a", "b", "c"}, 4, 12);
+  auto o = codecs();
+  o.min_per_class = 2;
+  const siam::data::ImageFolder f(t.path, o);
+  siam::data::TransformSpec spec;
+  spec.size = 8;
+  CountingResource counting;
+  auto batches = [&](siam::data::LoaderOptions lo) {
+    siam::FolderPairBatches<float, siam::Cpu> src(f, spec, 5, 9, lo);
+    siam::Batch<float, siam::Cpu> b;
+    std::vector<float> all;
+    for (int i = 0; i < 3; ++i) {
+      src.next(b);
+      all.insert(all.end(), b.inputs.data(), b.inputs.data() + b.inputs.size());
+    }
+    return all;
+  };
+  siam::data::LoaderOptions lo{2, 3};
+  const auto plain = batches(lo);
+  CHECK(counting.allocations == 0);
+  lo.memory = &counting;
+  CHECK(siam::detail::loader_options<siam::Cpu>(lo, 2).memory == &counting);
+  {
+    siam::data::LoaderOptions unset{2, 3};
+    CHECK(siam::detail::loader_options<siam::Cpu>(unset, 2).memory == nullptr);
+  }
+  CHECK(batches(lo) == plain);       // the same batches from the caller's memory
+  CHECK(counting.allocations >= 3);  // one buffer per slot, at least
+  CHECK(counting.live_bytes == 0);   // all given back when the loader is gone
+  {                                  // a slot's batch holds its pixels there while the loader lives
+    siam::data::ImageLoader loader(
+        f, spec,
+        [](siam::Rng&, siam::data::BatchPlan& p) {
+          p.images = {0, 1, 2};
+        },
+        lo);
+    siam::Rng rng(1);
+    const auto& hb = loader.next(rng);
+    CHECK(hb.inputs.get_allocator().resource() == &counting);
+    CHECK(hb.inputs.size() == 3 * 3 * 8 * 8);
+    CHECK(counting.live_bytes >= hb.inputs.size() * sizeof(float));
+  }
+  CHECK(counting.live_bytes == 0);
 }
 
 TEST_CASE("loader: a restored generator replays the same batches; pair targets follow the labels") {

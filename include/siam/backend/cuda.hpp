@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <exception>
 #include <limits>
+#include <memory_resource>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -334,6 +336,14 @@ inline void check_launch(const char* what, cudaStream_t s) {
 
 struct Cuda {
   static constexpr bool is_host = false;
+
+ private:
+  static std::optional<cuda::Event>& pinned_upload_event() {
+    thread_local std::optional<cuda::Event> done;  // recorded after this thread's last copy
+    return done;
+  }
+
+ public:
   static constexpr const char* name = "cuda";
   /// Capture-and-replay of a step as one CUDA graph (cuda_graph.hpp).
   using StepGraph = cuda::Graph;
@@ -379,6 +389,23 @@ struct Cuda {
     cuda::upload(dst, host_src, static_cast<std::size_t>(n));
   }
   static void synchronize() { cuda::synchronize(); }
+
+  /// Page-locked host memory (cuda::pinned_memory()). A buffer there goes to the device by
+  /// from_pinned_host, a DMA without staging; the image loader keeps its batches there.
+  static std::pmr::memory_resource* pinned_host_memory() { return &cuda::pinned_memory(); }
+  /// Queues a copy from page-locked host memory and returns at once: `host_src` must stay
+  /// unchanged until wait_pinned_uploads() has returned (this thread's last such copy done).
+  template <class T>
+  static void from_pinned_host(T* dst, const T* host_src, index_t n) {
+    if (n <= 0) return;
+    cuda::copy_to_device_async(dst, host_src, static_cast<std::size_t>(n));
+    auto& done = pinned_upload_event();
+    if (!done) done.emplace();
+    done->record(cuda::stream());
+  }
+  static void wait_pinned_uploads() {
+    if (auto& done = pinned_upload_event()) done->synchronize();
+  }
 
   template <class T, class K>
   static void assign(T* dst, index_t rows, index_t cols, const K& k) {

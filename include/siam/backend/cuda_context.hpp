@@ -20,6 +20,7 @@
 #include <exception>
 #include <limits>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -454,6 +455,32 @@ class PinnedBuffer {
   detail::UniquePinned data_;
   std::size_t size_ = 0;
 };
+
+/// std::pmr::memory_resource over page-locked host memory (cudaHostAlloc / cudaFreeHost), for
+/// containers whose contents go to the device whole and often (the image loader's ready
+/// batches: data::LoaderOptions::memory). Stateless; every instance is interchangeable.
+class PinnedMemoryResource final : public std::pmr::memory_resource {
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override {
+    if (alignment > 4096)  // cudaHostAlloc returns page-aligned memory
+      throw value_error("PinnedMemoryResource: alignment " + std::to_string(alignment) +
+                        " above the page size");
+    require_device();
+    void* p = nullptr;
+    SIAM_CUDA_CHECK(cudaHostAlloc(&p, bytes == 0 ? 1 : bytes, cudaHostAllocDefault));
+    return p;
+  }
+  void do_deallocate(void* p, std::size_t, std::size_t) override { (void)cudaFreeHost(p); }
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
+    return dynamic_cast<const PinnedMemoryResource*>(&other) != nullptr;
+  }
+};
+
+/// The process's PinnedMemoryResource.
+inline PinnedMemoryResource& pinned_memory() {
+  static PinnedMemoryResource resource;
+  return resource;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Events

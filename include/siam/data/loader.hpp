@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory_resource>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -44,6 +45,10 @@ struct LoaderOptions {
   /// only the items of part `part` of `parts` (dist's shard(): contiguous, in order) are
   /// read and decoded; the other rows stay zero. parts = 1: every row.
   std::size_t part = 0, parts = 1, blocks = 1;
+  /// Where the ready batches' pixels live (HostBatch::inputs); null: the default heap. A
+  /// trainer on a GPU backend sets page-locked (pinned) host memory here, so the upload of
+  /// each batch is a direct DMA (train/folder_batches.hpp). Must outlive the loader.
+  std::pmr::memory_resource* memory = nullptr;
 };
 
 /// Which images a batch holds (rows in order) and what the loss reads besides them.
@@ -56,7 +61,8 @@ struct BatchPlan {
 /// A filled batch on the host.
 struct HostBatch {
   BatchPlan plan;
-  std::vector<float> inputs;  ///< plan.images.size() x example_size() values
+  /// plan.images.size() x example_size() values, in LoaderOptions::memory
+  std::pmr::vector<float> inputs;
 };
 
 /// Fills `plan` for the next batch, drawing from `rng` (called under the loader's lock,
@@ -68,11 +74,7 @@ class ImageLoader {
   /// Throws value_error for 0 threads or a 0-batch queue. `folder` must outlive the loader.
   ImageLoader(const ImageFolder& folder, TransformSpec spec, BatchPlanner planner,
               LoaderOptions options = {})
-      : folder_(folder),
-        spec_(std::move(spec)),
-        planner_(std::move(planner)),
-        opt_(options),
-        slots_(options.queue) {
+      : folder_(folder), spec_(std::move(spec)), planner_(std::move(planner)), opt_(options) {
     if (opt_.threads == 0 || opt_.queue == 0)
       throw value_error("ImageLoader: threads (" + std::to_string(opt_.threads) + ") and queue (" +
                         std::to_string(opt_.queue) + ") must be >= 1");
@@ -80,6 +82,11 @@ class ImageLoader {
       throw value_error("ImageLoader: part " + std::to_string(opt_.part) + " of " +
                         std::to_string(opt_.parts) + " parts, " + std::to_string(opt_.blocks) +
                         " blocks (need part < parts, blocks >= 1)");
+    std::pmr::memory_resource* memory =
+        opt_.memory ? opt_.memory : std::pmr::get_default_resource();
+    slots_.reserve(opt_.queue);
+    for (std::size_t i = 0; i < opt_.queue; ++i)
+      slots_.emplace_back(memory);
   }
   ~ImageLoader() { stop(); }
   ImageLoader(const ImageLoader&) = delete;
@@ -135,6 +142,10 @@ class ImageLoader {
 
  private:
   struct Slot {
+    // The batch's vector is built on the resource (assigning one later would keep the
+    // default: polymorphic allocators do not propagate).
+    explicit Slot(std::pmr::memory_resource* memory)
+        : batch{BatchPlan{}, std::pmr::vector<float>(memory)} {}
     bool ready = false;
     Rng::State before{}, after{};
     std::uint64_t key = 0;

@@ -6,8 +6,10 @@
 // the same batches. folder_source_factory hands them to a streaming SiameseTrainer.
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <memory>
+#include <memory_resource>
 #include <optional>
 #include <span>
 #include <string>
@@ -26,6 +28,15 @@
 namespace siam {
 
 namespace detail {
+/// A device backend with page-locked host memory (the CUDA backend): the loader's batches
+/// live there and go to the device by DMA straight from their slot, without staging.
+template <class B>
+concept PinnedUploads = requires(float* d, const float* s) {
+  { B::pinned_host_memory() } -> std::convertible_to<std::pmr::memory_resource*>;
+  B::from_pinned_host(d, s, index_t{1});
+  B::wait_pinned_uploads();
+};
+
 /// inputs = [rows x example] from the host batch (example: [C, S, S] or [C S S]).
 template <class T, class B>
 void upload_host_batch(const data::HostBatch& hb, const Shape& example, std::vector<T>& cast,
@@ -33,6 +44,13 @@ void upload_host_batch(const data::HostBatch& hb, const Shape& example, std::vec
   const auto n = static_cast<index_t>(hb.plan.images.size());
   inputs.resize(example.rank() == 1 ? Shape{n, example[0]}
                                     : Shape{n, example[0], example[1], example[2]});
+  if constexpr (std::is_same_v<T, float> && PinnedUploads<B>) {
+    if (hb.inputs.get_allocator().resource()->is_equal(*B::pinned_host_memory())) {
+      // the slot stays the loader's until next_batch() has waited for this copy
+      B::from_pinned_host(inputs.data(), hb.inputs.data(), inputs.size());
+      return;
+    }
+  }
   if constexpr (std::is_same_v<T, float>) {
     B::from_host(inputs.data(), hb.inputs.data(), inputs.size());
   } else {
@@ -41,9 +59,21 @@ void upload_host_batch(const data::HostBatch& hb, const Shape& example, std::vec
   }
 }
 
-/// `o` with the batch's block count (pairs 2, triplets 3) for per-rank reading.
-inline data::LoaderOptions with_blocks(data::LoaderOptions o, std::size_t blocks) {
+/// The loader's next batch. The previous batch's slot goes back to the loader here, so a
+/// DMA still reading it (upload_host_batch on a PinnedUploads backend) is waited for first.
+template <class B>
+const data::HostBatch& next_batch(data::ImageLoader& loader, Rng& rng) {
+  if constexpr (PinnedUploads<B>) B::wait_pinned_uploads();
+  return loader.next(rng);
+}
+
+/// `o` with the batch's block count (pairs 2, triplets 3) for per-rank reading, and on a
+/// PinnedUploads backend page-locked batches unless the caller chose their memory.
+template <class B>
+data::LoaderOptions loader_options(data::LoaderOptions o, std::size_t blocks) {
   o.blocks = blocks;
+  if constexpr (PinnedUploads<B>)
+    if (o.memory == nullptr) o.memory = B::pinned_host_memory();
   return o;
 }
 
@@ -70,12 +100,12 @@ class FolderPairBatches final : public BatchSource<T, B> {
         rng_(seed),
         loader_(
             folder, spec, [this](Rng& r, data::BatchPlan& p) { plan(r, p); },
-            detail::with_blocks(options, 2)),
+            detail::loader_options<B>(options, 2)),
         example_(detail::folder_example_shape(loader_, flat)) {
     if (n_pairs == 0) throw value_error("FolderPairBatches: the number of pairs must be > 0");
   }
   void next(Batch<T, B>& b) override {
-    const auto& hb = loader_.next(rng_);
+    const auto& hb = detail::next_batch<B>(loader_, rng_);
     detail::upload_host_batch(hb, example_, cast_, b.inputs);
     detail::upload_pair_labels(hb.plan.targets, cast_, b.targets);
     b.labels.clear();
@@ -117,13 +147,13 @@ class FolderTripletBatches final : public BatchSource<T, B> {
         rng_(seed),
         loader_(
             folder, spec, [this](Rng& r, data::BatchPlan& p) { plan(r, p); },
-            detail::with_blocks(options, 3)),
+            detail::loader_options<B>(options, 3)),
         example_(detail::folder_example_shape(loader_, flat)) {
     if (n_triplets == 0)
       throw value_error("FolderTripletBatches: the number of triplets must be > 0");
   }
   void next(Batch<T, B>& b) override {
-    const auto& hb = loader_.next(rng_);
+    const auto& hb = detail::next_batch<B>(loader_, rng_);
     detail::upload_host_batch(hb, example_, cast_, b.inputs);
     b.labels.clear();
   }
@@ -166,10 +196,10 @@ class FolderPKBatches final : public BatchSource<T, B> {
         loader_(
             folder, spec,
             [this](Rng& r, data::BatchPlan& pl) { sampler_.sample(r, pl.images, pl.labels); },
-            options),
+            detail::loader_options<B>(options, options.blocks)),
         example_(detail::folder_example_shape(loader_, flat)) {}
   void next(Batch<T, B>& b) override {
-    const auto& hb = loader_.next(rng_);
+    const auto& hb = detail::next_batch<B>(loader_, rng_);
     detail::upload_host_batch(hb, example_, cast_, b.inputs);
     b.labels = hb.plan.labels;
   }
