@@ -29,7 +29,7 @@ layer_of() {
   esac
 }
 # What the umbrella header must never reach: the optional engines.
-optional='backend/cuda|backend/cudnn|backend/conv_dnnl|io/onnx|data/png|data/jpeg|search/hnsw|parallel/(mpi|nccl)'
+optional='backend/cuda|backend/cudnn|backend/conv_dnnl|io/onnx|data/png|data/jpeg|search/hnsw|search/exact_cuda|parallel/(mpi|nccl)'
 export -f layer_of
 export cxx optional
 

@@ -5,18 +5,21 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory_resource>
+#include <random>
 #include <siam/autodiff/ops.hpp>
 #include <siam/backend/cuda.hpp>
 #include <siam/data/synthetic_digits.hpp>
 #include <siam/loss/mining.hpp>
 #include <siam/nn/layers.hpp>
 #include <siam/optim/adam.hpp>
+#include <siam/search/exact_cuda.hpp>
 #include <siam/train/folder_batches.hpp>
 #include <siam/train/siamese_trainer.hpp>
 #include <string>
@@ -106,6 +109,72 @@ TEST_CASE("image batches in page-locked memory go to the device by DMA, waited f
   std::vector<float> got(n);
   Cuda::to_host(got.data(), d.data(), static_cast<siam::index_t>(n));
   CHECK(got == want);
+}
+
+TEST_CASE("knn_cuda refuses k above its limit or the gallery before touching a device") {
+  std::vector<float> g(200 * 4, 0.5f);
+  const siam::search::Rows rows{g.data(), 200, 4};
+  CHECK_THROWS_WITH_AS(siam::search::knn_cuda(rows, rows, 129),
+                       "search::knn_cuda: k = 129 above 128 (use search::knn)", siam::value_error);
+  CHECK_THROWS_AS(siam::search::knn_cuda(rows, rows, 201), siam::value_error);
+  CHECK_THROWS_AS(siam::search::knn_cuda(rows, {g.data(), 100, 8}, 5), siam::shape_error);
+  g[7] = std::nanf("");
+  CHECK_THROWS_AS(siam::search::knn_cuda(rows, rows, 5), siam::numeric_error);
+}
+
+TEST_CASE("knn_cuda: the CPU's neighbours, ties by index; both metrics, self excluded" *
+          doctest::skip(!gpu_present())) {
+  SKIP_WITHOUT_GPU();
+  namespace search = siam::search;
+  // 70,000 gallery rows (two GEMM tiles), 1,500 queries (two query blocks), dim 24, with
+  // every 50th gallery row a copy of the one before (exact ties, broken by index).
+  const siam::index_t ng = 70000, nq = 1500, dim = 24;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> g(static_cast<std::size_t>(ng * dim)), q(static_cast<std::size_t>(nq * dim));
+  for (auto& v : g)
+    v = normal(rng);
+  for (auto& v : q)
+    v = normal(rng);
+  for (siam::index_t i = 50; i < ng; i += 50)
+    std::copy_n(g.begin() + (i - 1) * dim, dim, g.begin() + i * dim);
+  const search::Rows G{g.data(), ng, dim}, Q{q.data(), nq, dim};
+  auto agree = [&](const search::Result& cpu, const search::Result& gpu, float scale) {
+    REQUIRE(gpu.queries == cpu.queries);
+    REQUIRE(gpu.k == cpu.k);
+    std::int64_t differ = 0;
+    for (siam::index_t i = 0; i < cpu.queries; ++i)
+      for (siam::index_t j = 0; j < cpu.k; ++j) {
+        CHECK(std::abs(gpu.distance(i, j) - cpu.distance(i, j)) <= 1e-5f * scale);
+        if (gpu.index(i, j) == cpu.index(i, j)) continue;
+        // only where the CPU's neighbours j and j +- 1 are within rounding of each other
+        const float d = cpu.distance(i, j);
+        const bool near = (j > 0 && std::abs(cpu.distance(i, j - 1) - d) <= 1e-5f * scale) ||
+                          (j + 1 < cpu.k && std::abs(cpu.distance(i, j + 1) - d) <= 1e-5f * scale);
+        CHECK(near);
+        ++differ;
+      }
+    CHECK(differ < cpu.queries * cpu.k / 100);
+  };
+  for (const auto metric : {search::Metric::l2, search::Metric::inner_product}) {
+    CAPTURE(search::to_string(metric));
+    agree(search::knn(Q, G, 10, metric), search::knn_cuda(Q, G, 10, metric), 100.0f);
+  }
+  // The queries are gallery rows 100..1599: each one's own row left out; with the copies,
+  // row 149's nearest is its copy 150 at distance 0, and 150's is 149.
+  search::Options self;
+  self.exclude_self = true;
+  self.self_offset = 100;
+  const search::Rows own{g.data() + 100 * dim, nq, dim};
+  const auto cpu = search::knn(own, G, 128, search::Metric::l2, self);
+  const auto gpu = search::knn_cuda(own, G, 128, search::Metric::l2, self);
+  agree(cpu, gpu, 100.0f);
+  CHECK(gpu.index(49, 0) == 150);
+  CHECK(gpu.distance(49, 0) <= 1e-4f);  // a copy: zero up to the rounding of the dot product
+  CHECK(gpu.index(50, 0) == 149);
+  for (siam::index_t i = 0; i < nq; ++i)
+    for (siam::index_t j = 0; j < 128; ++j)
+      CHECK(gpu.index(i, j) != 100 + i);
 }
 
 TEST_CASE("column totals: one and two levels match a double-precision reference" *
