@@ -494,6 +494,21 @@ void make_tree(const fs::path& root, const std::vector<std::string>& classes, st
         write_bytes(root / c / (std::to_string(i) + ".jpg"), jpeg_of(side + i, side, 3, salt));
     }
 }
+
+// Three classes of 4 images (12 x 12), read with at least 2 a class, transformed to 8 x 8:
+// the loaders' small test set.
+struct SmallTree {
+  TempDir dir;
+  siam::data::ImageFolder folder;
+  siam::data::TransformSpec spec;
+  SmallTree() : folder(open(dir)) { spec.size = 8; }
+  static siam::data::ImageFolder open(const TempDir& d) {
+    make_tree(d.path, {"a", "b", "c"}, 4, 12);
+    auto o = codecs();
+    o.min_per_class = 2;
+    return siam::data::ImageFolder(d.path, o);
+  }
+};
 }  // namespace
 
 TEST_CASE("image folder: sorted class names, int64 labels, PNG and JPEG, non-ASCII names") {
@@ -689,13 +704,9 @@ TEST_CASE("loader: identical batches for 1, 2 and 4 worker threads, pairs and P 
 }
 
 TEST_CASE("loader: triplet batches hold anchors, positives of their class, negatives of another") {
-  TempDir t;
-  make_tree(t.path, {"a", "b", "c"}, 4, 12);
-  auto o = codecs();
-  o.min_per_class = 2;
-  const siam::data::ImageFolder f(t.path, o);
-  siam::data::TransformSpec spec;
-  spec.size = 8;
+  const SmallTree tree;
+  const auto& f = tree.folder;
+  const auto& spec = tree.spec;
   std::vector<std::vector<float>> by_threads;
   for (std::size_t threads : {1u, 3u}) {
     siam::FolderTripletBatches<float, siam::Cpu> src(f, spec, 5, 21, {threads, 2});
@@ -731,13 +742,9 @@ TEST_CASE("loader: triplet batches hold anchors, positives of their class, negat
 }
 
 TEST_CASE("loader: data-parallel parts read only their items of the whole planned batch") {
-  TempDir t;
-  make_tree(t.path, {"a", "b", "c"}, 4, 12);
-  auto o = codecs();
-  o.min_per_class = 2;
-  const siam::data::ImageFolder f(t.path, o);
-  siam::data::TransformSpec spec;
-  spec.size = 8;
+  const SmallTree tree;
+  const auto& f = tree.folder;
+  const auto& spec = tree.spec;
   const std::size_t example = 3 * 8 * 8, n = 5;  // 5 pairs: parts of 2 and 3 items
   auto first = [&](siam::data::LoaderOptions lo) {
     siam::FolderPairBatches<float, siam::Cpu> src(f, spec, n, 9, lo);
@@ -789,13 +796,9 @@ class CountingResource final : public std::pmr::memory_resource {
 
 TEST_CASE("loader: the ready batches live in LoaderOptions::memory; the host backend keeps it") {
   static_assert(!siam::detail::PinnedUploads<siam::Cpu>);
-  TempDir t;
-  make_tree(t.path, {"a", "b", "c"}, 4, 12);
-  auto o = codecs();
-  o.min_per_class = 2;
-  const siam::data::ImageFolder f(t.path, o);
-  siam::data::TransformSpec spec;
-  spec.size = 8;
+  const SmallTree tree;
+  const auto& f = tree.folder;
+  const auto& spec = tree.spec;
   CountingResource counting;
   auto batches = [&](siam::data::LoaderOptions lo) {
     siam::FolderPairBatches<float, siam::Cpu> src(f, spec, 5, 9, lo);
