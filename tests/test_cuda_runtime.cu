@@ -16,6 +16,7 @@
 #include <initializer_list>
 #include <iostream>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -78,7 +79,8 @@ std::vector<double> reference_gemm(bool ta, bool tb, int m, int n, int k, double
 // ||C_gpu - C_ref|| / ||C_ref|| (absolute error when C_ref is 0). Also checks that the padding
 // between C's rows is left alone.
 template <class T>
-double gemm_error(bool ta, bool tb, int m, int n, int k, std::mt19937& rng) {
+double gemm_error(bool ta, bool tb, int m, int n, int k, std::mt19937& rng,
+                  std::optional<siam::MatmulPrecision> precision = std::nullopt) {
   const HostMatrix<T> A(ta ? k : m, ta ? m : k, 3, rng);
   const HostMatrix<T> B(tb ? n : k, tb ? k : n, 1, rng);
   HostMatrix<T> C(m, n, 2, rng);
@@ -89,7 +91,8 @@ double gemm_error(bool ta, bool tb, int m, int n, int k, std::mt19937& rng) {
   cu::copy_to_device(dA.data(), A.data.data(), A.data.size());
   cu::copy_to_device(dB.data(), B.data.data(), B.data.size());
   cu::copy_to_device(dC.data(), C.data.data(), C.data.size());
-  cu::gemm<T>(ta, tb, m, n, k, alpha, dA.data(), A.ld, dB.data(), B.ld, beta, dC.data(), C.ld);
+  cu::gemm<T>(ta, tb, m, n, k, alpha, dA.data(), A.ld, dB.data(), B.ld, beta, dC.data(), C.ld,
+              precision);
   std::vector<T> got(C.data.size());
   cu::copy_to_host(got.data(), dC.data(), got.size());
 
@@ -448,6 +451,10 @@ TEST_CASE("TF32 is opt-in: default FP32 error stays < 1e-5, TF32 error < 5e-3" *
     REQUIRE(cublasGetMathMode(cu::cublas_handle(), &mode) == CUBLAS_STATUS_SUCCESS);
     CHECK(mode == CUBLAS_TF32_TENSOR_OP_MATH);
     tf32 = gemm_error<float>(false, true, 256, 256, 256, rng);
+    // A call's own precision overrides the context's for that call alone.
+    CHECK(gemm_error<float>(false, true, 256, 256, 256, rng, siam::MatmulPrecision::highest) <
+          1e-5);
+    CHECK(cu::tf32_enabled());
   }
   CHECK_FALSE(cu::tf32_enabled());
   MESSAGE("relative Frobenius error: pedantic FP32 " << fp32 << ", TF32 " << tf32);

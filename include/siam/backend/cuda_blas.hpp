@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
@@ -102,10 +103,12 @@ cublasComputeType_t compute_type(MatmulPrecision p) noexcept {
 /// k == 0 still sets C = beta * C. float runs in plain FP32 (pedantic) unless
 /// set_matmul_precision() chose TF32 or BF16 tensor cores; double in FP64. Throws value_error for
 /// negative sizes or leading dimensions below a row's length, cuda_error for cuBLAS failures.
+/// `precision`, when given, overrides the context's for this call alone (a caller whose results
+/// must be plain FP32 whatever the program chose, such as exact search).
 template <class T>
 void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, T alpha,
           const T* A, std::int64_t lda, const T* B, std::int64_t ldb, T beta, T* C,
-          std::int64_t ldc) {
+          std::int64_t ldc, std::optional<MatmulPrecision> precision = std::nullopt) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "siam::cuda::gemm supports float and double");
   detail::check_gemm_dims(trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc);
@@ -118,7 +121,7 @@ void gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64
   constexpr bool is_float = std::is_same_v<T, float>;
   constexpr cudaDataType_t type = is_float ? CUDA_R_32F : CUDA_R_64F;
   std::lock_guard lock(ctx.cublas_mutex());
-  const cublasComputeType_t compute = compute_type<T>(ctx.matmul_precision());
+  const cublasComputeType_t compute = compute_type<T>(precision.value_or(ctx.matmul_precision()));
   // The one place where row-major meets cuBLAS's column-major: a row-major r x c matrix with row
   // stride ld is, byte for byte, the column-major c x r matrix X^T with leading dimension ld. So
   // row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: pass B before A, n before m,

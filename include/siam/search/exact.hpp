@@ -126,8 +126,7 @@ namespace detail {
 
 /// The argument checks of knn() that need no pass over the data.
 inline void validate(const Rows& queries, const Rows& gallery, index_t k, Metric metric,
-                     const Options& opt) {
-  constexpr const char* op = "search::knn";
+                     const Options& opt, const char* op = "search::knn") {
   detail::check_rows(op, "queries", queries);
   detail::check_rows(op, "gallery", gallery);
   if (queries.dim != gallery.dim)

@@ -6,9 +6,10 @@
 //
 // The gallery and a block of queries go to the device; per block of up to 1,024 queries and
 // 65,536 gallery rows one FP32 GEMM (CUBLAS_COMPUTE_32F_PEDANTIC whatever the context's
-// matmul precision: no TF32) gives the dot products, and a kernel turns them into distances
-// (|q|^2 + |g|^2 - 2 q.g clamped at 0, the norms computed on the host exactly as knn does,
-// or -q.g for inner_product) and merges them into each query's running top k, ordered by
+// matmul precision, which is left as it is: no TF32) gives the dot products, and a kernel
+// turns them into distances (|q|^2 + |g|^2 - 2 q.g clamped at 0, the norms computed on the
+// host exactly as knn does, or -q.g for inner_product) and merges them into each query's
+// running top k, ordered by
 // (distance, gallery index). One warp per query: each lane keeps a sorted list of its best
 // k over a strided slice of the tile, then lane 0 merges the 32 lists and the running one.
 // k is at most max_gpu_k (128); larger k throws value_error (use search::knn).
@@ -122,7 +123,7 @@ inline Result knn_cuda(const Rows& queries, const Rows& gallery, index_t k,
                        Metric metric = Metric::l2, const Options& opt = {}) {
   namespace g = detail::gpu;
   const char* op = "search::knn_cuda";
-  detail::validate(queries, gallery, k, metric, opt);
+  detail::validate(queries, gallery, k, metric, opt, op);
   if (k > max_gpu_k)
     throw value_error(std::string(op) + ": k = " + std::to_string(k) + " above " +
                       std::to_string(max_gpu_k) + " (use search::knn)");
@@ -148,18 +149,6 @@ inline Result knn_cuda(const Rows& queries, const Rows& gallery, index_t k,
   cuda::DeviceBuffer<int> best_n(static_cast<std::size_t>(qb));
   cuda::copy_to_device(dg.data(), gallery.data, dg.size());
   cuda::copy_to_device(dgn.data(), gn.data(), gn.size());
-  // Plain FP32 products whatever the context allows (restored on the way out).
-  const MatmulPrecision saved = cuda::context().matmul_precision();
-  cuda::set_matmul_precision(MatmulPrecision::highest);
-  struct Restore {
-    MatmulPrecision p;
-    ~Restore() {
-      try {
-        cuda::set_matmul_precision(p);
-      } catch (...) {
-      }
-    }
-  } restore{saved};
   std::vector<g::Cand> host(static_cast<std::size_t>(qb * k));
   std::vector<int> host_n(static_cast<std::size_t>(qb));
   const cudaStream_t s = cuda::stream();
@@ -172,7 +161,7 @@ inline Result knn_cuda(const Rows& queries, const Rows& gallery, index_t k,
     for (index_t g0 = 0; g0 < gallery.count; g0 += gb) {
       const index_t n = std::min(gb, gallery.count - g0);
       cuda::gemm<float>(false, true, m, n, dim, 1.0f, dq.data(), dim, dg.data() + g0 * dim, dim,
-                        0.0f, tile.data(), tile_cols);
+                        0.0f, tile.data(), tile_cols, MatmulPrecision::highest);  // no TF32
       constexpr int per_block = 4;  // warps (queries) per block
       const auto blocks = static_cast<unsigned>((m + per_block - 1) / per_block);
       g::merge_tile<<<blocks, per_block * g::warp, 0, s>>>(
