@@ -481,6 +481,9 @@ EOF
   check "colour cnn: query --image finds the file's own test image first" \
     grep -qE "$self_first" "$tmp/ccnnb.log"
   check "colour cnn: query --image draws the retrieval figure" test -s "$tmp/ccnnb/retrieval.png"
+  printf 'not an image' >"$tmp/notimage.jpg"
+  expect_bad "$tmp/notimage.jpg: not a PNG or JPEG image" \
+    query --model "$tmp/ccnn/model.siam" --data "$tmp/folder" --image "$tmp/notimage.jpg"
   expect_bad "--model $tmp/col1/model.siam takes inputs of \[768\] values, and --data $tmp/folder gives images of 1 x 28 x 28" \
     query --model "$tmp/col1/model.siam" --data "$tmp/folder" --index 0
   expect_bad "--layers 784,32,2: the input size must be 768 (3 x 16x16 images)" \
