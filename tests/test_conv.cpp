@@ -473,10 +473,16 @@ TEST_CASE("engines: im2col in float agrees with the double reference; oneDNN wit
     Shape x, w;
     index_t s, p;
   };
-  // LeNet's two convolutions (a small batch) and a strided, padded one.
+  // LeNet's two convolutions (a small batch) and a strided, padded one; then ResNet's
+  // shapes, where oneDNN picks channel-blocked layouts (nChw16c on AVX-512, nChw8c on AVX2):
+  // 3x3 padded, 49 positions (not a whole number of 16-position tiles), 20 output channels
+  // (a last block of 4), the strided 1x1 projection.
   for (const L& l : {L{Shape{6, 1, 28, 28}, Shape{20, 1, 5, 5}, 1, 0},
                      L{Shape{6, 20, 12, 12}, Shape{50, 20, 5, 5}, 1, 0},
-                     L{Shape{3, 4, 9, 9}, Shape{8, 4, 3, 3}, 2, 1}}) {
+                     L{Shape{3, 4, 9, 9}, Shape{8, 4, 3, 3}, 2, 1},
+                     L{Shape{3, 32, 7, 7}, Shape{32, 32, 3, 3}, 1, 1},
+                     L{Shape{2, 16, 9, 9}, Shape{20, 16, 3, 3}, 1, 1},
+                     L{Shape{2, 32, 8, 8}, Shape{64, 32, 1, 1}, 2, 0}}) {
     CAPTURE(l.x.str());
     const Tf x = random_f(l.x, rng), w = random_f(l.w, rng), b = random_f(Shape{l.w[0]}, rng);
     const index_t oh = (l.x[2] + 2 * l.p - l.w[2]) / l.s + 1;
