@@ -71,6 +71,27 @@ expect_bad "--seed" --seed -1
 expect_bad "--on-nan" --on-nan maybe
 expect_bad "--device" --device tpu
 expect_bad "--matmul-precision fp8" --matmul-precision fp8
+expect_bad "--conv-engine fft: must be auto, im2col or onednn" --conv-engine fft
+if grep -q "no oneDNN" "$tmp/help.txt"; then  # a build without oneDNN says so in --help
+  expect_bad "--conv-engine onednn: this build has no oneDNN" --conv-engine onednn
+else
+  # The ResNet with each CPU convolution engine (auto: oneDNN for --arch resnet): the same
+  # network and batches, float sums in other orders, so the first step's loss agrees closely.
+  for e in im2col auto; do
+    "$bin" "${small[@]}" --batch-pairs 8 --iterations 2 --eval-every 2 --arch resnet \
+      --conv-engine $e --out "$tmp/rn-$e" >"$tmp/rn-$e.log" 2>&1
+    rc=$?
+    check "--arch resnet --conv-engine $e exits 0 (rc $rc: $(tail -1 "$tmp/rn-$e.log"))" test $rc -eq 0
+  done
+  check "--conv-engine auto runs --arch resnet on oneDNN, and metrics.json says so" \
+    grep -q '"conv_engine": "onednn"' "$tmp/rn-auto/metrics.json"
+  check "--conv-engine im2col is recorded in metrics.json" \
+    grep -q '"conv_engine": "im2col"' "$tmp/rn-im2col/metrics.json"
+  check "im2col and oneDNN: the first step's loss agrees within 1e-5 (relative)" \
+    awk -F, 'FNR == 2 { v[++n] = $2 } END { d = v[1] - v[2]; if (d < 0) d = -d
+                                            exit !(n == 2 && v[1] > 0 && d <= 1e-5 * v[1]) }' \
+    "$tmp/rn-im2col/loss.csv" "$tmp/rn-auto/loss.csv"
+fi
 expect_bad "--graph: replays Adam and AdamW only" --graph --optimizer sgd
 if grep -q "no CUDA backend" "$tmp/help.txt"; then  # a CPU-only build says so in --help
   expect_bad "no CUDA backend" --device gpu

@@ -11,6 +11,9 @@
 // Exit codes: 0 success, 1 an error during the run (one line "error: ..." on stderr),
 // 2 a bad option (one line naming it; nothing is loaded or written), 130 interrupted.
 #include <siam/siamese.hpp>  // the CPU backend
+#if defined(SIAM_EXAMPLE_HAS_DNNL)
+#include <siam/backend/conv_dnnl.hpp>  // --conv-engine onednn
+#endif
 
 #include <CLI/CLI.hpp>
 
@@ -34,6 +37,11 @@ std::string gpu_unavailable_reason();  // empty when a device is present
 constexpr bool kHaveCuda = true;
 #else
 constexpr bool kHaveCuda = false;
+#endif
+#if defined(SIAM_EXAMPLE_HAS_DNNL)
+constexpr bool kHaveDnnl = true;
+#else
+constexpr bool kHaveDnnl = false;
 #endif
 
 namespace {
@@ -119,6 +127,12 @@ void add_train_options(CLI::App& app, Options& o, bool have_cuda) {
                  "accumulation, weights and optimizer state; tensor cores on the GPU, an "
                  "emulation on the CPU (to check results)")
       ->capture_default_str();
+  app.add_option("--conv-engine", o.conv_engine,
+                 kHaveDnnl ? "CPU convolutions: im2col (+ GEMM), onednn (oneDNN's direct "
+                             "kernels) or auto (onednn for --arch resnet, else im2col)"
+                           : "CPU convolutions: im2col, onednn or auto (this build has no "
+                             "oneDNN: auto is im2col)")
+      ->capture_default_str();
   app.add_option("--eval-every", o.eval_every, "Embed the test set every N iterations")
       ->capture_default_str();
   app.add_flag("--frames", o.frames, "Write embedding_NNNN.png at every evaluation");
@@ -179,6 +193,12 @@ int bad_option(const std::string& line) {
 int dispatch(Options o, bool is_query) {
   if (o.threads > 0) siam::set_num_threads(o.threads);
   o.threads = siam::num_threads();
+  if (!is_query) {  // the CPU convolution engine of this run (--conv-engine)
+    if (o.conv_engine == "auto")
+      o.conv_engine = kHaveDnnl && o.arch == "resnet" ? "onednn" : "im2col";
+    siam::set_conv_engine(o.conv_engine == "onednn" ? siam::ConvEngine::onednn
+                                                    : siam::ConvEngine::im2col);
+  }
 #if defined(SIAM_EXAMPLE_HAS_MPI)
   if (!is_query) {  // under mpirun with several ranks: data-parallel (distributed.hpp)
 #if defined(SIAM_EXAMPLE_HAS_CUDA)
@@ -255,7 +275,8 @@ int main(int argc, char** argv) {
   const bool is_query = q->parsed();
   if (is_query)
     if (auto problem = check_image_options(o)) return bad_option(*problem);
-  if (auto problem = is_query ? check_query_options(o) : check_train_options(o, kHaveCuda))
+  if (auto problem =
+          is_query ? check_query_options(o) : check_train_options(o, kHaveCuda, kHaveDnnl))
     return bad_option(*problem);
   if (is_query && !o.index_file.empty())
     if (auto problem = check_index_query_options(o)) return bad_option(*problem);

@@ -46,6 +46,7 @@ struct Options {
   std::string device = "auto";
   bool graph = false;                        // capture the step once, replay it (CUDA graph on gpu)
   std::string matmul_precision = "highest";  // highest, high (TF32), medium (BF16; CPU: emulated)
+  std::string conv_engine = "auto";          // CPU convolutions: auto, im2col, onednn
   bool frames = false;
   std::string resume;
   std::string on_nan = "stop";
@@ -136,7 +137,8 @@ inline std::optional<std::string> check_data_options(const Options& o) {
 }
 
 /// The first problem with a training run's options, as one line naming option and value.
-inline std::optional<std::string> check_train_options(const Options& o, bool have_cuda) {
+inline std::optional<std::string> check_train_options(const Options& o, bool have_cuda,
+                                                      bool have_dnnl = false) {
   using detail::show;
   if (auto e = check_data_options(o)) return e;
   if (o.iterations < 0) return "--iterations " + std::to_string(o.iterations) + ": must be >= 0";
@@ -202,6 +204,10 @@ inline std::optional<std::string> check_train_options(const Options& o, bool hav
   } catch (const siam::value_error&) {
     return "--matmul-precision " + o.matmul_precision + ": must be highest, high or medium";
   }
+  if (o.conv_engine != "auto" && o.conv_engine != "im2col" && o.conv_engine != "onednn")
+    return "--conv-engine " + o.conv_engine + ": must be auto, im2col or onednn";
+  if (o.conv_engine == "onednn" && !have_dnnl)
+    return "--conv-engine onednn: this build has no oneDNN (install libdnnl-dev and rebuild)";
   if (o.graph && o.optimizer != "adam" && o.optimizer != "adamw")
     return "--graph: replays Adam and AdamW only (got --optimizer " + o.optimizer + ")";
   std::error_code ec;

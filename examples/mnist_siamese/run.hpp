@@ -215,6 +215,8 @@ void print_setup(const Options& o, const char* device, siam::SiameseTrainer<floa
                 o.matmul_precision == "high" ? "TF32" : "BF16",
                 Backend::is_host ? ", emulated: GEMM inputs rounded, FP32 products" : "");
   if (o.graph) std::printf("graph mode: the step is captured once and replayed\n");
+  if (Backend::is_host && o.arch != "mlp")
+    std::printf("convolutions by %s\n", siam::conv_engine_name());
   std::printf("network: %s, %zu parameters, shared by both branches\n",
               t.network().describe().c_str(), params);
   const auto& c = t.config();
@@ -280,6 +282,7 @@ inline std::string metrics_json(const Options& o, const Data& d, const Evaluatio
       .add("device", device)
       .add("gemm_provider", std::string(gemm_provider_name))
       .add("matmul_precision", o.matmul_precision)
+      .add("conv_engine", device == "cpu" ? o.conv_engine : std::string("cudnn"))
       .add("graph", static_cast<long long>(o.graph))
       .add("arch", o.arch)
       .add("layers", o.arch == "mlp" ? o.layers : std::string(o.arch == "cnn" ? "lenet" : "resnet"))
