@@ -5,12 +5,18 @@
 //                                  the running statistics and counts are not their initial
 //                                  values), then writes DIR/specs.txt (nn::resnet_specs, one
 //                                  layer per line), DIR/siam.safetensors, DIR/images.f32
-//                                  (6 x 1 x 12 x 12) and DIR/siam_embedding.f32 (inference mode)
+//                                  (6 x 1 x 12 x 12), DIR/siam_embedding.f32 (inference mode)
+//                                  and, where siam is built with ONNX export, DIR/resnet.onnx;
+//                                  the last line of its output says which ("onnx: written" or
+//                                  "onnx: not built")
 //   resnet_fixture load DIR ST     builds the network afresh (another seed), loads ST, writes
 //                                  DIR/loaded_embedding.f32 (of DIR/images.f32, inference
 //                                  mode) and saves the loaded network as DIR/resaved.safetensors
 #include <siam/io/safetensors.hpp>
 #include <siam/siamese.hpp>
+#if defined(SIAM_RESNET_FIXTURE_ONNX)
+#include <siam/io/onnx.hpp>
+#endif
 
 #include <cstdio>
 #include <cstring>
@@ -73,6 +79,12 @@ static int save(const fs::path& dir) {
   const auto x = images(7);
   write_floats(dir / "images.f32", x);
   write_floats(dir / "siam_embedding.f32", embed(net, x));
+#if defined(SIAM_RESNET_FIXTURE_ONNX)
+  siam::io::export_onnx(net, dir / "resnet.onnx");
+  std::printf("onnx: written\n");
+#else
+  std::printf("onnx: not built\n");
+#endif
   return 0;
 }
 
