@@ -5,7 +5,9 @@
 # seed by seed, with siam's --arch cnn and --arch mlp under the same loss, data and iterations
 # beside them. Prints a table of precision@1 and MAP@R (the test set against itself,
 # siam::search::accuracy's definitions; pytorch_resnet.py computes them the same way) per
-# seed, their means and standard deviations, and siam - PyTorch.
+# seed, their means and standard deviations, and siam - PyTorch. Each siam ResNet run's
+# metrics are also recomputed by pytorch_resnet.py from its embedding.csv (pytorch_resnet.py
+# check), and the script stops if they differ by more than 1e-6.
 # Builds nothing: BUILD_DIR must hold examples/mnist_siamese/mnist_siamese.
 #
 #   bench/compare_resnet_quality.sh BUILD_DIR SEEDS ITERATIONS     # SEEDS: 0,1,2
@@ -99,6 +101,12 @@ echo "baselines: siam ${baselines:-none} (embedding $dim_note); outputs in $out"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for seed in ${seeds//,/ }; do
   siam_run resnet "$seed"; show_last
+  # The same metrics from siam's own test embeddings by pytorch_resnet.py's code: they must
+  # agree (to 1e-6) for the comparison to mean anything.
+  LD_PRELOAD=$tcmalloc "$py" "$here/pytorch_resnet.py" check --run "$out/siam-resnet-seed$seed" \
+    --threads "$threads" >"$out/check-seed$seed.log" 2>&1 ||
+    { echo "compare_resnet_quality.sh: pytorch_resnet.py's metrics differ from siam's; see $out/check-seed$seed.log" >&2; exit 1; }
+  echo "  siam's embedding.csv through pytorch_resnet.py's metrics: largest |difference| from metrics.json $(awk '/\|difference\|/ {d = $NF + 0; if (d > m) m = d} END {printf "%.2g", m}' "$out/check-seed$seed.log")"
   torch_run "$seed"; show_last
   for b in $baselines; do siam_run "$b" "$seed"; show_last; done
 done
