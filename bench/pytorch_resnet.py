@@ -352,24 +352,6 @@ def read_embedding_csv(path):
     return torch.from_numpy(data[:, 2:].astype(np.float32)), torch.from_numpy(data[:, 1].astype(np.int64))
 
 
-def read_safetensors(path):
-    """{name: tensor} of a safetensors file (F32 and I64 tensors)."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    n = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8:8 + n])
-    base = 8 + n
-    dtypes = {"F32": np.float32, "I64": np.int64, "F64": np.float64}
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        arr = np.frombuffer(blob[base + a:base + b], dtype=dtypes[info["dtype"]]).reshape(info["shape"])
-        out[name] = torch.from_numpy(arr.copy())
-    return out
-
-
 def cmd_check(args):
     emb, lab = read_embedding_csv(os.path.join(args.run, "embedding.csv"))
     with open(os.path.join(args.run, "metrics.json")) as f:
@@ -386,6 +368,8 @@ def cmd_check(args):
         failed = True
     if args.weights:
         from pytorch_losses import load_split
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "interop"))
+        from check_resnet import read_safetensors
         state = read_safetensors(args.weights)
         net = make_net(args.width, emb.shape[1])
         missing, unexpected = net.load_state_dict(state, strict=False)
