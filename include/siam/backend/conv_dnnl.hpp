@@ -221,7 +221,8 @@ struct DnnlConv {
       float* dst = y + (i * a.c + b * K) * hw;
       index_t q0 = 0;
       for (; q0 + K <= hw; q0 += K) {
-        float tile[K][K];  // [channel][position]
+        constexpr auto k = static_cast<std::size_t>(K);
+        float tile[k][k];  // [channel][position]
         for (index_t q = 0; q < K; ++q)
           for (index_t u = 0; u < K; ++u)
             tile[u][q] = src[(q0 + q) * K + u];
