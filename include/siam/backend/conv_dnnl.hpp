@@ -37,7 +37,7 @@ struct DnnlConv {
     dnnl::memory user, blk;
     dnnl::reorder reorder;  // user -> blk for inputs, blk -> user for outputs
     bool blocked = false;
-    index_t offset = 0, floats = 0;
+    index_t offset = 0;
     index_t unblock = 0;  // an output in nChw16c / nChw8c: its channel block (own copy-out)
     index_t n = 0, c = 0, hw = 0;
   };
@@ -88,9 +88,8 @@ struct DnnlConv {
     }
     a.blocked = true;
     a.blk = dnnl::memory(chosen, c.engine, nullptr);
-    a.floats = round16(floats_of(chosen));
     a.offset = at;
-    at += a.floats;
+    at += round16(floats_of(chosen));
     a.reorder = input ? dnnl::reorder(a.user, a.blk) : dnnl::reorder(a.blk, a.user);
     const dnnl::memory::dims d = plain.dims();
     if (!input && d.size() == 4)
@@ -207,7 +206,10 @@ struct DnnlConv {
   // slower than the other way on the ResNet shapes).
   static void finish(Arg& a) {
     if (!a.blocked) return;
-    if (a.unblock) return unblock(a);
+    if (a.unblock) {  // read on this thread: the primitive's writes must be done
+      context().stream.wait();
+      return unblock(a);
+    }
     run(a.reorder, {{DNNL_ARG_FROM, a.blk.get()}, {DNNL_ARG_TO, a.user.get()}});
   }
   // y[i, c, q] = blk[i, c / K, q, c % K] (K the channel block; the padded channels of the last
