@@ -91,6 +91,10 @@ mutant include/siam/io/archive.hpp test_conv \
 mutant include/siam/backend/batchnorm_host.hpp test_layers_modern \
   'const T Bc = -k * invstd[ch] * sx;' \
   'const T Bc = k * invstd[ch] * sx;'
+# batch norm fused with its ReLU: the backward's sums see dy unmasked
+mutant include/siam/backend/batchnorm_host.hpp test_layers_modern \
+  'a = affine(ra, xq, rb) <= T(0) ? T(0) : dq;' \
+  'a = dq;'
 # loader: each row decodes the next row's image (an off-by-one in the item index)
 mutant include/siam/data/loader.hpp test_images \
   'folder_.load(rows[r], spec_.decode_shrink' \

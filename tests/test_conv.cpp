@@ -513,6 +513,23 @@ TEST_CASE("engines: im2col in float agrees with the double reference; oneDNN wit
 #endif
   }
 #if defined(SIAM_TEST_DNNL)
+  {  // an input read by two convolutions (a residual block's input): its blocked dx is added
+     // by oneDNN's copy-out; the sum against im2col's
+    const Tf x = random_f(Shape{3, 32, 7, 7}, rng), w1 = random_f(Shape{32, 32, 3, 3}, rng),
+             w2 = random_f(Shape{32, 32, 3, 3}, rng), r = random_f(Shape{3, 32, 7, 7}, rng);
+    std::vector<float> dx[2];
+    for (int k = 0; k < 2; ++k) {
+      set_conv_engine(k ? ConvEngine::onednn : ConvEngine::im2col);
+      Parameter<float, Cpu> px("x", Tf(x));
+      Tape<float, Cpu> t;
+      auto xv = t.param(px);
+      auto y = conv2d(xv, t.constant(w1), 1, 1) + conv2d(xv, t.constant(w2), 1, 1);
+      t.backward(sum(y * t.constant(r)));
+      dx[k] = px.gradient().to_vector();
+    }
+    set_conv_engine(ConvEngine::im2col);
+    CHECK(max_rel_diff(dx[0], dx[1]) < 1e-5);
+  }
   MESSAGE("oneDNN engine compared with im2col");
 #else
   MESSAGE("oneDNN not built in (SIAM_DNNL=OFF or not found): engine agreement skipped");

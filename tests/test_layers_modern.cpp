@@ -171,6 +171,108 @@ TEST_CASE("batch_norm: float matches double") {
     CHECK(double(yf.value().data()[i]) == doctest::Approx(yd.value().data()[i]).epsilon(1e-5));
 }
 
+TEST_CASE(
+    "batch_norm_relu: gradients, 1x1 and empty shapes; values, gradients and running "
+    "statistics as relu(batch_norm)") {
+  Rng rng(41);
+  for (Shape s : {Shape{6, 3}, Shape{4, 2, 5}, Shape{3, 2, 3, 2}, Shape{2, 1}, Shape{2, 1, 1, 1},
+                  Shape{1, 2, 2, 2}, Shape{0, 3}, Shape{0, 2, 3, 3}}) {
+    CAPTURE(s.str());
+    const index_t c = s[1];
+    const Td r = random(s, rng), x = random(s, rng, -2, 3);
+    const Td g = random(Shape{c}, rng, -1.5, 1.5), b = random(Shape{c}, rng);
+    const auto res = gradcheck::check(
+        [&r](Taped& t, std::vector<Vd>& v) {
+          return gradcheck::project(t, batch_norm_relu(v[0], v[1], v[2], 1e-5), r);
+        },
+        {x, g, b});
+    CHECK(res.checked == std::size_t(s.size() + 2 * c));
+    // The fused op against the two ops: values, every gradient, the running statistics.
+    Td grads[2][3], outs[2], means[2], vars[2];
+    for (int fused = 0; fused < 2; ++fused) {
+      std::vector<Parameter<double, Cpu>> ps{{"x", Td(x)}, {"g", Td(g)}, {"b", Td(b)}};
+      means[fused] = random(Shape{c}, rng);
+      vars[fused] = Td(means[fused]);
+      Taped t;
+      const BatchNormRunning<double, Cpu> run{&means[fused], &vars[fused], 0.25};
+      Vd y = fused ? batch_norm_relu(t.param(ps[0]), t.param(ps[1]), t.param(ps[2]), 1e-5, run)
+                   : relu(batch_norm(t.param(ps[0]), t.param(ps[1]), t.param(ps[2]), 1e-5, run));
+      outs[fused] = Td(y.value());
+      t.backward(gradcheck::project(t, y, r));
+      for (std::size_t k = 0; k < 3; ++k)
+        grads[fused][k] = Td(ps[k].gradient());
+    }
+    for (index_t i = 0; i < x.size(); ++i)
+      CHECK(outs[1][i] == doctest::Approx(outs[0][i]).epsilon(1e-12));
+    for (std::size_t k = 0; k < 3; ++k)
+      for (index_t i = 0; i < grads[0][k].size(); ++i) {
+        CAPTURE(k);
+        CHECK(grads[1][k][i] == doctest::Approx(grads[0][k][i]).epsilon(1e-10));
+      }
+  }
+  // Errors name the op; one value per channel is refused as batch_norm refuses it.
+  const Td c3 = random(Shape{3}, rng), c2 = random(Shape{2}, rng);
+  auto bnr = [](Taped&, std::vector<Vd>& v) { return sum(batch_norm_relu(v[0], v[1], v[2])); };
+  gradcheck::check_throws_identically<shape_error>(bnr, {random(Shape{1, 3}, rng), c3, c3});
+  gradcheck::check_throws_identically<shape_error>(bnr, {random(Shape{4, 3}, rng), c2, c3});
+  Taped t;
+  try {
+    const Td x = random(Shape{4, 3}, rng);
+    (void)batch_norm_relu(t.constant(x), t.constant(c2), t.constant(c2));
+    FAIL("no exception");
+  } catch (const shape_error& e) {
+    CHECK(std::string(e.what()).find("batch_norm_relu") != std::string::npos);
+    CHECK(std::string(e.what()).find("[4 x 3]") != std::string::npos);
+  }
+  const Td x43(Shape{4, 3});
+  CHECK_THROWS_AS((void)batch_norm_relu(t.constant(x43), t.constant(c3), t.constant(c3), 0.0),
+                  value_error);
+}
+
+TEST_CASE("batch_norm_relu: float on a ResNet shape matches relu(batch_norm); NaN passes") {
+  using Tf = Tensor<float, Cpu>;
+  Rng rng(43);
+  const Shape s{6, 16, 7, 7};
+  Tf x(s), dy(s), g(Shape{16}), b(Shape{16});
+  for (index_t i = 0; i < x.size(); ++i) {
+    x[i] = float(rng.uniform(-2, 3));
+    dy[i] = float(rng.uniform(-1, 1));
+  }
+  for (index_t k = 0; k < 16; ++k) {
+    g[k] = float(rng.uniform(0.5, 1.5));
+    b[k] = float(rng.uniform(-0.5, 0.5));
+  }
+  x[5 * 49 + 3] = std::nanf("");  // channel 5 of image 0
+  Tf outs[2], dxs[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    Parameter<float, Cpu> px("x", Tf(x));
+    Tape<float, Cpu> t;
+    auto y = fused ? batch_norm_relu(t.param(px), t.constant(g), t.constant(b))
+                   : relu(batch_norm(t.param(px), t.constant(g), t.constant(b)));
+    outs[fused] = Tf(y.value());
+    t.backward(sum(y * t.constant(dy)));
+    dxs[fused] = Tf(px.gradient());
+  }
+  index_t nans = 0, zeros = 0;
+  float dx_max = 0;  // dx = A dy + B x + C cancels: compared against the largest |dx|
+  for (index_t i = 0; i < x.size(); ++i)
+    if ((i / 49) % 16 != 5) dx_max = std::max(dx_max, std::abs(dxs[0][i]));
+  REQUIRE(dx_max > 0.f);
+  for (index_t i = 0; i < x.size(); ++i) {
+    const bool nan_channel = (i / 49) % 16 == 5;
+    CAPTURE(i);
+    if (nan_channel) {  // the channel's statistics are NaN: every output NaN in both
+      nans += std::isnan(outs[1][i]) && std::isnan(outs[0][i]);
+      continue;
+    }
+    zeros += outs[1][i] == 0.f;
+    CHECK(outs[1][i] == doctest::Approx(outs[0][i]).epsilon(1e-6));
+    CHECK(std::abs(dxs[1][i] - dxs[0][i]) <= 1e-5f * dx_max);
+  }
+  CHECK(nans == 6 * 49);
+  CHECK(zeros > x.size() / 8);  // the ReLU cut a good share: the masks were exercised
+}
+
 TEST_CASE("global_avg_pool2d: gradients, values and errors") {
   Rng rng(13);
   for (Shape s : {Shape{2, 3, 4, 5}, Shape{1, 1, 1, 1}, Shape{3, 2, 6}, Shape{0, 2, 3, 3}}) {

@@ -12,6 +12,8 @@
 // Scratch is a tape slot, so a steady step allocates nothing. On a host backend the training
 // forward and its backward run in the host engine instead (backend/batchnorm_host.hpp: one
 // task per channel, two passes each way); the expression path is the device one.
+// batch_norm_relu is max(0, batch_norm(x)) as one op: on a host backend the ReLU is folded
+// into the engine's passes (no pass, no tensor of its own); elsewhere it is the two ops.
 #pragma once
 
 #include <string>
@@ -100,8 +102,9 @@ void bn_affine(const BnGeometry& g, const View<T, B>& x, View<T, B> y, T* r1, T*
 //   dx        += (gamma invstd / M) (M dy - sum dy - xhat sum dy xhat)
 //              = A[c] dy + Bc[c] x + Cc[c]   with A = gamma invstd, k = A / M,
 //                Bc = -k invstd sum(dy xhat), Cc = -k sum(dy) - Bc mean.
-template <class T, class B>
+template <class T, class B, bool Relu = false>
 void batch_norm_backward(Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
+  static_assert(B::is_host || !Relu, "the fused ReLU is a host engine's");
   const BnGeometry g =
       bn_geometry("batch_norm", t.shape(n.in[0]), t.shape(n.in[1]), t.shape(n.in[2]));
   if (g.count() == 0) return;
@@ -113,7 +116,7 @@ void batch_norm_backward(Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
     bool acc = false;
     T* dx = t.requires_grad(n.in[0]) ? t.grad_for_write(n.in[0], acc).data() : nullptr;
     HostBatchNorm<T>::backward(g.n, g.c, g.s, x.data(), dy.data(), gamma.data(), w.mean, w.invstd,
-                               w.a, w.b, dx, acc);
+                               w.a, w.b, dx, acc, Relu ? w.plane : nullptr);
     t.accumulate(n.in[2], View<T, B>(w.a, cs));
     t.accumulate(n.in[1], View<T, B>(w.b, cs));
     return;
@@ -178,6 +181,10 @@ void check_bn_eps(const char* op, T eps) {
                       std::to_string(static_cast<double>(eps)));
 }
 
+template <class T, class B>
+Var<T, B> batch_norm_impl(const char* op, Var<T, B> x, Var<T, B> gamma, Var<T, B> beta, T eps,
+                          BatchNormRunning<T, B> running, bool fuse_relu);
+
 }  // namespace detail
 
 // ---- batch_norm (training mode: the batch's own statistics).
@@ -194,13 +201,34 @@ void check_bn_eps(const char* op, T eps) {
 template <class T, class B>
 Var<T, B> batch_norm(Var<T, B> x, Var<T, B> gamma, Var<T, B> beta, T eps = T(1e-5),
                      BatchNormRunning<T, B> running = {}) {
-  detail::require_same_tape("batch_norm", x, gamma);
-  detail::require_same_tape("batch_norm", x, beta);
-  detail::check_bn_eps("batch_norm", eps);
-  const detail::BnGeometry g =
-      detail::bn_geometry("batch_norm", x.shape(), gamma.shape(), beta.shape());
+  return detail::batch_norm_impl("batch_norm", x, gamma, beta, eps, running, false);
+}
+
+// ---- batch_norm_relu: max(0, batch_norm(x, gamma, beta)) in training mode, one op:
+//   y = max(0, z), z = gamma (x - mean) invstd + beta;  dz = dy [z > 0] (NaN passes, as
+//   relu), then batch_norm's backward with dz.
+// The same arguments, errors and running-statistics update as batch_norm. On a host backend
+// the ReLU is folded into batch_norm's passes: z is neither stored nor read again, the
+// backward recomputes the mask from x. Elsewhere it is relu(batch_norm(...)).
+template <class T, class B>
+Var<T, B> batch_norm_relu(Var<T, B> x, Var<T, B> gamma, Var<T, B> beta, T eps = T(1e-5),
+                          BatchNormRunning<T, B> running = {}) {
+  if constexpr (B::is_host)
+    return detail::batch_norm_impl("batch_norm_relu", x, gamma, beta, eps, running, true);
+  else
+    return relu(detail::batch_norm_impl("batch_norm_relu", x, gamma, beta, eps, running, false));
+}
+
+namespace detail {
+template <class T, class B>
+Var<T, B> batch_norm_impl(const char* op, Var<T, B> x, Var<T, B> gamma, Var<T, B> beta, T eps,
+                          BatchNormRunning<T, B> running, bool fuse_relu) {
+  detail::require_same_tape(op, x, gamma);
+  detail::require_same_tape(op, x, beta);
+  detail::check_bn_eps(op, eps);
+  const detail::BnGeometry g = detail::bn_geometry(op, x.shape(), gamma.shape(), beta.shape());
   if (g.count() == 1)
-    throw shape_error("batch_norm: one value per channel in training mode (input " +
+    throw shape_error(std::string(op) + ": one value per channel in training mode (input " +
                       x.shape().str() + "): the variance needs at least two");
   auto& t = x.tape();
   const bool rg = x.requires_grad() || gamma.requires_grad() || beta.requires_grad();
@@ -215,7 +243,7 @@ Var<T, B> batch_norm(Var<T, B> x, Var<T, B> gamma, Var<T, B> beta, T eps = T(1e-
     if constexpr (B::is_host) {
       detail::HostBatchNorm<T>::forward(g.n, g.c, g.s, xv.data(), gamma.value().data(),
                                         beta.value().data(), eps, w.mean, w.c, w.invstd,
-                                        y.value().data());
+                                        y.value().data(), fuse_relu ? w.plane : nullptr);
     } else {
       detail::bn_channel_sum<T, B>(g, xv, w.plane, w.mean);
       View<T, B>(w.mean, cs) = View<T, B>(w.mean, cs) / m;
@@ -232,7 +260,7 @@ Var<T, B> batch_norm(Var<T, B> x, Var<T, B> gamma, Var<T, B> beta, T eps = T(1e-
     }
     if (running.mean && running.var) {
       if (running.mean->shape() != cs || running.var->shape() != cs)
-        throw shape_error("batch_norm: running statistics " + running.mean->shape().str() +
+        throw shape_error(std::string(op) + ": running statistics " + running.mean->shape().str() +
                           " and " + running.var->shape().str() + " for " + std::to_string(g.c) +
                           " channels");
       const T mo = running.momentum;
@@ -240,9 +268,16 @@ Var<T, B> batch_norm(Var<T, B> x, Var<T, B> gamma, Var<T, B> beta, T eps = T(1e-
       *running.var = *running.var * (T(1) - mo) + View<T, B>(w.c, cs) * (mo * m / (m - T(1)));
     }
   }
+  if constexpr (B::is_host)
+    if (fuse_relu) {
+      t.record(&detail::batch_norm_backward<T, B, true>, y,
+               {x.id(), gamma.id(), beta.id(), work.id()}, eps);
+      return y;
+    }
   t.record(&detail::batch_norm_backward<T, B>, y, {x.id(), gamma.id(), beta.id(), work.id()}, eps);
   return y;
 }
+}  // namespace detail
 
 // ---- batch_norm_inference: the same normalisation with fixed statistics (running mean and
 // variance [C], read as constants: no gradient flows to them):

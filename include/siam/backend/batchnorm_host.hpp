@@ -8,6 +8,10 @@
 //             pass 2: y = a x + b, a = gamma invstd, b = beta - a mean.
 //   backward  pass 1: sum dy and sum dy (x - mean);
 //             pass 2: dx (+)= A dy + Bc x + Cc (coefficients below).
+// Fused with a ReLU after it (batch_norm_relu): the forward writes max(0, a x + b) and keeps
+// a and b; the backward masks dy with [a x + b > 0], recomputed from x the same way (one
+// rounding, std::fma where the target has FMA), so the ReLU costs no pass of its own. NaN
+// passes both ways, as relu and relu_grad (functors.hpp) let it.
 // Each plane is summed in 8 lanes of T, then added to a double total per channel, in a fixed
 // order: the results do not depend on the thread count. Nothing is allocated.
 #pragma once
@@ -53,10 +57,22 @@ struct HostBatchNorm {
     t2 += static_cast<double>(s2);
   }
 
+  // a x + b with one rounding where the target has FMA, the same in both directions of the
+  // fused ReLU (the backward's mask must see the forward's sign).
+  static T affine(T a, T x, T b) {
+#if defined(__FMA__)
+    return std::fma(a, x, b);
+#else
+    return a * x + b;
+#endif
+  }
+
   /// Training forward: mean[c], var[c] (biased), invstd[c] = 1 / sqrt(var + eps), and
-  /// y = gamma (x - mean) invstd + beta. n * s > 0.
+  /// y = gamma (x - mean) invstd + beta. n * s > 0. With `relu` non-null, y = max(0, ...) and
+  /// relu[c], relu[c + C] keep the channel's a = gamma invstd and b = beta - a mean for
+  /// backward_relu.
   static void forward(index_t n, index_t c, index_t s, const T* x, const T* gamma, const T* beta,
-                      T eps, T* mean, T* var, T* invstd, T* y) {
+                      T eps, T* mean, T* var, T* invstd, T* y, T* relu = nullptr) {
     const double m = static_cast<double>(n * s);
     parallel_for(c, n * c * s >= parallel_threshold, [&](index_t ch) {
       const T k = x[ch * s];
@@ -77,10 +93,21 @@ struct HostBatchNorm {
       var[ch] = static_cast<T>(v);
       invstd[ch] = T(1) / std::sqrt(static_cast<T>(v) + eps);
       const T a = gamma[ch] * invstd[ch], b = beta[ch] - a * mean[ch];
+      if (relu) {
+        relu[ch] = a;
+        relu[c + ch] = b;
+      }
       for (index_t i = 0; i < n; ++i) {
         const T* p = x + (i * c + ch) * s;
         T* o = y + (i * c + ch) * s;
-        SIAM_IVDEP for (index_t q = 0; q < s; ++q) o[q] = a * p[q] + b;
+        if (relu) {
+          SIAM_IVDEP for (index_t q = 0; q < s; ++q) {
+            const T z = affine(a, p[q], b);
+            o[q] = z <= T(0) ? T(0) : z;  // NaN passes, as relu does
+          }
+        } else {
+          SIAM_IVDEP for (index_t q = 0; q < s; ++q) o[q] = a * p[q] + b;
+        }
       }
     });
   }
@@ -90,22 +117,35 @@ struct HostBatchNorm {
   ///   dx (+)= (gamma invstd / M) (M dy - sum dy - xhat sum dy xhat)
   ///         = A dy + Bc x + Cc,  A = gamma invstd, k = A / M,
   ///           Bc = -k invstd sum(dy xhat), Cc = -k sum(dy) - Bc mean.
-  /// dx null: only the sums. n * s > 0.
+  /// dx null: only the sums. n * s > 0. With `relu` (forward's a and b), dy is first masked
+  /// by [a x + b > 0]: the backward of max(0, batch_norm(x)).
   static void backward(index_t n, index_t c, index_t s, const T* x, const T* dy, const T* gamma,
                        const T* mean, const T* invstd, T* sum_dy, T* sum_dy_xhat, T* dx,
-                       bool acc_dx) {
+                       bool acc_dx, const T* relu = nullptr) {
     const T m = static_cast<T>(n * s);
     parallel_for(c, n * c * s >= parallel_threshold, [&](index_t ch) {
       const T mu = mean[ch];
+      const T ra = relu ? relu[ch] : T(0), rb = relu ? relu[c + ch] : T(0);
       double t1 = 0, t2 = 0;
       for (index_t i = 0; i < n; ++i) {
         const T* p = x + (i * c + ch) * s;
         const T* d = dy + (i * c + ch) * s;
+        if (!relu) {
+          plane_sums(
+              s,
+              [p, d, mu](index_t q, T& a, T& b) {
+                a = d[q];
+                b = d[q] * (p[q] - mu);
+              },
+              t1, t2);
+          continue;
+        }
         plane_sums(
             s,
-            [p, d, mu](index_t q, T& a, T& b) {
-              a = d[q];
-              b = d[q] * (p[q] - mu);
+            [p, d, mu, ra, rb](index_t q, T& a, T& b) {
+              const T dq = d[q], xq = p[q];  // loaded unconditionally: vectorised
+              a = affine(ra, xq, rb) <= T(0) ? T(0) : dq;
+              b = a * (xq - mu);
             },
             t1, t2);
       }
@@ -120,7 +160,19 @@ struct HostBatchNorm {
         const T* p = x + (i * c + ch) * s;
         const T* d = dy + (i * c + ch) * s;
         T* o = dx + (i * c + ch) * s;
-        if (acc_dx) {
+        if (relu) {
+          if (acc_dx) {
+            SIAM_IVDEP for (index_t q = 0; q < s; ++q) {
+              const T dq = d[q], xq = p[q];
+              o[q] += A * (affine(ra, xq, rb) <= T(0) ? T(0) : dq) + Bc * xq + Cc;
+            }
+          } else {
+            SIAM_IVDEP for (index_t q = 0; q < s; ++q) {
+              const T dq = d[q], xq = p[q];
+              o[q] = A * (affine(ra, xq, rb) <= T(0) ? T(0) : dq) + Bc * xq + Cc;
+            }
+          }
+        } else if (acc_dx) {
           SIAM_IVDEP for (index_t q = 0; q < s; ++q) o[q] += A * d[q] + Bc * p[q] + Cc;
         } else {
           SIAM_IVDEP for (index_t q = 0; q < s; ++q) o[q] = A * d[q] + Bc * p[q] + Cc;

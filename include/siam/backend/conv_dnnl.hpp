@@ -204,17 +204,18 @@ struct DnnlConv {
   // Copies an output written in oneDNN's layout back to siam's. Activations in nChw16c /
   // nChw8c are copied here, in tiles (oneDNN 2.6's reorder in that direction measured 5x
   // slower than the other way on the ResNet shapes).
-  static void finish(Arg& a) {
+  // With `acc`, the copy adds into siam's memory (only for an Arg with `unblock`).
+  static void finish(Arg& a, bool acc = false) {
     if (!a.blocked) return;
     if (a.unblock) {  // read on this thread: the primitive's writes must be done
       context().stream.wait();
-      return unblock(a);
+      return acc ? unblock<true>(a) : unblock<false>(a);
     }
     run(a.reorder, {{DNNL_ARG_FROM, a.blk.get()}, {DNNL_ARG_TO, a.user.get()}});
   }
-  // y[i, c, q] = blk[i, c / K, q, c % K] (K the channel block; the padded channels of the last
-  // block are skipped): tiles of K positions x K channels.
-  template <index_t K>
+  // y[i, c, q] (+)= blk[i, c / K, q, c % K] (K the channel block; the padded channels of the
+  // last block are skipped): tiles of K positions x K channels.
+  template <index_t K, bool Acc>
   static void unblock_tiles(const Arg& a, const float* blk, float* y) {
     const index_t cb = (a.c + K - 1) / K, hw = a.hw;
     parallel_for(a.n * cb, a.n * a.c * hw >= (1 << 15), [&](index_t t) {
@@ -230,20 +231,27 @@ struct DnnlConv {
             tile[u][q] = src[(q0 + q) * K + u];
         for (index_t u = 0; u < cn; ++u)
           for (index_t q = 0; q < K; ++q)
-            dst[u * hw + q0 + q] = tile[u][q];
+            if constexpr (Acc)
+              dst[u * hw + q0 + q] += tile[u][q];
+            else
+              dst[u * hw + q0 + q] = tile[u][q];
       }
       for (index_t q = q0; q < hw; ++q)
         for (index_t u = 0; u < cn; ++u)
-          dst[u * hw + q] = src[q * K + u];
+          if constexpr (Acc)
+            dst[u * hw + q] += src[q * K + u];
+          else
+            dst[u * hw + q] = src[q * K + u];
     });
   }
+  template <bool Acc>
   static void unblock(const Arg& a) {
     const float* blk = static_cast<const float*>(a.blk.get_data_handle());
     float* y = static_cast<float*>(a.user.get_data_handle());
     if (a.unblock == 16)
-      unblock_tiles<16>(a, blk, y);
+      unblock_tiles<16, Acc>(a, blk, y);
     else
-      unblock_tiles<8>(a, blk, y);
+      unblock_tiles<8, Acc>(a, blk, y);
   }
 
   static void forward(const ConvGeometry& g, const float* x, const float* w, const float* b,
@@ -302,14 +310,16 @@ struct DnnlConv {
     }
     if (dx) {
       if (!mdy) mdy = in(e.d_dy, dy);
-      const dnnl_memory_t mw = in(e.d_w, w), mdx = out(e.d_dx, acc_dx ? tdx : dx);
+      // An accumulated dx in a channel-blocked layout is added by the copy-out itself.
+      const bool add_in_copy = acc_dx && e.d_dx.unblock;
+      const dnnl_memory_t mw = in(e.d_w, w), mdx = out(e.d_dx, acc_dx && !add_in_copy ? tdx : dx);
       run(e.bwd_data, {{DNNL_ARG_DIFF_DST, mdy},
                        {DNNL_ARG_WEIGHTS, mw},
                        {DNNL_ARG_DIFF_SRC, mdx},
                        {DNNL_ARG_SCRATCHPAD, e.scratch.get()}});
-      finish(e.d_dx);
+      finish(e.d_dx, add_in_copy);
       s.wait();
-      if (acc_dx) add(dx, tdx, g.in_size());
+      if (acc_dx && !add_in_copy) add(dx, tdx, g.in_size());
     }
   }
   static void add(float* out, const float* in, index_t n) {

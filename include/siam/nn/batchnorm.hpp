@@ -44,22 +44,11 @@ class BatchNorm final : public Layer<T, B> {
     count_ = Parameter<T, B>("num_batches_tracked", Tensor<T, B>(Shape{1}));
   }
 
-  Var<T, B> forward(Var<T, B> x) override {
-    return detail::named(*this, [&] {
-      const Shape s = x.shape();
-      if (s.rank() < 2 || s[1] != c_)
-        throw shape_error("expects [N x " + std::to_string(c_) + " (x ...)], got " + s.str());
-      auto& t = x.tape();
-      if (!training_)
-        return batch_norm_inference(x, t.param(w_), t.param(b_), t.constant(mean_.value),
-                                    t.constant(var_.value), static_cast<T>(eps_));
-      Var<T, B> y =
-          batch_norm(x, t.param(w_), t.param(b_), static_cast<T>(eps_),
-                     BatchNormRunning<T, B>{&mean_.value, &var_.value, static_cast<T>(momentum_)});
-      if (s[0] > 0) count_.value = count_.value + T(1);
-      return y;
-    });
-  }
+  Var<T, B> forward(Var<T, B> x) override { return run(x, false); }
+  /// In training, relu(forward(x)) as one batch_norm_relu op (what Sequential uses for a
+  /// BatchNorm followed by a ReLU).
+  bool fuses_relu() const override { return training_; }
+  Var<T, B> forward_relu(Var<T, B> x) override { return run(x, true); }
   Shape output_shape(const Shape& in) const override {
     if (in[0] != c_)
       throw shape_error(describe() + ": input " + in.str() + ", expected " + std::to_string(c_) +
@@ -102,6 +91,26 @@ class BatchNorm final : public Layer<T, B> {
   Tensor<T, B>& running_var() { return var_.value; }
 
  private:
+  Var<T, B> run(Var<T, B> x, bool with_relu) {
+    return detail::named(*this, [&] {
+      const Shape s = x.shape();
+      if (s.rank() < 2 || s[1] != c_)
+        throw shape_error("expects [N x " + std::to_string(c_) + " (x ...)], got " + s.str());
+      auto& t = x.tape();
+      if (!training_) {
+        Var<T, B> y = batch_norm_inference(x, t.param(w_), t.param(b_), t.constant(mean_.value),
+                                           t.constant(var_.value), static_cast<T>(eps_));
+        return with_relu ? relu(y) : y;
+      }
+      const BatchNormRunning<T, B> running{&mean_.value, &var_.value, static_cast<T>(momentum_)};
+      Var<T, B> y =
+          with_relu ? batch_norm_relu(x, t.param(w_), t.param(b_), static_cast<T>(eps_), running)
+                    : batch_norm(x, t.param(w_), t.param(b_), static_cast<T>(eps_), running);
+      if (s[0] > 0) count_.value = count_.value + T(1);
+      return y;
+    });
+  }
+
   index_t c_;
   double eps_, momentum_;
   bool training_ = true;

@@ -46,6 +46,11 @@ class Layer {
  public:
   virtual ~Layer() = default;
   virtual Var<T, B> forward(Var<T, B> x) = 0;
+  /// Whether forward_relu fuses a following ReLU into this layer's op (Dense: linear_relu;
+  /// BatchNorm in training: batch_norm_relu); Sequential then runs the pair as one.
+  virtual bool fuses_relu() const { return false; }
+  /// relu(forward(x)), as one op where fuses_relu() says so.
+  virtual Var<T, B> forward_relu(Var<T, B> x) { return relu(forward(x)); }
   /// The shape of one output example for one input example of shape `in` (no batch
   /// axis: [784], [1 x 28 x 28]). Throws shape_error naming the layer and both shapes.
   virtual Shape output_shape(const Shape& in) const = 0;
@@ -143,7 +148,8 @@ class Dense final : public Layer<T, B> {
     return linear(x, x.tape().param(w_), x.tape().param(b_));
   }
   /// relu(x W + b) as one fused op (what Sequential uses for Dense followed by ReLU).
-  Var<T, B> forward_relu(Var<T, B> x) {
+  bool fuses_relu() const override { return true; }
+  Var<T, B> forward_relu(Var<T, B> x) override {
     check(x.shape());
     return linear_relu(x, x.tape().param(w_), x.tape().param(b_));
   }
@@ -291,8 +297,9 @@ class L2Normalize final : public ParameterFree<T, B> {
   double eps_;
 };
 
-/// Layers applied in order. A Dense directly followed by a ReLU runs as one fused
-/// linear_relu op (same result, one pass less each way).
+/// Layers applied in order. A layer that fuses_relu() directly followed by a ReLU runs the
+/// pair as one op (Dense: linear_relu; BatchNorm in training: batch_norm_relu; same result,
+/// fewer passes over the data).
 template <class T, class B>
 class Sequential final : public Layer<T, B> {
  public:
@@ -315,9 +322,9 @@ class Sequential final : public Layer<T, B> {
     std::size_t i = 0;
     try {
       for (; i < layers_.size(); ++i) {
-        auto* dense = dynamic_cast<Dense<T, B>*>(layers_[i].get());
-        if (dense && i + 1 < layers_.size() && dynamic_cast<ReLU<T, B>*>(layers_[i + 1].get())) {
-          x = dense->forward_relu(x);
+        if (layers_[i]->fuses_relu() && i + 1 < layers_.size() &&
+            dynamic_cast<ReLU<T, B>*>(layers_[i + 1].get())) {
+          x = layers_[i]->forward_relu(x);
           ++i;
         } else {
           x = layers_[i]->forward(x);
