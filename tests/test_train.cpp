@@ -335,6 +335,49 @@ TEST_CASE(
   CHECK_THROWS_AS(net.embed(wrong), siam::shape_error);
 }
 
+TEST_CASE("inference: embed_images shrinks its batch to bound the network's buffers") {
+  const auto data = clusters(300, 8, {1, 2}, 9);
+  auto make = [] {
+    Rng rng(8);
+    return siam::nn::mlp<float, Cpu>({8, 64, 64, 3}, rng);
+  };
+  auto run = [&](siam::nn::Sequential<float, Cpu>& net, std::size_t max_bytes,
+                 std::vector<index_t>& done) {
+    done.clear();
+    return siam::embed_images(
+        net, data,
+        siam::EmbedOptions{.batch = 1000,
+                           .max_bytes = max_bytes,
+                           .progress = [&](index_t d, index_t) { done.push_back(d); }});
+  };
+  std::vector<index_t> done;
+  auto whole = make();
+  const auto ref = run(whole, 0, done);  // no bound: one batch of 300
+  CHECK(done == std::vector<index_t>{300});
+  const std::size_t full = whole.embed_bytes();
+  REQUIRE(full > 0);
+  CHECK(whole.embed_rows() == 300);
+  auto bounded = make();
+  const auto part = run(bounded, full / 5, done);  // about 60 rows' worth
+  CHECK(done.size() >= 5);
+  CHECK(done.back() == 300);
+  CHECK(bounded.embed_bytes() <= full / 5);
+  REQUIRE(part.size() == ref.size());
+  for (std::size_t i = 0; i < ref.size(); ++i)
+    CHECK(part[i] == doctest::Approx(ref[i]).epsilon(1e-5));
+  // A bound the network fits in changes nothing: the same batches, the same values.
+  auto roomy = make();
+  CHECK(run(roomy, std::size_t{1} << 30, done) == ref);
+  CHECK(done == std::vector<index_t>{300});
+  // A bound below one image still embeds, one image at a time.
+  auto tiny = make();
+  CHECK(run(tiny, 1, done).size() == ref.size());
+  CHECK(done.size() == 300);
+  tiny.release_embed_buffers();
+  CHECK(tiny.embed_bytes() == 0);
+  CHECK(tiny.embed_rows() == 0);
+}
+
 TEST_CASE("trainer: a NaN in the input batch is named as such, not as a gradient's") {
   auto data = clusters(40, 8, {1, 2}, 7);
   siam::SiameseConfig cfg;

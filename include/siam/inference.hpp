@@ -19,7 +19,11 @@ using Progress = std::function<void(index_t done, index_t total)>;
 
 /// How embed_images and embed_rows run.
 struct EmbedOptions {
-  index_t batch = 1000;       ///< images per forward pass
+  index_t batch = 1000;  ///< images per forward pass, at most
+  /// Bound on the network's inference buffers (every intermediate value of a batch, kept
+  /// for the next call): the batch shrinks until they fit, at least one image. A ResNet on
+  /// 28x28 images holds about 4 MB per image, an MLP a few KB. 0: no bound.
+  std::size_t max_bytes = std::size_t{512} << 20;
   bool check_finite = false;  ///< scan each input batch first: numeric_error at a NaN or inf
   Progress progress{};        ///< called after each batch with (images done, images in all)
 };
@@ -47,8 +51,17 @@ void check_finite_input(const View<T, B>& x, index_t first, std::vector<T>& host
 template <class T, class B, class Rows>
 std::vector<float> embed_batches(nn::Sequential<T, B>& net, index_t n, const EmbedOptions& o,
                                  const Rows& rows) {
-  const index_t batch = o.batch;
+  index_t batch = o.batch;
   if (batch <= 0) throw value_error("embed: batch must be > 0, got " + std::to_string(batch));
+  if (o.max_bytes > 0 && n > 0) {
+    // Bytes per image: from the buffers of the batches seen, or from a probe of a few rows
+    // (its output dropped, so the batches and their results do not depend on it).
+    if (net.embed_rows() == 0) (void)net.embed(rows(0, std::min({batch, n, index_t(16)})));
+    const std::size_t per_row =
+        net.embed_bytes() / static_cast<std::size_t>(std::max<index_t>(net.embed_rows(), 1));
+    if (per_row > 0)
+      batch = std::clamp(static_cast<index_t>(o.max_bytes / per_row), index_t(1), batch);
+  }
   std::vector<float> out;
   std::vector<T> host;
   for (index_t b = 0; b < n; b += batch) {

@@ -99,6 +99,13 @@ class Tape {
   std::size_t node_count() const { return nodes_.size(); }
   /// Values (slots) recorded since the last reset().
   std::size_t value_count() const { return used_; }
+  /// Bytes of the buffers the tape holds (values and gradients, kept across reset()).
+  std::size_t bytes() const {
+    std::size_t n = 0;
+    for (const Slot& s : slots_)
+      n += static_cast<std::size_t>(s.store.capacity() + s.store_grad.capacity());
+    return n * sizeof(T);
+  }
 
   /// A training loop that forgets reset() grows the tape by one graph per step, and its
   /// memory with it; past this many nodes (or 8x as many values) record() throws

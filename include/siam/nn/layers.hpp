@@ -21,6 +21,7 @@
 // two static members (LayerKind in nn/registry.hpp).
 #pragma once
 
+#include <algorithm>
 #include <cctype>
 #include <cstdint>
 #include <memory>
@@ -456,6 +457,7 @@ class Sequential final : public Layer<T, B> {
     } mode{*this, training_};
     if (training_) set_training(false);
     const Shape s = x.shape();
+    if (s.rank() >= 1) infer_rows_ = std::max(infer_rows_, s[0]);
     Var<T, B> in = t.constant(x);
     if (input_shape_.size() > 0 && s.rank() >= 2 && !(s == batch_shape(s.rows()))) {
       if (s.cols() != input_shape_.size())
@@ -467,6 +469,15 @@ class Sequential final : public Layer<T, B> {
   }
   View<T, B> embed(const Tensor<T, B>& x) {
     return embed(View<T, B>(const_cast<T*>(x.data()), x.shape()));
+  }
+  /// Bytes held by embed()'s buffers: every intermediate value of the largest batch seen.
+  std::size_t embed_bytes() const { return infer_ ? infer_->bytes() : 0; }
+  /// The largest batch embed() has run since its buffers were made (0: none yet).
+  index_t embed_rows() const { return infer_ ? infer_rows_ : 0; }
+  /// Gives embed()'s buffers back (the next embed() allocates them again).
+  void release_embed_buffers() {
+    infer_.reset();
+    infer_rows_ = 0;
   }
   /// [n x input shape] (or [n x input size] when the input shape is unset).
   Shape batch_shape(index_t n) const {
@@ -498,6 +509,7 @@ class Sequential final : public Layer<T, B> {
   std::vector<std::unique_ptr<Layer<T, B>>> layers_;
   Shape input_shape_;
   std::unique_ptr<Tape<T, B>> infer_;
+  index_t infer_rows_ = 0;
   bool training_ = true;
 };
 
