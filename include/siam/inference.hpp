@@ -22,7 +22,7 @@ struct EmbedOptions {
   index_t batch = 1000;  ///< images per forward pass, at most
   /// Bound on the network's inference buffers (every intermediate value of a batch, kept
   /// for the next call): the batch shrinks until they fit, at least one image. A ResNet on
-  /// 28x28 images holds about 4 MB per image, an MLP a few KB. 0: no bound.
+  /// 28x28 images holds about 3.2 MB per image, an MLP a few KB. 0: no bound.
   std::size_t max_bytes = std::size_t{512} << 20;
   bool check_finite = false;  ///< scan each input batch first: numeric_error at a NaN or inf
   Progress progress{};        ///< called after each batch with (images done, images in all)
