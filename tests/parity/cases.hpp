@@ -200,6 +200,11 @@ Outputs run_all() {
             {random<B>(Shape{3, 4, 5, 6}, 43), random<B>(Shape{4}, 44, 0.5, 1.5),
              random<B>(Shape{4}, 45)},
             [](Tp&, V& v) { return batch_norm(v[0], v[1], v[2], 1e-5f); });
+  // The host engine folds the ReLU into BatchNorm's passes; a device runs the two ops.
+  grad_case("batch_norm_relu.channels",
+            {random<B>(Shape{3, 4, 5, 6}, 54), random<B>(Shape{4}, 55, 0.5, 1.5),
+             random<B>(Shape{4}, 56)},
+            [](Tp&, V& v) { return batch_norm_relu(v[0], v[1], v[2], 1e-5f); });
   const Tf bn_mean = random<B>(Shape{4}, 49), bn_var = random<B>(Shape{4}, 50, 0.5, 2);
   grad_case("batch_norm.inference",
             {random<B>(Shape{3, 4, 5, 6}, 46), random<B>(Shape{4}, 47, 0.5, 1.5),
