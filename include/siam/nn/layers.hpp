@@ -474,7 +474,8 @@ class Sequential final : public Layer<T, B> {
   std::size_t embed_bytes() const { return infer_ ? infer_->bytes() : 0; }
   /// The largest batch embed() has run since its buffers were made (0: none yet).
   index_t embed_rows() const { return infer_ ? infer_rows_ : 0; }
-  /// Gives embed()'s buffers back (the next embed() allocates them again).
+  /// Gives embed()'s buffers back (the next embed() allocates them again); the view the last
+  /// embed() returned is invalid from here on.
   void release_embed_buffers() {
     infer_.reset();
     infer_rows_ = 0;
