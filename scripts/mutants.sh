@@ -95,6 +95,10 @@ mutant include/siam/backend/batchnorm_host.hpp test_layers_modern \
 mutant include/siam/backend/batchnorm_host.hpp test_layers_modern \
   'a = affine(ra, xq, rb) <= T(0) ? T(0) : dq;' \
   'a = dq;'
+# a residual sum fused with its ReLU: b's gradient dropped when a's was fresh
+mutant include/siam/autodiff/ops.hpp test_ops \
+  '          tp.accumulate(n.in[1], ga);' \
+  '          (void)ga;'
 # loader: each row decodes the next row's image (an off-by-one in the item index)
 mutant include/siam/data/loader.hpp test_images \
   'folder_.load(rows[r], spec_.decode_shrink' \

@@ -584,6 +584,44 @@ TEST_CASE("Residual: gradients with and without a projection; shape errors") {
     CHECK(block.buffer_names()[0].name == "body.1.running_mean");
     CHECK(block.buffer_names()[8].name == "projection.1.num_batches_tracked");
   }
+  {  // Residual + ReLU in a Sequential runs as one add_relu: gradients, and the values and
+     // gradients of the unfused relu(block(x)) bit for bit
+    Seq proj;
+    proj.add<nn::Conv2D<double, Cpu>>(2, 3, 1, rng, 2, 0, false).add<nn::BatchNorm<double, Cpu>>(3);
+    Seq net;
+    net.add(std::make_unique<nn::Residual<double, Cpu>>(basic_body(2, 2, 1, rng)))
+        .add<nn::ReLU<double, Cpu>>()
+        .add(std::make_unique<nn::Residual<double, Cpu>>(basic_body(2, 3, 2, rng), std::move(proj)))
+        .add<nn::ReLU<double, Cpu>>();
+    randomise(net, rng);
+    CHECK(net[0].fuses_relu());
+    check_layer(net, random(Shape{3, 2, 5, 5}, rng));
+    Parameter<double, Cpu> x("x", random(Shape{3, 2, 5, 5}, rng));
+    const Td w = random(Shape{3, 3, 3, 3}, rng);
+    std::vector<double> y[2], g[2];
+    for (int fused = 0; fused < 2; ++fused) {
+      for (auto* p : net.parameters())
+        p->zero_grad();
+      x.zero_grad();
+      Taped t;
+      Vd v = t.param(x);
+      if (fused) {
+        v = net.forward(v);
+      } else {
+        v = relu(net[0].forward(v));
+        v = relu(net[2].forward(v));
+      }
+      y[fused] = v.value().to_vector();
+      t.backward(sum(v * t.constant(w)));
+      g[fused] = x.gradient().to_vector();
+      for (auto* p : net.parameters())
+        for (double d : p->gradient().to_vector())
+          g[fused].push_back(d);
+    }
+    CHECK(y[1] == y[0]);
+    CHECK(g[1] == g[0]);
+    CHECK(std::count(y[1].begin(), y[1].end(), 0.0) > 0);  // some units are off
+  }
   {  // a body that changes the shape without a projection
     nn::Residual<double, Cpu> block(basic_body(2, 3, 1, rng));
     Taped t;

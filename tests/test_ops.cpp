@@ -3,6 +3,7 @@
 // their values checked against plain loops and their errors thrown identically with and
 // without gradients; and the tape's own limits.
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -117,6 +118,60 @@ TEST_CASE("gradient: maximum and minimum of two tensors, ties to the first opera
   t.backward(sum(maximum(t.param(pa), t.param(pb))));
   CHECK(pa.gradient().to_vector() == std::vector<double>{1, 0});
   CHECK(pb.gradient().to_vector() == std::vector<double>{0, 1});
+}
+
+TEST_CASE("add_relu: gradients, relu(a + b) bit for bit, one operand twice, errors") {
+  Rng rng(23);
+  for (Shape s : {Shape{3, 4}, Shape{1, 1}, Shape{0, 4}, Shape{2, 3, 2, 2}}) {
+    CAPTURE(s.str());
+    Tensor a = random(s, rng), b = random(s, rng);
+    // keep a + b away from the kink at 0
+    for (index_t i = 0; i < a.size(); ++i)
+      if (std::abs(a[i] + b[i]) < 0.05) b[i] += 0.2;
+    check(projected([](Tape&, VarList& v) { return add_relu(v[0], v[1]); }, s, 3), {a, b});
+    // the same input on both sides: twice the gradient where a + a > 0
+    check(projected([](Tape&, VarList& v) { return add_relu(v[0], v[0]); }, s, 4), {a});
+    // an operand that needs no gradient
+    check(projected(
+              [&b](Tape& t, VarList& v) {
+                return add_relu(t.constant(b), v[0]) + add_relu(v[0], t.constant(b));
+              },
+              s, 5),
+          {a});
+  }
+  // Values and gradients equal relu(a + b)'s, NaN and zeros included; a's gradient already
+  // holding a value is added to.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const Tensor av = Tensor::from(Shape{2, 3}, {nan, -1, 2, 0.5, -0.5, 3});
+  const Tensor bv = Tensor::from(Shape{2, 3}, {1, 0.5, -3, -0.5, 0.25, nan});
+  const Tensor w = random(Shape{2, 3}, rng);
+  std::vector<double> y[2], ga[2], gb[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    siam::Parameter<double, siam::Cpu> pa("a", Tensor(av)), pb("b", Tensor(bv));
+    Tape t;
+    Var va = t.param(pa), vb = t.param(pb);
+    Var r = fused ? add_relu(va, vb) : relu(va + vb);
+    y[fused] = Tensor(r.value()).to_vector();
+    t.backward(sum(r * t.constant(w)) + sum(va * t.constant(w)));
+    ga[fused] = pa.gradient().to_vector();
+    gb[fused] = pb.gradient().to_vector();
+  }
+  for (std::size_t i = 0; i < 6; ++i) {
+    CAPTURE(i);
+    CHECK((y[1][i] == y[0][i] || (std::isnan(y[1][i]) && std::isnan(y[0][i]))));
+    CHECK((ga[1][i] == ga[0][i] || (std::isnan(ga[1][i]) && std::isnan(ga[0][i]))));
+    CHECK((gb[1][i] == gb[0][i] || (std::isnan(gb[1][i]) && std::isnan(gb[0][i]))));
+  }
+  CHECK(y[1][2] == 0);                // 2 - 3 < 0
+  CHECK(gb[1][0] == w[0]);            // NaN unit: dy passes
+  CHECK(ga[1][1] == w[1]);            // off: only the second term's w
+  CHECK(ga[1][3] == w[3]);            // a + b == 0 is off
+  CHECK(gb[1][5] == w[5]);            // NaN from b passes dy
+  CHECK(ga[1][0] == 2 * w[0]);        // NaN unit: dy to a, plus the second term's w
+  check_throws_identically<shape_error>([](Tape&, VarList& v) { return add_relu(v[0], v[1]); },
+                                        {Tensor(Shape{2, 3}), Tensor(Shape{3, 2})});
+  Tape t1, t2;
+  CHECK_THROWS_AS((void)add_relu(t1.constant(av), t2.constant(bv)), value_error);
 }
 
 TEST_CASE("gradient: sum and mean over all, over rows, over columns, keepdims") {

@@ -176,6 +176,8 @@ Outputs run_all() {
   grad_case("mul", {random<B>(Shape{30, 20}, 22), random<B>(Shape{30, 20}, 23)},
             [](Tp&, V& v) { return v[0] * v[1]; });
   grad_case("relu", {random<B>(Shape{30, 20}, 24)}, [](Tp&, V& v) { return relu(v[0]); });
+  grad_case("add_relu", {random<B>(Shape{30, 20}, 22), random<B>(Shape{30, 20}, 23)},
+            [](Tp&, V& v) { return add_relu(v[0], v[1]); });
   grad_case("square", {random<B>(Shape{30, 20}, 24)}, [](Tp&, V& v) { return square(v[0]); });
   grad_case("sqrt", {random<B>(Shape{30, 20}, 24, 0.5, 2)}, [](Tp&, V& v) { return sqrt(v[0]); });
   grad_case("sum", {random<B>(Shape{30, 20}, 24)}, [](Tp&, V& v) { return sum(v[0]); });

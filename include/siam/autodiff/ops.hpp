@@ -140,6 +140,37 @@ Var<T, B> relu(Var<T, B> x) {
   return y;
 }
 
+// ---- add_relu: y = max(a + b, 0) (same shapes) as one op: a residual block's sum and its
+// ReLU (nn::Residual followed by ReLU in a Sequential).
+// g = dy where y > 0, else 0 (relu_grad: NaN passes as through relu);  da += g, db += g.
+// The same values as relu(a + b) bit for bit, in one pass forward instead of two and no
+// stored sum. Backward: g is written once, into a's gradient when that is fresh, and b's
+// gradient takes it from there.
+template <class T, class B>
+Var<T, B> add_relu(Var<T, B> a, Var<T, B> b) {
+  detail::require_same_tape("add_relu", a, b);
+  auto& t = a.tape();
+  auto e = a.value() + b.value();  // checks shapes
+  Var<T, B> y = t.make(e.shape(), detail::any_grad({a, b}));
+  y.value() = relu(e);
+  t.record(
+      +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
+        auto g = relu_grad(tp.out_grad(n), tp.value(n.out));
+        if (!tp.requires_grad(n.in[0])) return tp.accumulate(n.in[1], g);
+        bool acc = false;
+        View<T, B> ga = tp.grad_for_write(n.in[0], acc);
+        if (acc) {
+          ga += g;
+          tp.accumulate(n.in[1], g);
+        } else {
+          ga = g;
+          tp.accumulate(n.in[1], ga);
+        }
+      },
+      y, {a.id(), b.id()});
+  return y;
+}
+
 // ---- square: y = x^2;  dx += 2 x dy.
 template <class T, class B>
 Var<T, B> square(Var<T, B> x) {

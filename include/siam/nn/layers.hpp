@@ -48,7 +48,8 @@ class Layer {
   virtual ~Layer() = default;
   virtual Var<T, B> forward(Var<T, B> x) = 0;
   /// Whether forward_relu fuses a following ReLU into this layer's op (Dense: linear_relu;
-  /// BatchNorm in training: batch_norm_relu); Sequential then runs the pair as one.
+  /// BatchNorm in training: batch_norm_relu; Residual: add_relu); Sequential then runs the
+  /// pair as one.
   virtual bool fuses_relu() const { return false; }
   /// relu(forward(x)), as one op where fuses_relu() says so.
   virtual Var<T, B> forward_relu(Var<T, B> x) { return relu(forward(x)); }
@@ -299,8 +300,8 @@ class L2Normalize final : public ParameterFree<T, B> {
 };
 
 /// Layers applied in order. A layer that fuses_relu() directly followed by a ReLU runs the
-/// pair as one op (Dense: linear_relu; BatchNorm in training: batch_norm_relu; same result,
-/// fewer passes over the data).
+/// pair as one op (Dense: linear_relu; BatchNorm in training: batch_norm_relu; Residual:
+/// add_relu; same result, fewer passes over the data).
 template <class T, class B>
 class Sequential final : public Layer<T, B> {
  public:

@@ -45,15 +45,11 @@ class Residual final : public Layer<T, B> {
       : body_(std::move(body)), proj_(std::move(projection)) {}
 
   /// Throws shape_error naming the block when the two paths' shapes differ.
-  Var<T, B> forward(Var<T, B> x) override {
-    Var<T, B> y = body_.forward(x);
-    Var<T, B> s = proj_.size() ? proj_.forward(x) : x;
-    if (!(y.shape() == s.shape()))
-      throw shape_error(describe() + ": the body gives " + y.shape().str() + ", the " +
-                        (proj_.size() ? "projection " : "identity ") + s.shape().str() +
-                        " (add a projection that matches the body's shape)");
-    return y + s;
-  }
+  Var<T, B> forward(Var<T, B> x) override { return run(x, false); }
+  /// relu(body(x) + shortcut) as one add_relu op (what Sequential uses for Residual
+  /// followed by ReLU, as in ResNet's basic block).
+  bool fuses_relu() const override { return true; }
+  Var<T, B> forward_relu(Var<T, B> x) override { return run(x, true); }
   Shape output_shape(const Shape& in) const override {
     const Shape y = body_.output_shape(in);
     const Shape s = proj_.size() ? proj_.output_shape(in) : in;
@@ -121,6 +117,15 @@ class Residual final : public Layer<T, B> {
   }
 
  private:
+  Var<T, B> run(Var<T, B> x, bool relu_after) {
+    Var<T, B> y = body_.forward(x);
+    Var<T, B> s = proj_.size() ? proj_.forward(x) : x;
+    if (!(y.shape() == s.shape()))
+      throw shape_error(describe() + ": the body gives " + y.shape().str() + ", the " +
+                        (proj_.size() ? "projection " : "identity ") + s.shape().str() +
+                        " (add a projection that matches the body's shape)");
+    return relu_after ? add_relu(y, s) : y + s;
+  }
   // Sequential names its tensors "layers.<i>.<name>"; a child Sequential here is
   // "body.<i>.<name>" / "projection.<i>.<name>" (PyTorch's names for nn.Sequential children).
   static std::vector<TensorName> names(const std::vector<TensorName>& body,
