@@ -21,6 +21,8 @@
 #   BASELINES   siam's other networks ("cnn mlp"; empty: none)
 #   BASELINE_DIM  their embedding size (64, the ResNet's; 0: the example's default, 2)
 #   OUT         where the runs' outputs stay (a new temporary directory); results.jsonl there
+#   KEEP        1: keep the runs already finished in OUT for the same seed and iterations
+#               (a stopped comparison goes on where it stopped)
 #   PYTHON      the Python with torch (/usr/bin/python3)
 # PyTorch runs at its best on the CPU, as bench/compare_resnet.sh sets it up: tcmalloc through
 # LD_PRELOAD and the OpenMP OpenBLAS first on the library path (convolutions on its oneDNN).
@@ -58,6 +60,14 @@ mkdir -p "$out"
 results=$out/results.jsonl
 : >"$results"
 
+# Whether a finished run's result ($1: metrics.json, or a PyTorch log ending in its JSON line)
+# is for seed $2 and this number of iterations (KEEP=1 reuses such runs).
+kept() {
+  "$py" -c 'import json, sys
+j = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1] if sys.argv[1].endswith(".log") else open(sys.argv[1]).read())
+sys.exit(0 if (j["seed"], j["iterations"]) == (int(sys.argv[2]), int(sys.argv[3])) else 1)' "$1" "$2" "$iterations" 2>/dev/null
+}
+
 # One siam run: $1 arch, $2 seed; appends its line to results.jsonl.
 siam_run() {
   local arch=$1 seed=$2 dir=$out/siam-$1-seed$2 net=()
@@ -65,10 +75,14 @@ siam_run() {
     cnn) [[ $baseline_dim == 0 ]] || net=(--embedding-dim "$baseline_dim") ;;
     mlp) [[ $baseline_dim == 0 ]] || net=(--layers "784,1024,1024,$baseline_dim") ;;
   esac
+  if [[ -n ${KEEP:-} && -f $dir/metrics.json ]] && kept "$dir/metrics.json" "$seed"; then
+    echo "  siam $arch seed $seed: kept from $dir"
+  else
   "$bin" --arch "$arch" "${net[@]}" --loss batch-all --data "$data" --train-size "$train_size" \
     --test-size "$test_size" --seed "$seed" --iterations "$iterations" --threads "$threads" \
     --eval-every "$iterations" "${extra[@]}" --out "$dir" >"$dir.log" 2>&1 ||
     { echo "compare_resnet_quality.sh: siam --arch $arch seed $seed failed; see $dir.log" >&2; tail -n 5 "$dir.log" >&2; exit 1; }
+  fi
   "$py" - "$dir/metrics.json" "$arch" >>"$results" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
@@ -81,11 +95,15 @@ PY
 
 torch_run() {
   local seed=$1 log=$out/pytorch-resnet-seed$1.log
+  if [[ -n ${KEEP:-} && -f $log ]] && kept "$log" "$seed"; then
+    echo "  pytorch resnet seed $seed: kept from $log"
+  else
   LD_PRELOAD=$tcmalloc LD_LIBRARY_PATH="${omp_dir}${omp_dir:+:}${LD_LIBRARY_PATH:-}" \
     "$py" "$here/pytorch_resnet.py" train --data "$data" --train-size "$train_size" \
     --test-size "$test_size" --seed "$seed" --iterations "$iterations" --threads "$threads" \
     "${extra[@]}" >"$log" 2>&1 ||
     { echo "compare_resnet_quality.sh: pytorch seed $seed failed; see $log" >&2; tail -n 5 "$log" >&2; exit 1; }
+  fi
   "$py" -c 'import json, sys; j = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); j["side"] = "pytorch resnet"; print(json.dumps(j))' "$log" >>"$results"
 }
 
