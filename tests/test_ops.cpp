@@ -162,12 +162,12 @@ TEST_CASE("add_relu: gradients, relu(a + b) bit for bit, one operand twice, erro
     CHECK((ga[1][i] == ga[0][i] || (std::isnan(ga[1][i]) && std::isnan(ga[0][i]))));
     CHECK((gb[1][i] == gb[0][i] || (std::isnan(gb[1][i]) && std::isnan(gb[0][i]))));
   }
-  CHECK(y[1][2] == 0);                // 2 - 3 < 0
-  CHECK(gb[1][0] == w[0]);            // NaN unit: dy passes
-  CHECK(ga[1][1] == w[1]);            // off: only the second term's w
-  CHECK(ga[1][3] == w[3]);            // a + b == 0 is off
-  CHECK(gb[1][5] == w[5]);            // NaN from b passes dy
-  CHECK(ga[1][0] == 2 * w[0]);        // NaN unit: dy to a, plus the second term's w
+  CHECK(y[1][2] == 0);          // 2 - 3 < 0
+  CHECK(gb[1][0] == w[0]);      // NaN unit: dy passes
+  CHECK(ga[1][1] == w[1]);      // off: only the second term's w
+  CHECK(ga[1][3] == w[3]);      // a + b == 0 is off
+  CHECK(gb[1][5] == w[5]);      // NaN from b passes dy
+  CHECK(ga[1][0] == 2 * w[0]);  // NaN unit: dy to a, plus the second term's w
   check_throws_identically<shape_error>([](Tape&, VarList& v) { return add_relu(v[0], v[1]); },
                                         {Tensor(Shape{2, 3}), Tensor(Shape{3, 2})});
   Tape t1, t2;
