@@ -6,6 +6,12 @@
 //                                    "allocs" = heap allocations per steady step,
 //                                    "faults" = minor page faults per step
 //   resnet_embed/<engine>/threads:N  inference (net.embed) on the same batch
+//   resnet_fused/<op>/<fused|unfused>/threads:N
+//                                    one of the step's fused ops at the first stage's shape
+//                                    ([BATCH x 32 x 28 x 28]) against its two ops: forward,
+//                                    a projection to a scalar (sum of y * r), backward.
+//                                    <op>: bn_relu (batch_norm_relu against
+//                                    relu(batch_norm)), add_relu (against relu(a + b))
 // CPU time is the whole process's (every thread). <engine> is im2col (always) and onednn (when
 // built with SIAM_DNNL). bench/compare_resnet.sh runs the step next to bench/pytorch_resnet.py.
 #include <benchmark/benchmark.h>
@@ -81,6 +87,44 @@ void bm_step(benchmark::State& state, ConvEngine engine, int threads, bool train
   state.SetItemsProcessed(state.iterations() * batch);
 }
 
+// One fused op of the step, or the two ops it replaces (see the top of the file).
+void bm_fused(benchmark::State& state, bool bn, bool fused, int threads) {
+  set_num_threads(threads);
+  const Shape shape{2 * pairs(), 32, 28, 28};
+  Rng rng(1);
+  auto random = [&](Shape s) {
+    Tf t(s);
+    for (index_t i = 0; i < t.size(); ++i)
+      t[i] = static_cast<float>(rng.uniform(-1, 1));
+    return t;
+  };
+  Parameter<float, Cpu> a("a", random(shape)), b("b", random(shape));
+  Parameter<float, Cpu> gamma("gamma", Tf::from(Shape{32}, std::vector<float>(32, 1.f)));
+  Parameter<float, Cpu> beta("beta", Tf(Shape{32}));
+  const Tf r = random(shape);
+  Tape<float, Cpu> tape;
+  auto step = [&] {
+    tape.reset();
+    for (auto* p : {&a, &b, &gamma, &beta})
+      p->zero_grad();
+    const auto x = tape.param(a);
+    Var<float, Cpu> y;
+    if (bn) {
+      const auto g = tape.param(gamma), be = tape.param(beta);
+      y = fused ? batch_norm_relu(x, g, be) : relu(batch_norm(x, g, be));
+    } else {
+      const auto z = tape.param(b);
+      y = fused ? add_relu(x, z) : relu(x + z);
+    }
+    tape.backward(sum(y * tape.constant(r)));
+  };
+  step();
+  step();
+  for (auto _ : state)
+    step();
+  state.SetItemsProcessed(state.iterations() * shape[0]);
+}
+
 void register_all() {
   std::vector<std::pair<ConvEngine, std::string>> engines{{ConvEngine::im2col, "im2col"}};
 #if defined(SIAM_HAS_DNNL)
@@ -93,6 +137,17 @@ void register_all() {
             ((train ? "resnet_step/" : "resnet_embed/") + en + "/threads:" + std::to_string(t))
                 .c_str(),
             bm_step, e, t, train)
+            ->UseRealTime()
+            ->MeasureProcessCPUTime()
+            ->Unit(benchmark::kMillisecond);
+  for (int t : bench::thread_counts())
+    for (const auto& [bn, op] : {std::pair{true, "bn_relu"}, std::pair{false, "add_relu"}})
+      for (bool fused : {true, false})
+        benchmark::RegisterBenchmark(
+            ("resnet_fused/" + std::string(op) + (fused ? "/fused" : "/unfused") +
+             "/threads:" + std::to_string(t))
+                .c_str(),
+            bm_fused, bn, fused, t)
             ->UseRealTime()
             ->MeasureProcessCPUTime()
             ->Unit(benchmark::kMillisecond);

@@ -93,7 +93,7 @@ mutant include/siam/backend/batchnorm_host.hpp test_layers_modern \
   'const T Bc = k * invstd[ch] * sx;'
 # batch norm fused with its ReLU: the backward's sums see dy unmasked
 mutant include/siam/backend/batchnorm_host.hpp test_layers_modern \
-  'a = affine(ra, xq, rb) <= T(0) ? T(0) : dq;' \
+  'a = on_or_zero(affine(ra, xq, rb), dq);' \
   'a = dq;'
 # a residual sum fused with its ReLU: b's gradient dropped when a's was fresh
 mutant include/siam/autodiff/ops.hpp test_ops \
