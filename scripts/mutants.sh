@@ -95,6 +95,18 @@ mutant include/siam/backend/batchnorm_host.hpp test_layers_modern \
 mutant include/siam/backend/batchnorm_host.hpp test_layers_modern \
   'a = on_or_zero(affine(ra, xq, rb), dq);' \
   'a = dq;'
+# batch norm on channel-blocked data: the backward's x coefficient with its sign flipped
+mutant include/siam/backend/batchnorm_host.hpp test_layers_modern \
+  'Bc[u] = -kq * invstd[ch] * sx;' \
+  'Bc[u] = kq * invstd[ch] * sx;'
+# batch norm + ReLU on channel-blocked data: the backward's sums see dy unmasked
+mutant include/siam/backend/batchnorm_host.hpp test_layers_modern \
+  'if (relu) g = (V)((M)g & ~(M)(ra * v + rb <= zero));  // dy [z > 0]; NaN passes' \
+  'if (relu) (void)rb;'
+# channel blocks of 8 and 16 back to NCHW: the tile read transposed
+mutant include/siam/backend/blocked_host.hpp test_layers_modern \
+  'tile[u][q] = src[(q0 + q) * K + u];' \
+  'tile[u][q] = src[(q0 + u) * K + q];'
 # a residual sum fused with its ReLU: b's gradient dropped when a's was fresh
 mutant include/siam/autodiff/ops.hpp test_ops \
   '          tp.accumulate(n.in[1], ga);' \

@@ -10,6 +10,7 @@
 #include <siam/autodiff/conv.hpp>
 #include <siam/io/model_file.hpp>
 #include <siam/nn/conv.hpp>
+#include <siam/nn/resnet.hpp>
 #include <siam/siamese.hpp>
 #include <string>
 #include <vector>
@@ -534,6 +535,113 @@ TEST_CASE("engines: im2col in float agrees with the double reference; oneDNN wit
 #else
   MESSAGE("oneDNN not built in (SIAM_DNNL=OFF or not found): engine agreement skipped");
   CHECK_THROWS_AS(set_conv_engine(ConvEngine::onednn), value_error);
+#endif
+}
+
+TEST_CASE("oneDNN: channel-blocked conv2d is NCHW's bit for bit; Conv2D keeps it in training") {
+#if defined(SIAM_TEST_DNNL)
+  set_conv_engine(ConvEngine::onednn);
+  const index_t k = conv_block<float, Cpu>();
+  if (k == 0) {
+    set_conv_engine(ConvEngine::im2col);
+    MESSAGE("oneDNN keeps plain layouts on this CPU: channel-blocked tensors skipped");
+    return;
+  }
+  CHECK((k == 8 || k == 16));
+  CHECK(conv_block<double, Cpu>() == 0);
+  Rng rng(17);
+  struct L {
+    Shape x, w;
+    index_t s, p;
+    bool in_blocked, out_blocked;
+  };
+  // A ResNet's convolutions: the stem (one input channel, NCHW in), 3x3 in the blocked
+  // layout both ways, strided, the 1x1 projection, a blocked input to an NCHW output, 49
+  // positions (not a whole number of tiles).
+  for (const L& l : {L{Shape{2, 1, 8, 8}, Shape{2 * k, 1, 3, 3}, 1, 1, false, true},
+                     L{Shape{2, k, 7, 7}, Shape{2 * k, k, 3, 3}, 1, 1, true, true},
+                     L{Shape{3, 2 * k, 9, 9}, Shape{k, 2 * k, 3, 3}, 2, 1, true, true},
+                     L{Shape{2, k, 8, 8}, Shape{2 * k, k, 1, 1}, 2, 0, true, true},
+                     L{Shape{2, k, 6, 6}, Shape{5, k, 3, 3}, 1, 1, true, false}}) {
+    CAPTURE(l.x.str());
+    CAPTURE(l.w.str());
+    const Tf x = random_f(l.x, rng), w = random_f(l.w, rng), b = random_f(Shape{l.w[0]}, rng);
+    const index_t oh = (l.x[2] + 2 * l.p - l.w[2]) / l.s + 1;
+    const Tf r = random_f(Shape{l.x[0], l.w[0], oh, oh}, rng);
+    ConvRun runs[2];
+    for (int blocked = 0; blocked < 2; ++blocked) {
+      Parameter<float, Cpu> px("x", Tf(x)), pw("w", Tf(w)), pb("b", Tf(b));
+      Tape<float, Cpu> t;
+      auto xv = t.param(px);
+      // x twice: the blocked input's gradient accumulates.
+      if (blocked && l.in_blocked) xv = to_blocked(xv, k) * 0.5f + to_blocked(xv, k) * 0.5f;
+      auto y = conv2d(xv, t.param(pw), t.param(pb), l.s, l.p, blocked && l.out_blocked ? k : 0);
+      if (blocked && l.out_blocked) {
+        CHECK(y.shape() == Shape{l.x[0], l.w[0] / k, oh, oh, k});
+        y = from_blocked(y);
+      }
+      t.backward(sum(y * t.constant(r)));
+      runs[blocked] = {y.value().to_vector(), px.gradient().to_vector(), pw.gradient().to_vector(),
+                       pb.gradient().to_vector()};
+    }
+    // The same kernels on the same layout: the same bits (x * 0.5 + x * 0.5 is x exactly).
+    CHECK(runs[1].y == runs[0].y);
+    CHECK(runs[1].dw == runs[0].dw);
+    CHECK(runs[1].db == runs[0].db);
+    CHECK(max_rel_diff(runs[0].dx, runs[1].dx) == 0.0);
+  }
+  {  // errors: output channels not a whole number of blocks; a blocked tensor on im2col
+    Tape<float, Cpu> t;
+    const Tf x = random_f(Shape{2, k, 5, 5}, rng);
+    const Tf w_odd = random_f(Shape{k + 1, k, 3, 3}, rng), w = random_f(Shape{k, k, 3, 3}, rng);
+    CHECK_THROWS_AS((void)conv2d(t.constant(x), t.constant(w_odd), 1, 1, k), shape_error);
+    const auto xb = to_blocked(t.constant(x), k);
+    set_conv_engine(ConvEngine::im2col);
+    CHECK(conv_block<float, Cpu>() == 0);
+    CHECK_THROWS_AS((void)conv2d(xb, t.constant(w), 1, 1), value_error);
+    set_conv_engine(ConvEngine::onednn);
+    // blocks other than the engine's: refused by the op, returned to NCHW by the layer
+    const Tf x2 = random_f(Shape{2, 2 * k, 5, 5}, rng), w2 = random_f(Shape{k, 2 * k, 3, 3}, rng);
+    const auto xk2 = to_blocked(t.constant(x2), 2 * k);
+    CHECK_THROWS_AS((void)conv2d(xk2, t.constant(w2), 1, 1), value_error);
+    CHECK_THROWS_AS((void)conv2d(t.constant(x2), t.constant(w2), 1, 1, k / 2), value_error);
+    nn::Conv2D<float, Cpu> layer(2 * k, k, 3, rng, 1, 1, false);
+    CHECK(layer.forward(xk2).shape() == Shape{2, 1, 5, 5, k});
+  }
+  {  // a ResNet: training keeps the blocked layout (its Conv2D writes rank 5), inference
+     // does not; the blocked step against the im2col engine's NCHW step
+    auto net = nn::resnet<float, Cpu>(Shape{1, 12, 12}, rng, 2 * k, 8);
+    nn::Sequential<float, Cpu> first;
+    first.add<nn::Conv2D<float, Cpu>>(1, 2 * k, 3, rng, 1, 1, false);
+    const Tf x = random_f(Shape{6, 1, 12, 12}, rng), r = random_f(Shape{6, 8}, rng);
+    {
+      Tape<float, Cpu> t;
+      CHECK(first.forward_blocked(t.constant(x)).shape().rank() == 5);
+      first.set_training(false);
+      CHECK(first.forward_blocked(t.constant(x)).shape().rank() == 4);
+    }
+    std::vector<float> losses, grads[2];
+    for (int blocked = 0; blocked < 2; ++blocked) {
+      set_conv_engine(blocked ? ConvEngine::onednn : ConvEngine::im2col);
+      for (auto* p : net.parameters())
+        p->zero_grad();
+      Tape<float, Cpu> t;
+      auto y = net.forward(t.constant(x));
+      CHECK(y.shape() == Shape{6, 8});
+      auto loss = sum(y * t.constant(r));
+      losses.push_back(loss.value().to_vector()[0]);
+      t.backward(loss);
+      for (auto* p : net.parameters())
+        for (float v : p->gradient().to_vector())
+          grads[blocked].push_back(v);
+    }
+    CHECK(losses[1] == doctest::Approx(losses[0]).epsilon(1e-4));
+    CHECK(max_rel_diff(grads[0], grads[1]) < 1e-3);
+  }
+  set_conv_engine(ConvEngine::im2col);
+#else
+  MESSAGE("oneDNN not built in: channel-blocked convolutions skipped");
+  CHECK(conv_block<float, Cpu>() == 0);
 #endif
 }
 

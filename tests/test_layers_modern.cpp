@@ -273,6 +273,157 @@ TEST_CASE("batch_norm_relu: float on a ResNet shape matches relu(batch_norm); Na
   CHECK(zeros > x.size() / 8);  // the ReLU cut a good share: the masks were exercised
 }
 
+namespace {
+// x [N x C x H x W] channel-blocked by hand: y[((n CB + b) S + q) K + u] = x[(n C + b K + u) S +
+// q].
+Td blocked_by_index(const Td& x, index_t k) {
+  const Shape s = x.shape();
+  const index_t n = s[0], c = s[1], sp = s[2] * s[3], cb = c / k;
+  Td y(Shape{n, cb, s[2], s[3], k});
+  for (index_t i = 0; i < n; ++i)
+    for (index_t b = 0; b < cb; ++b)
+      for (index_t q = 0; q < sp; ++q)
+        for (index_t u = 0; u < k; ++u)
+          y[((i * cb + b) * sp + q) * k + u] = x[(i * c + b * k + u) * sp + q];
+  return y;
+}
+}  // namespace
+
+TEST_CASE("to_blocked / from_blocked: values by index, gradients, 1x1, empty, errors") {
+  Rng rng(71);
+  struct L {
+    Shape s;
+    index_t k;
+  };
+  // Blocks of 16 and 8 run in tiles (positions past the last whole tile apart), others in a
+  // plain loop.
+  for (const L& l : {L{Shape{2, 4, 3, 2}, 2}, L{Shape{2, 6, 2, 2}, 3}, L{Shape{1, 1, 1, 1}, 1},
+                     L{Shape{0, 4, 2, 2}, 2}, L{Shape{2, 32, 5, 5}, 16}, L{Shape{1, 24, 4, 5}, 8},
+                     L{Shape{2, 16, 3, 3}, 16}}) {
+    CAPTURE(l.s.str());
+    CAPTURE(l.k);
+    const Td x = random(l.s, rng);
+    const Td want = blocked_by_index(x, l.k);
+    Taped t;
+    const Vd y = to_blocked(t.constant(x), l.k);
+    REQUIRE(y.shape() == want.shape());
+    for (index_t i = 0; i < want.size(); ++i)
+      CHECK(y.value().data()[i] == want[i]);
+    const Vd back = from_blocked(y);
+    REQUIRE(back.shape() == l.s);
+    for (index_t i = 0; i < x.size(); ++i)
+      CHECK(back.value().data()[i] == x[i]);
+    const Td rb = random(want.shape(), rng), rp = random(l.s, rng);
+    gradcheck::check(
+        [&](Taped& tp, std::vector<Vd>& v) {
+          return gradcheck::project(tp, to_blocked(v[0], l.k), rb);
+        },
+        {x});
+    // The gradient accumulates when the input has one already (x used twice).
+    gradcheck::check(
+        [&](Taped& tp, std::vector<Vd>& v) {
+          return gradcheck::project(tp, from_blocked(v[0]) * 2.0 + from_blocked(v[0]), rp);
+        },
+        {want});
+    gradcheck::check(
+        [&](Taped& tp, std::vector<Vd>& v) {
+          return gradcheck::project(tp, to_blocked(v[0], l.k) + to_blocked(v[0], l.k) * 0.5, rb);
+        },
+        {x});
+  }
+  auto tb = [](index_t k) {
+    return [k](Taped&, std::vector<Vd>& v) { return sum(to_blocked(v[0], k)); };
+  };
+  auto fb = [](Taped&, std::vector<Vd>& v) { return sum(from_blocked(v[0])); };
+  gradcheck::check_throws_identically<shape_error>(tb(2), {random(Shape{2, 4, 3}, rng)});
+  gradcheck::check_throws_identically<shape_error>(tb(4), {random(Shape{2, 6, 2, 2}, rng)});
+  gradcheck::check_throws_identically<shape_error>(tb(0), {random(Shape{2, 4, 2, 2}, rng)});
+  gradcheck::check_throws_identically<shape_error>(fb, {random(Shape{2, 4, 2, 2}, rng)});
+  Taped t;
+  const Td x6 = random(Shape{2, 6, 2, 2}, rng);
+  try {
+    (void)to_blocked(t.constant(x6), 4);
+    FAIL("no exception");
+  } catch (const shape_error& e) {
+    CHECK(std::string(e.what()).find("[2 x 6 x 2 x 2]") != std::string::npos);
+    CHECK(std::string(e.what()).find("block 4") != std::string::npos);
+  }
+}
+
+TEST_CASE("batch_norm and batch_norm_relu on channel-blocked input: NCHW's result, gradients") {
+  Rng rng(73);
+  // Blocks of 8 and 16 (oneDNN's), one and several of them; one image; 1 x 1 planes.
+  struct L {
+    Shape s;
+    index_t k;
+  };
+  for (const L& l : {L{Shape{3, 8, 3, 2}, 8}, L{Shape{2, 16, 3, 2}, 8}, L{Shape{2, 32, 2, 3}, 16},
+                     L{Shape{1, 16, 2, 2}, 16}, L{Shape{5, 8, 1, 1}, 8}}) {
+    CAPTURE(l.s.str());
+    CAPTURE(l.k);
+    const index_t c = l.s[1];
+    const Td x = random(l.s, rng, -2, 3), g = random(Shape{c}, rng, -1.5, 1.5),
+             b = random(Shape{c}, rng), r = random(l.s, rng);
+    const Td xb = blocked_by_index(x, l.k), rb = blocked_by_index(r, l.k);
+    for (const bool with_relu : {false, true}) {
+      CAPTURE(with_relu);
+      auto bn = [with_relu](Vd xv, Vd gv, Vd bv, BatchNormRunning<double, Cpu> run,
+                            BnLayout layout) {
+        return with_relu ? batch_norm_relu(xv, gv, bv, 1e-5, run, layout)
+                         : batch_norm(xv, gv, bv, 1e-5, run, layout);
+      };
+      // Central differences on the blocked input, its gradient also accumulated (x twice).
+      gradcheck::check(
+          [&](Taped& t, std::vector<Vd>& v) {
+            return gradcheck::project(t, bn(v[0], v[1], v[2], {}, BnLayout::blocked) + v[0] * 0.5,
+                                      rb);
+          },
+          {xb, g, b});
+      // NCHW's values, gradients and running statistics, blocked.
+      Td outs[2], grads[2][3], means[2], vars[2];
+      for (int blocked = 0; blocked < 2; ++blocked) {
+        std::vector<Parameter<double, Cpu>> ps{
+            {"x", Td(blocked ? xb : x)}, {"g", Td(g)}, {"b", Td(b)}};
+        means[blocked] = Td(g);
+        vars[blocked] = Td(b);
+        Taped t;
+        const BatchNormRunning<double, Cpu> run{&means[blocked], &vars[blocked], 0.25};
+        Vd y = bn(t.param(ps[0]), t.param(ps[1]), t.param(ps[2]), run,
+                  blocked ? BnLayout::blocked : BnLayout::channels);
+        outs[blocked] = Td(y.value());
+        t.backward(gradcheck::project(t, y, blocked ? rb : r));
+        for (std::size_t k = 0; k < 3; ++k)
+          grads[blocked][k] = Td(ps[k].gradient());
+      }
+      const Td want_y = blocked_by_index(outs[0], l.k),
+               want_dx = blocked_by_index(grads[0][0], l.k);
+      for (index_t i = 0; i < x.size(); ++i) {
+        CHECK(outs[1][i] == doctest::Approx(want_y[i]).epsilon(1e-12));
+        CHECK(grads[1][0][i] == doctest::Approx(want_dx[i]).epsilon(1e-10));
+      }
+      for (std::size_t k = 1; k < 3; ++k)
+        for (index_t i = 0; i < c; ++i)
+          CHECK(grads[1][k][i] == doctest::Approx(grads[0][k][i]).epsilon(1e-10));
+      for (index_t i = 0; i < c; ++i) {
+        CHECK(means[1][i] == doctest::Approx(means[0][i]).epsilon(1e-12));
+        CHECK(vars[1][i] == doctest::Approx(vars[0][i]).epsilon(1e-12));
+      }
+    }
+  }
+  // A blocked layout needs a rank-5 input, blocks of 8 or 16 and C = C/K * K weights.
+  const Td c4 = random(Shape{4}, rng), c8 = random(Shape{8}, rng), c16 = random(Shape{16}, rng);
+  auto bnb = [](Taped&, std::vector<Vd>& v) {
+    return sum(batch_norm(v[0], v[1], v[2], 1e-5, {}, BnLayout::blocked));
+  };
+  gradcheck::check_throws_identically<shape_error>(bnb, {random(Shape{3, 8, 2, 2}, rng), c8, c8});
+  gradcheck::check_throws_identically<shape_error>(bnb,
+                                                   {random(Shape{3, 1, 2, 2, 4}, rng), c4, c4});
+  gradcheck::check_throws_identically<shape_error>(bnb,
+                                                   {random(Shape{3, 2, 2, 2, 8}, rng), c8, c8});
+  gradcheck::check_throws_identically<shape_error>(bnb,
+                                                   {random(Shape{1, 2, 1, 1, 8}, rng), c16, c16});
+}
+
 TEST_CASE("global_avg_pool2d: gradients, values and errors") {
   Rng rng(13);
   for (Shape s : {Shape{2, 3, 4, 5}, Shape{1, 1, 1, 1}, Shape{3, 2, 6}, Shape{0, 2, 3, 3}}) {
@@ -543,6 +694,51 @@ TEST_CASE("BatchNorm layer: training and inference modes, buffers, gradients") {
   const Td bad = random(Shape{4, 2}, rng);
   CHECK_THROWS_AS((void)bn.forward(t.constant(bad)), shape_error);
   CHECK_THROWS_AS((void)bn.output_shape(Shape{2, 5, 5}), shape_error);
+}
+
+TEST_CASE("Sequential: a channel-blocked batch gives NCHW's result through every layer") {
+  // BatchNorm and ReLU take the blocked batch as it is (training), the Residual's Conv2D
+  // returns it to NCHW (the im2col engine has no blocked layout) and the block's sum blocks
+  // its body again to match the identity; GlobalAvgPool gets NCHW from the Sequential.
+  Rng rng(75);
+  Seq net;
+  net.add<nn::BatchNorm<double, Cpu>>(8).add<nn::ReLU<double, Cpu>>();
+  net.add(std::make_unique<nn::Residual<double, Cpu>>(basic_body(8, 8, 1, rng)));
+  net.add<nn::ReLU<double, Cpu>>().add<nn::BatchNorm<double, Cpu>>(8);
+  net.add<nn::GlobalAvgPool<double, Cpu>>().add<nn::Dense<double, Cpu>>(8, 3, rng);
+  randomise(net, rng);
+  const Td x = random(Shape{3, 8, 4, 4}, rng), r = random(Shape{3, 3}, rng);
+  std::vector<double> outs[2], grads[2], gx[2];
+  for (int blocked = 0; blocked < 2; ++blocked) {
+    for (auto* p : net.parameters())
+      p->zero_grad();
+    Parameter<double, Cpu> px("x", Td(x));
+    Taped t;
+    Vd in = t.param(px);
+    const Vd y = net.forward(blocked ? to_blocked(in, 8) : in);
+    CHECK(y.shape() == Shape{3, 3});
+    outs[blocked] = y.value().to_vector();
+    t.backward(gradcheck::project(t, y, r));
+    for (auto* p : net.parameters())
+      for (double v : p->gradient().to_vector())
+        grads[blocked].push_back(v);
+    gx[blocked] = px.gradient().to_vector();
+  }
+  for (std::size_t i = 0; i < outs[0].size(); ++i)
+    CHECK(outs[1][i] == doctest::Approx(outs[0][i]).epsilon(1e-12));
+  REQUIRE(grads[0].size() == grads[1].size());
+  for (std::size_t i = 0; i < grads[0].size(); ++i)
+    CHECK(grads[1][i] == doctest::Approx(grads[0][i]).epsilon(1e-10));
+  for (std::size_t i = 0; i < gx[0].size(); ++i)
+    CHECK(gx[1][i] == doctest::Approx(gx[0][i]).epsilon(1e-10));
+  // forward_blocked keeps the layout where the last layer took it; forward never does.
+  Seq bn;
+  bn.add<nn::BatchNorm<double, Cpu>>(8).add<nn::ReLU<double, Cpu>>();
+  Taped t;
+  CHECK(bn.forward_blocked(to_blocked(t.constant(x), 8)).shape().rank() == 5);
+  CHECK(bn.forward(to_blocked(t.constant(x), 8)).shape() == Shape{3, 8, 4, 4});
+  bn.set_training(false);  // inference: NCHW first
+  CHECK(bn.forward_blocked(to_blocked(t.constant(x), 8)).shape() == Shape{3, 8, 4, 4});
 }
 
 TEST_CASE("Residual: gradients with and without a projection; shape errors") {

@@ -1,4 +1,5 @@
-// Shape of a tensor: rank 1 to 4, row-major. Elementwise code sees every tensor as
+// Shape of a tensor: rank 1 to 5, row-major (rank 5: channel-blocked activations,
+// autodiff/layout.hpp). Elementwise code sees every tensor as
 // a matrix: rows = first dimension, cols = product of the others (a rank-1 tensor of
 // n elements is one row of n), which is what bias broadcasting and GEMM need.
 #pragma once
@@ -17,12 +18,12 @@ using index_t = std::int64_t;
 
 class Shape {
  public:
-  static constexpr int max_rank = 4;
+  static constexpr int max_rank = 5;
 
   Shape() = default;  // rank 1, zero elements
   Shape(std::initializer_list<index_t> dims) {
     if (dims.size() < 1 || dims.size() > max_rank)
-      throw shape_error("Shape: rank must be 1 to 4, got " + std::to_string(dims.size()));
+      throw shape_error("Shape: rank must be 1 to 5, got " + std::to_string(dims.size()));
     rank_ = static_cast<int>(dims.size());
     int i = 0;
     for (index_t d : dims)
@@ -84,7 +85,7 @@ class Shape {
     }
   }
 
-  index_t dims_[max_rank] = {0, 0, 0, 0};
+  index_t dims_[max_rank] = {0, 0, 0, 0, 0};
   int rank_ = 1;
 };
 

@@ -1,4 +1,4 @@
-// Tensor<T, Backend>: owning, contiguous, row-major storage on a backend, rank 1 to 4.
+// Tensor<T, Backend>: owning, contiguous, row-major storage on a backend, rank 1 to 5.
 // Moves are cheap; copies are explicit (`Tensor b(a)` or `b = a`, never implicit
 // through a by-value parameter). Assigning an expression evaluates it, in one pass,
 // into the existing buffer when it is large enough (no allocation).

@@ -35,24 +35,37 @@ struct BatchNormRunning {
   T momentum = T(0.1);
 };
 
+/// Where batch_norm finds the channels: axis 1 (`channels`: [N x C], [N x C x L],
+/// [N x C x H x W]) or, `blocked`, the channel-blocked layout [N x C/K x H x W x K] of
+/// autodiff/layout.hpp, K = 8 or 16 (oneDNN's blocks; host backends, training mode).
+enum class BnLayout { channels, blocked };
+
 namespace detail {
 
-/// Channels C and positions S of a batch-norm input; shape_error names the shapes.
+/// Channels C and positions S of a batch-norm input, and its channel block k (1: channels
+/// first; K: [N x C/K x H x W x K]); shape_error names the shapes.
 struct BnGeometry {
-  index_t n = 0, c = 0, s = 1;
+  index_t n = 0, c = 0, s = 1, k = 1;
   index_t count() const { return n * s; }
 };
 
-inline BnGeometry bn_geometry(const char* op, const Shape& x, const Shape& gamma,
-                              const Shape& beta) {
+inline BnGeometry bn_geometry(const char* op, const Shape& x, const Shape& gamma, const Shape& beta,
+                              BnLayout layout = BnLayout::channels) {
   auto fail = [&](const std::string& why) {
     throw shape_error(std::string(op) + ": " + why + " (input " + x.str() + ", weight " +
                       gamma.str() + ", bias " + beta.str() + ")");
   };
-  if (x.rank() < 2) fail("the input must be [N x C], [N x C x L] or [N x C x H x W]");
-  BnGeometry g{x[0], x[1], 1};
-  for (int d = 2; d < x.rank(); ++d)
-    g.s *= x[d];
+  BnGeometry g;
+  if (layout == BnLayout::blocked) {
+    if (x.rank() != 5 || (x[4] != 8 && x[4] != 16))
+      fail("a channel-blocked input must be [N x C/K x H x W x K], K = 8 or 16");
+    g = BnGeometry{x[0], x[1] * x[4], x[2] * x[3], x[4]};
+  } else {
+    if (x.rank() < 2) fail("the input must be [N x C], [N x C x L] or [N x C x H x W]");
+    g = BnGeometry{x[0], x[1], 1, 1};
+    for (int d = 2; d < x.rank(); ++d)
+      g.s *= x[d];
+  }
   if (gamma.rank() != 1 || gamma[0] != g.c || beta.rank() != 1 || beta[0] != g.c)
     fail("the weight and bias must be [" + std::to_string(g.c) + "]");
   return g;
@@ -106,7 +119,8 @@ template <class T, class B, bool Relu = false>
 void batch_norm_backward(Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
   static_assert(B::is_host || !Relu, "the fused ReLU is a host engine's");
   const BnGeometry g =
-      bn_geometry("batch_norm", t.shape(n.in[0]), t.shape(n.in[1]), t.shape(n.in[2]));
+      bn_geometry("batch_norm", t.shape(n.in[0]), t.shape(n.in[1]), t.shape(n.in[2]),
+                  n.s[1] != T(0) ? BnLayout::blocked : BnLayout::channels);
   if (g.count() == 0) return;
   BnWork<T> w(t.value(n.in[3]).data(), g);
   const Shape ps{g.n * g.c, g.s}, rs{g.n * g.c, 1}, cs{g.c};
@@ -116,7 +130,7 @@ void batch_norm_backward(Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
     bool acc = false;
     T* dx = t.requires_grad(n.in[0]) ? t.grad_for_write(n.in[0], acc).data() : nullptr;
     HostBatchNorm<T>::backward(g.n, g.c, g.s, x.data(), dy.data(), gamma.data(), w.mean, w.invstd,
-                               w.a, w.b, dx, acc, Relu ? w.plane : nullptr);
+                               w.a, w.b, dx, acc, Relu ? w.plane : nullptr, g.k);
     t.accumulate(n.in[2], View<T, B>(w.a, cs));
     t.accumulate(n.in[1], View<T, B>(w.b, cs));
     return;
@@ -183,7 +197,7 @@ void check_bn_eps(const char* op, T eps) {
 
 template <class T, class B>
 Var<T, B> batch_norm_impl(const char* op, Var<T, B> x, Var<T, B> gamma, Var<T, B> beta, T eps,
-                          BatchNormRunning<T, B> running, bool fuse_relu);
+                          BatchNormRunning<T, B> running, bool fuse_relu, BnLayout layout);
 
 }  // namespace detail
 
@@ -198,10 +212,12 @@ Var<T, B> batch_norm_impl(const char* op, Var<T, B> x, Var<T, B> gamma, Var<T, B
 // An empty batch gives an empty result and updates nothing. Throws shape_error for a rank
 // below 2, gamma/beta not [C], or a single value per channel (M = 1: no variance, as
 // PyTorch refuses); value_error for eps <= 0.
+// `layout` BnLayout::blocked: x is channel-blocked [N x C/K x H x W x K] (C = C/K * K),
+// the same normalisation per channel (host backends; value_error on a device).
 template <class T, class B>
 Var<T, B> batch_norm(Var<T, B> x, Var<T, B> gamma, Var<T, B> beta, T eps = T(1e-5),
-                     BatchNormRunning<T, B> running = {}) {
-  return detail::batch_norm_impl("batch_norm", x, gamma, beta, eps, running, false);
+                     BatchNormRunning<T, B> running = {}, BnLayout layout = BnLayout::channels) {
+  return detail::batch_norm_impl("batch_norm", x, gamma, beta, eps, running, false, layout);
 }
 
 // ---- batch_norm_relu: max(0, batch_norm(x, gamma, beta)) in training mode, one op:
@@ -212,21 +228,27 @@ Var<T, B> batch_norm(Var<T, B> x, Var<T, B> gamma, Var<T, B> beta, T eps = T(1e-
 // backward recomputes the mask from x. Elsewhere it is relu(batch_norm(...)).
 template <class T, class B>
 Var<T, B> batch_norm_relu(Var<T, B> x, Var<T, B> gamma, Var<T, B> beta, T eps = T(1e-5),
-                          BatchNormRunning<T, B> running = {}) {
+                          BatchNormRunning<T, B> running = {},
+                          BnLayout layout = BnLayout::channels) {
   if constexpr (B::is_host)
-    return detail::batch_norm_impl("batch_norm_relu", x, gamma, beta, eps, running, true);
+    return detail::batch_norm_impl("batch_norm_relu", x, gamma, beta, eps, running, true, layout);
   else
-    return relu(detail::batch_norm_impl("batch_norm_relu", x, gamma, beta, eps, running, false));
+    return relu(
+        detail::batch_norm_impl("batch_norm_relu", x, gamma, beta, eps, running, false, layout));
 }
 
 namespace detail {
 template <class T, class B>
 Var<T, B> batch_norm_impl(const char* op, Var<T, B> x, Var<T, B> gamma, Var<T, B> beta, T eps,
-                          BatchNormRunning<T, B> running, bool fuse_relu) {
+                          BatchNormRunning<T, B> running, bool fuse_relu, BnLayout layout) {
   detail::require_same_tape(op, x, gamma);
   detail::require_same_tape(op, x, beta);
   detail::check_bn_eps(op, eps);
-  const detail::BnGeometry g = detail::bn_geometry(op, x.shape(), gamma.shape(), beta.shape());
+  const detail::BnGeometry g =
+      detail::bn_geometry(op, x.shape(), gamma.shape(), beta.shape(), layout);
+  if (layout == BnLayout::blocked && !B::is_host)
+    throw value_error(std::string(op) + ": channel-blocked input " + x.shape().str() + " on the " +
+                      B::name + " backend (host backends only)");
   if (g.count() == 1)
     throw shape_error(std::string(op) + ": one value per channel in training mode (input " +
                       x.shape().str() + "): the variance needs at least two");
@@ -243,7 +265,7 @@ Var<T, B> batch_norm_impl(const char* op, Var<T, B> x, Var<T, B> gamma, Var<T, B
     if constexpr (B::is_host) {
       detail::HostBatchNorm<T>::forward(g.n, g.c, g.s, xv.data(), gamma.value().data(),
                                         beta.value().data(), eps, w.mean, w.c, w.invstd,
-                                        y.value().data(), fuse_relu ? w.plane : nullptr);
+                                        y.value().data(), fuse_relu ? w.plane : nullptr, g.k);
     } else {
       detail::bn_channel_sum<T, B>(g, xv, w.plane, w.mean);
       View<T, B>(w.mean, cs) = View<T, B>(w.mean, cs) / m;
@@ -268,13 +290,15 @@ Var<T, B> batch_norm_impl(const char* op, Var<T, B> x, Var<T, B> gamma, Var<T, B
       *running.var = *running.var * (T(1) - mo) + View<T, B>(w.c, cs) * (mo * m / (m - T(1)));
     }
   }
+  const T blocked = layout == BnLayout::blocked ? T(1) : T(0);
   if constexpr (B::is_host)
     if (fuse_relu) {
       t.record(&detail::batch_norm_backward<T, B, true>, y,
-               {x.id(), gamma.id(), beta.id(), work.id()}, eps);
+               {x.id(), gamma.id(), beta.id(), work.id()}, eps, blocked);
       return y;
     }
-  t.record(&detail::batch_norm_backward<T, B>, y, {x.id(), gamma.id(), beta.id(), work.id()}, eps);
+  t.record(&detail::batch_norm_backward<T, B>, y, {x.id(), gamma.id(), beta.id(), work.id()}, eps,
+           blocked);
   return y;
 }
 }  // namespace detail

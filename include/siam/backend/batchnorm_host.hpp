@@ -14,12 +14,16 @@
 // passes both ways, as relu and relu_grad (functors.hpp) let it.
 // Each plane is summed in 8 lanes of T, then added to a double total per channel, in a fixed
 // order: the results do not depend on the thread count. Nothing is allocated.
+// Channel-blocked data (autodiff/layout.hpp), [N x C/K x S x K] with K = 8 or 16 (k; 1 for
+// the layouts above): one task per block of K channels, each channel one lane (its S values
+// of a plane summed in T, then added to its double total); the same two passes each way.
 #pragma once
 
 #include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "siam/backend/host_threads.hpp"
@@ -85,7 +89,11 @@ struct HostBatchNorm {
   /// relu[c], relu[c + C] keep the channel's a = gamma invstd and b = beta - a mean for
   /// backward_relu.
   static void forward(index_t n, index_t c, index_t s, const T* x, const T* gamma, const T* beta,
-                      T eps, T* mean, T* var, T* invstd, T* y, T* relu = nullptr) {
+                      T eps, T* mean, T* var, T* invstd, T* y, T* relu = nullptr, index_t k = 1) {
+    if (k == 16)
+      return Blocked<16>::forward(n, c, s, x, gamma, beta, eps, mean, var, invstd, y, relu);
+    if (k == 8)
+      return Blocked<8>::forward(n, c, s, x, gamma, beta, eps, mean, var, invstd, y, relu);
     const double m = static_cast<double>(n * s);
     parallel_for(c, n * c * s >= parallel_threshold, [&](index_t ch) {
       const T k = x[ch * s];
@@ -134,7 +142,13 @@ struct HostBatchNorm {
   /// by [a x + b > 0]: the backward of max(0, batch_norm(x)).
   static void backward(index_t n, index_t c, index_t s, const T* x, const T* dy, const T* gamma,
                        const T* mean, const T* invstd, T* sum_dy, T* sum_dy_xhat, T* dx,
-                       bool acc_dx, const T* relu = nullptr) {
+                       bool acc_dx, const T* relu = nullptr, index_t k = 1) {
+    if (k == 16)
+      return Blocked<16>::backward(n, c, s, x, dy, gamma, mean, invstd, sum_dy, sum_dy_xhat, dx,
+                                   acc_dx, relu);
+    if (k == 8)
+      return Blocked<8>::backward(n, c, s, x, dy, gamma, mean, invstd, sum_dy, sum_dy_xhat, dx,
+                                  acc_dx, relu);
     const T m = static_cast<T>(n * s);
     parallel_for(c, n * c * s >= parallel_threshold, [&](index_t ch) {
       const T mu = mean[ch];
@@ -193,6 +207,137 @@ struct HostBatchNorm {
       }
     });
   }
+
+  // The blocked layout, K = 8 or 16 lanes: channel ch = b K + u of block b is lane u, and
+  // the K channels of a block go through the passes together as one vector (GCC/Clang vector
+  // extensions, so that each lane stays one channel: left to itself, GCC vectorised these
+  // loops across positions and scattered the lanes). The same formulas as the NCHW code
+  // above, the shift of the one-pass variance the channel's first value. Vectors are only
+  // ever locals (no vector parameter or return: no ABI question without -march).
+  template <index_t K>
+  struct Blocked {
+    static constexpr auto bytes = static_cast<std::size_t>(K) * sizeof(T);
+    using I = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+    typedef T V __attribute__((vector_size(bytes)));
+    typedef I M __attribute__((vector_size(bytes)));
+
+    static void forward(index_t n, index_t c, index_t s, const T* x, const T* gamma, const T* beta,
+                        T eps, T* mean, T* var, T* invstd, T* y, T* relu) {
+      const index_t cb = c / K;
+      const double m = static_cast<double>(n * s);
+      parallel_for(cb, n * c * s >= parallel_threshold, [&](index_t b) {
+        V sh, a, bb;
+        std::memcpy(&sh, x + b * s * K, bytes);
+        double t1[K] = {}, t2[K] = {};
+        for (index_t i = 0; i < n; ++i) {
+          const T* p = x + (i * cb + b) * s * K;
+          V l1 = {}, l2 = {};
+          for (index_t q = 0; q < s; ++q) {
+            V v;
+            std::memcpy(&v, p + q * K, bytes);
+            const V d = v - sh;
+            l1 += d;
+            l2 += d * d;
+          }
+          for (index_t u = 0; u < K; ++u) {
+            t1[u] += static_cast<double>(l1[u]);
+            t2[u] += static_cast<double>(l2[u]);
+          }
+        }
+        for (index_t u = 0; u < K; ++u) {
+          const index_t ch = b * K + u;
+          const double d = t1[u] / m;
+          const double v = std::max(0.0, t2[u] / m - d * d);
+          mean[ch] = static_cast<T>(static_cast<double>(sh[u]) + d);
+          var[ch] = static_cast<T>(v);
+          invstd[ch] = T(1) / std::sqrt(static_cast<T>(v) + eps);
+          a[u] = gamma[ch] * invstd[ch];
+          bb[u] = beta[ch] - a[u] * mean[ch];
+          if (relu) {
+            relu[ch] = a[u];
+            relu[c + ch] = bb[u];
+          }
+        }
+        const V zero = {};
+        for (index_t i = 0; i < n; ++i) {
+          const T* p = x + (i * cb + b) * s * K;
+          T* o = y + (i * cb + b) * s * K;
+          for (index_t q = 0; q < s; ++q) {
+            V v;
+            std::memcpy(&v, p + q * K, bytes);
+            V z = a * v + bb;
+            if (relu) z = (V)((M)z & ~(M)(z <= zero));  // max(0, z); NaN passes
+            std::memcpy(o + q * K, &z, bytes);
+          }
+        }
+      });
+    }
+    static void backward(index_t n, index_t c, index_t s, const T* x, const T* dy, const T* gamma,
+                         const T* mean, const T* invstd, T* sum_dy, T* sum_dy_xhat, T* dx,
+                         bool acc_dx, const T* relu) {
+      const index_t cb = c / K;
+      const T m = static_cast<T>(n * s);
+      parallel_for(cb, n * c * s >= parallel_threshold, [&](index_t b) {
+        V mu, ra = {}, rb = {}, A, Bc, Cc;
+        for (index_t u = 0; u < K; ++u) {
+          const index_t ch = b * K + u;
+          mu[u] = mean[ch];
+          if (relu) {
+            ra[u] = relu[ch];
+            rb[u] = relu[c + ch];
+          }
+        }
+        const V zero = {};
+        double t1[K] = {}, t2[K] = {};
+        for (index_t i = 0; i < n; ++i) {
+          const T* p = x + (i * cb + b) * s * K;
+          const T* d = dy + (i * cb + b) * s * K;
+          V l1 = {}, l2 = {};
+          for (index_t q = 0; q < s; ++q) {
+            V v, g;
+            std::memcpy(&v, p + q * K, bytes);
+            std::memcpy(&g, d + q * K, bytes);
+            if (relu) g = (V)((M)g & ~(M)(ra * v + rb <= zero));  // dy [z > 0]; NaN passes
+            l1 += g;
+            l2 += g * (v - mu);
+          }
+          for (index_t u = 0; u < K; ++u) {
+            t1[u] += static_cast<double>(l1[u]);
+            t2[u] += static_cast<double>(l2[u]);
+          }
+        }
+        for (index_t u = 0; u < K; ++u) {
+          const index_t ch = b * K + u;
+          const T sd = static_cast<T>(t1[u]), sx = static_cast<T>(t2[u]) * invstd[ch];
+          sum_dy[ch] = sd;
+          sum_dy_xhat[ch] = sx;
+          A[u] = gamma[ch] * invstd[ch];
+          const T kq = A[u] / m;
+          Bc[u] = -kq * invstd[ch] * sx;
+          Cc[u] = -kq * sd - Bc[u] * mu[u];
+        }
+        if (!dx) return;
+        for (index_t i = 0; i < n; ++i) {
+          const T* p = x + (i * cb + b) * s * K;
+          const T* d = dy + (i * cb + b) * s * K;
+          T* o = dx + (i * cb + b) * s * K;
+          for (index_t q = 0; q < s; ++q) {
+            V v, g;
+            std::memcpy(&v, p + q * K, bytes);
+            std::memcpy(&g, d + q * K, bytes);
+            if (relu) g = (V)((M)g & ~(M)(ra * v + rb <= zero));
+            V r = A * g + Bc * v + Cc;
+            if (acc_dx) {
+              V prev;
+              std::memcpy(&prev, o + q * K, bytes);
+              r += prev;
+            }
+            std::memcpy(o + q * K, &r, bytes);
+          }
+        }
+      });
+    }
+  };
 };
 
 }  // namespace siam::detail

@@ -23,8 +23,11 @@ namespace detail {
 
 /// A float convolution engine: workspace need (in floats) and the two passes. Null
 /// gradient pointers are skipped; acc_* says whether to add to (true) or overwrite them.
+/// `block`: the channel block of its blocked layout (ConvGeometry::xblock / yblock), 0 if
+/// it has none.
 struct HostConvFns {
   const char* name;
+  index_t (*block)();
   index_t (*workspace)(const ConvGeometry& g);
   void (*forward)(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
                   float* work);
@@ -84,6 +87,14 @@ struct ConvDispatch {
       return active_conv_engine() == ConvEngine::onednn && onednn_conv_fns();
     else
       return false;
+  }
+  /// Whether this engine reads and writes channel-blocked tensors (ConvGeometry::xblock,
+  /// yblock), and in blocks of how many channels.
+  static bool blocked() { return onednn() && onednn_conv_fns()->block() > 0; }
+  static index_t block() {
+    if constexpr (std::same_as<T, float> && B::is_host)
+      if (onednn()) return onednn_conv_fns()->block();
+    return 0;
   }
   static index_t workspace(const ConvGeometry& g) {
     if constexpr (device) {

@@ -6,12 +6,15 @@
 // Primitives (forward, backward-data, backward-weights with the bias gradient) are created
 // once per geometry and thread and cached, with their layouts left to oneDNN (`any`): it
 // picks blocked layouts (nChw16c on AVX-512) and its direct JIT kernels, as PyTorch's CPU
-// convolution does. siam's tensors stay NCHW/OIHW; each call reorders its inputs into the
-// chosen layouts and its output back, through cached reorder primitives, into a per-thread
-// arena sized when a geometry is first seen. The scratchpad is the caller's workspace (a
-// tape slot). oneDNN overwrites gradients, so a gradient that must accumulate is computed
-// into the workspace and added. oneDNN allocates inside every primitive execution (its
-// argument maps), so this engine is not allocation-free (docs/conv.md).
+// convolution does. An NCHW tensor is reordered into the chosen layout and an output back,
+// through cached reorder primitives, into a per-thread arena sized when a geometry is first
+// seen. A channel-blocked tensor (ConvGeometry::xblock / yblock, in the block size that
+// block() reports) is already in the kernels' layout: the primitives are created with it and
+// read and write it in place, so a network that keeps its activations blocked from one
+// convolution to the next (nn::Conv2D in training) copies nothing. Weights stay OIHW. The
+// scratchpad is the caller's workspace (a tape slot). oneDNN overwrites gradients, so a gradient
+// that must accumulate is computed into the workspace and added. oneDNN allocates inside every
+// primitive execution (its argument maps), so this engine is not allocation-free (docs/conv.md).
 #pragma once
 
 #include <algorithm>
@@ -21,6 +24,7 @@
 #include <new>
 #include <vector>
 
+#include "siam/backend/blocked_host.hpp"
 #include "siam/backend/conv_dispatch.hpp"
 
 namespace siam::detail {
@@ -92,7 +96,7 @@ struct DnnlConv {
     at += round16(floats_of(chosen));
     a.reorder = input ? dnnl::reorder(a.user, a.blk) : dnnl::reorder(a.blk, a.user);
     const dnnl::memory::dims d = plain.dims();
-    if (!input && d.size() == 4)
+    if (!input && d.size() == 4 && plain == md(d, f32, tag::nchw))
       for (const auto& [block, t] : {std::pair{16, tag::aBcd16b}, std::pair{8, tag::aBcd8b}})
         if (chosen == md(d, f32, t)) {
           a.unblock = block;
@@ -101,19 +105,45 @@ struct DnnlConv {
     return a;
   }
 
+  // The memory format of channel blocks of k (8 or 16), nchw for 0.
+  static tag block_tag(index_t k) {
+    return k == 16 ? tag::aBcd16b : k == 8 ? tag::aBcd8b : tag::nchw;
+  }
+
+  /// The channel block of the layout oneDNN's forward kernels choose on this CPU (16 with
+  /// AVX-512, 8 with AVX2), found once from a probe convolution; 0 when it keeps a plain one.
+  static index_t block() {
+    static const index_t k = [] {
+      const dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+      const md x_any({2, 32, 8, 8}, f32, tag::any), w_any({32, 32, 3, 3}, f32, tag::any);
+      auto fpd = dnnl::convolution_forward::primitive_desc(
+          dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
+                                          dnnl::algorithm::convolution_direct, x_any, w_any, x_any,
+                                          {1, 1}, {1, 1}, {1, 1}),
+          eng);
+      for (index_t b : {16, 8})
+        if (fpd.dst_desc() == md({2, 32, 8, 8}, f32, block_tag(b))) return b;
+      return index_t(0);
+    }();
+    return k;
+  }
+
   static Entry& entry(const ConvGeometry& g) {
     Context& c = context();
     for (auto& e : c.entries)
       if (e->g == g) return *e;
     using dims = dnnl::memory::dims;
-    const md x_md({g.n, g.c, g.h, g.w}, f32, tag::nchw);
+    // siam's memory: NCHW, or channel-blocked where the geometry says so (block() or the
+    // caller's choice; oneDNN's own check refuses a block its kernels lack).
+    const md x_md({g.n, g.c, g.h, g.w}, f32, block_tag(g.xblock));
     const md w_md({g.o, g.c, g.kh, g.kw}, f32, tag::oihw);
     const md b_md({g.o}, f32, tag::x);
-    const md y_md({g.n, g.o, g.oh, g.ow}, f32, tag::nchw);
-    // `any`: oneDNN picks its layouts (blocked, for its direct JIT kernels).
-    const md x_any({g.n, g.c, g.h, g.w}, f32, tag::any);
+    const md y_md({g.n, g.o, g.oh, g.ow}, f32, block_tag(g.yblock));
+    // `any`: oneDNN picks its layouts (blocked, for its direct JIT kernels); a blocked
+    // tensor is given as it is.
+    const md x_any = g.xblock ? x_md : md({g.n, g.c, g.h, g.w}, f32, tag::any);
     const md w_any({g.o, g.c, g.kh, g.kw}, f32, tag::any);
-    const md y_any({g.n, g.o, g.oh, g.ow}, f32, tag::any);
+    const md y_any = g.yblock ? y_md : md({g.n, g.o, g.oh, g.ow}, f32, tag::any);
     const dims strides{g.stride, g.stride}, pad{g.pad, g.pad};
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -202,56 +232,22 @@ struct DnnlConv {
     return a.blk.get();
   }
   // Copies an output written in oneDNN's layout back to siam's. Activations in nChw16c /
-  // nChw8c are copied here, in tiles (oneDNN 2.6's reorder in that direction measured 5x
-  // slower than the other way on the ResNet shapes).
+  // nChw8c are copied here, in tiles (HostBlocked; oneDNN 2.6's reorder in that direction
+  // measured 5x slower than the other way on the ResNet shapes).
   // With `acc`, the copy adds into siam's memory (only for an Arg with `unblock`).
   static void finish(Arg& a, bool acc = false) {
     if (!a.blocked) return;
     if (a.unblock) {  // read on this thread: the primitive's writes must be done
       context().stream.wait();
-      return acc ? unblock<true>(a) : unblock<false>(a);
+      const float* blk = static_cast<const float*>(a.blk.get_data_handle());
+      float* y = static_cast<float*>(a.user.get_data_handle());
+      if (acc)
+        HostBlocked<float>::unblock<true>(a.n, a.c, a.hw, a.unblock, blk, y);
+      else
+        HostBlocked<float>::unblock<false>(a.n, a.c, a.hw, a.unblock, blk, y);
+      return;
     }
     run(a.reorder, {{DNNL_ARG_FROM, a.blk.get()}, {DNNL_ARG_TO, a.user.get()}});
-  }
-  // y[i, c, q] (+)= blk[i, c / K, q, c % K] (K the channel block; the padded channels of the
-  // last block are skipped): tiles of K positions x K channels.
-  template <index_t K, bool Acc>
-  static void unblock_tiles(const Arg& a, const float* blk, float* y) {
-    const index_t cb = (a.c + K - 1) / K, hw = a.hw;
-    parallel_for(a.n * cb, a.n * a.c * hw >= (1 << 15), [&](index_t t) {
-      const index_t i = t / cb, b = t % cb, cn = std::min(K, a.c - b * K);
-      const float* src = blk + t * hw * K;
-      float* dst = y + (i * a.c + b * K) * hw;
-      index_t q0 = 0;
-      for (; q0 + K <= hw; q0 += K) {
-        constexpr auto k = static_cast<std::size_t>(K);
-        float tile[k][k];  // [channel][position]
-        for (index_t q = 0; q < K; ++q)
-          for (index_t u = 0; u < K; ++u)
-            tile[u][q] = src[(q0 + q) * K + u];
-        for (index_t u = 0; u < cn; ++u)
-          for (index_t q = 0; q < K; ++q)
-            if constexpr (Acc)
-              dst[u * hw + q0 + q] += tile[u][q];
-            else
-              dst[u * hw + q0 + q] = tile[u][q];
-      }
-      for (index_t q = q0; q < hw; ++q)
-        for (index_t u = 0; u < cn; ++u)
-          if constexpr (Acc)
-            dst[u * hw + q] += src[q * K + u];
-          else
-            dst[u * hw + q] = src[q * K + u];
-    });
-  }
-  template <bool Acc>
-  static void unblock(const Arg& a) {
-    const float* blk = static_cast<const float*>(a.blk.get_data_handle());
-    float* y = static_cast<float*>(a.user.get_data_handle());
-    if (a.unblock == 16)
-      unblock_tiles<16, Acc>(a, blk, y);
-    else
-      unblock_tiles<8, Acc>(a, blk, y);
   }
 
   static void forward(const ConvGeometry& g, const float* x, const float* w, const float* b,
@@ -331,7 +327,7 @@ struct DnnlConv {
   }
 
   static bool register_engine() {
-    static const HostConvFns fns{"onednn", &workspace, &forward, &backward};
+    static const HostConvFns fns{"onednn", &block, &workspace, &forward, &backward};
     onednn_conv_fns() = &fns;
     return true;
   }

@@ -15,13 +15,18 @@ struct ConvGeometry {
   index_t o = 0, kh = 0, kw = 0;       // filters (o = c for pooling)
   index_t stride = 1, pad = 0;
   index_t oh = 0, ow = 0;  // output
+  // Channel blocks of the input and output: 0 for NCHW, K for the blocked layout
+  // [n x c/K x h x w x K] (backend/blocked_host.hpp), which only the oneDNN engine reads.
+  index_t xblock = 0, yblock = 0;
 
   index_t in_size() const { return n * c * h * w; }
   index_t out_size() const { return n * o * oh * ow; }
   index_t weight_size() const { return o * c * kh * kw; }
   index_t patch() const { return c * kh * kw; }  // values under one window
   index_t pixels() const { return oh * ow; }     // output positions per image and channel
-  Shape out_shape() const { return Shape{n, o, oh, ow}; }
+  Shape out_shape() const {
+    return yblock ? Shape{n, o / yblock, oh, ow, yblock} : Shape{n, o, oh, ow};
+  }
   bool operator==(const ConvGeometry&) const = default;
 };
 

@@ -62,6 +62,9 @@ class BatchNorm final : public Layer<T, B> {
     return {{"running_mean"}, {"running_var"}, {"num_batches_tracked"}};
   }
   void set_training(bool on) override { training_ = on; }
+  /// A channel-blocked batch (blocks of 8 or 16) is normalised as it is in training
+  /// (BnLayout::blocked), and returned to NCHW first otherwise.
+  bool accepts_blocked() const override { return true; }
   std::string describe() const override { return "BatchNorm(" + std::to_string(c_) + ")"; }
   LayerSpec spec() const override {
     return LayerSpec{kind, {}}
@@ -93,9 +96,15 @@ class BatchNorm final : public Layer<T, B> {
  private:
   Var<T, B> run(Var<T, B> x, bool with_relu) {
     return detail::named(*this, [&] {
-      const Shape s = x.shape();
-      if (s.rank() < 2 || s[1] != c_)
+      Shape s = x.shape();
+      const bool blocked = s.rank() == 5 && training_ && B::is_host && (s[4] == 8 || s[4] == 16);
+      if (s.rank() == 5 && !blocked) {
+        x = Sequential<T, B>::plain(x);
+        s = x.shape();
+      }
+      if (s.rank() < 2 || (blocked ? s[1] * s[4] : s[1]) != c_)
         throw shape_error("expects [N x " + std::to_string(c_) + " (x ...)], got " + s.str());
+      const BnLayout layout = blocked ? BnLayout::blocked : BnLayout::channels;
       auto& t = x.tape();
       if (!training_) {
         Var<T, B> y = batch_norm_inference(x, t.param(w_), t.param(b_), t.constant(mean_.value),
@@ -104,8 +113,9 @@ class BatchNorm final : public Layer<T, B> {
       }
       const BatchNormRunning<T, B> running{&mean_.value, &var_.value, static_cast<T>(momentum_)};
       Var<T, B> y =
-          with_relu ? batch_norm_relu(x, t.param(w_), t.param(b_), static_cast<T>(eps_), running)
-                    : batch_norm(x, t.param(w_), t.param(b_), static_cast<T>(eps_), running);
+          with_relu
+              ? batch_norm_relu(x, t.param(w_), t.param(b_), static_cast<T>(eps_), running, layout)
+              : batch_norm(x, t.param(w_), t.param(b_), static_cast<T>(eps_), running, layout);
       if (s[0] > 0) count_.value = count_.value + T(1);
       return y;
     });

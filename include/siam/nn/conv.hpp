@@ -59,16 +59,26 @@ class Conv2D final : public Layer<T, B> {
     if (bias) b_ = Parameter<T, B>("b", Tensor<T, B>(Shape{out_}));
   }
 
+  /// In training, where the engine computes in channel blocks (conv_block(): oneDNN), the
+  /// output is channel-blocked [N x out/K x OH x OW x K] when out is a multiple of K, and a
+  /// blocked input is read as it is: a ResNet's activations stay in the engine's layout from
+  /// one convolution to the next (Sequential returns them to NCHW where needed).
   Var<T, B> forward(Var<T, B> x) override {
     return detail::named(*this, [&] {
       const Shape s = x.shape();
-      if (s.rank() != 4 || s[1] != in_)
+      const bool blocked = s.rank() == 5;
+      if (!(s.rank() == 4 || blocked) || (blocked ? s[1] * s[4] : s[1]) != in_)
         throw shape_error("expects [N x " + std::to_string(in_) + " x H x W], got " + s.str());
+      if (blocked && s[4] != conv_block<T, B>()) x = Sequential<T, B>::plain(x);
+      const index_t k = training_ ? conv_block<T, B>() : 0;
+      const index_t out_block = k > 0 && out_ % k == 0 ? k : 0;
       auto& t = x.tape();
-      return has_bias() ? conv2d(x, t.param(w_), t.param(b_), stride_, pad_)
-                        : conv2d(x, t.param(w_), stride_, pad_);
+      return has_bias() ? conv2d(x, t.param(w_), t.param(b_), stride_, pad_, out_block)
+                        : conv2d(x, t.param(w_), stride_, pad_, out_block);
     });
   }
+  bool accepts_blocked() const override { return true; }
+  void set_training(bool on) override { training_ = on; }
   Shape output_shape(const Shape& in) const override {
     const index_t h = in.rank() == 3 ? detail::window_extent(in[1], k_, stride_, pad_) : -1;
     const index_t w = in.rank() == 3 ? detail::window_extent(in[2], k_, stride_, pad_) : -1;
@@ -127,6 +137,7 @@ class Conv2D final : public Layer<T, B> {
 
  private:
   index_t in_, out_, k_, stride_, pad_;
+  bool training_ = true;
   Parameter<T, B> w_, b_;
 };
 

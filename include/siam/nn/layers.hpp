@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "siam/autodiff/elementwise.hpp"
+#include "siam/autodiff/layout.hpp"
 #include "siam/autodiff/metric.hpp"
 #include "siam/autodiff/ops.hpp"
 #include "siam/autodiff/reduce.hpp"
@@ -53,6 +54,11 @@ class Layer {
   virtual bool fuses_relu() const { return false; }
   /// relu(forward(x)), as one op where fuses_relu() says so.
   virtual Var<T, B> forward_relu(Var<T, B> x) { return relu(forward(x)); }
+  /// Whether forward takes a channel-blocked batch [N x C/K x H x W x K]
+  /// (autodiff/layout.hpp) as the NCHW batch it stands for; Sequential converts a blocked
+  /// batch to NCHW before a layer that does not. Conv2D writes blocked batches in training
+  /// where the convolution engine computes in them (conv_block()).
+  virtual bool accepts_blocked() const { return false; }
   /// The shape of one output example for one input example of shape `in` (no batch
   /// axis: [784], [1 x 28 x 28]). Throws shape_error naming the layer and both shapes.
   virtual Shape output_shape(const Shape& in) const = 0;
@@ -228,6 +234,7 @@ class ReLU final : public detail::Activation<T, B> {
     return std::make_unique<ReLU>();
   }
   Var<T, B> forward(Var<T, B> x) override { return relu(x); }
+  bool accepts_blocked() const override { return true; }  // elementwise
 
  private:
   std::string name() const override { return kind; }
@@ -301,7 +308,9 @@ class L2Normalize final : public ParameterFree<T, B> {
 
 /// Layers applied in order. A layer that fuses_relu() directly followed by a ReLU runs the
 /// pair as one op (Dense: linear_relu; BatchNorm in training: batch_norm_relu; Residual:
-/// add_relu; same result, fewer passes over the data).
+/// add_relu; same result, fewer passes over the data). A channel-blocked batch goes back to
+/// NCHW (from_blocked) before a layer that does not accept_blocked(), and at the end of
+/// forward(); forward_blocked() may return it blocked (what a Residual's paths use).
 template <class T, class B>
 class Sequential final : public Layer<T, B> {
  public:
@@ -320,10 +329,13 @@ class Sequential final : public Layer<T, B> {
   }
 
   /// Shape errors name the layer: "layers.3 Dense(800, 16): input ... expected 800".
-  Var<T, B> forward(Var<T, B> x) override {
+  Var<T, B> forward(Var<T, B> x) override { return plain(forward_blocked(x)); }
+  /// forward(), whose result may be channel-blocked (rank 5) where the last layers keep it so.
+  Var<T, B> forward_blocked(Var<T, B> x) {
     std::size_t i = 0;
     try {
       for (; i < layers_.size(); ++i) {
+        if (!layers_[i]->accepts_blocked()) x = plain(x);
         if (layers_[i]->fuses_relu() && i + 1 < layers_.size() &&
             dynamic_cast<ReLU<T, B>*>(layers_[i + 1].get())) {
           x = layers_[i]->forward_relu(x);
@@ -335,6 +347,13 @@ class Sequential final : public Layer<T, B> {
     } catch (const shape_error& e) {
       throw shape_error(where(i, e.what()));
     }
+    return x;
+  }
+  bool accepts_blocked() const override { return true; }  // each layer is asked in turn
+  /// x in NCHW: from_blocked for a channel-blocked batch (rank 5), else x itself.
+  static Var<T, B> plain(Var<T, B> x) {
+    if constexpr (B::is_host)
+      if (x.shape().rank() == 5) return from_blocked(x);
     return x;
   }
   /// The per-example output shape; throws shape_error naming the first layer that does

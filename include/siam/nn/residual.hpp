@@ -50,6 +50,9 @@ class Residual final : public Layer<T, B> {
   /// followed by ReLU, as in ResNet's basic block).
   bool fuses_relu() const override { return true; }
   Var<T, B> forward_relu(Var<T, B> x) override { return run(x, true); }
+  /// Both paths run on a channel-blocked batch as they do on NCHW (each Sequential converts
+  /// where its layers need); the sum is blocked when either path's output is.
+  bool accepts_blocked() const override { return true; }
   Shape output_shape(const Shape& in) const override {
     const Shape y = body_.output_shape(in);
     const Shape s = proj_.size() ? proj_.output_shape(in) : in;
@@ -118,8 +121,19 @@ class Residual final : public Layer<T, B> {
 
  private:
   Var<T, B> run(Var<T, B> x, bool relu_after) {
-    Var<T, B> y = body_.forward(x);
-    Var<T, B> s = proj_.size() ? proj_.forward(x) : x;
+    Var<T, B> y = body_.forward_blocked(x);
+    Var<T, B> s = proj_.size() ? proj_.forward_blocked(x) : x;
+    if constexpr (B::is_host)
+      if (y.shape().rank() != s.shape().rank()) {  // one path blocked: both blocked
+        if (y.shape().rank() == 5 && s.shape().rank() == 4 && s.shape()[1] % y.shape()[4] == 0)
+          s = to_blocked(s, y.shape()[4]);
+        else if (s.shape().rank() == 5 && y.shape().rank() == 4 && y.shape()[1] % s.shape()[4] == 0)
+          y = to_blocked(y, s.shape()[4]);
+        else {
+          y = Sequential<T, B>::plain(y);
+          s = Sequential<T, B>::plain(s);
+        }
+      }
     if (!(y.shape() == s.shape()))
       throw shape_error(describe() + ": the body gives " + y.shape().str() + ", the " +
                         (proj_.size() ? "projection " : "identity ") + s.shape().str() +
