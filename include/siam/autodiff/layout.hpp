@@ -73,14 +73,14 @@ Var<T, B> from_blocked(Var<T, B> x) {
       +[](Tape<T, B>& tp, const typename Tape<T, B>::Node& n) {
         if (!tp.requires_grad(n.in[0])) return;
         const Shape xs = tp.shape(n.in[0]);
-        const index_t c = xs[1] * xs[4], hw = xs[2] * xs[3];
+        const index_t channels = xs[1] * xs[4], hw = xs[2] * xs[3];
         bool acc = false;
         T* dx = tp.grad_for_write(n.in[0], acc).data();
         const T* dy = tp.out_grad(n).data();
         if (acc)
-          detail::HostBlocked<T>::template block<true>(xs[0], c, hw, xs[4], dy, dx);
+          detail::HostBlocked<T>::template block<true>(xs[0], channels, hw, xs[4], dy, dx);
         else
-          detail::HostBlocked<T>::template block<false>(xs[0], c, hw, xs[4], dy, dx);
+          detail::HostBlocked<T>::template block<false>(xs[0], channels, hw, xs[4], dy, dx);
       },
       y, {x.id()});
   return y;

@@ -14,7 +14,7 @@
 // passes both ways, as relu and relu_grad (functors.hpp) let it.
 // Each plane is summed in 8 lanes of T, then added to a double total per channel, in a fixed
 // order: the results do not depend on the thread count. Nothing is allocated.
-// Channel-blocked data (autodiff/layout.hpp), [N x C/K x S x K] with K = 8 or 16 (k; 1 for
+// Channel-blocked data (autodiff/layout.hpp), [N x C/K x S x K] with K = 8 or 16 (`lanes`; 1 for
 // the layouts above): one task per block of K channels, each channel one lane (its S values
 // of a plane summed in T, then added to its double total); the same two passes each way.
 #pragma once
@@ -89,10 +89,11 @@ struct HostBatchNorm {
   /// relu[c], relu[c + C] keep the channel's a = gamma invstd and b = beta - a mean for
   /// backward_relu.
   static void forward(index_t n, index_t c, index_t s, const T* x, const T* gamma, const T* beta,
-                      T eps, T* mean, T* var, T* invstd, T* y, T* relu = nullptr, index_t k = 1) {
-    if (k == 16)
+                      T eps, T* mean, T* var, T* invstd, T* y, T* relu = nullptr,
+                      index_t lanes = 1) {
+    if (lanes == 16)
       return Blocked<16>::forward(n, c, s, x, gamma, beta, eps, mean, var, invstd, y, relu);
-    if (k == 8)
+    if (lanes == 8)
       return Blocked<8>::forward(n, c, s, x, gamma, beta, eps, mean, var, invstd, y, relu);
     const double m = static_cast<double>(n * s);
     parallel_for(c, n * c * s >= parallel_threshold, [&](index_t ch) {
@@ -142,11 +143,11 @@ struct HostBatchNorm {
   /// by [a x + b > 0]: the backward of max(0, batch_norm(x)).
   static void backward(index_t n, index_t c, index_t s, const T* x, const T* dy, const T* gamma,
                        const T* mean, const T* invstd, T* sum_dy, T* sum_dy_xhat, T* dx,
-                       bool acc_dx, const T* relu = nullptr, index_t k = 1) {
-    if (k == 16)
+                       bool acc_dx, const T* relu = nullptr, index_t lanes = 1) {
+    if (lanes == 16)
       return Blocked<16>::backward(n, c, s, x, dy, gamma, mean, invstd, sum_dy, sum_dy_xhat, dx,
                                    acc_dx, relu);
-    if (k == 8)
+    if (lanes == 8)
       return Blocked<8>::backward(n, c, s, x, dy, gamma, mean, invstd, sum_dy, sum_dy_xhat, dx,
                                   acc_dx, relu);
     const T m = static_cast<T>(n * s);
