@@ -608,6 +608,23 @@ TEST_CASE("oneDNN: channel-blocked conv2d is NCHW's bit for bit; Conv2D keeps it
     nn::Conv2D<float, Cpu> layer(2 * k, k, 3, rng, 1, 1, false);
     CHECK(layer.forward(xk2).shape() == Shape{2, 1, 5, 5, k});
   }
+  {  // a blocked forward, then the engine switched before the backward: a clear error. A
+     // 1x1 convolution over a batch of 32: oneDNN's workspace (which holds a copy of dx) is
+     // larger than im2col's would be, so only the layout tells the engines apart.
+    Parameter<float, Cpu> pw("w", random_f(Shape{k, k, 1, 1}, rng));
+    const Tf x = random_f(Shape{32, k, 16, 16}, rng);
+    Tape<float, Cpu> t;
+    auto y = conv2d(to_blocked(t.constant(x), k), t.param(pw), 1, 0, k);
+    set_conv_engine(ConvEngine::im2col);
+    try {
+      t.backward(sum(y));
+      FAIL("the backward ran on an engine without blocks");
+    } catch (const value_error& e) {
+      CHECK(std::string(e.what()).find("engine changed between forward and backward (blocks of " +
+                                       std::to_string(k)) != std::string::npos);
+    }
+    set_conv_engine(ConvEngine::onednn);
+  }
   {  // a ResNet: training keeps the blocked layout (its Conv2D writes rank 5), inference
      // does not; the blocked step against the im2col engine's NCHW step
     auto net = nn::resnet<float, Cpu>(Shape{1, 12, 12}, rng, 2 * k, 8);

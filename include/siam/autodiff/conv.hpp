@@ -84,10 +84,15 @@ void conv2d_backward(Tape<T, B>& t, const typename Tape<T, B>::Node& n) {
   T* dw = t.requires_grad(n.in[1]) ? t.grad_for_write(n.in[1], aw).data() : nullptr;
   T* db = HasBias && t.requires_grad(n.in[2]) ? t.grad_for_write(n.in[2], ab).data() : nullptr;
   View<T, B> work = t.value(n.in[3]);
-  if ((g.xblock || g.yblock) && !ConvDispatch<T, B>::blocked())
-    throw value_error("conv2d: the engine changed between forward and backward");
-  if (work.size() < ConvDispatch<T, B>::workspace(g))
-    throw value_error("conv2d: the engine changed between forward and backward");
+  // The forward chose its layout and workspace for the engine of that time; another engine
+  // now could neither read the blocked tensors nor fit its scratch in the workspace.
+  const bool layout_ok = !(g.xblock || g.yblock) || ConvDispatch<T, B>::blocked();
+  const index_t needed = layout_ok ? ConvDispatch<T, B>::workspace(g) : 0;
+  if (!layout_ok || work.size() < needed)
+    throw value_error("conv2d: the engine changed between forward and backward (blocks of " +
+                      std::to_string(g.xblock) + " in and " + std::to_string(g.yblock) +
+                      " out, a workspace of " + std::to_string(work.size()) + " values for " +
+                      std::to_string(needed) + ")");
   ConvDispatch<T, B>::backward(g, t.value(n.in[0]).data(), t.value(n.in[1]).data(),
                                t.out_grad(n).data(), dx, ax, dw, aw, db, ab, work.data());
 }
