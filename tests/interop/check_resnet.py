@@ -15,7 +15,8 @@ modules with `body` and `projection` nn.Sequential children. Checks:
      export) passes onnx.checker (full), has exactly the ops its specs export as (no Dropout),
      uses every initializer, and, run node by node by the small evaluator below (torch
      functions; any op, attribute or attribute value it does not implement fails the check,
-     naming it), gives siam's embeddings within 1e-5.
+     naming it), gives siam's embeddings within 1e-5; and OpenCV's DNN module (where
+     python3-opencv is installed) runs the file and gives them within 1e-5 too.
 Exit 77 (skipped) when numpy or torch cannot be imported; part 3 alone is skipped, with a
 message, when siam was built without ONNX export or the onnx module is missing.
 """
@@ -311,6 +312,21 @@ def onnx_part(path, fixture_said, specs, images, siam_embedding):
         close("resnet.onnx run op by op (torch, float64) gives siam's embeddings", got.numpy(), siam_embedding)
     except (Unsupported, ValueError) as e:
         check("resnet.onnx run op by op (torch, float64) gives siam's embeddings", False, str(e))
+
+    # An inference runtime of its own: OpenCV's DNN module reads the file and runs it in float.
+    try:
+        import cv2
+    except ImportError as e:
+        print(f"skip  OpenCV: {e} for {sys.executable} (Debian: python3-opencv)")
+        return
+    try:
+        net = cv2.dnn.readNetFromONNX(path)
+        net.setInput(images.astype(np.float32))
+        got = net.forward()
+    except cv2.error as e:
+        check("OpenCV's DNN module runs resnet.onnx", False, str(e).strip().splitlines()[-1])
+        return
+    close(f"OpenCV {cv2.__version__} runs resnet.onnx (float) and gives siam's embeddings", got, siam_embedding)
 
 
 def close(name, got, want):
