@@ -356,10 +356,9 @@ check "--graph exits 0" test $? -eq 0
 check "--graph is recorded in metrics.json" grep -q '"graph": 1' "$tmp/graph/metrics.json"
 "$bin" "${fast[@]}" --iterations 60 --out "$tmp/eager" >/dev/null 2>&1
 # The replayed update reads its constants from memory where the eager one has them folded in,
-# so the two round differently in the last bit (FMA contraction depends on the CPU's vector
-# width), and 60 iterations amplify that: on an AVX2 machine the losses first part by more
-# than 1e-3 at iteration 24, by at most 1.1e-5 over the first 10. Those 10 are compared; all
-# 60 must be there.
+# so the two may round differently in the last bit, as they do on an AVX2 machine, and 60
+# iterations amplify that: there the losses first part by more than 1e-3 at iteration 24, by
+# at most 1.1e-5 over the first 10. Those 10 are compared; all 60 must be there.
 check "--graph losses match the eager run's over the first 10 iterations (relative 1e-3)" awk -F, '
   NR == FNR { a[FNR] = $2; next }
   FNR > 1 && FNR <= 11 { d = $2 - a[FNR]; if (d < 0) d = -d; if (d > 1e-3 * (1 + a[FNR])) bad = 1 }
